@@ -1,0 +1,175 @@
+package hooks
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"os/exec"
+	"strings"
+	"syscall"
+	"time"
+)
+
+// Cmd is one invocation of an external program.
+type Cmd struct {
+	// Args is the program name followed by its arguments. Args[0] is looked
+	// up in PATH when it has no slash.
+	Args []string
+	// Dir is the working directory; empty means the caller's.
+	Dir string
+	// Env is added to the runner's environment (KEY=VALUE).
+	Env []string
+	// Stdin, when set, is fed to the program.
+	Stdin io.Reader
+	// Stdout, when set, receives the program's standard output as it is
+	// written (for example a zfs send stream). When nil, Run returns it.
+	Stdout io.Writer
+}
+
+// String quotes the command line the way a shell user would type it.
+func (c Cmd) String() string { return QuoteArgs(c.Args) }
+
+// Runner runs external commands. Every command paczfs runs goes through one,
+// so a caller can log, sandbox (chroot, nsenter, ssh) or fake them.
+//
+// Run must honour ctx: when it is cancelled the program is stopped and Run
+// returns an error that wraps ctx.Err(). When the program exits non-zero,
+// Run returns a *CmdError. The returned bytes are the standard output when
+// Cmd.Stdout is nil, and nil otherwise.
+type Runner interface {
+	Run(ctx context.Context, cmd Cmd) ([]byte, error)
+}
+
+// CmdError reports a command that failed: its argv, exit code and the tail
+// of what it wrote to standard error.
+type CmdError struct {
+	Args     []string
+	ExitCode int    // -1 when the program did not exit normally
+	Stderr   string // at most StderrTail bytes, the end of stderr
+	Err      error  // the underlying error (*exec.ExitError, context.Canceled...)
+}
+
+// StderrTail is how much of a failed command's standard error a CmdError keeps.
+const StderrTail = 4096
+
+func (e *CmdError) Error() string {
+	msg := QuoteArgs(e.Args) + ": " + e.Err.Error()
+	if s := strings.TrimSpace(e.Stderr); s != "" {
+		msg += ": " + s
+	}
+	return msg
+}
+
+func (e *CmdError) Unwrap() error { return e.Err }
+
+var _ error = (*CmdError)(nil)
+
+// ExecRunner runs commands on the host with os/exec.
+// The zero value is usable and logs nothing.
+type ExecRunner struct {
+	// Logger receives each command line at debug level and its outcome.
+	Logger *slog.Logger
+	// Grace is how long a cancelled command gets between SIGTERM and SIGKILL.
+	// Zero means 10 seconds: zfs and zpool must be allowed to finish a txg.
+	Grace time.Duration
+}
+
+var _ Runner = (*ExecRunner)(nil)
+
+// Run implements Runner.
+func (r *ExecRunner) Run(ctx context.Context, c Cmd) ([]byte, error) {
+	if len(c.Args) == 0 {
+		return nil, errors.New("run: empty command")
+	}
+	log := r.Logger
+	if log == nil {
+		log = slog.New(slog.DiscardHandler)
+	}
+	if err := ctx.Err(); err != nil {
+		return nil, &CmdError{Args: c.Args, ExitCode: -1, Err: err}
+	}
+	cmd := exec.CommandContext(ctx, c.Args[0], c.Args[1:]...)
+	cmd.Dir = c.Dir
+	if len(c.Env) > 0 {
+		cmd.Env = append(cmd.Environ(), c.Env...)
+	}
+	cmd.Stdin = c.Stdin
+	var stdout bytes.Buffer
+	if c.Stdout != nil {
+		cmd.Stdout = c.Stdout
+	} else {
+		cmd.Stdout = &stdout
+	}
+	stderr := &tailBuffer{max: StderrTail}
+	cmd.Stderr = stderr
+	cmd.Cancel = func() error { return cmd.Process.Signal(syscall.SIGTERM) }
+	cmd.WaitDelay = r.Grace
+	if cmd.WaitDelay == 0 {
+		cmd.WaitDelay = 10 * time.Second
+	}
+	start := time.Now()
+	log.DebugContext(ctx, "run", "cmd", c.String())
+	err := cmd.Run()
+	took := time.Since(start)
+	if err != nil {
+		code := -1
+		var ee *exec.ExitError
+		if errors.As(err, &ee) && ee.Exited() {
+			code = ee.ExitCode()
+		}
+		if ctx.Err() != nil {
+			err = fmt.Errorf("%w (%v)", ctx.Err(), err)
+		}
+		log.DebugContext(ctx, "failed", "cmd", c.String(), "exit", code, "took", took, "stderr", stderr.String())
+		return nil, &CmdError{Args: c.Args, ExitCode: code, Stderr: stderr.String(), Err: err}
+	}
+	log.DebugContext(ctx, "done", "cmd", c.String(), "took", took)
+	if c.Stdout != nil {
+		return nil, nil
+	}
+	return stdout.Bytes(), nil
+}
+
+// tailBuffer keeps the last max bytes written to it.
+type tailBuffer struct {
+	max int
+	buf []byte
+}
+
+func (t *tailBuffer) Write(p []byte) (int, error) {
+	t.buf = append(t.buf, p...)
+	if len(t.buf) > t.max {
+		t.buf = append(t.buf[:0], t.buf[len(t.buf)-t.max:]...)
+	}
+	return len(p), nil
+}
+
+func (t *tailBuffer) String() string { return string(t.buf) }
+
+// QuoteArgs renders argv as a shell-readable line: words with spaces or
+// shell metacharacters are single-quoted.
+func QuoteArgs(args []string) string {
+	var b strings.Builder
+	for i, a := range args {
+		if i > 0 {
+			b.WriteByte(' ')
+		}
+		b.WriteString(quote(a))
+	}
+	return b.String()
+}
+
+func quote(s string) string {
+	if s == "" {
+		return "''"
+	}
+	if strings.IndexFunc(s, func(r rune) bool {
+		return !(r >= 'a' && r <= 'z' || r >= 'A' && r <= 'Z' || r >= '0' && r <= '9' || strings.ContainsRune("-_./=:,+@%^", r))
+	}) < 0 {
+		return s
+	}
+	return "'" + strings.ReplaceAll(s, "'", `'\''`) + "'"
+}

@@ -1,0 +1,61 @@
+package hooks_test
+
+import (
+	"context"
+	"errors"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+
+	"github.com/paczfs/paczfs/hooks"
+)
+
+func TestExecRunnerCapturesStdout(t *testing.T) {
+	var r hooks.ExecRunner
+	out, err := r.Run(t.Context(), hooks.Cmd{Args: []string{"sh", "-c", "echo hello; echo noise >&2"}})
+	require.NoError(t, err)
+	assert.Equal(t, "hello\n", string(out))
+}
+
+func TestExecRunnerErrorCarriesArgvExitCodeAndStderrTail(t *testing.T) {
+	var r hooks.ExecRunner
+	// 10000 bytes of 'x' then a final line: only the tail is kept.
+	_, err := r.Run(t.Context(), hooks.Cmd{Args: []string{"sh", "-c", "head -c 10000 /dev/zero | tr '\\0' x >&2; echo; echo 'the last words' >&2; exit 3"}})
+	var ce *hooks.CmdError
+	require.ErrorAs(t, err, &ce)
+	assert.Equal(t, 3, ce.ExitCode)
+	assert.Equal(t, "sh", ce.Args[0])
+	assert.LessOrEqual(t, len(ce.Stderr), hooks.StderrTail)
+	assert.True(t, strings.HasSuffix(ce.Stderr, "the last words\n"), "stderr tail %q", ce.Stderr[len(ce.Stderr)-40:])
+	assert.Contains(t, err.Error(), "exit status 3")
+}
+
+func TestExecRunnerCancelStopsProgram(t *testing.T) {
+	r := hooks.ExecRunner{Grace: time.Second}
+	ctx, cancel := context.WithTimeout(t.Context(), 200*time.Millisecond)
+	defer cancel()
+	start := time.Now()
+	_, err := r.Run(ctx, hooks.Cmd{Args: []string{"sleep", "30"}})
+	require.Error(t, err)
+	assert.True(t, errors.Is(err, context.DeadlineExceeded), "got %v", err)
+	assert.Less(t, time.Since(start), 5*time.Second)
+}
+
+func TestExecRunnerFeedsStdinAndStreamsStdout(t *testing.T) {
+	var r hooks.ExecRunner
+	var sb strings.Builder
+	out, err := r.Run(t.Context(), hooks.Cmd{Args: []string{"tr", "a-z", "A-Z"}, Stdin: strings.NewReader("zfs send"), Stdout: &sb})
+	require.NoError(t, err)
+	assert.Nil(t, out)
+	assert.Equal(t, "ZFS SEND", sb.String())
+}
+
+func TestQuoteArgs(t *testing.T) {
+	assert.Equal(t, `zfs create -o 'com.example:note=a b' 'it'\''s'`,
+		hooks.QuoteArgs([]string{"zfs", "create", "-o", "com.example:note=a b", "it's"}))
+	assert.Equal(t, "zpool set bootfs=rpool/system/default rpool ''",
+		hooks.QuoteArgs([]string{"zpool", "set", "bootfs=rpool/system/default", "rpool", ""}))
+}
