@@ -1,0 +1,95 @@
+package disk
+
+import (
+	"fmt"
+	"os"
+
+	diskfs "github.com/diskfs/go-diskfs"
+	"github.com/diskfs/go-diskfs/partition/gpt"
+)
+
+// WriteGPT writes the plan's partition table, with a protective MBR, to
+// path: an image file or a block device that exists and is at least
+// plan.DiskSize bytes. GUIDs left empty in the plan are drawn at random;
+// use Plan.SeededGUIDs first for a reproducible table.
+//
+// On a block device the kernel is asked to re-read the table; the caller
+// should then wait for the partition nodes (see Loop.WaitPartitions for loop
+// devices).
+func WriteGPT(path string, plan Plan) error {
+	if err := plan.Validate(); err != nil {
+		return err
+	}
+	plan = plan.SeededGUIDs("") // fill blanks at random; keep given ones
+	d, err := diskfs.Open(path, diskfs.WithOpenMode(diskfs.ReadWriteExclusive), diskfs.WithSectorSize(SectorSize))
+	if err != nil {
+		return fmt.Errorf("write gpt: open %s: %w", path, err)
+	}
+	defer d.Close()
+	if d.Size < plan.DiskSize {
+		return fmt.Errorf("write gpt: %s has %d bytes, the plan needs %d: %w", path, d.Size, plan.DiskSize, ErrTooSmall)
+	}
+	table := &gpt.Table{
+		LogicalSectorSize:  SectorSize,
+		PhysicalSectorSize: SectorSize,
+		ProtectiveMBR:      true, // without it sgdisk reports a corrupt MBR and some firmware ignores the disk
+		GUID:               plan.DiskGUID,
+	}
+	for _, p := range plan.Partitions {
+		table.Partitions = append(table.Partitions, &gpt.Partition{
+			Index: p.Number, Start: p.Start, End: p.End, Type: gpt.Type(p.Type), Name: p.Name, GUID: p.GUID,
+		})
+	}
+	if err := d.Partition(table); err != nil {
+		return fmt.Errorf("write gpt to %s: %w", path, err)
+	}
+	return nil
+}
+
+// ReadGPT reads back the partition table of an image file or device.
+func ReadGPT(path string) (Plan, error) {
+	d, err := diskfs.Open(path, diskfs.WithOpenMode(diskfs.ReadOnly), diskfs.WithSectorSize(SectorSize))
+	if err != nil {
+		return Plan{}, fmt.Errorf("read gpt: open %s: %w", path, err)
+	}
+	defer d.Close()
+	t, err := d.GetPartitionTable()
+	if err != nil {
+		return Plan{}, fmt.Errorf("read gpt from %s: %w", path, err)
+	}
+	gt, ok := t.(*gpt.Table)
+	if !ok {
+		return Plan{}, fmt.Errorf("read gpt from %s: not a GPT (%s)", path, t.Type())
+	}
+	plan := Plan{DiskSize: d.Size, DiskGUID: gt.GUID}
+	for _, p := range gt.Partitions {
+		if p.Type == gpt.Unused {
+			continue
+		}
+		role := Role("")
+		switch string(p.Type) {
+		case TypeESP:
+			role = RoleESP
+		case TypeSwap:
+			role = RoleSwap
+		case TypeZFS:
+			role = RoleZFS
+		}
+		plan.Partitions = append(plan.Partitions, Partition{
+			Number: p.Index, Name: p.Name, Role: role, Type: string(p.Type), Start: p.Start, End: p.End, GUID: p.GUID,
+		})
+	}
+	return plan, nil
+}
+
+// fileSize returns the size of an image file or block device.
+func fileSize(f *os.File) (int64, error) {
+	st, err := f.Stat()
+	if err != nil {
+		return 0, err
+	}
+	if st.Mode().IsRegular() {
+		return st.Size(), nil
+	}
+	return blockDeviceSize(f)
+}

@@ -1,0 +1,194 @@
+//go:build lab
+
+package disk_test
+
+import (
+	"context"
+	"crypto/sha256"
+	"errors"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+
+	"github.com/paczfs/paczfs/disk"
+	"github.com/paczfs/paczfs/hooks"
+	"github.com/paczfs/paczfs/internal/labtest"
+)
+
+func sysSize(t *testing.T, dev string) int64 {
+	b, err := os.ReadFile(filepath.Join("/sys/class/block", filepath.Base(dev), "size"))
+	require.NoError(t, err)
+	n, err := strconv.ParseInt(strings.TrimSpace(string(b)), 10, 64)
+	require.NoError(t, err)
+	return n * 512
+}
+
+func TestLabGPTAttachedPartitionNodesAppear(t *testing.T) {
+	labtest.Require(t)
+	path, plan := labtest.Image(t, 2*disk.GiB)
+	l := labtest.Attach(t, path, plan)
+	for _, p := range plan.Partitions {
+		node := l.PartitionPath(p.Number)
+		st, err := os.Stat(node)
+		require.NoError(t, err)
+		assert.NotZero(t, st.Mode()&os.ModeDevice, node)
+		assert.Equal(t, p.Size(), sysSize(t, node), node)
+	}
+	out := labtest.Run(t, "sgdisk", "-v", l.Path)
+	assert.Contains(t, out, "No problems found")
+	require.NoError(t, l.Detach(t.Context(), 10*time.Second))
+	loops, _ := disk.AttachedLoops(path)
+	assert.Empty(t, loops)
+	_, err := os.Stat(l.PartitionPath(1))
+	assert.True(t, errors.Is(err, os.ErrNotExist), "partition node must go with the device")
+	assert.NoError(t, l.Detach(t.Context(), time.Second), "second detach is a no-op")
+}
+
+func TestLabESPMountsAsVfatWithIdenticalFiles(t *testing.T) {
+	labtest.Require(t)
+	path, plan := labtest.Image(t, disk.GiB)
+	writeESP(t, path, plan)
+	l := labtest.Attach(t, path, plan)
+	esp := l.PartitionPath(1)
+	out, err := exec.Command("fsck.fat", "-n", esp).CombinedOutput()
+	assert.NoError(t, err, "fsck.fat -n:\n%s", out)
+	assert.Contains(t, labtest.Run(t, "blkid", "-o", "export", esp), "TYPE=vfat")
+
+	mnt := t.TempDir()
+	labtest.Run(t, "mount", "-t", "vfat", "-o", "ro", esp, mnt)
+	defer exec.Command("umount", mnt).Run()
+	for name, f := range espTree() {
+		got, err := os.ReadFile(filepath.Join(mnt, name))
+		require.NoError(t, err, name)
+		assert.Equal(t, sha256.Sum256(f.Data), sha256.Sum256(got), name)
+	}
+	st, err := os.Stat(filepath.Join(mnt, "EFI/Linux"))
+	require.NoError(t, err)
+	assert.True(t, st.IsDir())
+}
+
+func TestLabEightParallelAttaches(t *testing.T) {
+	labtest.Require(t)
+	const n = 8
+	paths := make([]string, n)
+	for i := range paths {
+		paths[i] = filepath.Join(t.TempDir(), "p.img")
+		_, err := disk.CreateImage(paths[i], int64(64*disk.MiB), false)
+		require.NoError(t, err)
+	}
+	loops := make([]*disk.Loop, n)
+	errs := make([]error, n)
+	var wg sync.WaitGroup
+	for i := range paths {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			loops[i], errs[i] = disk.Attach(context.Background(), paths[i], disk.LoopOptions{})
+		}()
+	}
+	wg.Wait()
+	seen := map[string]bool{}
+	for i := range loops {
+		require.NoError(t, errs[i], "attach %d", i)
+		assert.False(t, seen[loops[i].Path], "device %s handed out twice", loops[i].Path)
+		seen[loops[i].Path] = true
+		got, _ := disk.AttachedLoops(paths[i])
+		assert.Equal(t, []string{loops[i].Path}, got)
+	}
+	for i := range loops {
+		wg.Add(1)
+		go func() { defer wg.Done(); errs[i] = loops[i].Detach(context.Background(), 10*time.Second) }()
+	}
+	wg.Wait()
+	for i := range loops {
+		assert.NoError(t, errs[i])
+		got, _ := disk.AttachedLoops(paths[i])
+		assert.Empty(t, got)
+	}
+}
+
+func TestLabStaleDetachNeverHitsAnotherDevice(t *testing.T) {
+	labtest.Require(t)
+	a := filepath.Join(t.TempDir(), "a.img")
+	b := filepath.Join(t.TempDir(), "b.img")
+	for _, p := range []string{a, b} {
+		_, err := disk.CreateImage(p, int64(64*disk.MiB), false)
+		require.NoError(t, err)
+	}
+	la, err := disk.Attach(t.Context(), a, disk.LoopOptions{})
+	require.NoError(t, err)
+	require.NoError(t, la.Detach(t.Context(), 5*time.Second))
+	lb, err := disk.Attach(t.Context(), b, disk.LoopOptions{})
+	require.NoError(t, err)
+	defer lb.Detach(t.Context(), 5*time.Second)
+	t.Logf("a was %s, b is %s", la.Path, lb.Path)
+	require.NoError(t, la.Detach(t.Context(), time.Second))
+	got, _ := disk.AttachedLoops(b)
+	assert.Equal(t, []string{lb.Path}, got, "detaching a stale Loop must not detach b")
+}
+
+func TestLabDetachOfAHeldDeviceReportsBusyThenClearsItself(t *testing.T) {
+	labtest.Require(t)
+	p := filepath.Join(t.TempDir(), "held.img")
+	_, err := disk.CreateImage(p, int64(64*disk.MiB), false)
+	require.NoError(t, err)
+	l, err := disk.Attach(t.Context(), p, disk.LoopOptions{})
+	require.NoError(t, err)
+	holder, err := os.Open(l.Path)
+	require.NoError(t, err)
+	err = l.Detach(t.Context(), 200*time.Millisecond)
+	assert.True(t, errors.Is(err, disk.ErrLoopBusy), "got %v", err)
+	holder.Close()
+	require.Eventually(t, func() bool { got, _ := disk.AttachedLoops(p); return len(got) == 0 }, 5*time.Second, 20*time.Millisecond,
+		"autoclear must detach the device once its holder lets go")
+}
+
+func TestLabBlockDeviceChecks(t *testing.T) {
+	labtest.Require(t)
+	p := filepath.Join(t.TempDir(), "dev.img")
+	_, err := disk.CreateImage(p, int64(512*disk.MiB), false)
+	require.NoError(t, err)
+	l, err := disk.Attach(t.Context(), p, disk.LoopOptions{})
+	require.NoError(t, err)
+	defer l.Detach(context.Background(), 10*time.Second)
+	r := &hooks.ExecRunner{}
+
+	tgt, err := disk.OpenBlockDevice(t.Context(), r, l.Path, false)
+	require.NoError(t, err, "an empty device is accepted")
+	assert.Equal(t, int64(512*disk.MiB), tgt.Size)
+	assert.True(t, tgt.BlockDevice)
+
+	labtest.Run(t, "mkfs.ext4", "-q", l.Path)
+	_, err = disk.OpenBlockDevice(t.Context(), r, l.Path, false)
+	assert.True(t, errors.Is(err, disk.ErrNotEmpty), "got %v", err)
+	assert.ErrorContains(t, err, "ext4")
+
+	mnt := t.TempDir()
+	labtest.Run(t, "mount", l.Path, mnt)
+	_, err = disk.OpenBlockDevice(t.Context(), r, l.Path, true)
+	assert.True(t, errors.Is(err, disk.ErrInUse), "got %v", err)
+	assert.ErrorContains(t, err, "mounted on "+mnt)
+	labtest.Run(t, "umount", mnt)
+
+	_, err = disk.OpenBlockDevice(t.Context(), r, l.Path, true)
+	require.NoError(t, err, "wipe was asked for")
+	assert.Empty(t, strings.TrimSpace(labtest.Run(t, "wipefs", "--no-act", "--noheadings", l.Path)))
+
+	pool := labtest.Name("held")
+	labtest.Run(t, "zpool", "create", "-o", "cachefile=none", "-O", "mountpoint=none", pool, l.Path)
+	_, err = disk.OpenBlockDevice(t.Context(), r, l.Path, true)
+	assert.True(t, errors.Is(err, disk.ErrInUse), "got %v", err)
+	assert.ErrorContains(t, err, "imported pool")
+	labtest.Run(t, "zpool", "destroy", pool)
+
+	_, err = disk.OpenBlockDevice(t.Context(), r, p, false)
+	assert.ErrorContains(t, err, "not a block device")
+}
