@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"os"
 	"os/exec"
 	"strings"
 	"syscall"
@@ -88,43 +89,110 @@ func (r *ExecRunner) Run(ctx context.Context, c Cmd) ([]byte, error) {
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
 	}
+	fail := func(code int, stderr string, err error) ([]byte, error) {
+		return nil, &CmdError{Args: c.Args, ExitCode: code, Stderr: stderr, Err: err}
+	}
 	if err := ctx.Err(); err != nil {
-		return nil, &CmdError{Args: c.Args, ExitCode: -1, Err: err}
+		return fail(-1, "", err)
 	}
 	cmd := exec.CommandContext(ctx, c.Args[0], c.Args[1:]...)
 	cmd.Dir = c.Dir
 	if len(c.Env) > 0 {
 		cmd.Env = append(cmd.Environ(), c.Env...)
 	}
-	cmd.Stdin = c.Stdin
-	var stdout bytes.Buffer
-	if c.Stdout != nil {
-		cmd.Stdout = c.Stdout
-	} else {
-		cmd.Stdout = &stdout
-	}
-	stderr := &tailBuffer{max: StderrTail}
-	cmd.Stderr = stderr
 	cmd.Cancel = func() error { return cmd.Process.Signal(syscall.SIGTERM) }
 	cmd.WaitDelay = r.Grace
 	if cmd.WaitDelay == 0 {
 		cmd.WaitDelay = 10 * time.Second
 	}
+	stderr := &tailBuffer{max: StderrTail}
+	cmd.Stderr = stderr
+
+	// Streams that are not files are copied by goroutines of ours rather
+	// than os/exec's: its Wait waits for its copiers, so a consumer that
+	// stops reading (or a producer that stops writing) would hang a
+	// cancelled command forever.
+	var stdout bytes.Buffer
+	var childEnds, ourEnds []*os.File
+	var copiers []func()
+	var stdoutDone chan error
+	switch w := c.Stdout.(type) {
+	case nil:
+		cmd.Stdout = &stdout
+	case *os.File:
+		cmd.Stdout = w
+	default:
+		pr, pw, err := os.Pipe()
+		if err != nil {
+			return fail(-1, "", err)
+		}
+		cmd.Stdout, childEnds, ourEnds = pw, append(childEnds, pw), append(ourEnds, pr)
+		stdoutDone = make(chan error, 1)
+		copiers = append(copiers, func() {
+			_, err := io.Copy(w, pr)
+			stdoutDone <- err
+		})
+	}
+	switch rd := c.Stdin.(type) {
+	case nil:
+	case *os.File:
+		cmd.Stdin = rd
+	default:
+		pr, pw, err := os.Pipe()
+		if err != nil {
+			return fail(-1, "", err)
+		}
+		cmd.Stdin, childEnds, ourEnds = pr, append(childEnds, pr), append(ourEnds, pw)
+		copiers = append(copiers, func() {
+			_, _ = io.Copy(pw, rd) // a program may exit before reading all its input
+			pw.Close()
+		})
+	}
+	closeAll := func(fs []*os.File) {
+		for _, f := range fs {
+			f.Close()
+		}
+	}
+
 	start := time.Now()
 	log.DebugContext(ctx, "run", "cmd", c.String())
-	err := cmd.Run()
+	err := cmd.Start()
+	closeAll(childEnds)
+	if err != nil {
+		closeAll(ourEnds)
+		return fail(-1, "", err)
+	}
+	for _, cp := range copiers {
+		go cp()
+	}
+	err = cmd.Wait()
+	if stdoutDone != nil {
+		// Drain what the program wrote before it exited, unless cancelled:
+		// then a stuck consumer must not keep us waiting.
+		select {
+		case cerr := <-stdoutDone:
+			if err == nil && cerr != nil {
+				err = fmt.Errorf("copy output: %w", cerr)
+			}
+		case <-ctx.Done():
+		}
+	}
+	closeAll(ourEnds)
 	took := time.Since(start)
+	if err == nil && ctx.Err() != nil && stdoutDone != nil {
+		err = ctx.Err()
+	}
 	if err != nil {
 		code := -1
 		var ee *exec.ExitError
 		if errors.As(err, &ee) && ee.Exited() {
 			code = ee.ExitCode()
 		}
-		if ctx.Err() != nil {
+		if ctx.Err() != nil && !errors.Is(err, ctx.Err()) {
 			err = fmt.Errorf("%w (%v)", ctx.Err(), err)
 		}
 		log.DebugContext(ctx, "failed", "cmd", c.String(), "exit", code, "took", took, "stderr", stderr.String())
-		return nil, &CmdError{Args: c.Args, ExitCode: code, Stderr: stderr.String(), Err: err}
+		return fail(code, stderr.String(), err)
 	}
 	log.DebugContext(ctx, "done", "cmd", c.String(), "took", took)
 	if c.Stdout != nil {

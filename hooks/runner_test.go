@@ -3,6 +3,7 @@ package hooks_test
 import (
 	"context"
 	"errors"
+	"io"
 	"strings"
 	"testing"
 	"time"
@@ -59,3 +60,41 @@ func TestQuoteArgs(t *testing.T) {
 	assert.Equal(t, "zpool set bootfs=rpool/system/default rpool ''",
 		hooks.QuoteArgs([]string{"zpool", "set", "bootfs=rpool/system/default", "rpool", ""}))
 }
+
+func TestExecRunnerCancelReturnsAlthoughTheConsumerStoppedReading(t *testing.T) {
+	r := hooks.ExecRunner{Grace: time.Second}
+	pr, pw := io.Pipe()
+	defer pr.Close() // never read: yes blocks on a full pipe
+	ctx, cancel := context.WithTimeout(t.Context(), 300*time.Millisecond)
+	defer cancel()
+	start := time.Now()
+	_, err := r.Run(ctx, hooks.Cmd{Args: []string{"yes"}, Stdout: pw})
+	require.Error(t, err)
+	assert.ErrorIs(t, err, context.DeadlineExceeded)
+	assert.Less(t, time.Since(start), 5*time.Second)
+}
+
+func TestExecRunnerCancelReturnsAlthoughTheProducerStoppedWriting(t *testing.T) {
+	r := hooks.ExecRunner{Grace: time.Second}
+	pr, pw := io.Pipe()
+	defer pw.Close() // never written: cat waits for input
+	ctx, cancel := context.WithTimeout(t.Context(), 300*time.Millisecond)
+	defer cancel()
+	start := time.Now()
+	_, err := r.Run(ctx, hooks.Cmd{Args: []string{"cat"}, Stdin: pr})
+	require.Error(t, err)
+	assert.ErrorIs(t, err, context.DeadlineExceeded)
+	assert.Less(t, time.Since(start), 5*time.Second)
+}
+
+func TestExecRunnerStreamsLargeOutputCompletely(t *testing.T) {
+	var r hooks.ExecRunner
+	var n countWriter
+	_, err := r.Run(t.Context(), hooks.Cmd{Args: []string{"head", "-c", "10000000", "/dev/zero"}, Stdout: &n})
+	require.NoError(t, err)
+	assert.Equal(t, 10000000, int(n))
+}
+
+type countWriter int
+
+func (c *countWriter) Write(p []byte) (int, error) { *c += countWriter(len(p)); return len(p), nil }

@@ -44,6 +44,7 @@ var classes = []struct {
 	{"has dependent clones", ErrHasDependents},
 	{"is busy", ErrBusy}, // dataset, pool, "pool or dataset"
 	{"is held", ErrBusy},
+	{"being held", ErrBusy}, // "cannot destroy snapshot x: it's being held"
 }
 
 // Classify returns the sentinel matching a zfs or zpool error message,

@@ -130,8 +130,8 @@ func TestCreateDatasetsTranscript(t *testing.T) {
 	}, fake.Calls())
 }
 
-// Messages as OpenZFS 2.3 prints them (captured in the lab by
-// TestLabErrorClassification, which checks the same classification live).
+// Messages as OpenZFS 2.3.9 prints them, captured in the lab by
+// TestLabErrorClassification (which checks the same classification live).
 var realMessages = []struct {
 	stderr string
 	want   error
@@ -139,6 +139,7 @@ var realMessages = []struct {
 	{"cannot open 'zroot/nope': dataset does not exist\n", zfs.ErrNotFound},
 	{"cannot open 'nopool': no such pool\n", zfs.ErrNotFound},
 	{"cannot import 'nopool': no such pool available\n", zfs.ErrNotFound},
+	{"Cannot get properties of nopool: no such pool available.\n", zfs.ErrNotFound},
 	{"could not find any snapshots to destroy; check snapshot names.\n", zfs.ErrNotFound},
 	{"cannot release hold from snapshot 'zroot/a@s': no such tag on this dataset\n", zfs.ErrNotFound},
 	{"cannot create 'zroot/a': dataset already exists\n", zfs.ErrExists},
@@ -146,8 +147,9 @@ var realMessages = []struct {
 	{"cannot hold snapshot 'zroot/a@s': tag already exists on this dataset\n", zfs.ErrExists},
 	{"cannot import 'zroot': a pool with that name already exists\nuse the form 'zpool import <pool | id> <newpool>' to give it a new name\n", zfs.ErrExists},
 	{"cannot destroy 'zroot/a@s': dataset is busy\n", zfs.ErrBusy},
+	{"cannot destroy snapshot zroot/system/default@base: it's being held. Run 'zfs holds -r zroot/system/default@base' to see holders.\n", zfs.ErrBusy},
 	{"cannot export 'zroot': pool is busy\n", zfs.ErrBusy},
-	{"cannot unmount '/mnt/home': pool or dataset is busy\n", zfs.ErrBusy},
+	{"cannot unmount '/mnt/a/b': pool or dataset is busy\n", zfs.ErrBusy},
 	{"cannot destroy 'zroot/a': filesystem has children\nuse '-r' to destroy the following datasets:\nzroot/a/b\n", zfs.ErrHasDependents},
 	{"cannot destroy 'zroot/a@s': snapshot has dependent clones\nuse '-R' to destroy the following datasets:\nzroot/c\n", zfs.ErrHasDependents},
 	{"cannot create 'zroot/a': permission denied\n", nil},

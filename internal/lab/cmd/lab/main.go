@@ -1,0 +1,205 @@
+// Command lab builds the paczfs lab VM and runs commands and tests in it.
+//
+//	lab build                      build the lab image (once; cached under ~/.cache/paczfs)
+//	lab run [-keep] -- CMD ARGS... boot a fresh VM, run CMD as root in /src, exit with its status
+//	lab test [-run RE] PKG...      build the packages' tests (tag lab) and run them in one VM
+//
+// See internal/lab's package documentation for what the lab contains.
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"log/slog"
+	"os"
+	"os/signal"
+	"path/filepath"
+	"regexp"
+	"strings"
+	"syscall"
+	"time"
+
+	"github.com/paczfs/paczfs/hooks"
+	"github.com/paczfs/paczfs/internal/lab"
+)
+
+func main() {
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	code := run(ctx, os.Args[1:], os.Stdout, os.Stderr)
+	stop()
+	os.Exit(code)
+}
+
+func usage(w io.Writer) {
+	fmt.Fprintln(w, "usage: lab build | lab run [-keep] -- CMD [ARGS...] | lab test [-run RE] PKG...")
+}
+
+func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
+	if len(args) == 0 {
+		usage(stderr)
+		return 2
+	}
+	logger := slog.New(slog.NewTextHandler(stderr, &slog.HandlerOptions{Level: slog.LevelInfo}))
+	l := &lab.Lab{CacheDir: lab.DefaultCacheDir(), Log: logger, Progress: stderr}
+	src, _ := os.Getwd()
+	fail := func(err error) int {
+		var ee *lab.ExitError
+		if errors.As(err, &ee) {
+			return ee.Code
+		}
+		fmt.Fprintln(stderr, "lab:", err)
+		return 1
+	}
+	switch args[0] {
+	case "build":
+		start := time.Now()
+		if l.Ready() {
+			fmt.Fprintf(stderr, "lab: %s is up to date\n", l.Dir())
+			return 0
+		}
+		if err := l.Build(ctx); err != nil {
+			return fail(err)
+		}
+		fmt.Fprintf(stderr, "lab: built %s in %s\n", l.Dir(), time.Since(start).Round(time.Second))
+		return 0
+	case "run":
+		fs := flag.NewFlagSet("run", flag.ContinueOnError)
+		keep := fs.Bool("keep", false, "keep the run directory")
+		if err := fs.Parse(args[1:]); err != nil {
+			return 2
+		}
+		if fs.NArg() == 0 {
+			usage(stderr)
+			return 2
+		}
+		if err := l.Ensure(ctx); err != nil {
+			return fail(err)
+		}
+		return exitCode(fail, l.Run(ctx, lab.RunOptions{Args: fs.Args(), Src: src, Stdout: stdout, Keep: *keep}))
+	case "test":
+		fs := flag.NewFlagSet("test", flag.ContinueOnError)
+		runRE := fs.String("run", "^TestLab", "run only tests matching this regexp (the host runs the others)")
+		verbose := fs.Bool("v", true, "verbose test output")
+		if err := fs.Parse(args[1:]); err != nil {
+			return 2
+		}
+		if fs.NArg() == 0 {
+			usage(stderr)
+			return 2
+		}
+		if err := l.Ensure(ctx); err != nil {
+			return fail(err)
+		}
+		return labTest(ctx, l, src, fs.Args(), *runRE, *verbose, stdout, stderr)
+	}
+	usage(stderr)
+	return 2
+}
+
+func exitCode(fail func(error) int, err error) int {
+	if err == nil {
+		return 0
+	}
+	return fail(err)
+}
+
+// labTest builds the packages' test binaries against the lab's libraries,
+// runs them all in one VM and prints a go-test-like summary, ending with
+// "lab: N passed, M failed".
+func labTest(ctx context.Context, l *lab.Lab, src string, pkgs []string, runRE string, verbose bool, stdout, stderr io.Writer) int {
+	out, err := os.MkdirTemp("", "paczfs-labtest-")
+	if err != nil {
+		fmt.Fprintln(stderr, "lab:", err)
+		return 1
+	}
+	defer os.RemoveAll(out)
+	bins, err := l.BuildTests(ctx, src, out, "lab", pkgs)
+	if err != nil {
+		fmt.Fprintln(stderr, "lab:", err)
+		return 1
+	}
+	files := map[string]string{}
+	var script strings.Builder
+	script.WriteString("rc=0\n")
+	for _, p := range pkgs {
+		name := filepath.Base(bins[p])
+		files[name] = bins[p]
+		args := []string{"/lab/" + name, "-test.timeout=30m"}
+		if verbose {
+			args = append(args, "-test.v")
+		}
+		if runRE != "" {
+			args = append(args, "-test.run", runRE)
+		}
+		dir := strings.TrimPrefix(filepath.Clean(p), "./")
+		fmt.Fprintf(&script, "start=$(date +%%s); ( cd /src/%s && %s ); s=$?; t=$(( $(date +%%s) - start ))\n", dir, hooks.QuoteArgs(args))
+		fmt.Fprintf(&script, "if [ $s = 0 ]; then echo \"ok  \t%s\t(lab) ${t}s\"; else echo \"FAIL\t%s\t(lab) ${t}s\"; rc=1; fi\n", p, p)
+	}
+	script.WriteString("exit $rc\n")
+	scriptPath := filepath.Join(out, "tests.sh")
+	if err := os.WriteFile(scriptPath, []byte(script.String()), 0o755); err != nil {
+		fmt.Fprintln(stderr, "lab:", err)
+		return 1
+	}
+	files["tests.sh"] = scriptPath
+	counter := &testCounter{w: stdout}
+	start := time.Now()
+	err = l.Run(ctx, lab.RunOptions{Args: []string{"/bin/sh", "/lab/tests.sh"}, Src: src, Stdout: counter, Files: files,
+		Env: []string{"PACZFS_REQUIRE_LAB=1"}})
+	counter.flush()
+	fmt.Fprintf(stdout, "lab: %d passed, %d failed (%s)\n", counter.passed, counter.failed, time.Since(start).Round(time.Second))
+	if err != nil {
+		var ee *lab.ExitError
+		if !errors.As(err, &ee) {
+			fmt.Fprintln(stderr, "lab:", err)
+		}
+		return 1
+	}
+	if counter.failed > 0 || counter.passed == 0 {
+		if counter.passed == 0 {
+			fmt.Fprintln(stderr, "lab: no test ran")
+		}
+		return 1
+	}
+	return 0
+}
+
+var topLevel = regexp.MustCompile(`^--- (PASS|FAIL): `)
+
+// testCounter passes output through and counts top-level test results.
+type testCounter struct {
+	w              io.Writer
+	line           []byte
+	passed, failed int
+}
+
+func (c *testCounter) Write(p []byte) (int, error) {
+	for _, b := range p {
+		c.line = append(c.line, b)
+		if b == '\n' {
+			c.count()
+		}
+	}
+	return c.w.Write(p)
+}
+
+func (c *testCounter) count() {
+	line := strings.TrimRight(string(c.line), "\r\n")
+	if m := topLevel.FindStringSubmatch(line); m != nil {
+		if m[1] == "PASS" {
+			c.passed++
+		} else {
+			c.failed++
+		}
+	}
+	c.line = c.line[:0]
+}
+
+func (c *testCounter) flush() {
+	if len(c.line) > 0 {
+		c.count()
+	}
+}
