@@ -1,0 +1,76 @@
+package pacman_test
+
+import (
+	"strings"
+	"testing"
+
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+
+	"github.com/paczfs/paczfs/pacman"
+)
+
+func TestArchConfigIsValidAndHTTPS(t *testing.T) {
+	c := pacman.ArchConfig(true)
+	require.NoError(t, c.Validate())
+	for _, r := range c.Repos {
+		for _, s := range r.Servers {
+			assert.True(t, strings.HasPrefix(s, "https://"), s)
+		}
+	}
+	assert.Equal(t, "Required DatabaseOptional", c.SigLevel)
+	assert.Equal(t, []string{"core", "extra", "archzfs"}, []string{c.Repos[0].Name, c.Repos[1].Name, c.Repos[2].Name})
+	assert.Equal(t, pacman.ArchZFSKey, c.TrustedKeys[0].ID)
+}
+
+func TestRenderConfHasNoBuildHostPaths(t *testing.T) {
+	c := pacman.ArchConfig(true)
+	c.CacheDirs = []string{"/srv/build-cache/pkg"}
+	c.KeyringDir = "/srv/keys"
+	conf := string(c.RenderConf("alpm"))
+	assert.NotContains(t, conf, "/srv/")
+	assert.NotContains(t, conf, "RootDir")
+	assert.NotContains(t, conf, "DBPath")
+	assert.Contains(t, conf, "[core]\nInclude = /etc/pacman.d/mirrorlist\n")
+	assert.Contains(t, conf, "[archzfs]\nServer = "+pacman.ArchZFSServer+"\n")
+	assert.Contains(t, conf, "DownloadUser = alpm\n")
+	assert.Contains(t, conf, "Architecture = x86_64\n")
+	assert.NotContains(t, string(c.RenderConf("")), "DownloadUser")
+
+	ml := c.RenderMirrorlists()
+	require.Contains(t, ml, "mirrorlist")
+	assert.Equal(t, "# Mirrors written by paczfs, tried in order.\nServer = "+pacman.ArchMirror+"\n", string(ml["mirrorlist"]))
+}
+
+func TestValidateNamesEveryField(t *testing.T) {
+	c := pacman.Config{
+		Repos: []pacman.Repo{
+			{Name: "core", Servers: []string{"ftp://x/y"}},
+			{Name: "core", SigLevel: "Sometimes"},
+			{Name: "bad name", Servers: []string{"https://m/$repo"}, Mirrorlist: "../etc/x"},
+		},
+		SigLevel:          "Required Maybe",
+		ParallelDownloads: 0,
+		TrustedKeys:       []pacman.TrustedKey{{}},
+	}
+	err := c.Validate()
+	require.Error(t, err)
+	for _, want := range []string{
+		"pacman.architecture: empty",
+		`pacman.repos[0].servers[0]: "ftp://x/y" is not an http(s)`,
+		`pacman.repos[1].name: "core" is listed twice`,
+		`pacman.repos[1].servers: repository "core" has no server`,
+		`pacman.repos[1].sig_level: unknown word "Sometimes"`,
+		`pacman.repos[2].name: "bad name" is not a valid`,
+		`pacman.repos[2].mirrorlist`,
+		`pacman.sig_level: unknown word "Maybe"`,
+		"pacman.parallel_downloads: 0",
+		"pacman.trusted_keys[0]: give exactly one",
+	} {
+		assert.Contains(t, err.Error(), want)
+	}
+}
+
+func TestExpandServer(t *testing.T) {
+	assert.Equal(t, "https://m/core/os/x86_64", pacman.ExpandServer("https://m/$repo/os/$arch", "core", "x86_64"))
+}
