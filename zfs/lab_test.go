@@ -119,6 +119,8 @@ func TestLabPoolDefaultsDatasetsSnapshotsCloneBootfsExportImport(t *testing.T) {
 	require.NoError(t, c.Mount(ctx, pool+"/data/home"))
 
 	want := sum(t, alt+"/home/user/notes")
+	guid, err := c.PoolProperties(ctx, pool, "guid")
+	require.NoError(t, err)
 	require.NoError(t, c.ExportPool(ctx, pool, false))
 	labtest.AssertClean(t, "/nonexistent", pool, alt)
 	require.NoError(t, c.ExportPool(ctx, pool, false), "export is idempotent")
@@ -131,7 +133,8 @@ func TestLabPoolDefaultsDatasetsSnapshotsCloneBootfsExportImport(t *testing.T) {
 	loop2 := labtest.Attach(t, image, plan)
 	alt2 := t.TempDir()
 	again := labtest.Name("again")
-	spec := zfs.ImportSpec{Pool: "zroot", NewName: again, Temporary: true, Dirs: []string{loop2.PartitionPath(2)}, AltRoot: alt2}
+	// By GUID: the on-disk name "zroot" could be ambiguous on a real host.
+	spec := zfs.ImportSpec{Pool: guid["guid"].Value, NewName: again, Temporary: true, Dirs: []string{loop2.PartitionPath(2)}, AltRoot: alt2}
 	require.NoError(t, c.ImportPool(ctx, spec))
 	require.NoError(t, c.ImportPool(ctx, spec), "import is idempotent")
 	defer c.ExportPool(context.Background(), again, true)
@@ -355,6 +358,14 @@ func TestLabErrorClassification(t *testing.T) {
 	require.NoError(t, c.Release(ctx, "keep", pool+"/a/b@s", false))
 	require.NoError(t, c.Clone(ctx, pool+"/a/b@s", pool+"/c", nil, false))
 	check("destroy with clones", c.Destroy(ctx, pool+"/a/b@s", zfs.DestroyOptions{}), zfs.ErrHasDependents)
+	require.NoError(t, c.Rename(ctx, pool+"/c", pool+"/x/clone", true))
+	ok, err := c.Exists(ctx, pool+"/x/clone")
+	require.NoError(t, err)
+	assert.True(t, ok, "renamed with parents created")
+	ok, err = c.Exists(ctx, pool+"/c")
+	require.NoError(t, err)
+	assert.False(t, ok)
+	check("rename missing", c.Rename(ctx, pool+"/c", pool+"/d", false), zfs.ErrNotFound)
 
 	f, err := os.Open(alt + "/a/b")
 	require.NoError(t, err)

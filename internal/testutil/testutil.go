@@ -1,4 +1,3 @@
-// Package testutil holds helpers shared by paczfs's tests.
 package testutil
 
 import (

@@ -1,0 +1,2 @@
+// Package testutil holds helpers shared by paczfs's tests.
+package testutil
