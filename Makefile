@@ -4,10 +4,11 @@
 GO        ?= go
 LAB       := $(GO) run ./internal/lab/cmd/lab
 # Packages whose tests need the lab VM (files with the `lab` build tag).
-LAB_PKGS  := ./disk ./zfs
-# Host tools: qemu for the lab, debootstrap to build it, gdisk/dosfstools
+LAB_PKGS  := ./disk ./zfs ./pacman
+# Host tools: qemu for the lab, debootstrap to build it, libalpm headers
+# (cgo builds against the host's libalpm 13 on Debian 12), gdisk/dosfstools
 # for host-side checks of written images.
-HOST_DEPS := qemu-system-x86 qemu-utils ovmf debootstrap gdisk dosfstools e2fsprogs util-linux
+HOST_DEPS := qemu-system-x86 qemu-utils ovmf debootstrap gdisk dosfstools e2fsprogs util-linux libalpm-dev libarchive-dev gnupg zstd
 
 .PHONY: all deps lab test unit lint labtest demo clean-lab
 
@@ -36,7 +37,7 @@ unit:
 
 # Tests that need a real kernel, run inside the lab VM.
 labtest: lab
-	$(LAB) test $(LAB_PKGS)
+	$(LAB) test -repo $(LAB_PKGS)
 
 test: deps lint unit labtest
 

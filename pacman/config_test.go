@@ -74,3 +74,14 @@ func TestValidateNamesEveryField(t *testing.T) {
 func TestExpandServer(t *testing.T) {
 	assert.Equal(t, "https://m/core/os/x86_64", pacman.ExpandServer("https://m/$repo/os/$arch", "core", "x86_64"))
 }
+
+func TestParseFingerprints(t *testing.T) {
+	out := "pub:-:4096:1:ABEC0A1208037BE9:1588186624:::-:::scSC::::::23::0:\n" +
+		"fpr:::::::::3A9917BF0DED5C13F69AC68FABEC0A1208037BE9:\n" +
+		"uid:-::::1588186624::hash::ArchZFS Bot <buildbot@archzfs.com>::::::::::0:\n" +
+		"sub:-:4096:1:1111111111111111:1588186624::::::e::::::23:\n" +
+		"fpr:::::::::00000000000000000000000000001111111111111111:\n" +
+		"pub:-:255:22:2222222222222222:1700000000:::-:::scSC::::::ed25519:::0:\n" +
+		"fpr:::::::::AAAABBBBCCCCDDDDEEEEFFFF2222222222222222:\n"
+	assert.Equal(t, []string{"3A9917BF0DED5C13F69AC68FABEC0A1208037BE9", "AAAABBBBCCCCDDDDEEEEFFFF2222222222222222"}, pacman.ParseFingerprints(out))
+}

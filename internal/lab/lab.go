@@ -98,6 +98,20 @@ func Recipe() string {
 // Dir is the directory of the lab for the current recipe.
 func (l *Lab) Dir() string { return filepath.Join(l.CacheDir, "lab", Recipe()) }
 
+// RootFS is the lab's root filesystem tree on the host (a chroot for
+// building against the lab's libraries).
+func (l *Lab) RootFS() string { return l.rootfs() }
+
+// Kernel returns the lab kernel's version (the name of its modules directory).
+func (l *Lab) Kernel() (string, error) {
+	m, err := filepath.Glob(filepath.Join(l.rootfs(), "lib/modules/*"))
+	if err != nil || len(m) == 0 {
+		return "", fmt.Errorf("lab: no kernel modules in %s: is the lab built?", l.rootfs())
+	}
+	sort.Strings(m)
+	return filepath.Base(m[len(m)-1]), nil
+}
+
 // Paths of the built lab.
 func (l *Lab) rootfs() string { return filepath.Join(l.Dir(), "rootfs") }
 func (l *Lab) image() string  { return filepath.Join(l.Dir(), "lab.img") }

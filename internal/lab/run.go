@@ -31,6 +31,9 @@ type RunOptions struct {
 	// Memory in MiB (default 4096), CPUs (default 2), scratch disk in GiB
 	// mounted at /scratch with TMPDIR under it (default 40, sparse).
 	Memory, CPUs, ScratchGiB int
+	// Shares are host directories shared read-only into the VM, by name:
+	// Shares["labrepo"] appears at /shares/labrepo.
+	Shares map[string]string
 	// Keep leaves the run directory (console log, exit status) in place.
 	Keep bool
 }
@@ -140,6 +143,13 @@ func (l *Lab) Run(ctx context.Context, o RunOptions) (err error) {
 			return err
 		}
 	}
+	var shares strings.Builder
+	for tag := range o.Shares {
+		shares.WriteString(tag + "\n")
+	}
+	if err := os.WriteFile(filepath.Join(dir, "shares"), []byte(shares.String()), 0o644); err != nil {
+		return err
+	}
 	r := l.runner()
 	template, err := l.scratchTemplate(ctx, o.ScratchGiB)
 	if err != nil {
@@ -162,6 +172,13 @@ func (l *Lab) Run(ctx context.Context, o RunOptions) (err error) {
 		"-virtfs", "local,path=" + dir + ",mount_tag=lab,security_model=none,id=lab",
 		"-virtfs", "local,path=" + src + ",mount_tag=src,security_model=none,id=src,multidevs=remap",
 		"-device", "virtio-rng-pci",
+	}
+	for tag, host := range o.Shares {
+		abs, err := filepath.Abs(host)
+		if err != nil {
+			return err
+		}
+		args = append(args, "-virtfs", "local,path="+abs+",mount_tag="+tag+",security_model=none,readonly=on,id="+tag)
 	}
 	start := time.Now()
 	_, runErr := r.Run(ctx, hooks.Cmd{Args: args, Stdout: o.Stdout, Stdin: eofReader{}})

@@ -117,3 +117,14 @@ func AssertClean(t testing.TB, image, pool, altroot string) {
 		}
 	}
 }
+
+// LabRepo returns the lab package repository shared into the VM by
+// `lab test -repo`, failing the test when it is not there.
+func LabRepo(t testing.TB) (dir, keyringDir string) {
+	t.Helper()
+	d := os.Getenv("PACZFS_LABREPO")
+	if d == "" {
+		t.Fatal("no lab repository: run the test with `lab test -repo` (make test does)")
+	}
+	return filepath.Join(d, "repo"), filepath.Join(d, "keys")
+}

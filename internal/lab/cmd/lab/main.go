@@ -17,6 +17,7 @@ import (
 
 	"github.com/paczfs/paczfs/hooks"
 	"github.com/paczfs/paczfs/internal/lab"
+	"github.com/paczfs/paczfs/internal/labrepo"
 )
 
 func main() {
@@ -27,7 +28,7 @@ func main() {
 }
 
 func usage(w io.Writer) {
-	fmt.Fprintln(w, "usage: lab build | lab run [-keep] -- CMD [ARGS...] | lab test [-run RE] PKG...")
+	fmt.Fprintln(w, "usage: lab build | lab repo | lab run [-keep] -- CMD [ARGS...] | lab test [-run RE] PKG...")
 }
 
 func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
@@ -58,6 +59,15 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 		}
 		fmt.Fprintf(stderr, "lab: built %s in %s\n", l.Dir(), time.Since(start).Round(time.Second))
 		return 0
+	case "repo":
+		start := time.Now()
+		b := &labrepo.Builder{Lab: l, Log: logger, Progress: stderr}
+		repo, err := b.Ensure(ctx)
+		if err != nil {
+			return fail(err)
+		}
+		fmt.Fprintf(stderr, "lab: repository %s (key %s, kernel %s) ready in %s\n", repo.Dir, repo.Fingerprint, repo.Kernel, time.Since(start).Round(time.Second))
+		return 0
 	case "run":
 		fs := flag.NewFlagSet("run", flag.ContinueOnError)
 		keep := fs.Bool("keep", false, "keep the run directory")
@@ -76,6 +86,8 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 		fs := flag.NewFlagSet("test", flag.ContinueOnError)
 		runRE := fs.String("run", "^TestLab", "run only tests matching this regexp (the host runs the others)")
 		verbose := fs.Bool("v", true, "verbose test output")
+		withRepo := fs.Bool("repo", false, "build (or reuse) the lab package repository and share it at /shares/labrepo")
+		bench := fs.String("bench", "", "run benchmarks matching this regexp (and no tests)")
 		if err := fs.Parse(args[1:]); err != nil {
 			return 2
 		}
@@ -86,7 +98,18 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 		if err := l.Ensure(ctx); err != nil {
 			return fail(err)
 		}
-		return labTest(ctx, l, src, fs.Args(), *runRE, *verbose, stdout, stderr)
+		shares := map[string]string{}
+		if *withRepo {
+			repo, err := (&labrepo.Builder{Lab: l, Log: logger, Progress: stderr}).Ensure(ctx)
+			if err != nil {
+				return fail(err)
+			}
+			shares["labrepo"] = filepath.Dir(repo.Dir)
+		}
+		if *bench != "" {
+			*runRE = "^$"
+		}
+		return labTest(ctx, l, src, fs.Args(), testOptions{run: *runRE, bench: *bench, verbose: *verbose, shares: shares}, stdout, stderr)
 	}
 	usage(stderr)
 	return 2
@@ -102,7 +125,13 @@ func exitCode(fail func(error) int, err error) int {
 // labTest builds the packages' test binaries against the lab's libraries,
 // runs them all in one VM and prints a go-test-like summary, ending with
 // "lab: N passed, M failed".
-func labTest(ctx context.Context, l *lab.Lab, src string, pkgs []string, runRE string, verbose bool, stdout, stderr io.Writer) int {
+type testOptions struct {
+	run, bench string
+	verbose    bool
+	shares     map[string]string
+}
+
+func labTest(ctx context.Context, l *lab.Lab, src string, pkgs []string, o testOptions, stdout, stderr io.Writer) int {
 	out, err := os.MkdirTemp("", "paczfs-labtest-")
 	if err != nil {
 		fmt.Fprintln(stderr, "lab:", err)
@@ -121,11 +150,14 @@ func labTest(ctx context.Context, l *lab.Lab, src string, pkgs []string, runRE s
 		name := filepath.Base(bins[p])
 		files[name] = bins[p]
 		args := []string{"/lab/" + name, "-test.timeout=30m"}
-		if verbose {
+		if o.verbose {
 			args = append(args, "-test.v")
 		}
-		if runRE != "" {
-			args = append(args, "-test.run", runRE)
+		if o.run != "" {
+			args = append(args, "-test.run", o.run)
+		}
+		if o.bench != "" {
+			args = append(args, "-test.bench", o.bench, "-test.benchtime", "1x")
 		}
 		dir := strings.TrimPrefix(filepath.Clean(p), "./")
 		fmt.Fprintf(&script, "start=$(date +%%s); ( cd /src/%s && %s ); s=$?; t=$(( $(date +%%s) - start ))\n", dir, hooks.QuoteArgs(args))
@@ -140,8 +172,12 @@ func labTest(ctx context.Context, l *lab.Lab, src string, pkgs []string, runRE s
 	files["tests.sh"] = scriptPath
 	counter := &testCounter{w: stdout}
 	start := time.Now()
+	env := []string{"PACZFS_REQUIRE_LAB=1"}
+	if _, ok := o.shares["labrepo"]; ok {
+		env = append(env, "PACZFS_LABREPO=/shares/labrepo")
+	}
 	err = l.Run(ctx, lab.RunOptions{Args: []string{"/bin/sh", "/lab/tests.sh"}, Src: src, Stdout: counter, Files: files,
-		Env: []string{"PACZFS_REQUIRE_LAB=1"}})
+		Env: env, Shares: o.shares})
 	counter.flush()
 	fmt.Fprintf(stdout, "lab tests took %s\n", time.Since(start).Round(time.Second))
 	// The last line is the plain summary CI reads.
@@ -153,7 +189,7 @@ func labTest(ctx context.Context, l *lab.Lab, src string, pkgs []string, runRE s
 		}
 		return 1
 	}
-	if counter.failed > 0 || counter.passed == 0 {
+	if counter.failed > 0 || (counter.passed == 0 && o.bench == "") {
 		if counter.passed == 0 {
 			fmt.Fprintln(stderr, "lab: no test ran")
 		}

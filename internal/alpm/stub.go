@@ -1,0 +1,55 @@
+//go:build !cgo || !linux
+
+package alpm
+
+// Available reports whether this build has libalpm.
+const Available = false
+
+// Version returns "" without libalpm.
+func Version() string { return "" }
+
+// Handle is unusable without libalpm.
+type Handle struct{}
+
+// Package is what libalpm knows of a package.
+type Package struct {
+	Name, Version, Repo, Filename string
+	DownloadSize, InstalledSize   int64
+}
+
+// Transaction flags.
+const (
+	TransNeeded       = 1 << 13
+	TransNoScriptlet  = 1 << 10
+	TransDownloadOnly = 1 << 9
+)
+
+// Open reports ErrUnavailable.
+func Open(Options, Callbacks) (*Handle, error) { return nil, ErrUnavailable }
+
+func (*Handle) SetSandbox(string) error                  { return ErrUnavailable }
+func (*Handle) Close() error                             { return nil }
+func (*Handle) RegisterRepo(string, int, []string) error { return ErrUnavailable }
+func (*Handle) UpdateDBs(bool) error                     { return ErrUnavailable }
+func (*Handle) Prepare([]string, int) ([]Package, error) { return nil, ErrUnavailable }
+func (*Handle) Commit() error                            { return ErrUnavailable }
+func (*Handle) Release()                                 {}
+func (*Handle) Interrupt()                               {}
+func (*Handle) Installed() []Package                     { return nil }
+
+// Error codes: without libalpm no error carries them.
+const (
+	ErrCodeHandleLock = -1 - iota
+	ErrCodeTransAbort
+	ErrCodePkgNotFound
+	ErrCodePkgInvalid
+	ErrCodePkgInvalidSig
+	ErrCodeDBInvalidSig
+	ErrCodeSigMissing
+	ErrCodeSigInvalid
+	ErrCodeUnsatisfiedDeps
+	ErrCodeConflictingDeps
+	ErrCodeFileConflicts
+	ErrCodeRetrieve
+	ErrCodeExternalDownload
+)

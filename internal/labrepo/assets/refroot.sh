@@ -1,0 +1,39 @@
+#!/bin/sh
+# refroot.sh MIRROR PACKAGE... runs in a chroot of a fresh Debian 13
+# minbase tree and installs the lab package set with dpkg, maintainer
+# scripts and all: the reference from which labrepo takes the .debs and
+# the files no package owns (users, alternatives, enabled units).
+set -eu
+mirror=$1; shift
+export DEBIAN_FRONTEND=noninteractive LC_ALL=C.UTF-8 PATH=/usr/sbin:/usr/bin:/sbin:/bin
+cat > /etc/apt/sources.list <<SRC
+deb $mirror trixie main contrib
+deb $mirror trixie-updates main contrib
+SRC
+rm -f /etc/apt/sources.list.d/*
+printf '#!/bin/sh\nexit 101\n' > /usr/sbin/policy-rc.d
+chmod 755 /usr/sbin/policy-rc.d
+# Keep every downloaded .deb: they become the repository.
+echo 'Binary::apt::APT::Keep-Downloaded-Packages "true";' > /etc/apt/apt.conf.d/99keep
+apt-get update -q
+apt-get install -y -q --no-install-recommends "$@"
+rm -f /usr/sbin/policy-rc.d
+# The packages debootstrap installed have no .deb left: fetch them.
+cd /var/cache/apt/archives
+for p in $(dpkg-query -W -f '${Package}\n'); do
+	v=$(dpkg-query -W -f '${Version}' "$p")
+	a=$(dpkg-query -W -f '${Architecture}' "$p")
+	ls "${p}_"*.deb >/dev/null 2>&1 || apt-get download -q "$p=$v" >/dev/null 2>&1 || apt-get download -q "$p"
+done
+chown -R root:root /var/cache/apt/archives
+dpkg-query -W -f '${Package}\n' | sort > /tmp/installed.txt
+# Files and links no package owns, with /bin, /sbin, /lib in /usr as the
+# converted packages have them.
+cat /var/lib/dpkg/info/*.list | sed -e 's#^/bin/#/usr/bin/#' -e 's#^/sbin/#/usr/sbin/#' -e 's#^/lib/#/usr/lib/#' -e 's#^/lib64/#/usr/lib64/#' | sort -u > /tmp/owned.txt
+find / -xdev \( -path /proc -o -path /sys -o -path /dev -o -path /run -o -path /tmp -o -path /boot \
+	-o -path /var/cache -o -path /var/lib -o -path /var/log -o -path /var/tmp -o -path /var/backups \
+	-o -path /root -o -path /home -o -path /debootstrap \) -prune -o -print | sort > /tmp/all.txt
+comm -23 /tmp/all.txt /tmp/owned.txt | grep -v -e '^/$' \
+	-e '^/etc/ssh/ssh_host_' -e '^/etc/machine-id$' -e '^/etc/hostname$' -e '^/etc/ld.so.cache$' \
+	-e '^/etc/apt/apt.conf.d/99keep$' -e '^/usr/lib/modules/[^/]*/modules\.' -e '^/etc/resolv.conf$' \
+	-e '^/etc/initramfs-tools/conf.d/resume$' > /tmp/unowned.txt || true

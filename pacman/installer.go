@@ -1,0 +1,504 @@
+package pacman
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net/http"
+	"os"
+	"path"
+	"path/filepath"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/paczfs/paczfs/hooks"
+	"github.com/paczfs/paczfs/internal/alpm"
+)
+
+// Errors callers branch on; each message says what to check.
+var (
+	// ErrUnavailable: this build has no libalpm (CGO_ENABLED=0 or no
+	// libalpm headers when it was built).
+	ErrUnavailable = alpm.ErrUnavailable
+	// ErrNotFound: a requested package, group or provision exists in no
+	// repository. The error names it.
+	ErrNotFound = errors.New("package not found")
+	// ErrDependencies: dependencies cannot be satisfied, or packages
+	// conflict. The error names them.
+	ErrDependencies = errors.New("unsatisfiable dependencies")
+	// ErrFileConflicts: files of the new packages exist already.
+	ErrFileConflicts = errors.New("file conflicts")
+	// ErrSignature: a package or database has a missing or bad signature,
+	// or one made by a key the target's keyring does not trust.
+	ErrSignature = errors.New("invalid or missing signature")
+	// ErrLocked: the root's pacman database is locked (db.lck exists).
+	ErrLocked = errors.New("pacman database is locked")
+	// ErrDownload: a file could not be downloaded; see the DownloadError.
+	ErrDownload = errors.New("download failed")
+)
+
+// Installer installs packages into roots with libalpm. It holds only
+// configuration; each Plan or Install has its own libalpm handle, so one
+// Installer may serve several builds at once.
+type Installer struct {
+	cfg     Config
+	log     *slog.Logger
+	run     hooks.Runner
+	emit    func(Event)
+	client  *http.Client
+	scratch string
+}
+
+// Option configures an Installer.
+type Option func(*Installer)
+
+// WithLogger sets the logger (the default discards).
+func WithLogger(l *slog.Logger) Option { return func(i *Installer) { i.log = l } }
+
+// WithRunner sets the runner for external commands (pacman-key, gpgconf).
+func WithRunner(r hooks.Runner) Option { return func(i *Installer) { i.run = r } }
+
+// WithEvents receives structured progress events.
+func WithEvents(fn func(Event)) Option { return func(i *Installer) { i.emit = fn } }
+
+// WithHTTPClient replaces the download client (NewHTTPClient()).
+func WithHTTPClient(c *http.Client) Option { return func(i *Installer) { i.client = c } }
+
+// WithScratchDir sets where Plan keeps its temporary database (os.TempDir()).
+func WithScratchDir(dir string) Option { return func(i *Installer) { i.scratch = dir } }
+
+// New validates cfg and returns an Installer.
+func New(cfg Config, opts ...Option) (*Installer, error) {
+	if err := cfg.Validate(); err != nil {
+		return nil, err
+	}
+	in := &Installer{cfg: cfg, log: slog.New(slog.DiscardHandler), emit: func(Event) {}}
+	for _, o := range opts {
+		o(in)
+	}
+	if in.run == nil {
+		in.run = &hooks.ExecRunner{Logger: in.log}
+	}
+	if in.client == nil {
+		in.client = NewHTTPClient()
+	}
+	return in, nil
+}
+
+// Config returns the installer's configuration.
+func (in *Installer) Config() Config { return in.cfg }
+
+// PlannedPackage is one package a plan installs.
+type PlannedPackage struct {
+	Name, Version, Repo, Filename string
+	DownloadSize, InstalledSize   int64
+}
+
+// Plan is the resolved package set.
+type Plan struct {
+	Packages      []PlannedPackage
+	DownloadSize  int64 // bytes, counting what the caches hold already as 0
+	InstalledSize int64
+}
+
+// Names returns the planned package names.
+func (p *Plan) Names() []string {
+	var n []string
+	for _, q := range p.Packages {
+		n = append(n, q.Name)
+	}
+	return n
+}
+
+// Plan resolves names (packages, groups, provisions, "name>=version") to
+// the full package set with versions and sizes, without touching any
+// target: it works in a scratch database. An unknown name or an
+// unsatisfiable dependency is an error naming it. Signatures are not
+// checked here (there is no keyring yet); Install checks everything.
+func (in *Installer) Plan(ctx context.Context, names []string) (*Plan, error) {
+	if len(names) == 0 {
+		return &Plan{}, nil
+	}
+	if !alpm.Available {
+		return nil, ErrUnavailable
+	}
+	scratch, err := os.MkdirTemp(in.scratch, "paczfs-plan-")
+	if err != nil {
+		return nil, err
+	}
+	defer os.RemoveAll(scratch)
+	dbpath := filepath.Join(scratch, "var/lib/pacman")
+	if err := os.MkdirAll(dbpath, 0o755); err != nil {
+		return nil, err
+	}
+	var plan *Plan
+	err = onOwnThread(func() error {
+		s, err := in.open(ctx, scratch, dbpath, false, true)
+		if err != nil {
+			return err
+		}
+		defer s.close()
+		pkgs, err := s.resolve(names)
+		if err != nil {
+			return err
+		}
+		s.h.Release()
+		plan = toPlan(pkgs)
+		return nil
+	})
+	return plan, err
+}
+
+func toPlan(pkgs []alpm.Package) *Plan {
+	p := &Plan{}
+	for _, q := range pkgs {
+		p.Packages = append(p.Packages, PlannedPackage(q))
+		p.DownloadSize += q.DownloadSize
+		p.InstalledSize += q.InstalledSize
+	}
+	return p
+}
+
+// Result reports an install.
+type Result struct {
+	Installed  []PlannedPackage
+	Downloaded int64 // bytes transferred, databases included
+	Took       time.Duration
+	// Warnings are libalpm's error and warning lines that did not fail the
+	// transaction (pacman prints them and goes on): a failed scriptlet
+	// shows up here.
+	Warnings []string
+}
+
+// Install refreshes the sync databases and installs names, with their
+// dependencies, into root: a directory (the mounted root dataset) that
+// gets var/lib/pacman, its cache, and the keyring that InitKeyring made.
+// Scriptlets and hooks run chrooted in root with /proc, /sys, /dev and
+// /run mounted there privately: the mounts live in a mount namespace of
+// the installing thread only, never seen by the host, and go with it.
+// Cancelling ctx stops downloads at once and a commit between packages.
+func (in *Installer) Install(ctx context.Context, root string, names []string) (*Result, error) {
+	if !alpm.Available {
+		return nil, ErrUnavailable
+	}
+	start := time.Now()
+	root, err := filepath.Abs(root)
+	if err != nil {
+		return nil, err
+	}
+	for _, d := range []string{"var/lib/pacman", "var/cache/pacman/pkg", "var/log", "etc/pacman.d/hooks"} {
+		if err := os.MkdirAll(filepath.Join(root, d), 0o755); err != nil {
+			return nil, fmt.Errorf("install into %s: %w", root, err)
+		}
+	}
+	res := &Result{}
+	err = onOwnThread(func() (err error) {
+		unmount, err := mountAPI(root, in.log)
+		if err != nil {
+			return err
+		}
+		defer func() { err = errors.Join(err, unmount()) }()
+		s, err := in.open(ctx, root, filepath.Join(root, "var/lib/pacman"), true, false)
+		if err != nil {
+			return err
+		}
+		defer s.close()
+		defer func() { res.Downloaded = s.fetch.bytes.Load(); res.Warnings = s.warnings }()
+		pkgs, err := s.resolve(names)
+		if err != nil {
+			return err
+		}
+		if err := s.prefetch(pkgs); err != nil {
+			s.h.Release()
+			return err
+		}
+		stop := context.AfterFunc(ctx, s.h.Interrupt)
+		defer stop()
+		if err := s.h.Commit(); err != nil {
+			if ctx.Err() != nil {
+				return fmt.Errorf("install: %w (%v)", ctx.Err(), err)
+			}
+			return s.classify(err)
+		}
+		for _, p := range s.h.Installed() {
+			for _, q := range pkgs {
+				if p.Name == q.Name {
+					res.Installed = append(res.Installed, PlannedPackage(q))
+				}
+			}
+		}
+		return nil
+	})
+	res.Took = time.Since(start)
+	return res, err
+}
+
+// session is one libalpm handle at work.
+type session struct {
+	in       *Installer
+	ctx      context.Context
+	h        *alpm.Handle
+	fetch    *fetcher
+	cache    []string
+	repos    map[string]Repo
+	rootDir  string
+	mu       sync.Mutex
+	warnings []string
+	errs     []string
+}
+
+func (in *Installer) cacheDirs(root string) []string {
+	if len(in.cfg.CacheDirs) > 0 {
+		return in.cfg.CacheDirs
+	}
+	return []string{filepath.Join(root, "var/cache/pacman/pkg")}
+}
+
+// open makes a handle for root. verify turns signature checking on (the
+// target's keyring); plan mode checks nothing and writes only dbpath.
+func (in *Installer) open(ctx context.Context, root, dbpath string, verify, plan bool) (*session, error) {
+	s := &session{in: in, ctx: ctx, repos: map[string]Repo{}, rootDir: root}
+	s.fetch = newFetcher(ctx, in.client, in.emit)
+	level, err := alpm.ParseSigLevel(in.cfg.SigLevel, alpm.DefaultSigLevel)
+	if err != nil {
+		return nil, err
+	}
+	local := level
+	if in.cfg.LocalFileSigLevel != "" {
+		if local, err = alpm.ParseSigLevel(in.cfg.LocalFileSigLevel, level); err != nil {
+			return nil, err
+		}
+	}
+	if !verify {
+		level, local = 0, 0
+	}
+	s.cache = in.cacheDirs(root)
+	if plan {
+		s.cache = []string{filepath.Join(root, "cache")}
+	}
+	for _, d := range s.cache {
+		if err := os.MkdirAll(d, 0o755); err != nil {
+			return nil, err
+		}
+	}
+	o := alpm.Options{
+		Root: root, DBPath: dbpath, CacheDirs: s.cache,
+		GPGDir:            filepath.Join(root, "etc/pacman.d/gnupg"),
+		Architecture:      in.cfg.Architecture,
+		SigLevel:          level,
+		LocalFileSigLevel: local,
+		ParallelDownloads: in.cfg.ParallelDownloads,
+		IgnorePkgs:        in.cfg.IgnorePkgs,
+		NoExtract:         in.cfg.NoExtract,
+	}
+	if !plan {
+		o.LogFile = filepath.Join(root, "var/log/pacman.log")
+		o.HookDirs = []string{filepath.Join(root, "etc/pacman.d/hooks")}
+	}
+	h, err := alpm.Open(o, s)
+	if err != nil {
+		return nil, fmt.Errorf("libalpm %s: %w", root, err)
+	}
+	s.h = h
+	// Downloads are ours (Fetch); libalpm's own sandboxed downloader is
+	// never used, so its sandbox user does not apply to the build.
+	if err := h.SetSandbox(""); err != nil && !errors.Is(err, errors.ErrUnsupported) {
+		h.Close()
+		return nil, err
+	}
+	for _, r := range in.cfg.Repos {
+		rl := alpm.SigUseDefault
+		if r.SigLevel != "" && verify {
+			if rl, err = alpm.ParseSigLevel(r.SigLevel, level); err != nil {
+				h.Close()
+				return nil, err
+			}
+		}
+		var servers []string
+		for _, sv := range r.Servers {
+			servers = append(servers, ExpandServer(sv, r.Name, in.cfg.Architecture))
+		}
+		s.repos[r.Name] = r
+		if err := h.RegisterRepo(r.Name, rl, servers); err != nil {
+			h.Close()
+			return nil, err
+		}
+	}
+	if err := ctx.Err(); err != nil {
+		h.Close()
+		return nil, err
+	}
+	if err := h.UpdateDBs(false); err != nil {
+		h.Close()
+		return nil, s.dbError(err)
+	}
+	return s, nil
+}
+
+func (s *session) close() { s.h.Close() }
+
+// dbError turns a failed database refresh into one naming the repository
+// and URL, from what Fetch recorded.
+func (s *session) dbError(err error) error {
+	if s.ctx.Err() != nil {
+		return fmt.Errorf("refresh databases: %w", s.ctx.Err())
+	}
+	for _, r := range s.in.cfg.Repos {
+		for _, sv := range r.Servers {
+			u := ExpandServer(sv, r.Name, s.in.cfg.Architecture) + "/" + r.Name + ".db"
+			if ferr := s.fetch.lastError(u); ferr != nil {
+				return fmt.Errorf("refresh databases: %w: %w", ErrDownload, &DownloadError{Repo: r.Name, URL: u, Err: ferr})
+			}
+		}
+	}
+	return s.classify(fmt.Errorf("refresh databases: %w", err))
+}
+
+func (s *session) resolve(names []string) ([]alpm.Package, error) {
+	pkgs, err := s.h.Prepare(names, alpm.TransNeeded)
+	if err != nil {
+		return nil, s.classify(err)
+	}
+	return pkgs, nil
+}
+
+// classify wraps libalpm errors with the sentinel callers branch on, and
+// adds the libalpm error lines logged meanwhile (they name files and keys).
+func (s *session) classify(err error) error {
+	var ae *alpm.Error
+	if !errors.As(err, &ae) {
+		return err
+	}
+	s.mu.Lock()
+	logged := strings.Join(s.errs, "; ")
+	s.mu.Unlock()
+	if logged != "" {
+		err = fmt.Errorf("%w (libalpm: %s)", err, logged)
+	}
+	switch ae.Code {
+	case alpm.ErrCodePkgNotFound:
+		return fmt.Errorf("%w: %w", ErrNotFound, err)
+	case alpm.ErrCodeUnsatisfiedDeps, alpm.ErrCodeConflictingDeps:
+		return fmt.Errorf("%w: %w", ErrDependencies, err)
+	case alpm.ErrCodeFileConflicts:
+		return fmt.Errorf("%w: %w", ErrFileConflicts, err)
+	case alpm.ErrCodePkgInvalidSig, alpm.ErrCodeDBInvalidSig, alpm.ErrCodeSigMissing, alpm.ErrCodeSigInvalid:
+		return fmt.Errorf("%w: %w", ErrSignature, err)
+	case alpm.ErrCodeHandleLock:
+		return fmt.Errorf("%w: %w: if no other pacman or paczfs works on this root, remove %s", ErrLocked, err,
+			filepath.Join(s.rootDir, "var/lib/pacman/db.lck"))
+	case alpm.ErrCodeRetrieve, alpm.ErrCodeExternalDownload:
+		return fmt.Errorf("%w: %w", ErrDownload, err)
+	}
+	if strings.Contains(strings.ToLower(logged), "signature") || strings.Contains(strings.ToLower(logged), "pgp") {
+		return fmt.Errorf("%w: %w", ErrSignature, err)
+	}
+	return err
+}
+
+// prefetch downloads what the cache lacks, in parallel.
+func (s *session) prefetch(pkgs []alpm.Package) error {
+	level, _ := alpm.ParseSigLevel(s.in.cfg.SigLevel, alpm.DefaultSigLevel)
+	var jobs []downloadJob
+	for _, p := range pkgs {
+		if p.DownloadSize == 0 && s.cached(p.Filename, level&alpm.SigPackage != 0) {
+			continue
+		}
+		r := s.repos[p.Repo]
+		rl := level
+		if r.SigLevel != "" {
+			rl, _ = alpm.ParseSigLevel(r.SigLevel, level)
+		}
+		j := downloadJob{file: p.Filename, repo: p.Repo, sig: rl&alpm.SigPackage != 0, sigOpt: rl&alpm.SigPackageOptional != 0}
+		for _, sv := range r.Servers {
+			j.urls = append(j.urls, ExpandServer(sv, r.Name, s.in.cfg.Architecture)+"/"+p.Filename)
+		}
+		jobs = append(jobs, j)
+	}
+	if len(jobs) == 0 {
+		return nil
+	}
+	if err := s.fetch.prefetch(jobs, s.cache[0], s.in.cfg.ParallelDownloads); err != nil {
+		if s.ctx.Err() != nil {
+			return fmt.Errorf("download packages: %w", s.ctx.Err())
+		}
+		return fmt.Errorf("download packages: %w: %w", ErrDownload, err)
+	}
+	return nil
+}
+
+func (s *session) cached(file string, sig bool) bool {
+	for _, d := range s.cache {
+		if _, err := os.Stat(filepath.Join(d, file)); err == nil {
+			if !sig {
+				return true
+			}
+			if _, err := os.Stat(filepath.Join(d, file+".sig")); err == nil {
+				return true
+			}
+		}
+	}
+	return false
+}
+
+// The alpm.Callbacks of a session.
+
+func (s *session) Log(level int, msg string) {
+	msg = strings.TrimRight(msg, "\n")
+	switch {
+	case level&alpm.LogError != 0:
+		s.mu.Lock()
+		s.errs = append(s.errs, msg)
+		s.warnings = append(s.warnings, "error: "+msg)
+		s.mu.Unlock()
+		s.in.log.Error("libalpm", "msg", msg)
+		s.in.emit(Event{Kind: EventLog, Level: "error", Message: msg})
+	case level&alpm.LogWarning != 0:
+		s.mu.Lock()
+		s.warnings = append(s.warnings, "warning: "+msg)
+		s.mu.Unlock()
+		s.in.log.Warn("libalpm", "msg", msg)
+		s.in.emit(Event{Kind: EventLog, Level: "warning", Message: msg})
+	default:
+		s.in.log.Debug("libalpm", "msg", msg)
+	}
+}
+
+func (s *session) Event(e alpm.Event) {
+	switch e.Type {
+	case alpm.EventScriptletInfo:
+		line := strings.TrimRight(e.A, "\n")
+		s.in.log.Info("scriptlet", "line", line)
+		s.in.emit(Event{Kind: EventScriptlet, Message: line})
+	case alpm.EventPackageOperationDone:
+		s.in.emit(Event{Kind: EventInstalled, Package: e.A, Version: e.B})
+	case alpm.EventHookRunStart:
+		s.in.log.Info("hook", "name", e.A, "desc", e.B)
+		s.in.emit(Event{Kind: EventHook, Package: e.A, Message: e.B, Current: int(e.N1), Count: int(e.N2)})
+	}
+}
+
+func (s *session) Progress(kind int, pkg string, percent, howmany, current int) {
+	if pkg == "" {
+		return
+	}
+	s.in.emit(Event{Kind: EventInstall, Package: pkg, Percent: percent, Current: current, Count: howmany})
+}
+
+func (s *session) Download(string, int, int64, int64) {}
+
+func (s *session) Fetch(url, localpath string, force bool) int {
+	rc := s.fetch.Fetch(url, localpath, force)
+	base := path.Base(url)
+	if strings.HasSuffix(base, ".db") || strings.HasSuffix(base, ".db.sig") {
+		repo := strings.TrimSuffix(strings.TrimSuffix(base, ".sig"), ".db")
+		s.in.emit(Event{Kind: EventDatabase, Repo: repo, URL: url})
+	}
+	return rc
+}
+
+func (s *session) Question(kind int, what string) {
+	s.in.log.Info("libalpm question answered", "type", kind, "about", what)
+}

@@ -1,0 +1,145 @@
+package pacman
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+
+	"github.com/paczfs/paczfs/hooks"
+)
+
+// GPGDir returns the keyring directory of a target root.
+func GPGDir(root string) string { return filepath.Join(root, "etc/pacman.d/gnupg") }
+
+// keyringDir picks where the keyring package's files are: the
+// configured directory, else the target's own (an earlier layer installed
+// the keyring package), else the build host's. Arch keeps them in
+// /usr/share/pacman/keyrings, Debian in /usr/share/keyrings.
+func (in *Installer) keyringDir(root string) (string, error) {
+	if in.cfg.KeyringDir != "" {
+		return in.cfg.KeyringDir, nil
+	}
+	var tried []string
+	for _, base := range []string{root, "/"} {
+		for _, d := range []string{"usr/share/pacman/keyrings", "usr/share/keyrings"} {
+			dir := filepath.Join(base, d)
+			tried = append(tried, dir)
+			ok := true
+			for _, k := range in.cfg.Keyrings {
+				if _, err := os.Stat(filepath.Join(dir, k+".gpg")); err != nil {
+					ok = false
+				}
+			}
+			if ok {
+				return dir, nil
+			}
+		}
+	}
+	return "", fmt.Errorf("pacman.keyrings %v: no %s.gpg in %v; install the keyring package (archlinux-keyring) on the build host or set pacman.keyring_dir",
+		in.cfg.Keyrings, in.cfg.Keyrings[0], tried)
+}
+
+// InitKeyring creates root's own pacman keyring: a fresh master key made
+// for this image (never the build host's keyring), the configured
+// keyrings populated from the keyring package's files, and the trusted
+// keys imported and locally signed. Any gpg-agent started for it is
+// stopped before returning, so nothing keeps the root busy.
+func (in *Installer) InitKeyring(ctx context.Context, root string) (err error) {
+	gpgdir := GPGDir(root)
+	if err := os.MkdirAll(gpgdir, 0o755); err != nil {
+		return err
+	}
+	// A minimal configuration: pacman-key reads GPGDir and nothing else.
+	conf, err := os.CreateTemp("", "paczfs-pacman-key-*.conf")
+	if err != nil {
+		return err
+	}
+	defer os.Remove(conf.Name())
+	fmt.Fprintf(conf, "[options]\nGPGDir = %s\n", gpgdir)
+	conf.Close()
+	pk := func(args ...string) error {
+		_, err := in.run.Run(ctx, hooks.Cmd{Args: append([]string{"pacman-key", "--config", conf.Name(), "--gpgdir", gpgdir}, args...)})
+		return err
+	}
+	defer func() {
+		// pacman-key --init and --lsign-key start a gpg-agent whose sockets
+		// live in gpgdir: stop it, or it keeps the root dataset busy.
+		_, kerr := in.run.Run(context.WithoutCancel(ctx), hooks.Cmd{Args: []string{"gpgconf", "--homedir", gpgdir, "--kill", "all"}})
+		if kerr != nil {
+			err = errors.Join(err, fmt.Errorf("stop gpg-agent of %s: %w", gpgdir, kerr))
+		}
+	}()
+	if err := pk("--init"); err != nil {
+		return fmt.Errorf("keyring %s: init: %w", gpgdir, err)
+	}
+	if len(in.cfg.Keyrings) > 0 {
+		dir, err := in.keyringDir(root)
+		if err != nil {
+			return err
+		}
+		args := append([]string{"--populate-from", dir, "--populate"}, in.cfg.Keyrings...)
+		if err := pk(args...); err != nil {
+			return fmt.Errorf("keyring %s: populate %v from %s: %w", gpgdir, in.cfg.Keyrings, dir, err)
+		}
+	}
+	for i, k := range in.cfg.TrustedKeys {
+		id := k.ID
+		if k.File != "" {
+			if err := pk("--add", k.File); err != nil {
+				return fmt.Errorf("pacman.trusted_keys[%d]: add %s: %w", i, k.File, err)
+			}
+			fp, err := keyFingerprints(ctx, in.run, k.File)
+			if err != nil {
+				return fmt.Errorf("pacman.trusted_keys[%d]: %w", i, err)
+			}
+			for _, f := range fp {
+				if err := pk("--lsign-key", f); err != nil {
+					return fmt.Errorf("pacman.trusted_keys[%d]: lsign %s: %w", i, f, err)
+				}
+			}
+			continue
+		}
+		if err := pk("--recv-keys", id); err != nil {
+			return fmt.Errorf("pacman.trusted_keys[%d]: receive %s from a keyserver: %w", i, id, err)
+		}
+		if err := pk("--lsign-key", id); err != nil {
+			return fmt.Errorf("pacman.trusted_keys[%d]: lsign %s: %w", i, id, err)
+		}
+	}
+	return nil
+}
+
+// keyFingerprints lists the primary key fingerprints in a key file.
+func keyFingerprints(ctx context.Context, r hooks.Runner, file string) ([]string, error) {
+	out, err := r.Run(ctx, hooks.Cmd{Args: []string{"gpg", "--batch", "--with-colons", "--import-options", "show-only", "--import", file}})
+	if err != nil {
+		return nil, fmt.Errorf("read key file %s: %w", file, err)
+	}
+	fps := ParseFingerprints(string(out))
+	if len(fps) == 0 {
+		return nil, fmt.Errorf("key file %s holds no public key", file)
+	}
+	return fps, nil
+}
+
+// ParseFingerprints reads the primary key fingerprints from gpg
+// --with-colons output: the fpr record right after each pub record.
+func ParseFingerprints(colons string) []string {
+	var out []string
+	afterPub := false
+	for _, line := range splitLines(colons) {
+		f := splitColons(line)
+		switch {
+		case len(f) > 0 && f[0] == "pub":
+			afterPub = true
+		case len(f) > 9 && f[0] == "fpr" && afterPub:
+			out = append(out, f[9])
+			afterPub = false
+		case len(f) > 0 && f[0] == "sub":
+			afterPub = false
+		}
+	}
+	return out
+}

@@ -1,0 +1,91 @@
+package pacman
+
+import (
+	"errors"
+	"fmt"
+	"log/slog"
+	"os"
+	"path/filepath"
+	"runtime"
+
+	"golang.org/x/sys/unix"
+)
+
+// onOwnThread runs fn on an OS thread of its own, with its own mount
+// namespace and filesystem context (current directory, umask, root).
+//
+// libalpm changes the current directory and umask while it extracts, and
+// the scriptlet mounts must not reach the host: both stay on this thread.
+// The thread is never handed back to the Go scheduler (no
+// UnlockOSThread): it ends with the goroutine, and the kernel drops its
+// namespace with every mount still in it, even after a panic.
+func onOwnThread(fn func() error) error {
+	errc := make(chan error, 1)
+	go func() {
+		runtime.LockOSThread()
+		defer func() {
+			if r := recover(); r != nil {
+				errc <- fmt.Errorf("panic: %v", r)
+			}
+		}()
+		if err := unix.Unshare(unix.CLONE_NEWNS | unix.CLONE_FS); err != nil {
+			errc <- fmt.Errorf("private mount namespace: %w", err)
+			return
+		}
+		// Nothing mounted from here on propagates to the host.
+		if err := unix.Mount("", "/", "", unix.MS_REC|unix.MS_PRIVATE, ""); err != nil {
+			errc <- fmt.Errorf("private mount namespace: %w", err)
+			return
+		}
+		errc <- fn()
+	}()
+	return <-errc
+}
+
+type apiMount struct {
+	source, target, fstype string
+	flags                  uintptr
+	data                   string
+}
+
+// apiMounts are the filesystems pacstrap gives scriptlets and hooks:
+// fresh instances, none bound from the host (no host /run or /tmp leaks in).
+func apiMounts(root string) []apiMount {
+	j := func(p string) string { return filepath.Join(root, p) }
+	return []apiMount{
+		{"proc", j("proc"), "proc", unix.MS_NOSUID | unix.MS_NOEXEC | unix.MS_NODEV, ""},
+		{"sys", j("sys"), "sysfs", unix.MS_NOSUID | unix.MS_NOEXEC | unix.MS_NODEV | unix.MS_RDONLY, ""},
+		{"udev", j("dev"), "devtmpfs", unix.MS_NOSUID, "mode=0755"},
+		{"devpts", j("dev/pts"), "devpts", unix.MS_NOSUID | unix.MS_NOEXEC, "newinstance,ptmxmode=0666,mode=0620,gid=5"},
+		{"shm", j("dev/shm"), "tmpfs", unix.MS_NOSUID | unix.MS_NODEV, "mode=1777"},
+		{"run", j("run"), "tmpfs", unix.MS_NOSUID | unix.MS_NODEV, "mode=0755"},
+		{"tmp", j("tmp"), "tmpfs", unix.MS_NOSUID | unix.MS_NODEV | unix.MS_STRICTATIME, "mode=1777"},
+	}
+}
+
+// mountAPI mounts the API filesystems under root (call on the thread of
+// onOwnThread) and returns the function that unmounts them, in reverse.
+func mountAPI(root string, log *slog.Logger) (func() error, error) {
+	var done []string
+	unmount := func() error {
+		var errs []error
+		for i := len(done) - 1; i >= 0; i-- {
+			if err := unix.Unmount(done[i], 0); err != nil {
+				errs = append(errs, fmt.Errorf("unmount %s: %w", done[i], err))
+			}
+		}
+		done = nil
+		return errors.Join(errs...)
+	}
+	for _, m := range apiMounts(root) {
+		if err := os.MkdirAll(m.target, 0o755); err != nil {
+			return nil, errors.Join(err, unmount())
+		}
+		if err := unix.Mount(m.source, m.target, m.fstype, m.flags, m.data); err != nil {
+			return nil, errors.Join(fmt.Errorf("mount %s on %s: %w", m.fstype, m.target, err), unmount())
+		}
+		log.Debug("mounted", "fstype", m.fstype, "on", m.target)
+		done = append(done, m.target)
+	}
+	return unmount, nil
+}
