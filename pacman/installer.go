@@ -9,6 +9,8 @@ import (
 	"os"
 	"path"
 	"path/filepath"
+	"regexp"
+	"strconv"
 	"strings"
 	"sync"
 	"time"
@@ -33,6 +35,9 @@ var (
 	// ErrSignature: a package or database has a missing or bad signature,
 	// or one made by a key the target's keyring does not trust.
 	ErrSignature = errors.New("invalid or missing signature")
+	// ErrIntegrity: a package file does not match its database checksum
+	// (damaged or tampered with). The error names the file.
+	ErrIntegrity = errors.New("corrupted package")
 	// ErrLocked: the root's pacman database is locked (db.lck exists).
 	ErrLocked = errors.New("pacman database is locked")
 	// ErrDownload: a file could not be downloaded; see the DownloadError.
@@ -195,12 +200,18 @@ func (in *Installer) Install(ctx context.Context, root string, names []string) (
 	}
 	res := &Result{}
 	err = onOwnThread(func() (err error) {
-		unmount, err := mountAPI(root, in.log)
+		unmount, created, err := mountAPI(root, in.log)
 		if err != nil {
 			return err
 		}
-		defer func() { err = errors.Join(err, unmount()) }()
-		s, err := in.open(ctx, root, filepath.Join(root, "var/lib/pacman"), true, false)
+		var s *session
+		defer func() {
+			err = errors.Join(err, unmount())
+			if s != nil {
+				err = errors.Join(err, s.fixModes(created))
+			}
+		}()
+		s, err = in.open(ctx, root, filepath.Join(root, "var/lib/pacman"), true, false)
 		if err != nil {
 			return err
 		}
@@ -212,6 +223,12 @@ func (in *Installer) Install(ctx context.Context, root string, names []string) (
 		}
 		if err := s.prefetch(pkgs); err != nil {
 			s.h.Release()
+			return err
+		}
+		// libalpm computed download sizes before the files were cached, and
+		// would fetch everything again: prepare afresh (in memory, quick).
+		s.h.Release()
+		if pkgs, err = s.resolve(names); err != nil {
 			return err
 		}
 		stop := context.AfterFunc(ctx, s.h.Interrupt)
@@ -244,6 +261,8 @@ type session struct {
 	cache    []string
 	repos    map[string]Repo
 	rootDir  string
+	release  func()                 // the process-wide libalpm lock (see alpm.AcquireGPGDir)
+	dirModes map[string]os.FileMode // from libalpm's "directory permissions differ" warnings
 	mu       sync.Mutex
 	warnings []string
 	errs     []string
@@ -283,9 +302,14 @@ func (in *Installer) open(ctx context.Context, root, dbpath string, verify, plan
 			return nil, err
 		}
 	}
+	gpgdir, release, err := alpm.AcquireGPGDir(GPGDir(root))
+	if err != nil {
+		return nil, err
+	}
+	s.release = release
 	o := alpm.Options{
 		Root: root, DBPath: dbpath, CacheDirs: s.cache,
-		GPGDir:            filepath.Join(root, "etc/pacman.d/gnupg"),
+		GPGDir:            gpgdir,
 		Architecture:      in.cfg.Architecture,
 		SigLevel:          level,
 		LocalFileSigLevel: local,
@@ -299,20 +323,22 @@ func (in *Installer) open(ctx context.Context, root, dbpath string, verify, plan
 	}
 	h, err := alpm.Open(o, s)
 	if err != nil {
+		release()
 		return nil, fmt.Errorf("libalpm %s: %w", root, err)
 	}
 	s.h = h
+	closeAll := func() { h.Close(); release() }
 	// Downloads are ours (Fetch); libalpm's own sandboxed downloader is
 	// never used, so its sandbox user does not apply to the build.
 	if err := h.SetSandbox(""); err != nil && !errors.Is(err, errors.ErrUnsupported) {
-		h.Close()
+		closeAll()
 		return nil, err
 	}
 	for _, r := range in.cfg.Repos {
 		rl := alpm.SigUseDefault
 		if r.SigLevel != "" && verify {
 			if rl, err = alpm.ParseSigLevel(r.SigLevel, level); err != nil {
-				h.Close()
+				closeAll()
 				return nil, err
 			}
 		}
@@ -322,22 +348,25 @@ func (in *Installer) open(ctx context.Context, root, dbpath string, verify, plan
 		}
 		s.repos[r.Name] = r
 		if err := h.RegisterRepo(r.Name, rl, servers); err != nil {
-			h.Close()
+			closeAll()
 			return nil, err
 		}
 	}
 	if err := ctx.Err(); err != nil {
-		h.Close()
+		closeAll()
 		return nil, err
 	}
 	if err := h.UpdateDBs(false); err != nil {
-		h.Close()
+		closeAll()
 		return nil, s.dbError(err)
 	}
 	return s, nil
 }
 
-func (s *session) close() { s.h.Close() }
+func (s *session) close() {
+	s.h.Close()
+	s.release()
+}
 
 // dbError turns a failed database refresh into one naming the repository
 // and URL, from what Fetch recorded.
@@ -350,6 +379,13 @@ func (s *session) dbError(err error) error {
 			u := ExpandServer(sv, r.Name, s.in.cfg.Architecture) + "/" + r.Name + ".db"
 			if ferr := s.fetch.lastError(u); ferr != nil {
 				return fmt.Errorf("refresh databases: %w: %w", ErrDownload, &DownloadError{Repo: r.Name, URL: u, Err: ferr})
+			}
+			if ferr := s.fetch.lastError(u + ".sig"); ferr != nil {
+				derr := &DownloadError{Repo: r.Name, URL: u + ".sig", Err: ferr}
+				if errors.Is(ferr, errNotFound) {
+					return fmt.Errorf("refresh databases: %w: the database of %s is not signed and its SigLevel requires a signature: %w", ErrSignature, r.Name, derr)
+				}
+				return fmt.Errorf("refresh databases: %w: %w", ErrDownload, derr)
 			}
 		}
 	}
@@ -386,6 +422,8 @@ func (s *session) classify(err error) error {
 		return fmt.Errorf("%w: %w", ErrFileConflicts, err)
 	case alpm.ErrCodePkgInvalidSig, alpm.ErrCodeDBInvalidSig, alpm.ErrCodeSigMissing, alpm.ErrCodeSigInvalid:
 		return fmt.Errorf("%w: %w", ErrSignature, err)
+	case alpm.ErrCodePkgInvalidChecksum, alpm.ErrCodePkgInvalid:
+		return fmt.Errorf("%w: %w", ErrIntegrity, err)
 	case alpm.ErrCodeHandleLock:
 		return fmt.Errorf("%w: %w: if no other pacman or paczfs works on this root, remove %s", ErrLocked, err,
 			filepath.Join(s.rootDir, "var/lib/pacman/db.lck"))
@@ -445,7 +483,38 @@ func (s *session) cached(file string, sig bool) bool {
 
 // The alpm.Callbacks of a session.
 
+var permsDiffer = regexp.MustCompile(`directory permissions differ on (.+?)/?\nfilesystem: ([0-7]+)\s+package: ([0-7]+)`)
+
+// fixModes gives the mount points paczfs created the modes their package
+// declares (libalpm leaves an existing directory's mode and warns).
+func (s *session) fixModes(created []string) error {
+	var errs []error
+	for _, d := range created {
+		if m, ok := s.dirModes[filepath.Clean(d)]; ok {
+			if err := os.Chmod(d, m); err != nil {
+				errs = append(errs, err)
+			}
+		}
+	}
+	return errors.Join(errs...)
+}
+
 func (s *session) Log(level int, msg string) {
+	if m := permsDiffer.FindStringSubmatch(msg); m != nil {
+		if mode, err := strconv.ParseUint(m[3], 8, 32); err == nil {
+			s.mu.Lock()
+			if s.dirModes == nil {
+				s.dirModes = map[string]os.FileMode{}
+			}
+			// Octal st_mode bits: keep permissions and the sticky bit.
+			fm := os.FileMode(mode & 0o777)
+			if mode&0o1000 != 0 {
+				fm |= os.ModeSticky
+			}
+			s.dirModes[filepath.Clean(m[1])] = fm
+			s.mu.Unlock()
+		}
+	}
 	msg = strings.TrimRight(msg, "\n")
 	switch {
 	case level&alpm.LogError != 0:
@@ -501,4 +570,10 @@ func (s *session) Fetch(url, localpath string, force bool) int {
 
 func (s *session) Question(kind int, what string) {
 	s.in.log.Info("libalpm question answered", "type", kind, "about", what)
+	if kind == alpm.QuestionCorruptedPkg {
+		// libalpm reports the file only here; it is deleted from the cache.
+		s.mu.Lock()
+		s.errs = append(s.errs, what+" is invalid or corrupted (deleted from the cache)")
+		s.mu.Unlock()
+	}
 }

@@ -47,8 +47,21 @@ func (in *Installer) keyringDir(root string) (string, error) {
 // keys imported and locally signed. Any gpg-agent started for it is
 // stopped before returning, so nothing keeps the root busy.
 func (in *Installer) InitKeyring(ctx context.Context, root string) (err error) {
-	gpgdir := GPGDir(root)
-	if err := os.MkdirAll(gpgdir, 0o755); err != nil {
+	realdir := GPGDir(root)
+	if err := os.MkdirAll(realdir, 0o755); err != nil {
+		return err
+	}
+	// gpg-agent's sockets live in the home directory, and a unix socket
+	// path has at most 107 bytes: a deep root (a test's temporary
+	// directory, a long altroot) makes gpg fail to start its agent. Work
+	// through a short symbolic link instead.
+	short, err := os.MkdirTemp("", "pzk-")
+	if err != nil {
+		return err
+	}
+	defer os.RemoveAll(short)
+	gpgdir := filepath.Join(short, "g")
+	if err := os.Symlink(realdir, gpgdir); err != nil {
 		return err
 	}
 	// A minimal configuration: pacman-key reads GPGDir and nothing else.
@@ -68,11 +81,11 @@ func (in *Installer) InitKeyring(ctx context.Context, root string) (err error) {
 		// live in gpgdir: stop it, or it keeps the root dataset busy.
 		_, kerr := in.run.Run(context.WithoutCancel(ctx), hooks.Cmd{Args: []string{"gpgconf", "--homedir", gpgdir, "--kill", "all"}})
 		if kerr != nil {
-			err = errors.Join(err, fmt.Errorf("stop gpg-agent of %s: %w", gpgdir, kerr))
+			err = errors.Join(err, fmt.Errorf("stop gpg-agent of %s: %w", realdir, kerr))
 		}
 	}()
 	if err := pk("--init"); err != nil {
-		return fmt.Errorf("keyring %s: init: %w", gpgdir, err)
+		return fmt.Errorf("keyring %s: init: %w", realdir, err)
 	}
 	if len(in.cfg.Keyrings) > 0 {
 		dir, err := in.keyringDir(root)
@@ -81,7 +94,7 @@ func (in *Installer) InitKeyring(ctx context.Context, root string) (err error) {
 		}
 		args := append([]string{"--populate-from", dir, "--populate"}, in.cfg.Keyrings...)
 		if err := pk(args...); err != nil {
-			return fmt.Errorf("keyring %s: populate %v from %s: %w", gpgdir, in.cfg.Keyrings, dir, err)
+			return fmt.Errorf("keyring %s: populate %v from %s: %w", realdir, in.cfg.Keyrings, dir, err)
 		}
 	}
 	for i, k := range in.cfg.TrustedKeys {

@@ -20,11 +20,11 @@ func TestLabAPIMountsArePrivateToTheInstallThread(t *testing.T) {
 	root := t.TempDir()
 	var inside string
 	err := onOwnThread(func() error {
-		unmount, err := mountAPI(root, slog.New(slog.DiscardHandler))
+		unmount, _, err := mountAPI(root, slog.New(slog.DiscardHandler))
 		if err != nil {
 			return err
 		}
-		b, _ := os.ReadFile("/proc/self/mountinfo")
+		b, _ := os.ReadFile("/proc/thread-self/mountinfo")
 		inside = string(b)
 		_, err = os.Stat(filepath.Join(root, "proc/self/status"))
 		require.NoError(t, err, "proc is mounted for the thread")

@@ -46,6 +46,7 @@ type apiMount struct {
 	source, target, fstype string
 	flags                  uintptr
 	data                   string
+	mode                   os.FileMode // of the directory left in the root
 }
 
 // apiMounts are the filesystems pacstrap gives scriptlets and hooks:
@@ -53,19 +54,20 @@ type apiMount struct {
 func apiMounts(root string) []apiMount {
 	j := func(p string) string { return filepath.Join(root, p) }
 	return []apiMount{
-		{"proc", j("proc"), "proc", unix.MS_NOSUID | unix.MS_NOEXEC | unix.MS_NODEV, ""},
-		{"sys", j("sys"), "sysfs", unix.MS_NOSUID | unix.MS_NOEXEC | unix.MS_NODEV | unix.MS_RDONLY, ""},
-		{"udev", j("dev"), "devtmpfs", unix.MS_NOSUID, "mode=0755"},
-		{"devpts", j("dev/pts"), "devpts", unix.MS_NOSUID | unix.MS_NOEXEC, "newinstance,ptmxmode=0666,mode=0620,gid=5"},
-		{"shm", j("dev/shm"), "tmpfs", unix.MS_NOSUID | unix.MS_NODEV, "mode=1777"},
-		{"run", j("run"), "tmpfs", unix.MS_NOSUID | unix.MS_NODEV, "mode=0755"},
-		{"tmp", j("tmp"), "tmpfs", unix.MS_NOSUID | unix.MS_NODEV | unix.MS_STRICTATIME, "mode=1777"},
+		{"proc", j("proc"), "proc", unix.MS_NOSUID | unix.MS_NOEXEC | unix.MS_NODEV, "", 0o555},
+		{"sys", j("sys"), "sysfs", unix.MS_NOSUID | unix.MS_NOEXEC | unix.MS_NODEV | unix.MS_RDONLY, "", 0o555},
+		{"udev", j("dev"), "devtmpfs", unix.MS_NOSUID, "mode=0755", 0o755},
+		{"devpts", j("dev/pts"), "devpts", unix.MS_NOSUID | unix.MS_NOEXEC, "newinstance,ptmxmode=0666,mode=0620,gid=5", 0o755},
+		{"shm", j("dev/shm"), "tmpfs", unix.MS_NOSUID | unix.MS_NODEV, "mode=1777", os.ModeSticky | 0o777},
+		{"run", j("run"), "tmpfs", unix.MS_NOSUID | unix.MS_NODEV, "mode=0755", 0o755},
+		{"tmp", j("tmp"), "tmpfs", unix.MS_NOSUID | unix.MS_NODEV | unix.MS_STRICTATIME, "mode=1777", os.ModeSticky | 0o777},
 	}
 }
 
 // mountAPI mounts the API filesystems under root (call on the thread of
-// onOwnThread) and returns the function that unmounts them, in reverse.
-func mountAPI(root string, log *slog.Logger) (func() error, error) {
+// onOwnThread) and returns the function that unmounts them, in reverse,
+// and the mount point directories it had to create.
+func mountAPI(root string, log *slog.Logger) (unmountAll func() error, created []string, err error) {
 	var done []string
 	unmount := func() error {
 		var errs []error
@@ -78,14 +80,22 @@ func mountAPI(root string, log *slog.Logger) (func() error, error) {
 		return errors.Join(errs...)
 	}
 	for _, m := range apiMounts(root) {
-		if err := os.MkdirAll(m.target, 0o755); err != nil {
-			return nil, errors.Join(err, unmount())
+		// The directories stay in the root: give them the modes packages
+		// expect (/proc 0555, /tmp 1777...), or pacman -Qkk reports them.
+		if _, err := os.Lstat(m.target); errors.Is(err, os.ErrNotExist) {
+			if err := os.Mkdir(m.target, m.mode.Perm()); err != nil {
+				return nil, nil, errors.Join(err, unmount())
+			}
+			if err := os.Chmod(m.target, m.mode); err != nil {
+				return nil, nil, errors.Join(err, unmount())
+			}
+			created = append(created, m.target)
 		}
 		if err := unix.Mount(m.source, m.target, m.fstype, m.flags, m.data); err != nil {
-			return nil, errors.Join(fmt.Errorf("mount %s on %s: %w", m.fstype, m.target, err), unmount())
+			return nil, nil, errors.Join(fmt.Errorf("mount %s on %s: %w", m.fstype, m.target, err), unmount())
 		}
 		log.Debug("mounted", "fstype", m.fstype, "on", m.target)
 		done = append(done, m.target)
 	}
-	return unmount, nil
+	return unmount, created, nil
 }

@@ -43,6 +43,7 @@ const (
 	ErrCodeTransAbort
 	ErrCodePkgNotFound
 	ErrCodePkgInvalid
+	ErrCodePkgInvalidChecksum
 	ErrCodePkgInvalidSig
 	ErrCodeDBInvalidSig
 	ErrCodeSigMissing

@@ -24,6 +24,9 @@ import (
 //go:embed assets
 var assets embed.FS
 
+// recipeVersion changes when the Go side of the build changes.
+const recipeVersion = "labrepo-v2"
+
 // RepoName is the repository's name in pacman.conf.
 const RepoName = "paczfs-lab"
 
@@ -73,7 +76,7 @@ type Builder struct {
 // hooks, the package sets, and the lab it takes the kernel from.
 func Recipe() string {
 	h := sha256.New()
-	io.WriteString(h, "labrepo-v1\n"+lab.Recipe()+"\n")
+	io.WriteString(h, recipeVersion+"\n"+lab.Recipe()+"\n")
 	io.WriteString(h, strings.Join(Base, " ")+"\n"+strings.Join(bootableDebian, " ")+"\n"+strings.Join(Workstation, " ")+"\n")
 	var names []string
 	fs.WalkDir(assets, "assets", func(p string, d fs.DirEntry, err error) error {
@@ -301,7 +304,30 @@ func (b *Builder) prepare(ctx context.Context, work, ref, kver string) error {
 	if err := b.filesystem(ctx, work, ref); err != nil {
 		return err
 	}
+	if err := b.brokenPackage(work); err != nil {
+		return err
+	}
 	return b.zfsModules(work, kver)
+}
+
+// Broken is a package in the repository whose dependency is in no
+// repository: tests check that planning it fails and names the dependency.
+const (
+	Broken        = "paczfs-test-broken"
+	BrokenMissing = "paczfs-test-missing-dependency"
+)
+
+func (b *Builder) brokenPackage(work string) error {
+	dir := filepath.Join(work, "pkgs", Broken)
+	if err := os.MkdirAll(filepath.Join(dir, "root/usr/share/paczfs-test"), 0o755); err != nil {
+		return err
+	}
+	if err := os.WriteFile(filepath.Join(dir, "root/usr/share/paczfs-test/broken"), []byte("never installed\n"), 0o644); err != nil {
+		return err
+	}
+	info := PkgInfo{Name: Broken, Version: "1.0-1", Desc: "A package whose dependency exists nowhere (for tests)", Arch: "any",
+		Size: 16, Depends: []string{"bash", BrokenMissing}}
+	return os.WriteFile(filepath.Join(dir, "PKGINFO"), info.Render(), 0o644)
 }
 
 // filesystem gathers the files no package owns into the "filesystem" package.

@@ -128,3 +128,19 @@ func LabRepo(t testing.TB) (dir, keyringDir string) {
 	}
 	return filepath.Join(d, "repo"), filepath.Join(d, "keys")
 }
+
+// ZFSRoot creates a pool on a sparse file with one dataset mounted as an
+// empty root, and returns the root directory. The pool is destroyed when
+// the test ends.
+func ZFSRoot(t testing.TB) string {
+	t.Helper()
+	dir := t.TempDir()
+	pool := Name("root")
+	vdev := filepath.Join(dir, "vdev.img")
+	Run(t, "truncate", "-s", "8G", vdev)
+	alt := filepath.Join(dir, "alt")
+	Run(t, "zpool", "create", "-o", "cachefile=none", "-R", alt, "-O", "mountpoint=none", "-O", "acltype=posixacl", "-O", "xattr=sa", pool, vdev)
+	t.Cleanup(func() { exec.Command("zpool", "destroy", "-f", pool).Run() })
+	Run(t, "zfs", "create", "-o", "mountpoint=/", pool+"/root")
+	return alt
+}

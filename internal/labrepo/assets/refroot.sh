@@ -36,4 +36,5 @@ find / -xdev \( -path /proc -o -path /sys -o -path /dev -o -path /run -o -path /
 comm -23 /tmp/all.txt /tmp/owned.txt | grep -v -e '^/$' \
 	-e '^/etc/ssh/ssh_host_' -e '^/etc/machine-id$' -e '^/etc/hostname$' -e '^/etc/ld.so.cache$' \
 	-e '^/etc/apt/apt.conf.d/99keep$' -e '^/usr/lib/modules/[^/]*/modules\.' -e '^/etc/resolv.conf$' \
-	-e '^/etc/initramfs-tools/conf.d/resume$' > /tmp/unowned.txt || true
+	-e '^/etc/initramfs-tools/conf.d/resume$' -e '^/etc/\(passwd\|group\|shadow\|gshadow\)-$' -e '^/etc/\.pwd\.lock$' \
+	> /tmp/unowned.txt || true

@@ -28,7 +28,7 @@ func main() {
 }
 
 func usage(w io.Writer) {
-	fmt.Fprintln(w, "usage: lab build | lab repo | lab run [-keep] -- CMD [ARGS...] | lab test [-run RE] PKG...")
+	fmt.Fprintln(w, "usage: lab build | lab repo | lab run [-keep] [-repo] -- CMD [ARGS...] | lab test [-repo] [-run RE] [-bench RE] PKG...")
 }
 
 func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
@@ -71,6 +71,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	case "run":
 		fs := flag.NewFlagSet("run", flag.ContinueOnError)
 		keep := fs.Bool("keep", false, "keep the run directory")
+		withRepo := fs.Bool("repo", false, "share the lab package repository at /shares/labrepo (building it if needed)")
 		if err := fs.Parse(args[1:]); err != nil {
 			return 2
 		}
@@ -81,7 +82,16 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 		if err := l.Ensure(ctx); err != nil {
 			return fail(err)
 		}
-		return exitCode(fail, l.Run(ctx, lab.RunOptions{Args: fs.Args(), Src: src, Stdout: stdout, Keep: *keep}))
+		o := lab.RunOptions{Args: fs.Args(), Src: src, Stdout: stdout, Keep: *keep}
+		if *withRepo {
+			repo, err := (&labrepo.Builder{Lab: l, Log: logger, Progress: stderr}).Ensure(ctx)
+			if err != nil {
+				return fail(err)
+			}
+			o.Shares = map[string]string{"labrepo": filepath.Dir(repo.Dir)}
+			o.Env = []string{"PACZFS_LABREPO=/shares/labrepo"}
+		}
+		return exitCode(fail, l.Run(ctx, o))
 	case "test":
 		fs := flag.NewFlagSet("test", flag.ContinueOnError)
 		runRE := fs.String("run", "^TestLab", "run only tests matching this regexp (the host runs the others)")

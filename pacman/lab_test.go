@@ -1,0 +1,416 @@
+//go:build lab
+
+package pacman_test
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net/http"
+	"net/http/httptest"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+
+	"github.com/paczfs/paczfs/internal/labrepo"
+	"github.com/paczfs/paczfs/internal/labtest"
+	"github.com/paczfs/paczfs/pacman"
+)
+
+// recorder keeps the events of an install.
+type recorder struct {
+	mu     sync.Mutex
+	events []pacman.Event
+}
+
+func (r *recorder) add(e pacman.Event) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	r.events = append(r.events, e)
+}
+
+// packageBytes sums the bytes transferred for package files, read from
+// the download-done events.
+func (r *recorder) packageBytes() (n int64, files int) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	for _, e := range r.events {
+		if e.Kind == pacman.EventDownloadDone && strings.HasSuffix(e.File, ".pkg.tar.zst") {
+			n += e.Bytes
+			files++
+		}
+	}
+	return n, files
+}
+
+func (r *recorder) kinds() map[pacman.EventKind]int {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	m := map[pacman.EventKind]int{}
+	for _, e := range r.events {
+		m[e.Kind]++
+	}
+	return m
+}
+
+func labRepo(t *testing.T) *labrepo.Repo {
+	dir, _ := labtest.LabRepo(t)
+	repo, err := labrepo.Open(filepath.Dir(dir))
+	require.NoError(t, err)
+	return repo
+}
+
+// serve serves dir over HTTP on the VM's loopback.
+func serve(t *testing.T, dir string) string {
+	srv := httptest.NewServer(http.FileServer(http.Dir(dir)))
+	t.Cleanup(srv.Close)
+	return srv.URL
+}
+
+func installer(t *testing.T, cfg pacman.Config, rec *recorder) *pacman.Installer {
+	in, err := pacman.New(cfg, pacman.WithEvents(rec.add), pacman.WithScratchDir(t.TempDir()))
+	require.NoError(t, err)
+	return in
+}
+
+// pacmanCmd runs the real pacman against root with a minimal config.
+func pacmanCmd(t *testing.T, root, conf string, args ...string) (string, error) {
+	base := []string{"--root", root, "--dbpath", filepath.Join(root, "var/lib/pacman"), "--config", conf,
+		"--gpgdir", pacman.GPGDir(root), "--cachedir", filepath.Join(root, "var/cache/pacman/pkg"),
+		"--hookdir", filepath.Join(root, "etc/pacman.d/hooks"), "--logfile", filepath.Join(root, "var/log/pacman.log"), "--noconfirm"}
+	out, err := exec.Command("pacman", append(base, args...)...).CombinedOutput()
+	return string(out), err
+}
+
+func pacmanConf(t *testing.T, url string) string {
+	conf := filepath.Join(t.TempDir(), "pacman.conf")
+	require.NoError(t, os.WriteFile(conf, []byte(fmt.Sprintf("[options]\nArchitecture = x86_64\nSigLevel = Required\nParallelDownloads = 5\n\n[%s]\nServer = %s\n", labrepo.RepoName, url)), 0o644))
+	return conf
+}
+
+func localPackages(t *testing.T, root string) []string {
+	entries, _ := os.ReadDir(filepath.Join(root, "var/lib/pacman/local"))
+	var out []string
+	for _, e := range entries {
+		if e.IsDir() {
+			out = append(out, e.Name())
+		}
+	}
+	return out
+}
+
+func TestLabInstallBaseOnZFSVerifiedByPacmanAndEqualToPacman(t *testing.T) {
+	labtest.Require(t)
+	repo := labRepo(t)
+	url := serve(t, repo.Dir)
+	ctx := t.Context()
+	root := labtest.ZFSRoot(t)
+	rec := &recorder{}
+	in := installer(t, repo.PacmanConfig(url), rec)
+
+	plan, err := in.Plan(ctx, labrepo.Base)
+	require.NoError(t, err)
+	require.NotEmpty(t, plan.Packages)
+	assert.Empty(t, localPackages(t, root), "planning writes nothing into the root")
+	t.Logf("base set: %d packages, %d bytes to download, %d bytes installed", len(plan.Packages), plan.DownloadSize, plan.InstalledSize)
+
+	require.NoError(t, in.InitKeyring(ctx, root))
+	res, err := in.Install(ctx, root, labrepo.Base)
+	require.NoError(t, err)
+	for _, w := range res.Warnings {
+		t.Log(w)
+	}
+	assert.Len(t, res.Installed, len(plan.Packages))
+	assert.Len(t, localPackages(t, root), len(plan.Packages))
+	n, files := rec.packageBytes()
+	assert.Equal(t, len(plan.Packages), files, "every package was downloaded once")
+	assert.Positive(t, n)
+	kinds := rec.kinds()
+	assert.Positive(t, kinds[pacman.EventInstall])
+	assert.Positive(t, kinds[pacman.EventInstalled])
+	assert.Positive(t, kinds[pacman.EventHook], "the lab hooks ran")
+	assert.Empty(t, labtest.Mounts(filepath.Join(root, "proc")), "nothing stays mounted in the root")
+	assert.Empty(t, labtest.Mounts(filepath.Join(root, "dev")))
+	_, err = os.Stat(filepath.Join(root, "var/lib/pacman/db.lck"))
+	assert.True(t, errors.Is(err, os.ErrNotExist), "the lock is released")
+	out, _ := exec.Command("pgrep", "-a", "gpg-agent").Output()
+	assert.Empty(t, strings.TrimSpace(string(out)), "no gpg-agent left running")
+
+	// pacman's own verifier: no missing or altered file.
+	conf := pacmanConf(t, url)
+	qkk, err := pacmanCmd(t, root, conf, "-Qkk")
+	assert.NoError(t, err, "pacman -Qkk:\n%s", qkk)
+	assert.NotContains(t, qkk, "warning:")
+	assert.Contains(t, qkk, " 0 altered files")
+
+	// pacman as the reference: the same set from the same repository.
+	root2 := filepath.Join(t.TempDir(), "root2")
+	require.NoError(t, os.MkdirAll(filepath.Join(root2, "var/lib/pacman"), 0o755))
+	require.NoError(t, in.InitKeyring(ctx, root2))
+	sy, err := pacmanCmd(t, root2, conf, "-Sy", strings.Join(labrepo.Base, " "))
+	if err != nil {
+		sy, err = pacmanCmd(t, root2, conf, append([]string{"-Sy"}, labrepo.Base...)...)
+	}
+	require.NoError(t, err, "pacman -Sy:\n%s", sy)
+	q1, err := pacmanCmd(t, root, conf, "-Q")
+	require.NoError(t, err)
+	q2, err := pacmanCmd(t, root2, conf, "-Q")
+	require.NoError(t, err)
+	assert.Equal(t, q2, q1, "installed packages and versions")
+	l1, err := pacmanCmd(t, root, conf, "-Ql")
+	require.NoError(t, err)
+	l2, err := pacmanCmd(t, root2, conf, "-Ql")
+	require.NoError(t, err)
+	assert.Equal(t, strings.ReplaceAll(l2, root2, ""), strings.ReplaceAll(l1, root, ""), "file lists")
+	assert.Greater(t, strings.Count(l1, "\n"), 5000)
+}
+
+func TestLabPlanNamesUnknownPackagesAndMissingDependencies(t *testing.T) {
+	labtest.Require(t)
+	repo := labRepo(t)
+	in := installer(t, repo.PacmanConfig(serve(t, repo.Dir)), &recorder{})
+	_, err := in.Plan(t.Context(), []string{"bash", "no-such-package"})
+	require.Error(t, err)
+	assert.ErrorIs(t, err, pacman.ErrNotFound)
+	assert.ErrorContains(t, err, "no-such-package")
+
+	_, err = in.Plan(t.Context(), []string{labrepo.Broken})
+	require.Error(t, err)
+	assert.ErrorIs(t, err, pacman.ErrDependencies)
+	assert.ErrorContains(t, err, labrepo.BrokenMissing)
+
+	root := t.TempDir()
+	require.NoError(t, in.InitKeyring(t.Context(), root))
+	_, err = in.Install(t.Context(), root, []string{labrepo.Broken})
+	assert.ErrorIs(t, err, pacman.ErrDependencies)
+	assert.Empty(t, localPackages(t, root), "nothing installed")
+	cached, _ := filepath.Glob(filepath.Join(root, "var/cache/pacman/pkg/*.pkg.tar*"))
+	assert.Empty(t, cached, "nothing downloaded")
+}
+
+// copyRepo copies the repository so a test can damage its copy.
+func copyRepo(t *testing.T, src string) string {
+	dst := filepath.Join(t.TempDir(), "repo")
+	labtest.Run(t, "cp", "-a", src, dst)
+	return dst
+}
+
+func TestLabTamperedPackageAndUnsignedDatabaseAreRejected(t *testing.T) {
+	labtest.Require(t)
+	repo := labRepo(t)
+	ctx := t.Context()
+
+	bad := copyRepo(t, repo.Dir)
+	pkgs, _ := filepath.Glob(filepath.Join(bad, "less-*.pkg.tar.zst"))
+	require.Len(t, pkgs, 1)
+	data, err := os.ReadFile(pkgs[0])
+	require.NoError(t, err)
+	data[len(data)/2] ^= 0x01 // one byte changed
+	require.NoError(t, os.WriteFile(pkgs[0], data, 0o644))
+	in := installer(t, repo.PacmanConfig(serve(t, bad)), &recorder{})
+	root := t.TempDir()
+	require.NoError(t, in.InitKeyring(ctx, root))
+	_, err = in.Install(ctx, root, []string{"less"})
+	require.Error(t, err)
+	t.Log(err)
+	assert.ErrorIs(t, err, pacman.ErrIntegrity)
+	assert.ErrorContains(t, err, "less-")
+	assert.NotContains(t, strings.Join(localPackages(t, root), " "), "less-", "the root is not marked as having the package")
+
+	unsigned := copyRepo(t, repo.Dir)
+	for _, s := range []string{labrepo.RepoName + ".db.sig", labrepo.RepoName + ".db.tar.zst.sig"} {
+		require.NoError(t, os.Remove(filepath.Join(unsigned, s)))
+	}
+	in = installer(t, repo.PacmanConfig(serve(t, unsigned)), &recorder{})
+	root = t.TempDir()
+	require.NoError(t, in.InitKeyring(ctx, root))
+	_, err = in.Install(ctx, root, []string{"less"})
+	require.Error(t, err)
+	t.Log(err)
+	assert.ErrorIs(t, err, pacman.ErrSignature)
+	assert.ErrorContains(t, err, labrepo.RepoName+".db.sig")
+	assert.Empty(t, localPackages(t, root))
+}
+
+func TestLabServerDownOrWrongURLFailsClearlyAndQuickly(t *testing.T) {
+	labtest.Require(t)
+	repo := labRepo(t)
+	for name, url := range map[string]string{
+		"server down": "http://127.0.0.1:9", // nothing listens on discard
+		"wrong url":   serve(t, repo.Dir) + "/no/such/path",
+	} {
+		t.Run(name, func(t *testing.T) {
+			in := installer(t, repo.PacmanConfig(url), &recorder{})
+			start := time.Now()
+			_, err := in.Plan(t.Context(), []string{"bash"})
+			require.Error(t, err)
+			t.Log(err)
+			assert.ErrorIs(t, err, pacman.ErrDownload)
+			assert.ErrorContains(t, err, "repository "+labrepo.RepoName)
+			assert.ErrorContains(t, err, url)
+			assert.Less(t, time.Since(start), 30*time.Second)
+		})
+	}
+}
+
+// slowFiles serves package files at about 64 KiB/s, databases at full speed.
+type slowFiles struct{ dir string }
+
+func (s slowFiles) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	if !strings.Contains(r.URL.Path, ".pkg.tar") {
+		http.FileServer(http.Dir(s.dir)).ServeHTTP(w, r)
+		return
+	}
+	f, err := os.Open(filepath.Join(s.dir, filepath.Clean(r.URL.Path)))
+	if err != nil {
+		http.NotFound(w, r)
+		return
+	}
+	defer f.Close()
+	st, _ := f.Stat()
+	w.Header().Set("Content-Length", fmt.Sprint(st.Size()))
+	buf := make([]byte, 8<<10)
+	for {
+		n, err := f.Read(buf)
+		if n > 0 {
+			if _, werr := w.Write(buf[:n]); werr != nil {
+				return
+			}
+			w.(http.Flusher).Flush()
+		}
+		if err != nil {
+			return
+		}
+		select {
+		case <-r.Context().Done():
+			return
+		case <-time.After(125 * time.Millisecond):
+		}
+	}
+}
+
+func TestLabCancelDuringDownloadReturnsPromptlyAndLeavesNothing(t *testing.T) {
+	labtest.Require(t)
+	repo := labRepo(t)
+	srv := httptest.NewServer(slowFiles{repo.Dir})
+	defer srv.Close()
+	rec := &recorder{}
+	root := t.TempDir()
+	ctx, cancel := context.WithCancel(t.Context())
+	started := make(chan struct{})
+	var once sync.Once
+	in2, err := pacman.New(repo.PacmanConfig(srv.URL), pacman.WithEvents(func(e pacman.Event) {
+		rec.add(e)
+		if e.Kind == pacman.EventDownloadProgress {
+			once.Do(func() { close(started) })
+		}
+	}))
+	require.NoError(t, err)
+	require.NoError(t, in2.InitKeyring(t.Context(), root))
+	errc := make(chan error, 1)
+	go func() { _, err := in2.Install(ctx, root, labrepo.Base); errc <- err }()
+	select {
+	case <-started:
+	case <-time.After(2 * time.Minute):
+		t.Fatal("downloads never started")
+	}
+	cancel()
+	start := time.Now()
+	select {
+	case err = <-errc:
+	case <-time.After(30 * time.Second):
+		t.Fatal("Install did not return within 30s of cancellation")
+	}
+	t.Logf("returned %v after cancel: %v", time.Since(start), err)
+	assert.ErrorIs(t, err, context.Canceled)
+	assert.Less(t, time.Since(start), 10*time.Second)
+	_, err = os.Stat(filepath.Join(root, "var/lib/pacman/db.lck"))
+	assert.True(t, errors.Is(err, os.ErrNotExist), "the lock is released")
+	assert.Empty(t, labtest.Mounts(root), "nothing stays mounted")
+	assert.Empty(t, localPackages(t, root))
+	parts, _ := filepath.Glob(filepath.Join(root, "var/cache/pacman/pkg/*.part"))
+	assert.Empty(t, parts, "no partial downloads left")
+}
+
+func TestLabSecondInstallWithWarmCacheDownloadsNothing(t *testing.T) {
+	labtest.Require(t)
+	repo := labRepo(t)
+	url := serve(t, repo.Dir)
+	cache := t.TempDir()
+	cfg := repo.PacmanConfig(url)
+	cfg.CacheDirs = []string{cache}
+	set := []string{"bash", "coreutils", "less"}
+	for i, want := range []string{"cold", "warm"} {
+		rec := &recorder{}
+		in := installer(t, cfg, rec)
+		root := t.TempDir()
+		require.NoError(t, in.InitKeyring(t.Context(), root))
+		res, err := in.Install(t.Context(), root, set)
+		require.NoError(t, err, want)
+		n, files := rec.packageBytes()
+		t.Logf("%s cache: %d package files, %d bytes downloaded (%d in all, databases included)", want, files, n, res.Downloaded)
+		if i == 0 {
+			assert.Positive(t, n)
+		} else {
+			assert.Zero(t, n, "a warm cache downloads no package")
+			assert.Zero(t, files)
+			assert.NotEmpty(t, res.Installed)
+		}
+	}
+}
+
+// BenchmarkLabInstallBaseVersusPacman installs the base set into a fresh
+// root with paczfs, then with pacman -Sy, from the same repository in the
+// same VM, both with 5 parallel downloads and cold caches.
+func BenchmarkLabInstallBaseVersusPacman(b *testing.B) {
+	labtest.Require(b)
+	dir, _ := labtest.LabRepo(b)
+	repo, err := labrepo.Open(filepath.Dir(dir))
+	require.NoError(b, err)
+	srv := httptest.NewServer(http.FileServer(http.Dir(repo.Dir)))
+	defer srv.Close()
+	for i := 0; i < b.N; i++ {
+		rec := &recorder{}
+		in, err := pacman.New(repo.PacmanConfig(srv.URL), pacman.WithEvents(rec.add))
+		require.NoError(b, err)
+		root := b.TempDir()
+		require.NoError(b, in.InitKeyring(b.Context(), root))
+		start := time.Now()
+		res, err := in.Install(b.Context(), root, labrepo.Base)
+		require.NoError(b, err)
+		ours := time.Since(start)
+
+		root2 := b.TempDir()
+		require.NoError(b, in.InitKeyring(b.Context(), root2))
+		conf := filepath.Join(b.TempDir(), "pacman.conf")
+		require.NoError(b, os.WriteFile(conf, []byte(fmt.Sprintf("[options]\nArchitecture = x86_64\nSigLevel = Required\nParallelDownloads = 5\n\n[%s]\nServer = %s\n", labrepo.RepoName, srv.URL)), 0o644))
+		args := []string{"--root", root2, "--dbpath", filepath.Join(root2, "var/lib/pacman"), "--config", conf,
+			"--gpgdir", pacman.GPGDir(root2), "--cachedir", filepath.Join(root2, "var/cache/pacman/pkg"), "--noconfirm", "-Sy"}
+		require.NoError(b, os.MkdirAll(filepath.Join(root2, "var/lib/pacman"), 0o755))
+		start = time.Now()
+		out, err := exec.Command("pacman", append(args, labrepo.Base...)...).CombinedOutput()
+		require.NoError(b, err, string(out))
+		theirs := time.Since(start)
+		var pacBytes int64
+		cached, _ := filepath.Glob(filepath.Join(root2, "var/cache/pacman/pkg/*.pkg.tar.zst"))
+		for _, c := range cached {
+			if st, err := os.Stat(c); err == nil {
+				pacBytes += st.Size()
+			}
+		}
+		pkgBytes, _ := rec.packageBytes()
+		fmt.Fprintf(os.Stdout, "paczfs: %d packages, %d bytes downloaded (%d with databases), %.1f s\n", len(res.Installed), pkgBytes, res.Downloaded, ours.Seconds())
+		fmt.Fprintf(os.Stdout, "pacman: %d packages, %d bytes downloaded, %.1f s\n", len(cached), pacBytes, theirs.Seconds())
+		fmt.Fprintf(os.Stdout, "ratio paczfs/pacman: %.2f\n", ours.Seconds()/theirs.Seconds())
+		b.ReportMetric(ours.Seconds(), "paczfs-s")
+		b.ReportMetric(theirs.Seconds(), "pacman-s")
+		b.ReportMetric(ours.Seconds()/theirs.Seconds(), "ratio")
+	}
+}
