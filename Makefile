@@ -10,7 +10,7 @@ LAB_PKGS  := ./disk ./zfs ./pacman
 # for host-side checks of written images.
 HOST_DEPS := qemu-system-x86 qemu-utils ovmf debootstrap gdisk dosfstools e2fsprogs util-linux libalpm-dev libarchive-dev gnupg zstd
 
-.PHONY: all deps lab test unit lint labtest demo clean-lab
+.PHONY: all deps lab test unit lint labtest bench bench-pacman demo clean-lab
 
 all: test
 
@@ -40,6 +40,13 @@ labtest: lab
 	$(LAB) test -repo $(LAB_PKGS)
 
 test: deps lint unit labtest
+
+# Benchmarks print figures; they assert nothing about speed.
+bench: bench-pacman
+
+# paczfs versus pacman -Sy installing the lab base set, in one VM run.
+bench-pacman: lab
+	$(LAB) test -repo -bench BenchmarkLab ./pacman
 
 # Builds a disk in the lab and shows it: GPT, ESP, pool and datasets.
 demo: lab

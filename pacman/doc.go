@@ -5,4 +5,19 @@
 // levels, caches, keyrings, trusted keys) and renders the target's own
 // /etc/pacman.conf and mirrorlists, which never name build-host paths.
 // The build host's pacman.conf, keyring and mirrorlist are never read.
+//
+// An Installer plans (Plan: names, groups and provisions resolved to the
+// full package set with versions and sizes, in a scratch database, before
+// anything is written) and installs (Install: databases refreshed,
+// packages downloaded in parallel by Go, verified and installed by
+// libalpm, scriptlets and hooks run chrooted with /proc, /sys, /dev and
+// /run mounted in a mount namespace of the installing thread only).
+// InitKeyring gives the target a keyring of its own. Progress arrives as
+// Events; failures as errors wrapping the sentinels below, naming the
+// package, file, repository or URL.
+//
+// Needs root, and cgo with libalpm (13 to 15); without cgo the package
+// builds and Plan and Install return ErrUnavailable. InitKeyring runs
+// pacman-key, gpg and gpgconf through the hooks.Runner. libalpm keeps
+// process-wide state, so transactions in one process run one at a time.
 package pacman
