@@ -4,6 +4,8 @@ import (
 	"errors"
 	"fmt"
 	"net/url"
+	"os"
+	"path/filepath"
 	"regexp"
 	"sort"
 	"strings"
@@ -52,8 +54,9 @@ type Config struct {
 	IgnorePkgs []string `json:"ignore_pkgs,omitempty"`
 	NoExtract  []string `json:"no_extract,omitempty"`
 	// Keyrings are populated into the target's fresh keyring from
-	// KeyringDir (archlinux). Empty KeyringDir means the target's
-	// /usr/share/pacman/keyrings when present, else the build host's.
+	// KeyringDir (archlinux). Empty KeyringDir means the target's own
+	// /usr/share/pacman/keyrings; the build host's is read only when
+	// KeyringDir names it.
 	Keyrings    []string     `json:"keyrings"`
 	KeyringDir  string       `json:"keyring_dir,omitempty"`
 	TrustedKeys []TrustedKey `json:"trusted_keys,omitempty"`
@@ -84,7 +87,11 @@ func ArchConfig(withZFS bool) Config {
 		LocalFileSigLevel: DefaultLocalSig,
 		ParallelDownloads: 5,
 		Keyrings:          []string{"archlinux"},
-		DownloadUser:      "alpm",
+		// The public key files of the build host's archlinux-keyring
+		// package (never the host's keyring itself): the target's keyring
+		// package is not installed yet when its keyring is made.
+		KeyringDir:   "/usr/share/pacman/keyrings",
+		DownloadUser: "alpm",
 	}
 	if withZFS {
 		c.Repos = append(c.Repos, ArchZFSRepo())
@@ -177,6 +184,24 @@ func (c Config) Validate() error {
 		}
 	}
 	return errors.Join(errs...)
+}
+
+// DownloadUserFor decides the DownloadUser line of the target's
+// pacman.conf: the configured user when the target's /etc/passwd has it,
+// else none, with a note saying why (pacman 7 then downloads as root).
+func (c Config) DownloadUserFor(root string) (user, note string) {
+	if c.DownloadUser == "" {
+		return "", ""
+	}
+	b, err := os.ReadFile(filepath.Join(root, "etc/passwd"))
+	if err == nil {
+		for _, l := range strings.Split(string(b), "\n") {
+			if name, _, ok := strings.Cut(l, ":"); ok && name == c.DownloadUser {
+				return c.DownloadUser, ""
+			}
+		}
+	}
+	return "", fmt.Sprintf("the target has no user %q: pacman.conf gets no DownloadUser, so pacman 7 downloads without its sandbox user", c.DownloadUser)
 }
 
 // ExpandServer fills $repo and $arch in a server template.

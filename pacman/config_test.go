@@ -1,6 +1,8 @@
 package pacman_test
 
 import (
+	"os"
+	"path/filepath"
 	"strings"
 	"testing"
 
@@ -84,4 +86,17 @@ func TestParseFingerprints(t *testing.T) {
 		"pub:-:255:22:2222222222222222:1700000000:::-:::scSC::::::ed25519:::0:\n" +
 		"fpr:::::::::AAAABBBBCCCCDDDDEEEEFFFF2222222222222222:\n"
 	assert.Equal(t, []string{"3A9917BF0DED5C13F69AC68FABEC0A1208037BE9", "AAAABBBBCCCCDDDDEEEEFFFF2222222222222222"}, pacman.ParseFingerprints(out))
+}
+
+func TestDownloadUserFor(t *testing.T) {
+	root := t.TempDir()
+	c := pacman.ArchConfig(false)
+	user, note := c.DownloadUserFor(root)
+	assert.Empty(t, user)
+	assert.Contains(t, note, `no user "alpm"`)
+	require.NoError(t, os.MkdirAll(filepath.Join(root, "etc"), 0o755))
+	require.NoError(t, os.WriteFile(filepath.Join(root, "etc/passwd"), []byte("root:x:0:0::/root:/bin/bash\nalpm:x:946:946:Arch Linux Package Management:/:/usr/bin/nologin\n"), 0o644))
+	user, note = c.DownloadUserFor(root)
+	assert.Equal(t, "alpm", user)
+	assert.Empty(t, note)
 }

@@ -15,14 +15,14 @@ func GPGDir(root string) string { return filepath.Join(root, "etc/pacman.d/gnupg
 
 // keyringDir picks where the keyring package's files are: the
 // configured directory, else the target's own (an earlier layer installed
-// the keyring package), else the build host's. Arch keeps them in
-// /usr/share/pacman/keyrings, Debian in /usr/share/keyrings.
+// the keyring package). The build host's are used only when configured.
+// Arch keeps them in /usr/share/pacman/keyrings, Debian in /usr/share/keyrings.
 func (in *Installer) keyringDir(root string) (string, error) {
 	if in.cfg.KeyringDir != "" {
 		return in.cfg.KeyringDir, nil
 	}
 	var tried []string
-	for _, base := range []string{root, "/"} {
+	for _, base := range []string{root} {
 		for _, d := range []string{"usr/share/pacman/keyrings", "usr/share/keyrings"} {
 			dir := filepath.Join(base, d)
 			tried = append(tried, dir)
@@ -37,7 +37,7 @@ func (in *Installer) keyringDir(root string) (string, error) {
 			}
 		}
 	}
-	return "", fmt.Errorf("pacman.keyrings %v: no %s.gpg in %v; install the keyring package (archlinux-keyring) on the build host or set pacman.keyring_dir",
+	return "", fmt.Errorf("pacman.keyrings %v: no %s.gpg in the target (%v); set pacman.keyring_dir, e.g. to /usr/share/pacman/keyrings to use the build host's archlinux-keyring package files",
 		in.cfg.Keyrings, in.cfg.Keyrings[0], tried)
 }
 

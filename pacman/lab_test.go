@@ -376,19 +376,26 @@ func BenchmarkLabInstallBaseVersusPacman(b *testing.B) {
 	require.NoError(b, err)
 	srv := httptest.NewServer(http.FileServer(http.Dir(repo.Dir)))
 	defer srv.Close()
+	phase := func(format string, a ...any) {
+		fmt.Fprintf(os.Stdout, "bench %s: %s\n", time.Now().Format("15:04:05"), fmt.Sprintf(format, a...))
+	}
 	for i := 0; i < b.N; i++ {
 		rec := &recorder{}
 		in, err := pacman.New(repo.PacmanConfig(srv.URL), pacman.WithEvents(rec.add))
 		require.NoError(b, err)
 		root := b.TempDir()
+		phase("keyring for paczfs")
 		require.NoError(b, in.InitKeyring(b.Context(), root))
+		phase("paczfs install")
 		start := time.Now()
 		res, err := in.Install(b.Context(), root, labrepo.Base)
 		require.NoError(b, err)
 		ours := time.Since(start)
 
 		root2 := b.TempDir()
+		phase("keyring for pacman")
 		require.NoError(b, in.InitKeyring(b.Context(), root2))
+		phase("pacman -Sy")
 		conf := filepath.Join(b.TempDir(), "pacman.conf")
 		require.NoError(b, os.WriteFile(conf, []byte(fmt.Sprintf("[options]\nArchitecture = x86_64\nSigLevel = Required\nParallelDownloads = 5\n\n[%s]\nServer = %s\n", labrepo.RepoName, srv.URL)), 0o644))
 		args := []string{"--root", root2, "--dbpath", filepath.Join(root2, "var/lib/pacman"), "--config", conf,
@@ -413,4 +420,42 @@ func BenchmarkLabInstallBaseVersusPacman(b *testing.B) {
 		b.ReportMetric(theirs.Seconds(), "pacman-s")
 		b.ReportMetric(ours.Seconds()/theirs.Seconds(), "ratio")
 	}
+}
+
+func TestLabStaleLockIsAClearError(t *testing.T) {
+	labtest.Require(t)
+	repo := labRepo(t)
+	in := installer(t, repo.PacmanConfig(serve(t, repo.Dir)), &recorder{})
+	root := t.TempDir()
+	require.NoError(t, in.InitKeyring(t.Context(), root))
+	lock := filepath.Join(root, "var/lib/pacman/db.lck")
+	require.NoError(t, os.MkdirAll(filepath.Dir(lock), 0o755))
+	require.NoError(t, os.WriteFile(lock, nil, 0o644))
+	_, err := in.Install(t.Context(), root, []string{"less"})
+	require.Error(t, err)
+	t.Log(err)
+	assert.ErrorIs(t, err, pacman.ErrLocked)
+	assert.ErrorContains(t, err, "remove "+lock)
+	_, err = os.Stat(lock)
+	assert.NoError(t, err, "paczfs never removes a lock it did not take")
+	assert.Empty(t, labtest.Mounts(root))
+}
+
+// The original's TRUSTED_KEYS: a key imported from a file and locally
+// signed is enough to install, with no keyring package populated.
+func TestLabTrustedKeyFromFile(t *testing.T) {
+	labtest.Require(t)
+	repo := labRepo(t)
+	cfg := repo.PacmanConfig(serve(t, repo.Dir))
+	cfg.Keyrings = nil
+	cfg.TrustedKeys = []pacman.TrustedKey{{File: filepath.Join(repo.KeyringDir, labrepo.RepoName+".gpg")}}
+	in := installer(t, cfg, &recorder{})
+	root := t.TempDir()
+	require.NoError(t, in.InitKeyring(t.Context(), root))
+	res, err := in.Install(t.Context(), root, []string{"less"})
+	require.NoError(t, err)
+	assert.NotEmpty(t, res.Installed)
+	out, err := exec.Command("gpg", "--homedir", pacman.GPGDir(root), "--list-keys", repo.Fingerprint).CombinedOutput()
+	require.NoError(t, err, string(out))
+	assert.Contains(t, string(out), "[  full  ]", "locally signed, so fully valid")
 }

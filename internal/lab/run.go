@@ -36,6 +36,9 @@ type RunOptions struct {
 	Shares map[string]string
 	// Keep leaves the run directory (console log, exit status) in place.
 	Keep bool
+	// Timeout bounds the whole VM run (default 30 minutes): a hung guest
+	// must not hang the caller (or CI).
+	Timeout time.Duration
 }
 
 // ExitError is a command in the VM that exited non-zero.
@@ -105,6 +108,11 @@ func (l *Lab) Run(ctx context.Context, o RunOptions) (err error) {
 	if o.Stdout == nil {
 		o.Stdout = os.Stdout
 	}
+	if o.Timeout == 0 {
+		o.Timeout = 30 * time.Minute
+	}
+	ctx, cancel := context.WithTimeout(ctx, o.Timeout)
+	defer cancel()
 	src, err := filepath.Abs(o.Src)
 	if err != nil {
 		return err
@@ -184,6 +192,9 @@ func (l *Lab) Run(ctx context.Context, o RunOptions) (err error) {
 	_, runErr := r.Run(ctx, hooks.Cmd{Args: args, Stdout: o.Stdout, Stdin: eofReader{}})
 	l.log().Info("lab run", "took", time.Since(start).Round(100*time.Millisecond))
 	if runErr != nil {
+		if errors.Is(ctx.Err(), context.DeadlineExceeded) {
+			return fmt.Errorf("lab run: the VM did not finish within %v and was stopped%s", o.Timeout, tail(console))
+		}
 		return fmt.Errorf("lab run: qemu: %w%s", runErr, tail(console))
 	}
 	b, rerr := os.ReadFile(filepath.Join(dir, "exit-status"))

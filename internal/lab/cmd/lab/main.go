@@ -159,7 +159,8 @@ func labTest(ctx context.Context, l *lab.Lab, src string, pkgs []string, o testO
 	for _, p := range pkgs {
 		name := filepath.Base(bins[p])
 		files[name] = bins[p]
-		args := []string{"/lab/" + name, "-test.timeout=30m"}
+		// The binary's own timeout comes first and dumps every goroutine.
+		args := []string{"/lab/" + name, "-test.timeout=20m"}
 		if o.verbose {
 			args = append(args, "-test.v")
 		}
