@@ -3,13 +3,10 @@ package lab
 import (
 	"bufio"
 	"context"
-	"crypto/sha256"
 	"embed"
-	"encoding/hex"
 	"errors"
 	"fmt"
 	"io"
-	"io/fs"
 	"log/slog"
 	"os"
 	"path/filepath"
@@ -76,24 +73,7 @@ func (l *Lab) runner() hooks.Runner {
 // assets/image (provisioning script, package list, boot stub) and the
 // recipe version. assets/run is copied into each run and is not hashed. A change
 // rebuilds the lab; the same recipe reuses it.
-func Recipe() string {
-	h := sha256.New()
-	io.WriteString(h, recipeVersion+"\n")
-	var names []string
-	fs.WalkDir(assets, "assets/image", func(p string, d fs.DirEntry, err error) error {
-		if err == nil && !d.IsDir() {
-			names = append(names, p)
-		}
-		return nil
-	})
-	sort.Strings(names)
-	for _, n := range names {
-		b, _ := assets.ReadFile(n)
-		fmt.Fprintf(h, "%s %d\n", n, len(b))
-		h.Write(b)
-	}
-	return hex.EncodeToString(h.Sum(nil))[:16]
-}
+func Recipe() string { return RecipeHash(recipeVersion, assets, "assets/image") }
 
 // Dir is the directory of the lab for the current recipe.
 func (l *Lab) Dir() string { return filepath.Join(l.CacheDir, "lab", Recipe()) }
@@ -191,13 +171,9 @@ func parseMirror(deb822 []string, list string) string {
 // ext4 image. It builds in a temporary directory and renames it into
 // place, so an interrupted build leaves no half-made lab.
 func (l *Lab) Build(ctx context.Context) (err error) {
-	mirror := l.Mirror
-	if mirror == "" {
-		if mirror = os.Getenv("PACZFS_DEBIAN_MIRROR"); mirror == "" {
-			if mirror, err = HostMirror(); err != nil {
-				return err
-			}
-		}
+	mirror, err := Mirror(l.Mirror)
+	if err != nil {
+		return err
 	}
 	final := l.Dir()
 	tmp := final + ".build"
@@ -267,18 +243,8 @@ func (l *Lab) Build(ctx context.Context) (err error) {
 	if err := os.WriteFile(filepath.Join(tmp, "ready"), []byte(time.Now().UTC().Format(time.RFC3339)+"\n"), 0o644); err != nil {
 		return err
 	}
-	if err := os.RemoveAll(final); err != nil {
+	if err := Promote(tmp, final); err != nil {
 		return err
-	}
-	if err := os.Rename(tmp, final); err != nil {
-		return err
-	}
-	// Older recipes are dead weight.
-	old, _ := filepath.Glob(filepath.Join(l.CacheDir, "lab", "*"))
-	for _, o := range old {
-		if o != final && !strings.HasSuffix(o, ".build") {
-			os.RemoveAll(o)
-		}
 	}
 	l.log().Info("lab built", "dir", final, "took", time.Since(start).Round(time.Second))
 	return nil

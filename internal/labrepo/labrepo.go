@@ -3,12 +3,9 @@ package labrepo
 import (
 	"bytes"
 	"context"
-	"crypto/sha256"
 	"embed"
-	"encoding/hex"
 	"fmt"
 	"io"
-	"io/fs"
 	"log/slog"
 	"os"
 	"path/filepath"
@@ -75,23 +72,8 @@ type Builder struct {
 // Recipe hashes what decides the repository: the conversion scripts and
 // hooks, the package sets, and the lab it takes the kernel from.
 func Recipe() string {
-	h := sha256.New()
-	io.WriteString(h, recipeVersion+"\n"+lab.Recipe()+"\n")
-	io.WriteString(h, strings.Join(Base, " ")+"\n"+strings.Join(bootableDebian, " ")+"\n"+strings.Join(Workstation, " ")+"\n")
-	var names []string
-	fs.WalkDir(assets, "assets", func(p string, d fs.DirEntry, err error) error {
-		if err == nil && !d.IsDir() {
-			names = append(names, p)
-		}
-		return nil
-	})
-	sort.Strings(names)
-	for _, n := range names {
-		b, _ := assets.ReadFile(n)
-		fmt.Fprintf(h, "%s %d\n", n, len(b))
-		h.Write(b)
-	}
-	return hex.EncodeToString(h.Sum(nil))[:16]
+	sets := strings.Join(Base, " ") + "\n" + strings.Join(bootableDebian, " ") + "\n" + strings.Join(Workstation, " ")
+	return lab.RecipeHash(recipeVersion+"\n"+lab.Recipe()+"\n"+sets, assets, "assets")
 }
 
 // Dir is where the repository for the current recipe lives.
@@ -153,13 +135,9 @@ func (b *Builder) chroot(ctx context.Context, root string, binds map[string]stri
 // directory renamed into place.
 func (b *Builder) Build(ctx context.Context) (err error) {
 	start := time.Now()
-	mirror := b.Mirror
-	if mirror == "" {
-		if mirror = os.Getenv("PACZFS_DEBIAN_MIRROR"); mirror == "" {
-			if mirror, err = lab.HostMirror(); err != nil {
-				return err
-			}
-		}
+	mirror, err := lab.Mirror(b.Mirror)
+	if err != nil {
+		return err
 	}
 	kver, err := b.Lab.Kernel()
 	if err != nil {
@@ -226,17 +204,8 @@ func (b *Builder) Build(ctx context.Context) (err error) {
 	if err := os.WriteFile(filepath.Join(work, "ready"), []byte(time.Now().UTC().Format(time.RFC3339)+"\n"), 0o644); err != nil {
 		return err
 	}
-	if err := os.RemoveAll(final); err != nil {
+	if err := lab.Promote(work, final); err != nil {
 		return err
-	}
-	if err := os.Rename(work, final); err != nil {
-		return err
-	}
-	old, _ := filepath.Glob(filepath.Join(b.Lab.CacheDir, "labrepo", "*"))
-	for _, o := range old {
-		if o != final && !strings.HasSuffix(o, ".build") {
-			os.RemoveAll(o)
-		}
 	}
 	b.log().Info("lab repository built", "dir", final, "took", time.Since(start).Round(time.Second))
 	return nil

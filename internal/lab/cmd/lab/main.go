@@ -84,12 +84,10 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 		}
 		o := lab.RunOptions{Args: fs.Args(), Src: src, Stdout: stdout, Keep: *keep}
 		if *withRepo {
-			repo, err := (&labrepo.Builder{Lab: l, Log: logger, Progress: stderr}).Ensure(ctx)
-			if err != nil {
+			var err error
+			if o.Shares, o.Env, err = shareRepo(ctx, l, logger, stderr); err != nil {
 				return fail(err)
 			}
-			o.Shares = map[string]string{"labrepo": filepath.Dir(repo.Dir)}
-			o.Env = []string{"PACZFS_LABREPO=/shares/labrepo"}
 		}
 		return exitCode(fail, l.Run(ctx, o))
 	case "test":
@@ -108,13 +106,12 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 		if err := l.Ensure(ctx); err != nil {
 			return fail(err)
 		}
-		shares := map[string]string{}
+		var shares map[string]string
 		if *withRepo {
-			repo, err := (&labrepo.Builder{Lab: l, Log: logger, Progress: stderr}).Ensure(ctx)
-			if err != nil {
+			var err error
+			if shares, _, err = shareRepo(ctx, l, logger, stderr); err != nil {
 				return fail(err)
 			}
-			shares["labrepo"] = filepath.Dir(repo.Dir)
 		}
 		if *bench != "" {
 			*runRE = "^$"
@@ -123,6 +120,16 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	}
 	usage(stderr)
 	return 2
+}
+
+// shareRepo builds (or reuses) the lab repository and returns the share
+// and environment that put it at /shares/labrepo in the VM.
+func shareRepo(ctx context.Context, l *lab.Lab, logger *slog.Logger, progress io.Writer) (map[string]string, []string, error) {
+	repo, err := (&labrepo.Builder{Lab: l, Log: logger, Progress: progress}).Ensure(ctx)
+	if err != nil {
+		return nil, nil, err
+	}
+	return map[string]string{"labrepo": filepath.Dir(repo.Dir)}, []string{"PACZFS_LABREPO=/shares/labrepo"}, nil
 }
 
 func exitCode(fail func(error) int, err error) int {
