@@ -55,19 +55,24 @@ func DefaultCacheDir() string {
 	return filepath.Join(home, ".cache", "paczfs")
 }
 
-func (l *Lab) log() *slog.Logger {
+// Logger returns the lab's logger (one that discards when none is set).
+func (l *Lab) Logger() *slog.Logger {
 	if l.Log == nil {
 		return slog.New(slog.DiscardHandler)
 	}
 	return l.Log
 }
 
-func (l *Lab) runner() hooks.Runner {
+// CmdRunner returns the runner for host commands (the host's by default).
+func (l *Lab) CmdRunner() hooks.Runner {
 	if l.Runner == nil {
 		return &hooks.ExecRunner{Logger: l.Log}
 	}
 	return l.Runner
 }
+
+func (l *Lab) log() *slog.Logger    { return l.Logger() }
+func (l *Lab) runner() hooks.Runner { return l.CmdRunner() }
 
 // Recipe is the hash of everything that decides the lab image's content:
 // assets/image (provisioning script, package list, boot stub) and the

@@ -59,12 +59,10 @@ type Repo struct {
 }
 
 // Builder builds the lab repository from Debian 13 packages, once, cached
-// beside the lab.
+// beside the lab. It logs and runs commands with the lab's logger and runner.
 type Builder struct {
 	Lab    *lab.Lab
 	Mirror string
-	Log    *slog.Logger
-	Runner hooks.Runner
 	// Progress receives the output of long steps.
 	Progress io.Writer
 }
@@ -95,19 +93,8 @@ func (b *Builder) Ensure(ctx context.Context) (*Repo, error) {
 	return b.repo()
 }
 
-func (b *Builder) log() *slog.Logger {
-	if b.Log == nil {
-		return slog.New(slog.DiscardHandler)
-	}
-	return b.Log
-}
-
-func (b *Builder) runner() hooks.Runner {
-	if b.Runner == nil {
-		return &hooks.ExecRunner{Logger: b.Log}
-	}
-	return b.Runner
-}
+func (b *Builder) log() *slog.Logger    { return b.Lab.Logger() }
+func (b *Builder) runner() hooks.Runner { return b.Lab.CmdRunner() }
 
 func q(s string) string { return hooks.QuoteArgs([]string{s}) }
 

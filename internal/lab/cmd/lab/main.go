@@ -61,7 +61,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 		return 0
 	case "repo":
 		start := time.Now()
-		b := &labrepo.Builder{Lab: l, Log: logger, Progress: stderr}
+		b := &labrepo.Builder{Lab: l, Progress: stderr}
 		repo, err := b.Ensure(ctx)
 		if err != nil {
 			return fail(err)
@@ -85,7 +85,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 		o := lab.RunOptions{Args: fs.Args(), Src: src, Stdout: stdout, Keep: *keep}
 		if *withRepo {
 			var err error
-			if o.Shares, o.Env, err = shareRepo(ctx, l, logger, stderr); err != nil {
+			if o.Shares, o.Env, err = shareRepo(ctx, l, stderr); err != nil {
 				return fail(err)
 			}
 		}
@@ -109,7 +109,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 		var shares map[string]string
 		if *withRepo {
 			var err error
-			if shares, _, err = shareRepo(ctx, l, logger, stderr); err != nil {
+			if shares, _, err = shareRepo(ctx, l, stderr); err != nil {
 				return fail(err)
 			}
 		}
@@ -124,8 +124,8 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 
 // shareRepo builds (or reuses) the lab repository and returns the share
 // and environment that put it at /shares/labrepo in the VM.
-func shareRepo(ctx context.Context, l *lab.Lab, logger *slog.Logger, progress io.Writer) (map[string]string, []string, error) {
-	repo, err := (&labrepo.Builder{Lab: l, Log: logger, Progress: progress}).Ensure(ctx)
+func shareRepo(ctx context.Context, l *lab.Lab, progress io.Writer) (map[string]string, []string, error) {
+	repo, err := (&labrepo.Builder{Lab: l, Progress: progress}).Ensure(ctx)
 	if err != nil {
 		return nil, nil, err
 	}
