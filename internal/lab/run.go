@@ -65,7 +65,9 @@ func cpu() string {
 	if accel() != "tcg" {
 		return "host"
 	}
-	return "qemu64"
+	// RDRAND (emulated by TCG) lets the kernel seed its random pool at
+	// boot, before the second CPU starts; see the append line below.
+	return "qemu64,+rdrand"
 }
 
 // scratchTemplate returns an empty ext4 filesystem of size GiB (sparse),
@@ -174,7 +176,12 @@ func (l *Lab) Run(ctx context.Context, o RunOptions) (err error) {
 		"-serial", "file:" + console,
 		"-chardev", "stdio,id=out,signal=off", "-serial", "chardev:out",
 		"-kernel", l.kernel(), "-initrd", l.initrd(),
-		"-append", "console=ttyS0 panic=-1 quiet loglevel=4",
+		// random.trust_cpu: the random pool is ready before SMP starts, so
+		// nothing (gpg key generation) waits for entropy, and the kernel
+		// flips its "random ready" code patch while one CPU runs: flipped
+		// later, under TCG with two CPUs, it once crashed the guest in
+		// get_random_u64.
+		"-append", "console=ttyS0 panic=-1 quiet loglevel=4 random.trust_cpu=on",
 		"-drive", "file=" + l.image() + ",format=raw,if=virtio,snapshot=on",
 		"-drive", "file=" + scratch + ",format=qcow2,if=virtio,cache=unsafe,discard=unmap",
 		"-virtfs", "local,path=" + dir + ",mount_tag=lab,security_model=none,id=lab",

@@ -5,11 +5,9 @@
 # stdout), records the exit status in /lab/exit-status and powers off.
 export PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin
 export HOME=/root LANG=C.UTF-8 PACZFS_LAB=1
-# virtio_rng first: without udev nothing loads it, and gpg key generation
-# then waits for the kernel's random pool. Loading zfs takes seconds under
-# TCG (it benchmarks its checksum code):
+# Loading zfs takes seconds under TCG (it benchmarks its checksum code):
 # do it while the rest is set up.
-( for m in virtio_rng zfs loop vfat nls_cp437 nls_iso8859_1 nls_ascii; do modprobe "$m" || echo "lab: modprobe $m failed"; done ) >/dev/ttyS0 2>&1 &
+( for m in zfs loop vfat nls_cp437 nls_iso8859_1 nls_ascii; do modprobe "$m" || echo "lab: modprobe $m failed"; done ) >/dev/ttyS0 2>&1 &
 modules=$!
 mkdir -p /dev/pts /dev/shm /src /scratch
 mount -t devpts devpts /dev/pts
