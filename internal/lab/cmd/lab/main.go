@@ -96,6 +96,8 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 		verbose := fs.Bool("v", true, "verbose test output")
 		withRepo := fs.Bool("repo", false, "build (or reuse) the lab package repository and share it at /shares/labrepo")
 		bench := fs.String("bench", "", "run benchmarks matching this regexp (and no tests)")
+		count := fs.Int("count", 1, "run each test this many times (to chase rare failures)")
+		timeout := fs.Duration("timeout", 20*time.Minute, "per-package test binary timeout; a minute before it, the guest's process tree and kernel stacks are printed")
 		if err := fs.Parse(args[1:]); err != nil {
 			return 2
 		}
@@ -116,7 +118,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 		if *bench != "" {
 			*runRE = "^$"
 		}
-		return labTest(ctx, l, src, fs.Args(), testOptions{run: *runRE, bench: *bench, verbose: *verbose, shares: shares}, stdout, stderr)
+		return labTest(ctx, l, src, fs.Args(), testOptions{run: *runRE, bench: *bench, verbose: *verbose, shares: shares, count: *count, timeout: *timeout}, stdout, stderr)
 	}
 	usage(stderr)
 	return 2
@@ -146,7 +148,26 @@ type testOptions struct {
 	run, bench string
 	verbose    bool
 	shares     map[string]string
+	count      int
+	timeout    time.Duration
 }
+
+// hangDump prints what every guest process is waiting on: the Go test
+// binary's own timeout only shows goroutines, not the children libalpm or
+// gpgme forked, nor where in the kernel they sleep.
+const hangDump = `hang_dump() {
+	echo "=== lab: process tree at $(date +%T) (test binary about to time out)"
+	ps -eo pid,ppid,stat,wchan:28,etime,args --forest
+	for p in /proc/[0-9]*; do
+		[ -r "$p/stack" ] || continue
+		st=$(cat "$p/stack" 2>/dev/null) || continue
+		echo "--- pid ${p#/proc/} $(tr '\0' ' ' < "$p/cmdline" 2>/dev/null | cut -c1-120)"
+		echo "$st" | head -12
+		for fd in "$p"/fd/*; do printf '  %s -> %s\n' "${fd##*/}" "$(readlink "$fd")"; done 2>/dev/null | head -20
+	done
+	echo "=== lab: end of process dump"
+}
+`
 
 func labTest(ctx context.Context, l *lab.Lab, src string, pkgs []string, o testOptions, stdout, stderr io.Writer) int {
 	out, err := os.MkdirTemp("", "paczfs-labtest-")
@@ -162,12 +183,19 @@ func labTest(ctx context.Context, l *lab.Lab, src string, pkgs []string, o testO
 	}
 	files := map[string]string{}
 	var script strings.Builder
+	script.WriteString(hangDump)
 	script.WriteString("rc=0\n")
+	if o.timeout <= 2*time.Minute {
+		o.timeout = 2 * time.Minute
+	}
 	for _, p := range pkgs {
 		name := filepath.Base(bins[p])
 		files[name] = bins[p]
 		// The binary's own timeout comes first and dumps every goroutine.
-		args := []string{"/lab/" + name, "-test.timeout=20m"}
+		args := []string{"/lab/" + name, "-test.timeout=" + o.timeout.String()}
+		if o.count > 1 {
+			args = append(args, "-test.count", fmt.Sprint(o.count))
+		}
 		if o.verbose {
 			args = append(args, "-test.v")
 		}
@@ -178,7 +206,9 @@ func labTest(ctx context.Context, l *lab.Lab, src string, pkgs []string, o testO
 			args = append(args, "-test.bench", o.bench, "-test.benchtime", "1x")
 		}
 		dir := strings.TrimPrefix(filepath.Clean(p), "./")
+		fmt.Fprintf(&script, "( sleep %d; hang_dump ) & dumper=$!\n", int((o.timeout - time.Minute).Seconds()))
 		fmt.Fprintf(&script, "start=$(date +%%s); ( cd /src/%s && %s ); s=$?; t=$(( $(date +%%s) - start ))\n", dir, hooks.QuoteArgs(args))
+		script.WriteString("kill $dumper 2>/dev/null\n")
 		fmt.Fprintf(&script, "if [ $s = 0 ]; then echo \"ok  \t%s\t(lab) ${t}s\"; else echo \"FAIL\t%s\t(lab) ${t}s\"; rc=1; fi\n", p, p)
 	}
 	script.WriteString("exit $rc\n")
