@@ -100,44 +100,11 @@ func CheckImagePath(path string, overwrite bool) error {
 // are erased (wipefs --all on each partition, then the disk). The runner
 // runs zpool, wipefs and blkid.
 func OpenBlockDevice(ctx context.Context, r hooks.Runner, path string, wipe bool) (_ *Target, err error) {
-	f, err := os.OpenFile(path, os.O_RDONLY|unix.O_CLOEXEC, 0)
-	if err != nil {
-		return nil, fmt.Errorf("block device %s: %w", path, err)
-	}
-	defer f.Close()
-	st, err := f.Stat()
-	if err != nil {
-		return nil, fmt.Errorf("block device %s: %w", path, err)
-	}
-	if st.Mode()&os.ModeDevice == 0 || st.Mode()&os.ModeCharDevice != 0 {
-		return nil, fmt.Errorf("block device %s: not a block device; for an image file use an image path instead", path)
-	}
-	size, err := blockDeviceSize(f)
-	if err != nil {
-		return nil, fmt.Errorf("block device %s: size: %w", path, err)
-	}
-	var sst unix.Stat_t
-	if err := unix.Fstat(int(f.Fd()), &sst); err != nil {
-		return nil, fmt.Errorf("block device %s: %w", path, err)
-	}
-	devs, err := deviceFamily(unix.Major(sst.Rdev), unix.Minor(sst.Rdev))
-	if err != nil {
-		return nil, fmt.Errorf("block device %s: %w", path, err)
-	}
-	if devs[0].partition {
-		return nil, fmt.Errorf("block device %s: is a partition; give the whole disk", path)
-	}
-	if err := checkNotInUse(ctx, r, path, devs); err != nil {
-		return nil, err
-	}
-	sigs, err := signatures(ctx, r, devs)
+	size, devs, sigs, err := inspectBlockDevice(ctx, r, path, wipe)
 	if err != nil {
 		return nil, err
 	}
 	if len(sigs) > 0 {
-		if !wipe {
-			return nil, fmt.Errorf("block device %s: %w: %s; allow wiping to erase it", path, ErrNotEmpty, strings.Join(sigs, ", "))
-		}
 		// Partitions first: once the table is gone their nodes vanish.
 		for i := len(devs) - 1; i >= 0; i-- {
 			if _, err := r.Run(ctx, hooks.Cmd{Args: []string{"wipefs", "--all", "--force", devs[i].node}}); err != nil {
@@ -146,6 +113,54 @@ func OpenBlockDevice(ctx context.Context, r hooks.Runner, path string, wipe bool
 		}
 	}
 	return &Target{Path: path, BlockDevice: true, Size: size}, nil
+}
+
+// CheckBlockDevice runs OpenBlockDevice's checks and writes nothing: it
+// returns the device's size, or the reason it may not be written.
+func CheckBlockDevice(ctx context.Context, r hooks.Runner, path string, wipe bool) (int64, error) {
+	size, _, _, err := inspectBlockDevice(ctx, r, path, wipe)
+	return size, err
+}
+
+func inspectBlockDevice(ctx context.Context, r hooks.Runner, path string, wipe bool) (int64, []blockDev, []string, error) {
+	f, err := os.OpenFile(path, os.O_RDONLY|unix.O_CLOEXEC, 0)
+	if err != nil {
+		return 0, nil, nil, fmt.Errorf("block device %s: %w", path, err)
+	}
+	defer f.Close()
+	st, err := f.Stat()
+	if err != nil {
+		return 0, nil, nil, fmt.Errorf("block device %s: %w", path, err)
+	}
+	if st.Mode()&os.ModeDevice == 0 || st.Mode()&os.ModeCharDevice != 0 {
+		return 0, nil, nil, fmt.Errorf("block device %s: not a block device; for an image file use an image path instead", path)
+	}
+	size, err := blockDeviceSize(f)
+	if err != nil {
+		return 0, nil, nil, fmt.Errorf("block device %s: size: %w", path, err)
+	}
+	var sst unix.Stat_t
+	if err := unix.Fstat(int(f.Fd()), &sst); err != nil {
+		return 0, nil, nil, fmt.Errorf("block device %s: %w", path, err)
+	}
+	devs, err := deviceFamily(unix.Major(sst.Rdev), unix.Minor(sst.Rdev))
+	if err != nil {
+		return 0, nil, nil, fmt.Errorf("block device %s: %w", path, err)
+	}
+	if devs[0].partition {
+		return 0, nil, nil, fmt.Errorf("block device %s: is a partition; give the whole disk", path)
+	}
+	if err := checkNotInUse(ctx, r, path, devs); err != nil {
+		return 0, nil, nil, err
+	}
+	sigs, err := signatures(ctx, r, devs)
+	if err != nil {
+		return 0, nil, nil, err
+	}
+	if len(sigs) > 0 && !wipe {
+		return 0, nil, nil, fmt.Errorf("block device %s: %w: %s; allow wiping to erase it", path, ErrNotEmpty, strings.Join(sigs, ", "))
+	}
+	return size, devs, sigs, nil
 }
 
 type blockDev struct {
