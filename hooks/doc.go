@@ -14,29 +14,43 @@
 //
 // # Stages
 //
-// An image build runs these stages in order ([Stages]). The right column
-// lists the original paczfs hook points ([OriginalHooks]) each one covers.
+// An image build (image.Builder) runs these stages in order ([Stages]).
+// The right column lists the original paczfs hook points
+// ([OriginalHooks]) each one covers. A [Hook] runs before or after a
+// stage, or replaces it (the original's handled=true); [Script] runs a
+// shell script as a hook, on the host or chrooted in the target.
 //
 //	stage        does                                                    original hooks
-//	checks       validate the configuration and host tools               init-system, prepare-env
-//	target       create the sparse image or check the block device,     prepare-loop-dev
-//	             attach it
-//	partition    write the GPT (ESP, optional swap, ZFS)                 prepare-partitions, prepare-swap
-//	esp          format the ESP (FAT32) without mounting                 prepare-efi-volume
+//	checks       validate the host, the block device, resolve packages   init-system, prepare-env
+//	             (nothing is written before this stage passes)
+//	target       create the sparse image or open the block device,      prepare-loop-dev
+//	             attach it as a loop device
+//	partition    write the GPT (ESP, optional swap, ZFS), mkswap          prepare-partitions, prepare-swap
+//	esp          format the ESP (FAT32) without mounting it              prepare-efi-volume
 //	pool         create the pool (temporary name, altroot)               prepare-zfs-pool
 //	datasets     create the dataset layout, mount the root               prepare-directories
-//	pacman       pacman configuration, target keyring, mirrorlist,       prepare-cache, prepare-pacman,
-//	             package cache                                           prepare-pacman-keys, populate-mirrorlist
-//	base         install the base set, snapshot                          install-miniroot, snapshot-miniroot
-//	bootable     install kernel, ZFS and boot tools, snapshot, clone     install-bootable, snapshot-bootable
-//	workstation  install the workstation set, snapshot, clone            install-workstation, snapshot-workstation
-//	system       hostname, timezone, locales, network, users, ssh keys,  set-locale, copy-ssh-keys, prepare-users
-//	             fstab, hostid, /etc/paczfs
-//	initramfs    build a portable initramfs with ZFS and the hostid      prepare-initramfs
-//	bootloader   systemd-boot, loader.conf, one entry per environment    install-grub
-//	finalize     bootfs, final snapshot, export, detach                  finalize-image, clean-up
-//	convert      raw image to VDI, QCOW, QCOW2, VMDK, VHDX               save-image-file, save-vdi-file,
+//	pacman       target pacman.conf and mirrorlists, target keyring      prepare-cache, prepare-pacman,
+//	                                                                     prepare-pacman-keys, populate-mirrorlist
+//	base         install the base set; snapshot @base (held), the        install-miniroot, snapshot-miniroot
+//	             read-only miniroot clone for systemd-nspawn
+//	bootable     install kernel, ZFS and boot tools                      install-bootable
+//	system       pacman.conf, hostname, timezone, locales, keymap,       set-locale, copy-ssh-keys, prepare-users
+//	             skel, networkd+resolved, root login, ssh keys,
+//	             machine-id, hostid, fstab, units, /etc/paczfs
+//	initramfs    a portable initramfs with ZFS and the hostid, from      prepare-initramfs
+//	             drop-in configuration (no package file is edited)
+//	bootloader   systemd-boot (also EFI/BOOT/BOOTX64.EFI), loader.conf,  install-grub, snapshot-bootable
+//	             kernel+initramfs+entry per boot environment, the
+//	             ESP-refresh pacman hook; snapshot @bootable (held),
+//	             clone system/bootable
+//	workstation  install the workstation set; snapshot @workstation     install-workstation, snapshot-workstation
+//	             (held), clone system/workstation
+//	finalize     bootfs, snapshot @installed (held), export, detach     finalize-image, clean-up
+//	convert      raw disk to VDI, QCOW, QCOW2, VMDK, VHDX, raw           save-image-file, save-vdi-file,
 //	                                                                     save-qcow-file, save-qcow2-file
 //
-// The stages and their hooks are run by image.Builder (in progress).
+// The order follows the original tool where it matters: the system is
+// configured and made bootable before the bootable layer is snapshotted,
+// so every boot environment cloned from it boots; the base layer stays
+// the bare package set.
 package hooks

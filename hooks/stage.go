@@ -19,18 +19,18 @@ const (
 	StagePacman      Stage = "pacman"
 	StageBase        Stage = "base"
 	StageBootable    Stage = "bootable"
-	StageWorkstation Stage = "workstation"
 	StageSystem      Stage = "system"
 	StageInitramfs   Stage = "initramfs"
 	StageBootloader  Stage = "bootloader"
+	StageWorkstation Stage = "workstation"
 	StageFinalize    Stage = "finalize"
 	StageConvert     Stage = "convert"
 )
 
 // Stages lists every stage in build order.
 var Stages = []Stage{StageChecks, StageTarget, StagePartition, StageESP, StagePool, StageDatasets,
-	StagePacman, StageBase, StageBootable, StageWorkstation, StageSystem, StageInitramfs,
-	StageBootloader, StageFinalize, StageConvert}
+	StagePacman, StageBase, StageBootable, StageSystem, StageInitramfs, StageBootloader,
+	StageWorkstation, StageFinalize, StageConvert}
 
 // ParseStage reads a stage name, or names the choices.
 func ParseStage(s string) (Stage, error) {
@@ -65,7 +65,7 @@ var OriginalHooks = map[string]Stage{
 	"install-bootable":     StageBootable,
 	"prepare-initramfs":    StageInitramfs,
 	"install-grub":         StageBootloader,
-	"snapshot-bootable":    StageBootable,
+	"snapshot-bootable":    StageBootloader,
 	"install-workstation":  StageWorkstation,
 	"snapshot-workstation": StageWorkstation,
 	"finalize-image":       StageFinalize,

@@ -1,0 +1,37 @@
+// Package chroot builds command lines that run a program inside a target
+// root with the API filesystems it expects (/proc, /sys, /dev, /run), in a
+// private mount namespace of that command alone: the mounts are never
+// visible on the build host and vanish when the command exits, even if
+// paczfs is killed. This is what arch-chroot does, without its cleanup
+// traps.
+package chroot
+
+// PATH inside the target: Arch's and Debian's directories.
+const PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
+
+// script runs as root in a new mount namespace whose mounts do not
+// propagate back (unshare --propagation private), so every mount below is
+// private to this command and its children.
+const script = `set -e
+r=$1; shift
+for d in proc sys dev run; do [ -d "$r/$d" ] || mkdir -m 0755 "$r/$d"; done
+mount -t proc -o nosuid,noexec,nodev proc "$r/proc"
+mount -t sysfs -o nosuid,noexec,nodev,ro sys "$r/sys"
+mount --rbind /dev "$r/dev"
+mount -t tmpfs -o nosuid,nodev,mode=0755 run "$r/run"
+exec chroot "$r" /usr/bin/env -i PATH=` + PATH + ` HOME=/root LANG=C.UTF-8 TERM=dumb "$@"
+`
+
+// Command returns the argv that runs argv chrooted in root. Environment
+// variables the caller passes are not inherited by argv (the target gets a
+// clean environment); use Env for those.
+func Command(root string, argv ...string) []string {
+	return CommandEnv(root, nil, argv...)
+}
+
+// CommandEnv is Command with extra KEY=VALUE variables for argv.
+func CommandEnv(root string, env []string, argv ...string) []string {
+	args := []string{"unshare", "--mount", "--propagation", "private", "--", "/bin/sh", "-c", script, "paczfs-chroot", root}
+	args = append(args, env...)
+	return append(args, argv...)
+}
