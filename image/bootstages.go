@@ -1,0 +1,263 @@
+package image
+
+import (
+	"context"
+	"fmt"
+	"os"
+	"path"
+	"path/filepath"
+	"slices"
+	"strings"
+
+	"github.com/paczfs/paczfs/boot"
+)
+
+// kernelVersions finds the kernels installed in root, by the profile's
+// kernel path pattern, newest last.
+func kernelVersions(root, pattern string) ([]string, error) {
+	prefix, suffix, _ := strings.Cut(pattern, "{kver}")
+	matches, err := filepath.Glob(filepath.Join(root, prefix+"*"+suffix))
+	if err != nil {
+		return nil, err
+	}
+	var kvers []string
+	for _, m := range matches {
+		rel := "/" + strings.TrimPrefix(m, filepath.Clean(root)+"/")
+		k := strings.TrimSuffix(strings.TrimPrefix(rel, prefix), suffix)
+		if k != "" && !strings.Contains(k, "/") {
+			kvers = append(kvers, k)
+		}
+	}
+	slices.SortFunc(kvers, compareVersions)
+	return kvers, nil
+}
+
+// compareVersions orders kernel versions numerically where they are
+// numbers ("6.12.9" < "6.12.10").
+func compareVersions(a, b string) int {
+	split := func(s string) []string {
+		return strings.FieldsFunc(s, func(r rune) bool { return r == '.' || r == '-' || r == '_' || r == '+' })
+	}
+	pa, pb := split(a), split(b)
+	for i := 0; i < len(pa) && i < len(pb); i++ {
+		var na, nb int
+		_, ea := fmt.Sscanf(pa[i], "%d", &na)
+		_, eb := fmt.Sscanf(pb[i], "%d", &nb)
+		if ea == nil && eb == nil && na != nb {
+			return na - nb
+		}
+		if c := strings.Compare(pa[i], pb[i]); (ea != nil || eb != nil) && c != 0 {
+			return c
+		}
+	}
+	return len(pa) - len(pb)
+}
+
+func expand(s, kver, initrd string) string {
+	return strings.NewReplacer("{kver}", kver, "{initrd}", initrd).Replace(s)
+}
+
+func stageInitramfs(ctx context.Context, st *build) error {
+	root := st.state.Root
+	b := st.cfg.Boot
+	kvers, err := kernelVersions(root, b.Kernel)
+	if err != nil {
+		return err
+	}
+	if len(kvers) == 0 {
+		return fmt.Errorf("no kernel at %s in the target: is the kernel in packages.bootable?", b.Kernel)
+	}
+	for name, content := range b.InitramfsFiles {
+		if err := writeFile(root, strings.TrimPrefix(name, "/"), []byte(content), 0o644); err != nil {
+			return err
+		}
+	}
+	for _, k := range kvers {
+		initrd := expand(b.Initrd, k, "")
+		var argv []string
+		for _, a := range b.InitramfsCommand {
+			argv = append(argv, expand(a, k, initrd))
+		}
+		if err := st.chroot(ctx, argv...); err != nil {
+			return fmt.Errorf("initramfs for %s: %w", k, err)
+		}
+		if fi, err := os.Stat(filepath.Join(root, initrd)); err != nil || fi.Size() == 0 {
+			return fmt.Errorf("initramfs for %s: %s was not written by %v", k, initrd, argv)
+		}
+	}
+	st.kver = kvers[len(kvers)-1]
+	return nil
+}
+
+// environment is the boot package's view of one boot environment.
+func (st *build) environment(e bootEnv) boot.Environment {
+	b := st.cfg.Boot
+	extra := slices.Clone(b.ExtraOptions)
+	if st.cfg.System.SerialConsole {
+		extra = append(extra, "console=tty0", "console=ttyS0,115200")
+	}
+	return boot.Environment{
+		Name:        e.Name,
+		Dataset:     e.Dataset,
+		Kernel:      path.Base(expand(b.Kernel, st.kver, "")),
+		Initrds:     []string{path.Base(expand(b.Initrd, st.kver, ""))},
+		Version:     st.kver,
+		RootOptions: b.RootOptions,
+		Extra:       extra,
+	}
+}
+
+func stageBootloader(ctx context.Context, st *build) error {
+	root := st.state.Root
+	b := st.cfg.Boot
+	esp := st.state.ESP
+	if esp == nil {
+		return fmt.Errorf("no ESP: the esp stage did not run")
+	}
+	if st.kver == "" {
+		kvers, err := kernelVersions(root, b.Kernel)
+		if err != nil || len(kvers) == 0 {
+			return fmt.Errorf("no kernel at %s in the target", b.Kernel)
+		}
+		st.kver = kvers[len(kvers)-1]
+	}
+	efi, err := os.ReadFile(filepath.Join(root, b.SystemdBootEFI))
+	if err != nil {
+		return fmt.Errorf("boot.systemd_boot_efi: %w (is systemd-boot in packages.bootable?)", err)
+	}
+	for _, p := range []string{boot.SystemdBootPath, boot.RemovablePath} {
+		if err := esp.WriteFile(p, efi); err != nil {
+			return fmt.Errorf("ESP %s: %w", p, err)
+		}
+	}
+	kernel, err := os.ReadFile(filepath.Join(root, expand(b.Kernel, st.kver, "")))
+	if err != nil {
+		return err
+	}
+	initrd, err := os.ReadFile(filepath.Join(root, expand(b.Initrd, st.kver, "")))
+	if err != nil {
+		return err
+	}
+	envs := st.cfg.environments()
+	for _, e := range envs {
+		env := st.environment(e)
+		if err := esp.WriteFile(path.Join(env.ESPDir(), env.Kernel), kernel); err != nil {
+			return err
+		}
+		if err := esp.WriteFile(path.Join(env.ESPDir(), env.Initrds[0]), initrd); err != nil {
+			return err
+		}
+		entry := env.Entry(entryTitle(e))
+		text, err := entry.MarshalText()
+		if err != nil {
+			return err
+		}
+		if err := esp.WriteFile(entry.Path(), text); err != nil {
+			return err
+		}
+	}
+	loader, err := boot.Loader{Default: st.environment(envs[0]).Entry("").ID + ".conf", Timeout: b.Timeout}.MarshalText()
+	if err != nil {
+		return err
+	}
+	if err := esp.WriteFile("/loader/loader.conf", loader); err != nil {
+		return err
+	}
+	if err := st.installESPHook(); err != nil {
+		return err
+	}
+	return st.layerSnapshot(ctx, LayerBootable)
+}
+
+func entryTitle(e bootEnv) string {
+	return "Arch Linux on ZFS (" + e.Name + ")"
+}
+
+// installESPHook installs, in the target, the pacman hook and script that
+// refresh the booted environment's kernel and initramfs on the ESP after
+// a kernel or ZFS upgrade, and touch no other environment's files.
+func (st *build) installESPHook() error {
+	root := st.state.Root
+	b := st.cfg.Boot
+	var env strings.Builder
+	fmt.Fprintf(&env, "# Written by paczfs: how this system's boot files are made (read by paczfs-update-esp).\n")
+	fmt.Fprintf(&env, "ESP=%s\nKERNEL=%s\nINITRD=%s\n", shellQuote(espMountPoint), shellQuote(b.Kernel), shellQuote(b.Initrd))
+	fmt.Fprintf(&env, "INITRAMFS_COMMAND=%s\n", shellQuote(strings.Join(b.InitramfsCommand, " ")))
+	opts := slices.Clone(b.ExtraOptions)
+	if st.cfg.System.SerialConsole {
+		opts = append(opts, "console=tty0", "console=ttyS0,115200")
+	}
+	fmt.Fprintf(&env, "ROOT_OPTIONS=%s\nEXTRA_OPTIONS=%s\n", shellQuote(strings.Join(b.RootOptions, " ")), shellQuote(strings.Join(opts, " ")))
+	if err := writeFile(root, "etc/paczfs/boot.env", []byte(env.String()), 0o644); err != nil {
+		return err
+	}
+	if err := writeFile(root, "usr/local/sbin/paczfs-update-esp", []byte(updateESPScript), 0o755); err != nil {
+		return err
+	}
+	return writeFile(root, "etc/pacman.d/hooks/95-paczfs-update-esp.hook", []byte(espHook(b.Kernel)), 0o644)
+}
+
+func shellQuote(s string) string { return "'" + strings.ReplaceAll(s, "'", `'\''`) + "'" }
+
+// espHook triggers on the kernel, on ZFS modules and on the initramfs
+// generators' files.
+func espHook(kernelPattern string) string {
+	targets := []string{
+		strings.TrimPrefix(strings.ReplaceAll(kernelPattern, "{kver}", "*"), "/"),
+		"usr/lib/modules/*/extra/zfs*",
+		"usr/lib/modules/*/updates/dkms/zfs*",
+		"usr/lib/initcpio/*",
+		"usr/share/initramfs-tools/*",
+		"usr/lib/systemd/boot/efi/*",
+	}
+	var b strings.Builder
+	b.WriteString("# Written by paczfs: keep this boot environment's files on the ESP current.\n[Trigger]\nType = Path\nOperation = Install\nOperation = Upgrade\n")
+	for _, t := range targets {
+		b.WriteString("Target = " + t + "\n")
+	}
+	b.WriteString("\n[Action]\nDescription = Updating this boot environment's kernel and initramfs on the ESP...\nWhen = PostTransaction\nExec = /usr/local/sbin/paczfs-update-esp\n")
+	return b.String()
+}
+
+// updateESPScript runs in the booted system. It finds its own boot
+// environment from the dataset mounted at /, rebuilds the initramfs of the
+// newest kernel, and replaces that environment's directory and entry on
+// the ESP, never another's.
+const updateESPScript = `#!/bin/sh
+# Written by paczfs. Refreshes this boot environment's kernel, initramfs
+# and loader entry on the ESP; other environments' files are not touched.
+set -eu
+. /etc/paczfs/boot.env
+ds=$(findmnt -n -o SOURCE /)
+case "$ds" in */*) ;; *) echo "paczfs-update-esp: / is $ds, not a ZFS boot environment; nothing done" >&2; exit 0 ;; esac
+[ "$(findmnt -n -o FSTYPE /)" = zfs ] || { echo "paczfs-update-esp: / is not ZFS; nothing done" >&2; exit 0; }
+be=${ds##*/}
+mountpoint -q "$ESP" || mount "$ESP"
+pre=${KERNEL%%\{kver\}*}; suf=${KERNEL#*\{kver\}}
+kver=$(for k in $pre*$suf; do [ -e "$k" ] || continue; k=${k#"$pre"}; echo "${k%"$suf"}"; done | sort -V | tail -n 1)
+[ -n "$kver" ] || { echo "paczfs-update-esp: no kernel matches $KERNEL" >&2; exit 1; }
+kernel=$(echo "$KERNEL" | sed "s|{kver}|$kver|g")
+initrd=$(echo "$INITRD" | sed "s|{kver}|$kver|g")
+eval "set -- $(echo "$INITRAMFS_COMMAND" | sed "s|{kver}|$kver|g; s|{initrd}|$initrd|g")"
+"$@"
+dir="$ESP/env/$be"
+new="$dir.new"
+rm -rf "$new"; mkdir -p "$new"
+cp "$kernel" "$new/${kernel##*/}"
+cp "$initrd" "$new/${initrd##*/}"
+rm -rf "$dir.old"; [ ! -d "$dir" ] || mv "$dir" "$dir.old"; mv "$new" "$dir"; rm -rf "$dir.old"
+opts=$(echo "$ROOT_OPTIONS" | sed "s|{dataset}|$ds|g")
+entry="$ESP/loader/entries/paczfs-$be.conf"
+title=$(sed -n 's/^title *//p' "$entry" 2>/dev/null || true)
+{
+	echo "title   ${title:-Arch Linux on ZFS ($be)}"
+	echo "version $kver"
+	echo "sort-key paczfs"
+	echo "linux   /env/$be/${kernel##*/}"
+	echo "initrd  /env/$be/${initrd##*/}"
+	echo "options $opts${EXTRA_OPTIONS:+ $EXTRA_OPTIONS}"
+} > "$entry.new"
+mv "$entry.new" "$entry"
+sync -f "$ESP" 2>/dev/null || sync
+echo "paczfs-update-esp: $be now boots $kver"
+`

@@ -1,0 +1,355 @@
+package image
+
+import (
+	"context"
+	"errors"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync"
+	"testing"
+
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+
+	"github.com/paczfs/paczfs/disk"
+	"github.com/paczfs/paczfs/hooks"
+	"github.com/paczfs/paczfs/zfs"
+)
+
+// hostOK pretends every tool exists and we are root, so New's host
+// checks pass in unit tests.
+var hostOK = withHostProbe(func(s string) (string, error) { return "/usr/bin/" + s, nil }, func() int { return 0 })
+
+func testConfig(t *testing.T) Config {
+	c := ArchProfile()
+	c.ImageFile = filepath.Join(t.TempDir(), "test.img")
+	return c
+}
+
+// recorder is a build log shared by fake stages and hooks.
+type recorder struct {
+	mu    sync.Mutex
+	steps []string
+}
+
+func (r *recorder) add(s string) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	r.steps = append(r.steps, s)
+}
+
+// fakeStages replaces every built-in stage by one that records itself and
+// registers a cleanup action, and fails at failAt.
+func fakeStages(b *Builder, rec *recorder, failAt hooks.Stage) {
+	for _, s := range hooks.Stages {
+		b.stages[s] = func(ctx context.Context, st *build) error {
+			rec.add("stage " + string(s))
+			st.stack.Push("release "+string(s), func(context.Context) error { rec.add("release " + string(s)); return nil })
+			if s == failAt {
+				return errors.New("injected failure")
+			}
+			return nil
+		}
+	}
+}
+
+func hookFunc(rec *recorder, name string, stage hooks.Stage, when hooks.When) hooks.Hook {
+	return hooks.Func(name, stage, when, func(ctx context.Context, s *hooks.State) error {
+		rec.add("hook " + name)
+		return nil
+	})
+}
+
+func TestStagesRunInOrderWithHooksAroundAndReplacing(t *testing.T) {
+	rec := &recorder{}
+	b, err := New(testConfig(t), hostOK, WithHooks(
+		hookFunc(rec, "before-system", hooks.StageSystem, hooks.Before),
+		hookFunc(rec, "after-system", hooks.StageSystem, hooks.After),
+		hookFunc(rec, "my-initramfs", hooks.StageInitramfs, hooks.Replace),
+	))
+	require.NoError(t, err)
+	fakeStages(b, rec, "")
+	res, err := b.Build(context.Background())
+	require.NoError(t, err)
+
+	var want []string
+	for _, s := range hooks.Stages {
+		switch s {
+		case hooks.StageSystem:
+			want = append(want, "hook before-system", "stage system", "hook after-system")
+		case hooks.StageInitramfs:
+			want = append(want, "hook my-initramfs") // the built-in does not run
+		default:
+			want = append(want, "stage "+string(s))
+		}
+	}
+	for i := len(hooks.Stages) - 1; i >= 0; i-- {
+		if s := hooks.Stages[i]; s != hooks.StageInitramfs {
+			want = append(want, "release "+string(s))
+		}
+	}
+	assert.Equal(t, want, rec.steps)
+	require.Len(t, res.Stages, len(hooks.Stages))
+	assert.Equal(t, "my-initramfs", res.Stages[slicesIndex(hooks.Stages, hooks.StageInitramfs)].Replaced)
+	assert.Equal(t, []string{"before-system", "after-system"}, res.Stages[slicesIndex(hooks.Stages, hooks.StageSystem)].Hooks)
+}
+
+func slicesIndex(s []hooks.Stage, v hooks.Stage) int {
+	for i, x := range s {
+		if x == v {
+			return i
+		}
+	}
+	return -1
+}
+
+func TestFailureAtEachStageUnwindsEverythingAcquired(t *testing.T) {
+	for i, stage := range hooks.Stages {
+		t.Run(string(stage), func(t *testing.T) {
+			rec := &recorder{}
+			b, err := New(testConfig(t), hostOK)
+			require.NoError(t, err)
+			fakeStages(b, rec, stage)
+			_, err = b.Build(context.Background())
+			var se *StageError
+			require.ErrorAs(t, err, &se)
+			assert.Equal(t, stage, se.Stage)
+			assert.Contains(t, err.Error(), "injected failure")
+			// Stages after the failure never ran; every one that ran was
+			// released, last first.
+			var want []string
+			for _, s := range hooks.Stages[:i+1] {
+				want = append(want, "stage "+string(s))
+			}
+			for j := i; j >= 0; j-- {
+				want = append(want, "release "+string(hooks.Stages[j]))
+			}
+			assert.Equal(t, want, rec.steps)
+		})
+	}
+}
+
+func TestFailingHookIsNamedWithItsStage(t *testing.T) {
+	rec := &recorder{}
+	bad := hooks.Func("check-keys", hooks.StagePacman, hooks.After, func(context.Context, *hooks.State) error {
+		return errors.New("no keys")
+	})
+	b, err := New(testConfig(t), hostOK, WithHooks(bad))
+	require.NoError(t, err)
+	fakeStages(b, rec, "")
+	_, err = b.Build(context.Background())
+	var se *StageError
+	require.ErrorAs(t, err, &se)
+	assert.Equal(t, hooks.StagePacman, se.Stage)
+	assert.Equal(t, "check-keys", se.Hook)
+	assert.EqualError(t, se, "stage pacman: hook check-keys: no keys")
+	assert.Contains(t, rec.steps, "release pacman")
+	assert.NotContains(t, rec.steps, "stage base")
+}
+
+func TestCancelStopsBeforeTheNextStageAndStillCleansUp(t *testing.T) {
+	rec := &recorder{}
+	ctx, cancel := context.WithCancel(context.Background())
+	stop := hooks.Func("ctrl-c", hooks.StagePool, hooks.After, func(context.Context, *hooks.State) error {
+		cancel()
+		return nil
+	})
+	b, err := New(testConfig(t), hostOK, WithHooks(stop))
+	require.NoError(t, err)
+	fakeStages(b, rec, "")
+	_, err = b.Build(ctx)
+	require.ErrorIs(t, err, context.Canceled)
+	assert.NotContains(t, rec.steps, "stage datasets")
+	assert.Equal(t, "release checks", rec.steps[len(rec.steps)-1])
+}
+
+func TestCleanupErrorsAreReportedNotSwallowed(t *testing.T) {
+	rec := &recorder{}
+	b, err := New(testConfig(t), hostOK)
+	require.NoError(t, err)
+	fakeStages(b, rec, "")
+	b.stages[hooks.StagePool] = func(ctx context.Context, st *build) error {
+		st.stack.Push("export pool zroot", func(context.Context) error { return errors.New("pool is busy") })
+		return nil
+	}
+	_, err = b.Build(context.Background())
+	require.Error(t, err)
+	assert.Contains(t, err.Error(), "cleanup export pool zroot: pool is busy")
+}
+
+func TestPartialImageRemovedUnlessKept(t *testing.T) {
+	for _, keep := range []bool{false, true} {
+		cfg := testConfig(t)
+		b, err := New(cfg, hostOK, WithKeepOnFailure(keep))
+		require.NoError(t, err)
+		fakeStages(b, &recorder{}, hooks.StageBase)
+		b.stages[hooks.StageTarget] = func(ctx context.Context, st *build) error {
+			st.target = &targetInfo{path: cfg.ImageFile, created: true}
+			return os.WriteFile(cfg.ImageFile, []byte("partial"), 0o644)
+		}
+		_, err = b.Build(context.Background())
+		require.Error(t, err)
+		_, statErr := os.Stat(cfg.ImageFile)
+		if keep {
+			assert.NoError(t, statErr, "kept on request")
+		} else {
+			assert.ErrorIs(t, statErr, os.ErrNotExist, "partial image removed")
+		}
+	}
+}
+
+// An existing file that this build did not create is never removed, even
+// when the build fails.
+func TestExistingFileIsNotRemovedOnFailure(t *testing.T) {
+	cfg := testConfig(t)
+	require.NoError(t, os.WriteFile(cfg.ImageFile, []byte("precious"), 0o644))
+	cfg.Overwrite = true
+	b, err := New(cfg, hostOK)
+	require.NoError(t, err)
+	fakeStages(b, &recorder{}, hooks.StagePartition)
+	b.stages[hooks.StageTarget] = func(ctx context.Context, st *build) error {
+		st.target = &targetInfo{path: cfg.ImageFile, created: false}
+		return nil
+	}
+	_, err = b.Build(context.Background())
+	require.Error(t, err)
+	data, _ := os.ReadFile(cfg.ImageFile)
+	assert.Equal(t, "precious", string(data))
+}
+
+func TestBadInputFailsAtNewWithFieldAndFix(t *testing.T) {
+	dir := t.TempDir()
+	existing := filepath.Join(dir, "exists.img")
+	require.NoError(t, os.WriteFile(existing, nil, 0o644))
+	script := filepath.Join(dir, "after-system.sh")
+	require.NoError(t, os.WriteFile(script, []byte("#!/bin/sh\n"), 0o644)) // not executable
+	cases := []struct {
+		name  string
+		edit  func(*Config)
+		opts  []Option
+		field string
+		is    error
+	}{
+		{"no target", func(c *Config) { c.ImageFile = "" }, nil, "image_file", nil},
+		{"two targets", func(c *Config) { c.BlockDevice = "/dev/sdz" }, nil, "block_device", nil},
+		{"zero size", func(c *Config) { c.Size = 0 }, nil, "size", nil},
+		{"too small", func(c *Config) { c.Size = 600 * disk.MiB }, nil, "size", nil},
+		{"tiny esp", func(c *Config) { c.ESPSize = 8 * disk.MiB }, nil, "esp_size", nil},
+		{"bad pool name", func(c *Config) { c.PoolName = "1pool" }, nil, "pool_name", nil},
+		{"reserved pool name", func(c *Config) { c.PoolName = "mirror" }, nil, "pool_name", nil},
+		{"bad dataset", func(c *Config) { c.Datasets = append(c.Datasets, zfs.DatasetSpec{Name: "data/bad@name"}) }, nil, "datasets", nil},
+		{"root not in layout", func(c *Config) { c.RootDataset = "system/other" }, nil, "root_dataset", nil},
+		{"unknown environment", func(c *Config) { c.BootEnvironments = []string{"rescue"} }, nil, "boot_environments[0]", nil},
+		{"bad package name", func(c *Config) { c.Packages.Base = []string{"base", "two words"} }, nil, "packages.base", nil},
+		{"no bootable", func(c *Config) { c.Packages.Bootable = nil }, nil, "packages.bootable", nil},
+		{"existing output", func(c *Config) { c.ImageFile = existing }, nil, "image_file", nil},
+		{"missing directory", func(c *Config) { c.ImageFile = filepath.Join(dir, "no/such/x.img") }, nil, "image_file", nil},
+		{"output is the image", func(c *Config) { c.Outputs = []Output{{Format: Raw, Path: c.ImageFile}} }, nil, "outputs[0].path", nil},
+		{"unknown format", func(c *Config) { c.Outputs = []Output{{Format: "iso", Path: filepath.Join(dir, "x.iso")}} }, nil, "outputs[0].format", nil},
+		{"bad hostname", func(c *Config) { c.System.Hostname = "Not_A_Host" }, nil, "system.hostname", nil},
+		{"bad timezone", func(c *Config) { c.System.Timezone = "../../etc/passwd" }, nil, "system.timezone", nil},
+		{"bad locale", func(c *Config) { c.System.Locales = []string{"en_US.UTF-8"} }, nil, "system.locales[0]", nil},
+		{"bad hostid", func(c *Config) { c.System.HostID = "xyz" }, nil, "system.hostid", nil},
+		{"bad key", func(c *Config) { c.System.AuthorizedKeys = []string{"hello"} }, nil, "system.authorized_keys[0]", nil},
+		{"bad password hash", func(c *Config) { c.System.RootPasswordHash = "secret" }, nil, "system.root_password_hash", nil},
+		{"relative work dir", func(c *Config) { c.WorkDir = "tmp" }, nil, "work_dir", nil},
+		{"bad server", func(c *Config) { c.Pacman.Repos[0].Servers = []string{"ftp://x/"} }, nil, "pacman", nil},
+		{"unknown hook stage", nil, []Option{WithHooks(hooks.Func("h", "unpack", hooks.After, nil))}, "hooks[0] (h)", ErrHook},
+		{"unknown hook position", nil, []Option{WithHooks(hooks.Func("h", hooks.StageBase, "during", nil))}, "hooks[0] (h)", ErrHook},
+		{"two replacements", nil, []Option{WithHooks(hooks.Func("a", hooks.StageBase, hooks.Replace, nil), hooks.Func("b", hooks.StageBase, hooks.Replace, nil))}, "hooks[1] (b)", ErrStageConflict},
+		{"script not executable", nil, []Option{WithHooks(hooks.Script{Path: script, AtStage: hooks.StageSystem, Position: hooks.After})}, "hooks[0] (script " + script + ")", nil},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			cfg := testConfig(t)
+			if tc.edit != nil {
+				tc.edit(&cfg)
+			}
+			_, err := New(cfg, append([]Option{hostOK}, tc.opts...)...)
+			require.ErrorIs(t, err, ErrInvalidConfig)
+			var ce *ConfigError
+			require.ErrorAs(t, err, &ce)
+			var fields []string
+			for _, p := range ce.Problems {
+				fields = append(fields, p.Field)
+				assert.NotEmpty(t, p.Problem)
+			}
+			assert.Contains(t, fields, tc.field, "%v", err)
+			if tc.is != nil {
+				assert.ErrorIs(t, err, tc.is)
+			}
+		})
+	}
+}
+
+func TestHostChecksNameMissingToolsAndRoot(t *testing.T) {
+	cfg := testConfig(t)
+	cfg.Outputs = []Output{{Format: QCOW2, Path: filepath.Join(t.TempDir(), "x.qcow2")}}
+	probe := withHostProbe(func(s string) (string, error) {
+		if s == "qemu-img" || s == "zpool" {
+			return "", errors.New("not found")
+		}
+		return "/bin/" + s, nil
+	}, func() int { return 1000 })
+	_, err := New(cfg, probe)
+	require.Error(t, err)
+	msg := err.Error()
+	for _, want := range []string{"qemu-img not found", "zpool not found", "run as root"} {
+		assert.Contains(t, msg, want)
+	}
+}
+
+func TestEnvironmentsAndESPHook(t *testing.T) {
+	cfg := ArchProfile()
+	envs := cfg.environments()
+	require.Len(t, envs, 3)
+	assert.Equal(t, bootEnv{Name: "default", Dataset: "zroot/system/default"}, envs[0])
+	assert.Equal(t, bootEnv{Name: "bootable", Dataset: "zroot/system/bootable", Layer: "bootable"}, envs[1])
+	hook := espHook(cfg.Boot.Kernel)
+	assert.Contains(t, hook, "Target = usr/lib/modules/*/vmlinuz\n")
+	assert.Contains(t, hook, "Exec = /usr/local/sbin/paczfs-update-esp\n")
+	assert.True(t, strings.HasPrefix(updateESPScript, "#!/bin/sh\n"))
+}
+
+func TestKernelVersionsSortNumerically(t *testing.T) {
+	root := t.TempDir()
+	for _, k := range []string{"6.12.10-amd64", "6.12.9-amd64", "6.1.0-amd64"} {
+		require.NoError(t, os.MkdirAll(filepath.Join(root, "boot"), 0o755))
+		require.NoError(t, os.WriteFile(filepath.Join(root, "boot", "vmlinuz-"+k), []byte("k"), 0o644))
+	}
+	kvers, err := kernelVersions(root, "/boot/vmlinuz-{kver}")
+	require.NoError(t, err)
+	assert.Equal(t, []string{"6.1.0-amd64", "6.12.9-amd64", "6.12.10-amd64"}, kvers)
+}
+
+func TestSystemFiles(t *testing.T) {
+	root := t.TempDir()
+	require.NoError(t, os.MkdirAll(filepath.Join(root, "etc/skel"), 0o755))
+	require.NoError(t, os.WriteFile(filepath.Join(root, "etc/skel/.bashrc"), []byte("skel"), 0o644))
+	require.NoError(t, os.WriteFile(filepath.Join(root, "etc/shadow"), []byte("root:*:19000::::::\nbin:!:19000::::::\n"), 0o600))
+
+	id, err := writeHostID(root, "0a0b0c0d")
+	require.NoError(t, err)
+	assert.Equal(t, "0a0b0c0d", id)
+	raw, _ := os.ReadFile(filepath.Join(root, "etc/hostid"))
+	assert.Equal(t, []byte{0x0d, 0x0c, 0x0b, 0x0a}, raw, "zgenhostid's byte order on x86_64")
+
+	require.NoError(t, copySkel(root))
+	data, _ := os.ReadFile(filepath.Join(root, "root/.bashrc"))
+	assert.Equal(t, "skel", string(data))
+
+	key := "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIE5o user@host"
+	require.NoError(t, setRootLogin(root, "", []string{key}))
+	shadow, _ := os.ReadFile(filepath.Join(root, "etc/shadow"))
+	assert.Equal(t, "root:!*:19000::::::\nbin:!:19000::::::\n", string(shadow))
+	fi, err := os.Stat(filepath.Join(root, "root/.ssh/authorized_keys"))
+	require.NoError(t, err)
+	assert.Equal(t, os.FileMode(0o600), fi.Mode().Perm())
+	fi, _ = os.Stat(filepath.Join(root, "root/.ssh"))
+	assert.Equal(t, os.FileMode(0o700), fi.Mode().Perm())
+
+	require.NoError(t, setRootLogin(root, "$6$salt$hash", nil))
+	shadow, _ = os.ReadFile(filepath.Join(root, "etc/shadow"))
+	assert.True(t, strings.HasPrefix(string(shadow), "root:$6$salt$hash:19000"))
+}

@@ -1,0 +1,403 @@
+package image
+
+import (
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"path/filepath"
+	"regexp"
+	"slices"
+	"strings"
+
+	"github.com/paczfs/paczfs/disk"
+	"github.com/paczfs/paczfs/pacman"
+	"github.com/paczfs/paczfs/zfs"
+)
+
+// Config is everything one build needs, as data. Start from a profile
+// (ArchProfile, LabProfile), change what differs, and pass it to New, which
+// validates all of it before anything is written.
+type Config struct {
+	// Target: exactly one of ImageFile (a sparse file created for the
+	// build) and BlockDevice (a whole disk, written in place).
+	ImageFile   string `json:"image_file,omitempty"`
+	BlockDevice string `json:"block_device,omitempty"`
+	// Size of the image file; unused for a block device.
+	Size disk.Size `json:"size,omitempty"`
+	// Overwrite allows replacing an existing ImageFile, or writing over a
+	// block device that holds a partition table or filesystem signature.
+	// Without it such targets are refused: paczfs never destroys data it
+	// was not told to.
+	Overwrite bool `json:"overwrite,omitempty"`
+	// ESPSize and SwapSize shape the default layout (swap 0 = none).
+	ESPSize  disk.Size `json:"esp_size"`
+	SwapSize disk.Size `json:"swap_size"`
+	// Layout, when set, replaces the default ESP/swap/ZFS layout.
+	Layout *disk.Layout `json:"layout,omitempty"`
+
+	// Outputs are written from the finished raw disk (the original's
+	// VDI_FILE, QCOW_FILE, QCOW2_FILE, and IMAGE_FILE with BLOCK_DEV).
+	Outputs []Output `json:"outputs,omitempty"`
+
+	// PoolName is the pool's name on disk (what the booted system imports).
+	// During the build it is imported under a temporary name, so the build
+	// host may have a pool of the same name.
+	PoolName       string            `json:"pool_name"`
+	PoolProperties map[string]string `json:"pool_properties,omitempty"`
+	FSProperties   map[string]string `json:"fs_properties,omitempty"`
+	// Datasets is the layout, relative to the pool; the root boot
+	// environment is RootDataset among them.
+	Datasets    []zfs.DatasetSpec `json:"datasets"`
+	RootDataset string            `json:"root_dataset"`
+	// BootEnvironments are the layers cloned into boot environments of
+	// their own beside the root (system/<name>), each with its own kernel,
+	// initramfs and loader entry: any of "bootable" and "workstation".
+	BootEnvironments []string `json:"boot_environments"`
+	// MinirootClone, when set, receives a read-only clone of the base
+	// layer for systemd-nspawn (the original's data/machines/miniroot).
+	MinirootClone string `json:"miniroot_clone,omitempty"`
+	// HoldTag is the user hold put on each layer snapshot.
+	HoldTag string `json:"hold_tag"`
+
+	// WorkDir holds the build's mount point and scratch files; it must not
+	// be shared with another build. Empty = a fresh directory under /tmp.
+	WorkDir string `json:"work_dir,omitempty"`
+
+	Pacman   pacman.Config `json:"pacman"`
+	Packages Packages      `json:"packages"`
+	System   System        `json:"system"`
+	Boot     Boot          `json:"boot"`
+	// Profile names the profile the configuration started from.
+	Profile string `json:"profile"`
+}
+
+// Output is one converted copy of the finished disk.
+type Output struct {
+	Format Format `json:"format"`
+	Path   string `json:"path"`
+}
+
+// Packages are the three layers of the original tool: each is installed
+// by its stage and snapshotted (@base, @bootable, @workstation).
+type Packages struct {
+	Base        []string `json:"base"`
+	Bootable    []string `json:"bootable"`
+	Workstation []string `json:"workstation,omitempty"`
+}
+
+// System is the target's own configuration; nothing is taken from the
+// build host.
+type System struct {
+	Hostname string `json:"hostname"`
+	Timezone string `json:"timezone"`
+	// Locales are locale.gen lines; the first one's name becomes LANG.
+	Locales []string `json:"locales"`
+	Keymap  string   `json:"keymap,omitempty"`
+	// RootPasswordHash is a crypt(3) hash for root; empty locks the
+	// password (log in with AuthorizedKeys).
+	RootPasswordHash string `json:"root_password_hash,omitempty"`
+	// AuthorizedKeys are written to /root/.ssh/authorized_keys.
+	AuthorizedKeys []string `json:"authorized_keys,omitempty"`
+	// HostID is the target's /etc/hostid (8 hex digits); empty = a fresh
+	// random one per image.
+	HostID string `json:"hostid,omitempty"`
+	// Network configures systemd-networkd (DHCP on every ethernet
+	// interface) and systemd-resolved.
+	Network bool `json:"network"`
+	// Units are enabled in the target after the packages are in
+	// (sshd.service, zfs.target...); missing unit files are an error.
+	Units []string `json:"units,omitempty"`
+	// SerialConsole adds console=ttyS0 to the kernel command line and a
+	// getty there (VMs, the lab).
+	SerialConsole bool `json:"serial_console,omitempty"`
+}
+
+// Boot says how the distribution boots: the profile's data, not code.
+type Boot struct {
+	// Kernel is the kernel's path in the root, with {kver} for the
+	// version: Arch "/usr/lib/modules/{kver}/vmlinuz", Debian
+	// "/boot/vmlinuz-{kver}".
+	Kernel string `json:"kernel"`
+	// Initrd is the initramfs path in the root, with {kver}.
+	Initrd string `json:"initrd"`
+	// InitramfsCommand runs in the target chroot and writes Initrd for
+	// {kver}, e.g. mkinitcpio -k {kver} -g {initrd}.
+	InitramfsCommand []string `json:"initramfs_command"`
+	// InitramfsFiles are written into the target before the command runs:
+	// drop-ins (mkinitcpio.conf.d, initramfs-tools/conf.d), never package
+	// files.
+	InitramfsFiles map[string]string `json:"initramfs_files,omitempty"`
+	// RootOptions name the root on the kernel command line; {dataset} is
+	// the environment's root dataset ("zfs={dataset} rw" for Arch).
+	RootOptions []string `json:"root_options"`
+	// ExtraOptions are appended to every entry's command line.
+	ExtraOptions []string `json:"extra_options,omitempty"`
+	// SystemdBootEFI is the systemd-boot binary's path in the target.
+	SystemdBootEFI string `json:"systemd_boot_efi"`
+	// Timeout is the menu timeout in seconds.
+	Timeout int `json:"timeout"`
+}
+
+// Layer names: the snapshots taken after each install stage, and the boot
+// environments that may be cloned from them.
+const (
+	LayerBase        = "base"
+	LayerBootable    = "bootable"
+	LayerWorkstation = "workstation"
+)
+
+// FieldError is one problem with a configuration: which field, what is
+// wrong, and how to fix it.
+type FieldError struct {
+	Field   string
+	Problem string
+	Fix     string
+	// Err, when set, is a sentinel the problem matches (ErrStageConflict).
+	Err error
+}
+
+func (e *FieldError) Unwrap() error { return e.Err }
+
+func (e *FieldError) Error() string {
+	s := e.Field + ": " + e.Problem
+	if e.Fix != "" {
+		s += " (" + e.Fix + ")"
+	}
+	return s
+}
+
+// ConfigError lists every problem New found. errors.As finds it; each
+// entry is a *FieldError.
+type ConfigError struct{ Problems []*FieldError }
+
+// ErrInvalidConfig is matched by every ConfigError.
+var ErrInvalidConfig = errors.New("invalid configuration")
+
+func (e *ConfigError) Error() string {
+	var b strings.Builder
+	fmt.Fprintf(&b, "invalid configuration, %d problem(s):", len(e.Problems))
+	for _, p := range e.Problems {
+		b.WriteString("\n  " + p.Error())
+	}
+	return b.String()
+}
+
+func (e *ConfigError) Is(target error) bool { return target == ErrInvalidConfig }
+
+// Unwrap exposes each problem to errors.Is and errors.As.
+func (e *ConfigError) Unwrap() []error {
+	errs := make([]error, len(e.Problems))
+	for i, p := range e.Problems {
+		errs[i] = p
+	}
+	return errs
+}
+
+type problems []*FieldError
+
+func (p *problems) add(field, fix, format string, args ...any) {
+	*p = append(*p, &FieldError{Field: field, Problem: fmt.Sprintf(format, args...), Fix: fix})
+}
+
+var (
+	hostnameRE = regexp.MustCompile(`^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$`)
+	timezoneRE = regexp.MustCompile(`^[A-Za-z0-9_+-]+(/[A-Za-z0-9_+-]+)*$`)
+	keymapRE   = regexp.MustCompile(`^[A-Za-z0-9_.-]+$`)
+	unitRE     = regexp.MustCompile(`^[A-Za-z0-9:_.@-]+\.(service|socket|target|timer|path|mount)$`)
+)
+
+// validate checks everything that needs no host access. The Builder adds
+// the checks that look at the host (paths, tools, devices, packages).
+func (c *Config) validate() problems {
+	var p problems
+	switch {
+	case c.ImageFile == "" && c.BlockDevice == "":
+		p.add("image_file", "set IMAGE_FILE (a new sparse file) or BLOCK_DEV (a whole disk)", "no target")
+	case c.ImageFile != "" && c.BlockDevice != "":
+		p.add("block_device", "set only one of them; to keep a raw copy of a block device, add a raw output", "both image_file and block_device are set")
+	}
+	if c.BlockDevice != "" && !strings.HasPrefix(c.BlockDevice, "/dev/") {
+		p.add("block_device", "name a whole disk such as /dev/sdb", "%q is not under /dev", c.BlockDevice)
+	}
+	if c.ImageFile != "" && c.Size <= 0 {
+		p.add("size", "set IMAGE_SIZE, e.g. 20G", "image size must be positive, got %d", c.Size)
+	}
+	if c.ImageFile != "" && c.Size > 0 {
+		if _, err := c.layout().Plan(int64(c.Size)); err != nil {
+			p.add("size", "make IMAGE_SIZE larger or ESP/swap smaller", "the layout does not fit: %v", err)
+		}
+	}
+	if c.ESPSize < disk.MinESP && c.Layout == nil {
+		p.add("esp_size", fmt.Sprintf("use at least %s", disk.MinESP), "%s is below the FAT32 minimum", c.ESPSize)
+	}
+	if c.SwapSize < 0 {
+		p.add("swap_size", "use 0 for no swap", "negative")
+	}
+	seen := map[string]string{}
+	for i, o := range c.Outputs {
+		f := fmt.Sprintf("outputs[%d]", i)
+		if _, err := ParseFormat(string(o.Format)); err != nil {
+			p.add(f+".format", "", "%v", err)
+		}
+		if o.Path == "" {
+			p.add(f+".path", "give the output file's path", "empty")
+			continue
+		}
+		abs, _ := filepath.Abs(o.Path)
+		if prev, ok := seen[abs]; ok {
+			p.add(f+".path", "give each output its own file", "%s is also %s", o.Path, prev)
+		}
+		seen[abs] = f
+		if c.ImageFile != "" {
+			if img, _ := filepath.Abs(c.ImageFile); img == abs {
+				p.add(f+".path", "choose another file name", "%s is the image file itself", o.Path)
+			}
+		}
+	}
+	if err := zfs.ValidatePoolName(c.PoolName); err != nil {
+		p.add("pool_name", "use letters, digits, _ - . : starting with a letter, e.g. zroot", "%v", err)
+	} else if err := zfs.ValidateDatasets(c.PoolName, c.Datasets); err != nil {
+		p.add("datasets", "fix the dataset names and properties", "%v", err)
+	}
+	root := c.RootDataset
+	if !slices.ContainsFunc(c.Datasets, func(d zfs.DatasetSpec) bool { return d.Name == root }) {
+		p.add("root_dataset", "name one of the datasets, normally system/default", "%q is not in the dataset layout", root)
+	}
+	for i, be := range c.BootEnvironments {
+		f := fmt.Sprintf("boot_environments[%d]", i)
+		if be != LayerBootable && be != LayerWorkstation {
+			p.add(f, "use bootable or workstation", "%q is not a layer that can become a boot environment", be)
+		}
+		if be == LayerWorkstation && len(c.Packages.Workstation) == 0 {
+			p.add(f, "drop it or list workstation packages", "the workstation layer is empty")
+		}
+		if slices.Index(c.BootEnvironments, be) != i {
+			p.add(f, "list each once", "%q is repeated", be)
+		}
+	}
+	if c.MinirootClone != "" {
+		if err := zfs.ValidateDatasetName(c.PoolName + "/" + c.MinirootClone); err != nil {
+			p.add("miniroot_clone", "use a dataset name relative to the pool, e.g. data/machines/miniroot", "%v", err)
+		}
+	}
+	if c.HoldTag == "" {
+		p.add("hold_tag", "set a tag, e.g. paczfs", "empty")
+	}
+	if err := c.Pacman.Validate(); err != nil {
+		p.add("pacman", "fix the pacman section", "%v", err)
+	}
+	if len(c.Packages.Base) == 0 {
+		p.add("packages.base", "list at least the base package set", "empty")
+	}
+	if len(c.Packages.Bootable) == 0 {
+		p.add("packages.bootable", "list the kernel, ZFS and boot packages", "empty: the image could not boot")
+	}
+	for _, list := range []struct {
+		field string
+		names []string
+	}{{"packages.base", c.Packages.Base}, {"packages.bootable", c.Packages.Bootable}, {"packages.workstation", c.Packages.Workstation}} {
+		for _, n := range list.names {
+			if n == "" || strings.ContainsAny(n, " \t\n/'\"") {
+				p.add(list.field, "one package name per entry", "bad package name %q", n)
+			}
+		}
+	}
+	s := c.System
+	if !hostnameRE.MatchString(s.Hostname) {
+		p.add("system.hostname", "use lower-case letters, digits and -, at most 63", "%q is not a valid host name", s.Hostname)
+	}
+	if !timezoneRE.MatchString(s.Timezone) || strings.Contains(s.Timezone, "..") {
+		p.add("system.timezone", "use a zoneinfo name such as UTC or Europe/Berlin", "%q is not a zone name", s.Timezone)
+	}
+	if len(s.Locales) == 0 {
+		p.add("system.locales", "add e.g. \"en_US.UTF-8 UTF-8\"", "empty")
+	}
+	for i, l := range s.Locales {
+		if f := strings.Fields(l); len(f) != 2 {
+			p.add(fmt.Sprintf("system.locales[%d]", i), "write a locale.gen line: NAME CHARSET, e.g. \"en_US.UTF-8 UTF-8\"", "%q", l)
+		}
+	}
+	if s.Keymap != "" && !keymapRE.MatchString(s.Keymap) {
+		p.add("system.keymap", "use a console keymap name such as us or de-latin1", "%q", s.Keymap)
+	}
+	if h := s.RootPasswordHash; h != "" && (!strings.HasPrefix(h, "$") || strings.ContainsAny(h, ": \n")) {
+		p.add("system.root_password_hash", "give a crypt(3) hash, e.g. from openssl passwd -6", "not a password hash")
+	}
+	for i, k := range s.AuthorizedKeys {
+		if !isAuthorizedKeyLine(k) {
+			p.add(fmt.Sprintf("system.authorized_keys[%d]", i), "give one public key line, e.g. ssh-ed25519 AAAA... user@host", "not an ssh public key line")
+		}
+	}
+	if s.HostID != "" {
+		if b, err := hex.DecodeString(s.HostID); err != nil || len(b) != 4 || s.HostID == "00000000" {
+			p.add("system.hostid", "use 8 hex digits, not all zero, or leave empty for a random one", "%q", s.HostID)
+		}
+	}
+	for i, u := range s.Units {
+		if !unitRE.MatchString(u) {
+			p.add(fmt.Sprintf("system.units[%d]", i), "give a unit file name such as sshd.service", "%q", u)
+		}
+	}
+	b := c.Boot
+	for _, f := range []struct{ field, val string }{{"boot.kernel", b.Kernel}, {"boot.initrd", b.Initrd}} {
+		if !strings.HasPrefix(f.val, "/") || !strings.Contains(f.val, "{kver}") {
+			p.add(f.field, "an absolute path in the target with {kver}, e.g. /boot/vmlinuz-{kver}", "%q", f.val)
+		}
+	}
+	if len(b.InitramfsCommand) == 0 {
+		p.add("boot.initramfs_command", "give the command that writes {initrd} for {kver}", "empty")
+	}
+	if !slices.ContainsFunc(b.RootOptions, func(o string) bool { return strings.Contains(o, "{dataset}") }) {
+		p.add("boot.root_options", "name the root with {dataset}, e.g. zfs={dataset} rw", "no option names the root dataset")
+	}
+	if !strings.HasPrefix(b.SystemdBootEFI, "/") {
+		p.add("boot.systemd_boot_efi", "give the path of systemd-bootx64.efi in the target", "%q", b.SystemdBootEFI)
+	}
+	if b.Timeout < 0 {
+		p.add("boot.timeout", "use 0 or more seconds", "negative")
+	}
+	if c.WorkDir != "" && !filepath.IsAbs(c.WorkDir) {
+		p.add("work_dir", "give an absolute path", "%q is relative", c.WorkDir)
+	}
+	return p
+}
+
+// layout returns the disk layout the build writes.
+func (c *Config) layout() disk.Layout {
+	if c.Layout != nil {
+		return *c.Layout
+	}
+	return disk.DefaultLayout(c.ESPSize, c.SwapSize, c.PoolName)
+}
+
+// environments returns the boot environments the build makes bootable:
+// the root ("default") first, then the configured layer clones.
+func (c *Config) environments() []bootEnv {
+	envs := []bootEnv{{Name: filepath.Base(c.RootDataset), Dataset: c.PoolName + "/" + c.RootDataset}}
+	for _, be := range c.BootEnvironments {
+		envs = append(envs, bootEnv{Name: be, Dataset: c.PoolName + "/" + filepath.Dir(c.RootDataset) + "/" + be, Layer: be})
+	}
+	return envs
+}
+
+// bootEnv is one environment: its name on the ESP and in entries, its root
+// dataset (with the on-disk pool name), and the layer it is cloned from
+// ("" for the root itself).
+type bootEnv struct {
+	Name, Dataset, Layer string
+}
+
+// isAuthorizedKeyLine accepts "[options] type base64 [comment]" with a key
+// type sshd knows the shape of.
+func isAuthorizedKeyLine(k string) bool {
+	if strings.ContainsAny(k, "\r\n") {
+		return false
+	}
+	f := strings.Fields(k)
+	for i := 0; i+1 < len(f); i++ {
+		if strings.HasPrefix(f[i], "ssh-") || strings.HasPrefix(f[i], "ecdsa-") || strings.HasPrefix(f[i], "sk-") {
+			return strings.HasPrefix(f[i+1], "AAAA")
+		}
+	}
+	return false
+}

@@ -1,0 +1,155 @@
+package image
+
+import (
+	"fmt"
+	"maps"
+	"slices"
+
+	"github.com/paczfs/paczfs/disk"
+	"github.com/paczfs/paczfs/internal/labrepo"
+	"github.com/paczfs/paczfs/pacman"
+	"github.com/paczfs/paczfs/zfs"
+)
+
+// Profile names.
+const (
+	ProfileArch = "arch"
+	ProfileLab  = "lab"
+)
+
+// common holds the defaults every profile shares: the disk, the pool, the
+// dataset layout and the system settings of the original tool (with its
+// fixed values made settings).
+func common() Config {
+	return Config{
+		Size:             20 * disk.GiB,
+		ESPSize:          550 * disk.MiB,
+		SwapSize:         4 * disk.GiB,
+		PoolName:         "zroot",
+		Datasets:         zfs.DefaultDatasets(),
+		RootDataset:      zfs.RootDataset,
+		BootEnvironments: []string{LayerBootable, LayerWorkstation},
+		MinirootClone:    "data/machines/miniroot",
+		HoldTag:          "paczfs",
+		System: System{
+			Hostname: "paczfs",
+			Timezone: "UTC",
+			Locales:  []string{"en_US.UTF-8 UTF-8"},
+			Keymap:   "us",
+			Network:  true,
+		},
+	}
+}
+
+// ArchProfile is the default: Arch Linux from its mirrors over https with
+// the archzfs repository, the zfs-linux-lts kernel module (archzfs builds
+// it for the LTS kernel), mkinitcpio with the zfs hook, systemd-boot.
+func ArchProfile() Config {
+	c := common()
+	c.Profile = ProfileArch
+	c.Pacman = pacman.ArchConfig(true)
+	c.Packages = Packages{
+		Base:     []string{"base"},
+		Bootable: []string{"linux-lts", "zfs-linux-lts", "zfs-utils", "mkinitcpio", "openssh"},
+		Workstation: []string{"rsync", "vim", "htop", "iftop", "tmux", "pv", "sshfs", "gdisk", "pkgfile",
+			"arch-install-scripts", "dosfstools", "parted", "bash-completion"},
+	}
+	c.System.Units = []string{"sshd.service", "zfs.target", "zfs-mount.service"}
+	c.Boot = Boot{
+		Kernel: "/usr/lib/modules/{kver}/vmlinuz",
+		Initrd: "/boot/initramfs-{kver}.img",
+		// -k/-g build one image for the version, outside the presets, so
+		// the build does not depend on preset file names.
+		InitramfsCommand: []string{"mkinitcpio", "-k", "{kver}", "-g", "{initrd}"},
+		// No autodetect: the image must boot on other hardware than the
+		// build host's. A drop-in, not an edit of the packaged file.
+		InitramfsFiles: map[string]string{
+			"/etc/mkinitcpio.conf.d/paczfs.conf": "# Written by paczfs: a portable initramfs (no autodetect) with ZFS.\n" +
+				"HOOKS=(base udev modconf kms keyboard keymap consolefont block zfs filesystems fsck)\n",
+		},
+		RootOptions:    []string{"zfs={dataset}", "rw"},
+		SystemdBootEFI: "/usr/lib/systemd/boot/efi/systemd-bootx64.efi",
+		Timeout:        3,
+	}
+	return c
+}
+
+// LabProfile builds from the lab repository (Debian 13 packages converted
+// to Arch packages, see internal/labrepo) served at url, with Debian's
+// initramfs-tools and its ZFS scripts: the same pipeline as ArchProfile,
+// different data, so it runs and boots offline.
+func LabProfile(repo *labrepo.Repo, url string) Config {
+	c := common()
+	c.Profile = ProfileLab
+	c.Size = 4 * disk.GiB
+	c.ESPSize = 256 * disk.MiB
+	c.SwapSize = 0
+	c.Pacman = repo.PacmanConfig(url)
+	c.Packages = Packages{
+		Base:        slices.Clone(labrepo.Base),
+		Bootable:    labrepo.Bootable(repo.Kernel),
+		Workstation: slices.Clone(labrepo.Workstation),
+	}
+	c.System.Units = []string{"ssh.service", "zfs.target", "zfs-mount.service"}
+	c.System.SerialConsole = true
+	c.Boot = Boot{
+		Kernel:           "/boot/vmlinuz-{kver}",
+		Initrd:           "/boot/initrd.img-{kver}",
+		InitramfsCommand: []string{"mkinitramfs", "-o", "{initrd}", "{kver}"},
+		InitramfsFiles: map[string]string{
+			// MODULES=most is Debian's default, stated so the image stays
+			// portable whatever the package default becomes.
+			"/etc/initramfs-tools/conf.d/paczfs.conf": "# Written by paczfs: a portable initramfs.\nMODULES=most\n",
+		},
+		RootOptions:    []string{"boot=zfs", "root=ZFS={dataset}", "rw"},
+		SystemdBootEFI: "/usr/lib/systemd/boot/efi/systemd-bootx64.efi",
+		Timeout:        1,
+	}
+	return c
+}
+
+// Profile returns the named profile. The lab profile needs its repository
+// (nil for arch).
+func Profile(name string, repo *labrepo.Repo, url string) (Config, error) {
+	switch name {
+	case ProfileArch, "":
+		return ArchProfile(), nil
+	case ProfileLab:
+		if repo == nil {
+			return Config{}, fmt.Errorf("profile lab: no lab repository (build it with go run ./internal/lab/cmd/lab repo)")
+		}
+		return LabProfile(repo, url), nil
+	}
+	return Config{}, fmt.Errorf("unknown profile %q: use %s or %s", name, ProfileArch, ProfileLab)
+}
+
+// Clone returns a deep copy, so profiles can be changed without touching
+// each other.
+func (c Config) Clone() Config {
+	c.Outputs = slices.Clone(c.Outputs)
+	c.PoolProperties = maps.Clone(c.PoolProperties)
+	c.FSProperties = maps.Clone(c.FSProperties)
+	ds := make([]zfs.DatasetSpec, len(c.Datasets))
+	for i, d := range c.Datasets {
+		d.Props = maps.Clone(d.Props)
+		ds[i] = d
+	}
+	c.Datasets = ds
+	c.BootEnvironments = slices.Clone(c.BootEnvironments)
+	c.Packages.Base = slices.Clone(c.Packages.Base)
+	c.Packages.Bootable = slices.Clone(c.Packages.Bootable)
+	c.Packages.Workstation = slices.Clone(c.Packages.Workstation)
+	c.System.Locales = slices.Clone(c.System.Locales)
+	c.System.AuthorizedKeys = slices.Clone(c.System.AuthorizedKeys)
+	c.System.Units = slices.Clone(c.System.Units)
+	c.Boot.InitramfsCommand = slices.Clone(c.Boot.InitramfsCommand)
+	c.Boot.InitramfsFiles = maps.Clone(c.Boot.InitramfsFiles)
+	c.Boot.RootOptions = slices.Clone(c.Boot.RootOptions)
+	c.Boot.ExtraOptions = slices.Clone(c.Boot.ExtraOptions)
+	if c.Layout != nil {
+		l := *c.Layout
+		l.Partitions = slices.Clone(l.Partitions)
+		c.Layout = &l
+	}
+	return c
+}

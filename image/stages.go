@@ -1,0 +1,499 @@
+package image
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"os"
+	"path"
+	"path/filepath"
+	"strings"
+	"time"
+
+	"github.com/paczfs/paczfs/disk"
+	"github.com/paczfs/paczfs/hooks"
+	"github.com/paczfs/paczfs/internal/chroot"
+	"github.com/paczfs/paczfs/pacman"
+	"github.com/paczfs/paczfs/zfs"
+)
+
+func builtinStages() map[hooks.Stage]stageFunc {
+	return map[hooks.Stage]stageFunc{
+		hooks.StageChecks:      stageChecks,
+		hooks.StageTarget:      stageTarget,
+		hooks.StagePartition:   stagePartition,
+		hooks.StageESP:         stageESP,
+		hooks.StagePool:        stagePool,
+		hooks.StageDatasets:    stageDatasets,
+		hooks.StagePacman:      stagePacman,
+		hooks.StageBase:        stageBase,
+		hooks.StageBootable:    stageBootable,
+		hooks.StageSystem:      stageSystem,
+		hooks.StageInitramfs:   stageInitramfs,
+		hooks.StageBootloader:  stageBootloader,
+		hooks.StageWorkstation: stageWorkstation,
+		hooks.StageFinalize:    stageFinalize,
+		hooks.StageConvert:     stageConvert,
+	}
+}
+
+func chrootArgs(root string, argv ...string) []string { return chroot.Command(root, argv...) }
+
+// targetInfo is the disk being written.
+type targetInfo struct {
+	path    string
+	block   bool
+	created bool // this build created the file (only then may it remove it)
+	size    int64
+	loop    *disk.Loop
+	plan    disk.Plan
+}
+
+// buildPlan is what Plan resolves and a dry run prints.
+type buildPlan struct {
+	Disk     disk.Plan
+	PoolArgs []string
+	Datasets [][]string
+	Packages *pacman.Plan
+	Temp     string // the pool's name while imported on the build host
+}
+
+// Plan resolves everything a build needs without writing anything: the
+// partition table, the zpool and zfs commands, and the packages with
+// their sizes. Unknown packages or unsatisfiable dependencies are errors
+// naming them.
+func (b *Builder) Plan(ctx context.Context) (*BuildPlan, error) {
+	st := b.newBuild()
+	if err := stageChecks(ctx, st); err != nil {
+		return nil, err
+	}
+	p := st.plan
+	return &BuildPlan{Disk: p.Disk, PoolCommand: p.PoolArgs, DatasetCommands: p.Datasets, Packages: p.Packages,
+		Environments: st.envNames()}, nil
+}
+
+// BuildPlan is the plan a dry run shows.
+type BuildPlan struct {
+	Disk            disk.Plan
+	PoolCommand     []string
+	DatasetCommands [][]string
+	Packages        *pacman.Plan
+	Environments    []string
+}
+
+func (st *build) envNames() []string {
+	var names []string
+	for _, e := range st.cfg.environments() {
+		names = append(names, e.Dataset)
+	}
+	return names
+}
+
+func (st *build) zfs() *zfs.Client { return zfs.New(st.b.runner, zfs.WithLogger(st.b.log)) }
+
+// tempPoolName is the name the pool has while this host has it imported:
+// unique, so it never clashes with the build host's own pools.
+func tempPoolName(name string) string {
+	var r [3]byte
+	_, _ = rand.Read(r[:])
+	return fmt.Sprintf("%s-paczfs-%s", name, hex.EncodeToString(r[:]))
+}
+
+func stageChecks(ctx context.Context, st *build) error {
+	cfg := st.cfg
+	size := int64(cfg.Size)
+	if cfg.BlockDevice != "" {
+		s, err := disk.CheckBlockDevice(ctx, st.b.runner, cfg.BlockDevice, cfg.Overwrite)
+		if err != nil {
+			return fmt.Errorf("block_device: %w", err)
+		}
+		size = s
+	}
+	dplan, err := cfg.layout().Plan(size)
+	if err != nil {
+		return fmt.Errorf("layout: %w", err)
+	}
+	temp := tempPoolName(cfg.PoolName)
+	poolArgs, err := zfs.CreatePoolArgs(st.poolSpec(temp, "/ALTROOT", []string{"/dev/DISK-zfs-partition"}))
+	if err != nil {
+		return fmt.Errorf("pool: %w", err)
+	}
+	var dsArgs [][]string
+	for _, d := range cfg.Datasets {
+		a, err := zfs.CreateDatasetArgs(temp+"/"+d.Name, d.Props, zfs.CreateOptions{Parents: true})
+		if err != nil {
+			return fmt.Errorf("datasets: %w", err)
+		}
+		dsArgs = append(dsArgs, a)
+	}
+	names := append(append(append([]string{}, cfg.Packages.Base...), cfg.Packages.Bootable...), cfg.Packages.Workstation...)
+	pplan, err := st.b.installer.Plan(ctx, names)
+	if err != nil {
+		return fmt.Errorf("packages: %w", err)
+	}
+	st.plan = &buildPlan{Disk: dplan, PoolArgs: poolArgs, Datasets: dsArgs, Packages: pplan, Temp: temp}
+	if cfg.System.RootPasswordHash == "" && len(cfg.System.AuthorizedKeys) == 0 {
+		st.warn("the image has no way to log in: root's password is locked and no ssh key is given (set system.root_password_hash or system.authorized_keys)")
+	}
+	return nil
+}
+
+func (st *build) poolSpec(temp, altroot string, vdevs []string) zfs.PoolSpec {
+	return zfs.PoolSpec{Name: st.cfg.PoolName, TempName: temp, AltRoot: altroot, Vdevs: vdevs,
+		Properties: st.cfg.PoolProperties, FSProperties: st.cfg.FSProperties}
+}
+
+func stageTarget(ctx context.Context, st *build) error {
+	cfg := st.cfg
+	work := cfg.WorkDir
+	if work == "" {
+		d, err := os.MkdirTemp("", "paczfs-build-")
+		if err != nil {
+			return err
+		}
+		work = d
+	} else if err := os.MkdirAll(work, 0o700); err != nil {
+		return err
+	}
+	st.workDir = work
+	st.stack.Push("remove work directory "+work, func(context.Context) error { return removeEmptyDirs(work) })
+	var t *disk.Target
+	var err error
+	if cfg.BlockDevice != "" {
+		t, err = disk.OpenBlockDevice(ctx, st.b.runner, cfg.BlockDevice, cfg.Overwrite)
+	} else {
+		t, err = disk.CreateImage(cfg.ImageFile, int64(cfg.Size), cfg.Overwrite)
+	}
+	if err != nil {
+		return err
+	}
+	st.target = &targetInfo{path: t.Path, block: t.BlockDevice, created: t.Created, size: t.Size, plan: st.plan.Disk}
+	st.res.Disk = t.Path
+	if !t.BlockDevice {
+		st.state.ImageFile = t.Path
+	}
+	loop, err := disk.Attach(ctx, t.Path, disk.LoopOptions{PartScan: true})
+	if err != nil {
+		return err
+	}
+	st.target.loop = loop
+	st.stack.Push("detach "+loop.Path, func(ctx context.Context) error { return loop.Detach(ctx, time.Minute) })
+	st.state.Device = loop.Path
+	return nil
+}
+
+func stagePartition(ctx context.Context, st *build) error {
+	t := st.target
+	if err := disk.WriteGPT(t.path, t.plan); err != nil {
+		return err
+	}
+	plan, err := disk.ReadGPT(t.path) // the GUIDs the table really has
+	if err != nil {
+		return err
+	}
+	t.plan = plan
+	if err := t.loop.Rescan(); err != nil {
+		return err
+	}
+	var nums []int
+	st.state.Partitions = map[string]string{}
+	for _, p := range plan.Partitions {
+		nums = append(nums, p.Number)
+		st.state.Partitions[string(p.Role)] = t.loop.PartitionPath(p.Number)
+	}
+	if err := t.loop.WaitPartitions(ctx, 30*time.Second, nums...); err != nil {
+		return err
+	}
+	if sw, ok := plan.Find(disk.RoleSwap); ok {
+		if _, err := st.b.runner.Run(ctx, hooks.Cmd{Args: []string{"mkswap", "-U", strings.ToLower(sw.GUID), t.loop.PartitionPath(sw.Number)}}); err != nil {
+			return fmt.Errorf("swap: %w", err)
+		}
+	}
+	return nil
+}
+
+// espFiles opens the ESP for each access, so nothing stays open between
+// stages and hooks can use it at any point.
+type espFiles struct {
+	path string
+	plan disk.Plan
+}
+
+func (e espFiles) WriteFile(name string, data []byte) error {
+	esp, err := disk.OpenESP(e.path, e.plan)
+	if err != nil {
+		return err
+	}
+	if err := esp.MkdirAll(path.Dir(name)); err != nil {
+		esp.Close()
+		return err
+	}
+	if err := esp.WriteFile(name, strings.NewReader(string(data))); err != nil {
+		esp.Close()
+		return err
+	}
+	return esp.Close()
+}
+
+func (e espFiles) ReadFile(name string) ([]byte, error) {
+	esp, err := disk.OpenESP(e.path, e.plan)
+	if err != nil {
+		return nil, err
+	}
+	defer esp.Close()
+	return esp.ReadFile(name)
+}
+
+func stageESP(ctx context.Context, st *build) error {
+	t := st.target
+	esp, err := disk.FormatESP(t.path, t.plan, "ESP")
+	if err != nil {
+		return err
+	}
+	if err := esp.Close(); err != nil {
+		return err
+	}
+	st.state.ESP = espFiles{path: t.path, plan: t.plan}
+	return nil
+}
+
+func stagePool(ctx context.Context, st *build) error {
+	z := st.zfs()
+	zp, ok := st.target.plan.Find(disk.RoleZFS)
+	if !ok {
+		return errors.New("the layout has no zfs partition")
+	}
+	root := filepath.Join(st.workDir, "root")
+	if err := os.MkdirAll(root, 0o755); err != nil {
+		return err
+	}
+	spec := st.poolSpec(st.plan.Temp, root, []string{st.target.loop.PartitionPath(zp.Number)})
+	if err := z.CreatePool(ctx, spec); err != nil {
+		return err
+	}
+	pool := spec.ImportedName()
+	// Export, not destroy: on a failure the image file is removed anyway,
+	// and a block device keeps a pool the user can inspect.
+	st.stack.Push("export pool "+pool, func(ctx context.Context) error { return z.ExportPool(ctx, pool, true) })
+	st.state.Root = root
+	st.state.Pool = pool
+	st.state.PoolName = st.cfg.PoolName
+	st.state.RootDataset = pool + "/" + st.cfg.RootDataset
+	return nil
+}
+
+func stageDatasets(ctx context.Context, st *build) error {
+	z := st.zfs()
+	if err := z.CreateDatasets(ctx, st.state.Pool, st.cfg.Datasets); err != nil {
+		return err
+	}
+	mounted, err := z.Properties(ctx, st.state.RootDataset, "mounted")
+	if err != nil {
+		return err
+	}
+	if mounted["mounted"].Value != "yes" {
+		if err := z.Mount(ctx, st.state.RootDataset); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+func stagePacman(ctx context.Context, st *build) error {
+	root := st.state.Root
+	if err := writePacmanConfig(root, st.cfg.Pacman, ""); err != nil {
+		return err
+	}
+	return st.b.installer.InitKeyring(ctx, root)
+}
+
+func writePacmanConfig(root string, cfg pacman.Config, downloadUser string) error {
+	files := map[string][]byte{"etc/pacman.conf": cfg.RenderConf(downloadUser)}
+	for name, data := range cfg.RenderMirrorlists() {
+		files[filepath.Join("etc/pacman.d", name)] = data
+	}
+	for name, data := range files {
+		if err := writeFile(root, name, data, 0o644); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+func (st *build) install(ctx context.Context, names []string) error {
+	if len(names) == 0 {
+		return nil
+	}
+	res, err := st.b.installer.Install(ctx, st.state.Root, names)
+	if err != nil {
+		return err
+	}
+	st.packages = append(st.packages, res.Installed...)
+	for _, w := range res.Warnings {
+		st.warn("pacman: %s", w)
+	}
+	return nil
+}
+
+// layerSnapshot snapshots the root boot environment as layer, holds the
+// snapshot, and clones it into a boot environment when configured. Only
+// the root dataset is snapshotted: user data (home, srv...) is not part
+// of an operating system layer.
+func (st *build) layerSnapshot(ctx context.Context, layer string) error {
+	z := st.zfs()
+	snap := st.state.RootDataset + "@" + layer
+	if err := z.Snapshot(ctx, false, nil, snap); err != nil {
+		return err
+	}
+	if err := z.Hold(ctx, st.cfg.HoldTag, snap, false); err != nil {
+		return err
+	}
+	for _, be := range st.cfg.BootEnvironments {
+		if be == layer {
+			clone := st.state.Pool + "/" + path.Dir(st.cfg.RootDataset) + "/" + be
+			// The clone boots with / on it: mountpoint=/ and noauto, like
+			// the root, so only the initramfs mounts it.
+			if err := z.Clone(ctx, snap, clone, map[string]string{"canmount": "noauto", "mountpoint": "/"}, false); err != nil {
+				return err
+			}
+		}
+	}
+	return nil
+}
+
+// emptyMachineID leaves /etc/machine-id empty: every boot environment and
+// container made from the image generates its own on first boot.
+func emptyMachineID(root string) error {
+	p := filepath.Join(root, "etc/machine-id")
+	if _, err := os.Stat(filepath.Join(root, "etc")); err != nil {
+		return err
+	}
+	return os.WriteFile(p, nil, 0o444)
+}
+
+func stageBase(ctx context.Context, st *build) error {
+	if err := st.install(ctx, st.cfg.Packages.Base); err != nil {
+		return err
+	}
+	if err := emptyMachineID(st.state.Root); err != nil {
+		return err
+	}
+	if err := st.layerSnapshot(ctx, LayerBase); err != nil {
+		return err
+	}
+	if c := st.cfg.MinirootClone; c != "" {
+		// Read-only, for systemd-nspawn under /var/lib/machines.
+		return st.zfs().Clone(ctx, st.state.RootDataset+"@"+LayerBase, st.state.Pool+"/"+c,
+			map[string]string{"readonly": "on"}, true)
+	}
+	return nil
+}
+
+func stageBootable(ctx context.Context, st *build) error {
+	return st.install(ctx, st.cfg.Packages.Bootable)
+}
+
+func stageWorkstation(ctx context.Context, st *build) error {
+	if len(st.cfg.Packages.Workstation) == 0 {
+		return nil
+	}
+	if err := st.install(ctx, st.cfg.Packages.Workstation); err != nil {
+		return err
+	}
+	if err := st.writePackageList(); err != nil {
+		return err
+	}
+	return st.layerSnapshot(ctx, LayerWorkstation)
+}
+
+func stageFinalize(ctx context.Context, st *build) error {
+	z := st.zfs()
+	pool := st.state.Pool
+	if err := z.SetPoolProperty(ctx, pool, "bootfs", st.state.RootDataset); err != nil {
+		return err
+	}
+	snap := st.state.RootDataset + "@installed"
+	if err := z.Snapshot(ctx, false, nil, snap); err != nil {
+		return err
+	}
+	if err := z.Hold(ctx, st.cfg.HoldTag, snap, false); err != nil {
+		return err
+	}
+	for _, e := range st.cfg.environments() {
+		st.res.Environments = append(st.res.Environments, e.Dataset)
+	}
+	st.res.Packages = st.packages
+	st.res.Kernel = st.kver
+	st.res.HostID = st.hostID
+	if err := z.ExportPool(ctx, pool, false); err != nil {
+		return err
+	}
+	st.state.Root = ""
+	if err := st.target.loop.Detach(ctx, time.Minute); err != nil {
+		return err
+	}
+	st.state.Device = ""
+	st.state.Partitions = nil
+	if st.target.block {
+		return nil
+	}
+	f, err := os.OpenFile(st.target.path, os.O_RDWR, 0)
+	if err != nil {
+		return err
+	}
+	defer f.Close()
+	return f.Sync()
+}
+
+func stageConvert(ctx context.Context, st *build) error {
+	for _, o := range st.cfg.Outputs {
+		if st.cfg.Overwrite {
+			if err := os.Remove(o.Path); err != nil && !errors.Is(err, os.ErrNotExist) {
+				return err
+			}
+		}
+		st.res.Outputs = append(st.res.Outputs, o)
+		if err := Convert(ctx, st.b.runner, st.target.path, o.Path, o.Format); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// writeFile writes name (relative to root) with its parent directories.
+func writeFile(root, name string, data []byte, mode os.FileMode) error {
+	p := filepath.Join(root, name)
+	if err := os.MkdirAll(filepath.Dir(p), 0o755); err != nil {
+		return err
+	}
+	tmp := p + ".paczfs-new"
+	if err := os.WriteFile(tmp, data, mode); err != nil {
+		return err
+	}
+	if err := os.Chmod(tmp, mode); err != nil {
+		return err
+	}
+	return os.Rename(tmp, p)
+}
+
+// removeEmptyDirs removes dir and its subdirectories bottom-up, only while
+// they are empty: never os.RemoveAll, which would delete the files of
+// anything still mounted below.
+func removeEmptyDirs(dir string) error {
+	var dirs []string
+	_ = filepath.WalkDir(dir, func(p string, d os.DirEntry, err error) error {
+		if err == nil && d.IsDir() {
+			dirs = append(dirs, p)
+		}
+		return nil
+	})
+	for i := len(dirs) - 1; i >= 0; i-- {
+		_ = os.Remove(dirs[i])
+	}
+	if _, err := os.Stat(dir); err == nil {
+		return fmt.Errorf("%s is not empty; left in place", dir)
+	}
+	return nil
+}

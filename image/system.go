@@ -1,0 +1,323 @@
+package image
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"crypto/rand"
+	"encoding/binary"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io/fs"
+	"os"
+	"path/filepath"
+	"sort"
+	"strings"
+
+	"github.com/paczfs/paczfs/disk"
+	"github.com/paczfs/paczfs/hooks"
+)
+
+// The ESP's mount point in the booted system. Not /boot: /boot stays on
+// each boot environment's own root, so environments never share kernels
+// and the ESP holds a copy per environment.
+const espMountPoint = "/efi"
+
+func (st *build) chroot(ctx context.Context, argv ...string) error {
+	_, err := st.b.runner.Run(ctx, hooks.Cmd{Args: chrootArgs(st.state.Root, argv...)})
+	return err
+}
+
+func stageSystem(ctx context.Context, st *build) error {
+	root := st.state.Root
+	s := st.cfg.System
+	user, note := st.cfg.Pacman.DownloadUserFor(root)
+	if note != "" {
+		st.warn("%s", note)
+	}
+	if err := writePacmanConfig(root, st.cfg.Pacman, user); err != nil {
+		return err
+	}
+	if err := writeFile(root, "etc/hostname", []byte(s.Hostname+"\n"), 0o644); err != nil {
+		return err
+	}
+	if err := setTimezone(root, s.Timezone); err != nil {
+		return err
+	}
+	if err := st.setLocales(ctx); err != nil {
+		return err
+	}
+	if s.Keymap != "" {
+		if err := writeFile(root, "etc/vconsole.conf", []byte("KEYMAP="+s.Keymap+"\n"), 0o644); err != nil {
+			return err
+		}
+	}
+	if err := copySkel(root); err != nil {
+		return err
+	}
+	units := append([]string{}, s.Units...)
+	if s.Network {
+		if err := writeFile(root, "etc/systemd/network/20-ethernet.network", []byte(networkdDHCP), 0o644); err != nil {
+			return err
+		}
+		// resolv.conf points at resolved's stub, as the original did.
+		_ = os.Remove(filepath.Join(root, "etc/resolv.conf"))
+		if err := os.Symlink("../run/systemd/resolve/stub-resolv.conf", filepath.Join(root, "etc/resolv.conf")); err != nil {
+			return err
+		}
+		units = append(units, "systemd-networkd.service", "systemd-resolved.service")
+	}
+	if len(units) > 0 {
+		if err := st.chroot(ctx, append([]string{"systemctl", "enable"}, units...)...); err != nil {
+			return fmt.Errorf("enable units %v: %w", units, err)
+		}
+	}
+	if err := setRootLogin(root, s.RootPasswordHash, s.AuthorizedKeys); err != nil {
+		return err
+	}
+	if err := emptyMachineID(root); err != nil {
+		return err
+	}
+	hostID, err := writeHostID(root, s.HostID)
+	if err != nil {
+		return err
+	}
+	st.hostID = hostID
+	if err := writeFile(root, "etc/fstab", st.fstab(), 0o644); err != nil {
+		return err
+	}
+	if err := os.MkdirAll(filepath.Join(root, strings.TrimPrefix(espMountPoint, "/")), 0o700); err != nil {
+		return err
+	}
+	return st.writePaczfsDir()
+}
+
+const networkdDHCP = `# Written by paczfs: DHCP (v4 and v6) on every ethernet interface.
+[Match]
+Type=ether
+
+[Network]
+DHCP=yes
+`
+
+func setTimezone(root, tz string) error {
+	zone := filepath.Join(root, "usr/share/zoneinfo", tz)
+	if _, err := os.Stat(zone); err != nil && tz != "UTC" {
+		return fmt.Errorf("system.timezone: %s is not in the target's zoneinfo (install tzdata, or check the name)", tz)
+	}
+	link := filepath.Join(root, "etc/localtime")
+	_ = os.Remove(link)
+	// Without tzdata systemd treats a dangling link to UTC as UTC.
+	return os.Symlink("../usr/share/zoneinfo/"+tz, link)
+}
+
+func (st *build) setLocales(ctx context.Context) error {
+	root := st.state.Root
+	locales := st.cfg.System.Locales
+	var gen bytes.Buffer
+	gen.WriteString("# Written by paczfs: the locales locale-gen builds.\n")
+	for _, l := range locales {
+		gen.WriteString(l + "\n")
+	}
+	if err := writeFile(root, "etc/locale.gen", gen.Bytes(), 0o644); err != nil {
+		return err
+	}
+	lang := strings.Fields(locales[0])[0]
+	if err := writeFile(root, "etc/locale.conf", []byte("LANG="+lang+"\n"), 0o644); err != nil {
+		return err
+	}
+	if !exists(root, "usr/sbin/locale-gen") && !exists(root, "usr/bin/locale-gen") {
+		return errors.New("system.locales: the target has no locale-gen (install glibc on Arch, locales on Debian)")
+	}
+	return st.chroot(ctx, "locale-gen")
+}
+
+func exists(root, name string) bool {
+	_, err := os.Lstat(filepath.Join(root, name))
+	return err == nil
+}
+
+// copySkel copies /etc/skel into /root without replacing anything there.
+func copySkel(root string) error {
+	skel := filepath.Join(root, "etc/skel")
+	home := filepath.Join(root, "root")
+	if err := os.MkdirAll(home, 0o700); err != nil {
+		return err
+	}
+	if err := os.Chmod(home, 0o700); err != nil {
+		return err
+	}
+	return filepath.WalkDir(skel, func(p string, d fs.DirEntry, err error) error {
+		if err != nil {
+			if errors.Is(err, fs.ErrNotExist) && p == skel {
+				return nil
+			}
+			return err
+		}
+		rel, _ := filepath.Rel(skel, p)
+		dst := filepath.Join(home, rel)
+		if d.IsDir() {
+			return os.MkdirAll(dst, 0o700)
+		}
+		if _, err := os.Lstat(dst); err == nil || !d.Type().IsRegular() {
+			return nil
+		}
+		data, err := os.ReadFile(p)
+		if err != nil {
+			return err
+		}
+		return os.WriteFile(dst, data, 0o600)
+	})
+}
+
+// setRootLogin sets root's password hash, or locks the password, and
+// writes the authorized keys with the permissions sshd insists on.
+func setRootLogin(root, hash string, keys []string) error {
+	shadow := filepath.Join(root, "etc/shadow")
+	data, err := os.ReadFile(shadow)
+	if err != nil {
+		return fmt.Errorf("root account: %w", err)
+	}
+	pw := hash
+	if pw == "" {
+		pw = "!*" // locked: no password login
+	}
+	var out bytes.Buffer
+	found := false
+	sc := bufio.NewScanner(bytes.NewReader(data))
+	for sc.Scan() {
+		line := sc.Text()
+		if f := strings.Split(line, ":"); len(f) >= 2 && f[0] == "root" {
+			f[1] = pw
+			line = strings.Join(f, ":")
+			found = true
+		}
+		out.WriteString(line + "\n")
+	}
+	if !found {
+		return errors.New("root account: no root line in the target's /etc/shadow")
+	}
+	fi, err := os.Stat(shadow)
+	if err != nil {
+		return err
+	}
+	if err := writeFile(root, "etc/shadow", out.Bytes(), fi.Mode().Perm()); err != nil {
+		return err
+	}
+	if len(keys) == 0 {
+		return nil
+	}
+	ssh := filepath.Join(root, "root/.ssh")
+	if err := os.MkdirAll(ssh, 0o700); err != nil {
+		return err
+	}
+	if err := os.Chmod(ssh, 0o700); err != nil {
+		return err
+	}
+	return writeFile(root, "root/.ssh/authorized_keys", []byte(strings.Join(keys, "\n")+"\n"), 0o600)
+}
+
+// writeHostID writes /etc/hostid as zgenhostid does (4 bytes, host byte
+// order, little-endian on x86_64): given, or random per image. ZFS stamps
+// it on the pool when the booted system imports it, and the initramfs
+// carries the same file, so the two always agree.
+func writeHostID(root, hostID string) (string, error) {
+	var id [4]byte
+	if hostID == "" {
+		for id == [4]byte{} {
+			if _, err := rand.Read(id[:]); err != nil {
+				return "", err
+			}
+		}
+	} else {
+		b, err := hex.DecodeString(hostID)
+		if err != nil || len(b) != 4 {
+			return "", fmt.Errorf("system.hostid %q: want 8 hex digits", hostID)
+		}
+		binary.LittleEndian.PutUint32(id[:], binary.BigEndian.Uint32(b))
+	}
+	if err := writeFile(root, "etc/hostid", id[:], 0o644); err != nil {
+		return "", err
+	}
+	return fmt.Sprintf("%08x", binary.LittleEndian.Uint32(id[:])), nil
+}
+
+// fstab mounts the ESP at /efi and the swap partition, by partition UUID.
+// There are no ZFS lines: the initramfs mounts the root, zfs-mount the rest.
+func (st *build) fstab() []byte {
+	var b bytes.Buffer
+	b.WriteString("# Written by paczfs. The root is mounted by the initramfs (see the kernel\n" +
+		"# command line), the other datasets by zfs-mount.service.\n")
+	if p, ok := st.target.plan.Find(disk.RoleESP); ok {
+		fmt.Fprintf(&b, "PARTUUID=%s %s vfat rw,relatime,fmask=0077,dmask=0077,nofail 0 2\n", strings.ToLower(p.GUID), espMountPoint)
+	}
+	if p, ok := st.target.plan.Find(disk.RoleSwap); ok {
+		fmt.Fprintf(&b, "PARTUUID=%s none swap defaults,nofail 0 0\n", strings.ToLower(p.GUID))
+	}
+	return b.Bytes()
+}
+
+// writePaczfsDir records the build in /etc/paczfs: the effective
+// configuration, the installed packages with versions, paczfs's version.
+func (st *build) writePaczfsDir() error {
+	root := st.state.Root
+	cfg, err := json.MarshalIndent(st.cfg, "", "  ")
+	if err != nil {
+		return err
+	}
+	if err := writeFile(root, "etc/paczfs/config.json", append(cfg, '\n'), 0o644); err != nil {
+		return err
+	}
+	if err := writeFile(root, "etc/paczfs/version", []byte(Version+"\n"), 0o644); err != nil {
+		return err
+	}
+	return st.writePackageList()
+}
+
+// writePackageList lists what the target's pacman database holds (so the
+// list is true even when a hook installed more).
+func (st *build) writePackageList() error {
+	root := st.state.Root
+	pkgs, err := installedPackages(root)
+	if err != nil {
+		return err
+	}
+	var b bytes.Buffer
+	for _, p := range pkgs {
+		b.WriteString(p + "\n")
+	}
+	return writeFile(root, "etc/paczfs/packages.txt", b.Bytes(), 0o644)
+}
+
+// installedPackages reads "name version" from the local pacman database.
+func installedPackages(root string) ([]string, error) {
+	descs, err := filepath.Glob(filepath.Join(root, "var/lib/pacman/local/*/desc"))
+	if err != nil {
+		return nil, err
+	}
+	var out []string
+	for _, d := range descs {
+		data, err := os.ReadFile(d)
+		if err != nil {
+			return nil, err
+		}
+		name, version := descField(data, "%NAME%"), descField(data, "%VERSION%")
+		if name != "" {
+			out = append(out, name+" "+version)
+		}
+	}
+	sort.Strings(out)
+	return out, nil
+}
+
+func descField(desc []byte, key string) string {
+	lines := strings.Split(string(desc), "\n")
+	for i, l := range lines {
+		if l == key && i+1 < len(lines) {
+			return strings.TrimSpace(lines[i+1])
+		}
+	}
+	return ""
+}
