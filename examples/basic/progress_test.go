@@ -1,0 +1,185 @@
+package main
+
+import (
+	"bytes"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+
+	"github.com/paczfs/paczfs/disk"
+	"github.com/paczfs/paczfs/hooks"
+	"github.com/paczfs/paczfs/image"
+	"github.com/paczfs/paczfs/pacman"
+)
+
+func pkgEvent(e pacman.Event) image.Progress {
+	return image.Progress{Kind: image.PackageEvent, Package: &e}
+}
+
+func feedBase(r *reporter) {
+	r.handle(image.Progress{Kind: image.StageStarted, Stage: hooks.StageBase})
+	r.handle(pkgEvent(pacman.Event{Kind: pacman.EventDownloadStart, File: "bash.pkg.tar.zst"}))
+	r.handle(pkgEvent(pacman.Event{Kind: pacman.EventDownloadStart, File: "less.pkg.tar.zst"}))
+	r.handle(pkgEvent(pacman.Event{Kind: pacman.EventDownloadProgress, File: "bash.pkg.tar.zst", Bytes: 1 << 20, Total: 2 << 20}))
+	r.handle(pkgEvent(pacman.Event{Kind: pacman.EventDownloadProgress, File: "less.pkg.tar.zst", Bytes: 0, Total: 2 << 20}))
+	r.handle(pkgEvent(pacman.Event{Kind: pacman.EventDownloadDone, File: "bash.pkg.tar.zst", Bytes: 2 << 20, Total: 2 << 20}))
+	r.handle(pkgEvent(pacman.Event{Kind: pacman.EventDownloadDone, File: "less.pkg.tar.zst", Bytes: 2 << 20, Total: 2 << 20}))
+	r.handle(pkgEvent(pacman.Event{Kind: pacman.EventInstall, Package: "bash", Current: 1, Count: 2, Percent: 50}))
+	r.handle(pkgEvent(pacman.Event{Kind: pacman.EventInstalled, Package: "bash", Version: "5.2.037-1"}))
+	r.handle(pkgEvent(pacman.Event{Kind: pacman.EventScriptlet, Message: "generating locales\n"}))
+	r.handle(pkgEvent(pacman.Event{Kind: pacman.EventLog, Level: "warning", Message: "directory permissions differ\n"}))
+	r.handle(pkgEvent(pacman.Event{Kind: pacman.EventInstalled, Package: "less", Version: "668-1"}))
+	r.handle(image.Progress{Kind: image.Message, Stage: hooks.StageBase, Message: "warning: something"})
+	r.handle(image.Progress{Kind: image.StageFinished, Stage: hooks.StageBase, Took: 12340 * time.Millisecond})
+}
+
+func TestPlainProgressLines(t *testing.T) {
+	var out bytes.Buffer
+	r := newReporter(&out, false, false, 0)
+	feedBase(r)
+	r.finish()
+	assert.Equal(t, `[base] started
+[base] installed bash 5.2.037-1
+[base] pacman warning: directory permissions differ
+[base] installed less 668-1
+[base] warning: something
+[base] done in 12.3s (downloaded 2 files, 4.0 MiB)
+`, out.String())
+}
+
+func TestVerboseProgressShowsScriptletsAndNoBar(t *testing.T) {
+	var out bytes.Buffer
+	r := newReporter(&out, true, true, 80)
+	feedBase(r)
+	assert.Contains(t, out.String(), "[base]   generating locales\n")
+	assert.NotContains(t, out.String(), "\r")
+}
+
+func TestTerminalProgressRedrawsOneLine(t *testing.T) {
+	var out bytes.Buffer
+	r := newReporter(&out, true, false, 100)
+	clock := time.Unix(0, 0)
+	r.now = func() time.Time { clock = clock.Add(time.Second); return clock }
+	feedBase(r)
+	r.finish()
+	s := out.String()
+	assert.Contains(t, s, "\r[base] ")
+	assert.Contains(t, s, "downloading 0/2 files 1.0 MiB/4.0 MiB  25% [#####---------------]")
+	assert.Contains(t, s, "installing 1/2 [#####---------------] bash")
+	assert.Contains(t, s, "\r\x1b[K[base] warning: something\n")
+	assert.True(t, strings.HasSuffix(s, "[base] done in 12.3s (downloaded 2 files, 4.0 MiB)\n"), "%q", s)
+	assert.NotContains(t, s, "installed bash", "installed packages show in the bar only")
+	for _, l := range strings.Split(s, "\r") {
+		assert.LessOrEqual(t, len([]rune(strings.TrimSuffix(l, "\x1b[K"))), 100)
+	}
+}
+
+func TestHumanSizes(t *testing.T) {
+	for n, want := range map[int64]string{0: "0 B", 1023: "1023 B", 1024: "1.0 KiB", 1536: "1.5 KiB", 5 << 20: "5.0 MiB", 3 << 30: "3.0 GiB", 2 << 40: "2.0 TiB"} {
+		assert.Equal(t, want, human(n))
+	}
+}
+
+func TestSummaryListsStagesOutputsAndEnvironments(t *testing.T) {
+	var out bytes.Buffer
+	printSummary(&out, &image.Result{
+		Disk:    "./paczfs-1.img",
+		Outputs: []image.Output{{Format: image.VDI, Path: "./x.vdi"}},
+		Stages: []image.StageTiming{
+			{Stage: hooks.StageChecks, Took: 400 * time.Millisecond},
+			{Stage: hooks.StageSystem, Took: 2 * time.Second, Hooks: []string{"script /h/after-system.sh"}},
+			{Stage: hooks.StageConvert, Took: time.Second, Replaced: "script /h/replace-convert"},
+		},
+		Took:         3400 * time.Millisecond,
+		Environments: []string{"zroot/system/default", "zroot/system/bootable"},
+		Kernel:       "6.12.1-1-lts",
+		HostID:       "0a1b2c3d",
+		Warnings:     []string{"no way to log in"},
+	})
+	assert.Equal(t, `stage    seconds  replaced by / hooks
+checks   0.4      
+system   2.0      hooks: script /h/after-system.sh
+convert  1.0      replaced by script /h/replace-convert
+total    3.4      
+
+disk: ./paczfs-1.img
+output (vdi): ./x.vdi
+boot environments:
+  zroot/system/default
+  zroot/system/bootable
+kernel 6.12.1-1-lts, hostid 0a1b2c3d, 0 packages
+warning: no way to log in
+`, out.String())
+}
+
+func TestDryRunPlanPrintout(t *testing.T) {
+	s := load(t, "WORKSTATION_PKGS=()\nVDI_FILE='./vm.vdi'\n", map[string]string{"HOSTNAME": "web"})
+	cfg := config(t, s)
+	dplan, err := disk.DefaultLayout(cfg.ESPSize, cfg.SwapSize, cfg.PoolName).Plan(int64(cfg.Size))
+	require.NoError(t, err)
+	plan := &image.BuildPlan{
+		Disk:            dplan,
+		PoolCommand:     []string{"zpool", "create", "-R", "/ALTROOT", "-t", "zroot-paczfs-abc", "zroot", "/dev/DISK-zfs-partition"},
+		DatasetCommands: [][]string{{"zfs", "create", "-p", "-o", "mountpoint=/", "zroot-paczfs-abc/system/default"}},
+		Packages: &pacman.Plan{Packages: []pacman.PlannedPackage{
+			{Name: "bash", Version: "5.2.037-1", Repo: "core", DownloadSize: 2 << 20, InstalledSize: 9 << 20},
+			{Name: "less", Version: "1:668-1", Repo: "core", DownloadSize: 0, InstalledSize: 400 << 10},
+		}, DownloadSize: 2 << 20, InstalledSize: 9<<20 + 400<<10},
+		Environments: []string{"zroot/system/default", "zroot/system/bootable"},
+	}
+	scripts := []hooks.Script{{Path: "/h/after-system.target.sh", AtStage: hooks.StageSystem, Position: hooks.After, InTarget: true}}
+	var out bytes.Buffer
+	printPlan(&out, s, cfg, plan, scripts)
+	text := out.String()
+	for _, want := range []string{
+		"target: image file ./paczfs-1700000000.img (20G, sparse)\n",
+		"partition table:\n  disk 20G (",
+		"\n  zpool create -R /ALTROOT -t zroot-paczfs-abc zroot /dev/DISK-zfs-partition\n",
+		"\n  zfs create -p -o mountpoint=/ zroot-paczfs-abc/system/default\n",
+		"packages (2):\n  name  version    repo  download  installed\n  bash  5.2.037-1  core  2.0 MiB   9.0 MiB\n  less  1:668-1    core  0 B       400.0 KiB\n",
+		"  total: download 2.0 MiB (what the caches hold counts 0), installed 9.4 MiB\n",
+		"boot environments:\n  zroot/system/default\n  zroot/system/bootable\n",
+		"outputs:\n  raw ./paczfs-1700000000.img (the image itself)\n  vdi ./vm.vdi\n",
+		"hooks:\n  after-system: /h/after-system.target.sh (in the target)\n",
+		"settings not from the profile:\n  VDI_FILE from test.conf:2\n  WORKSTATION_PKGS from test.conf:1\n  HOSTNAME from environment\n",
+		"dry run: nothing was written\n",
+	} {
+		assert.Contains(t, text, want)
+	}
+}
+
+func TestTickRedrawsUntilFinished(t *testing.T) {
+	var out syncBuffer
+	r := newReporter(&out, true, false, 80)
+	stop := r.tick(time.Millisecond)
+	r.handle(image.Progress{Kind: image.StageStarted, Stage: hooks.StageConvert})
+	require.Eventually(t, func() bool { return strings.Count(out.String(), "\r[convert]") > 2 }, 5*time.Second, time.Millisecond)
+	r.finish()
+	n := len(out.String())
+	time.Sleep(20 * time.Millisecond)
+	stop()
+	assert.Len(t, out.String(), n, "nothing is drawn after finish")
+	assert.True(t, strings.HasSuffix(out.String(), "\r\x1b[K"))
+}
+
+// syncBuffer is a bytes.Buffer safe for the ticker and the test.
+type syncBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (s *syncBuffer) Write(p []byte) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.Write(p)
+}
+
+func (s *syncBuffer) String() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.String()
+}

@@ -1,0 +1,119 @@
+package main
+
+import (
+	"fmt"
+	"io"
+	"strings"
+	"text/tabwriter"
+
+	"github.com/paczfs/paczfs/hooks"
+	"github.com/paczfs/paczfs/image"
+)
+
+// printSummary writes what a build did: the time per stage with the hooks
+// that ran in it, the total, the files written and the boot environments.
+func printSummary(w io.Writer, res *image.Result) {
+	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
+	fmt.Fprintln(tw, "stage\tseconds\treplaced by / hooks")
+	for _, st := range res.Stages {
+		var notes []string
+		if st.Replaced != "" {
+			notes = append(notes, "replaced by "+st.Replaced)
+		}
+		if len(st.Hooks) > 0 {
+			notes = append(notes, "hooks: "+strings.Join(st.Hooks, ", "))
+		}
+		fmt.Fprintf(tw, "%s\t%.1f\t%s\n", st.Stage, st.Took.Seconds(), strings.Join(notes, "; "))
+	}
+	fmt.Fprintf(tw, "total\t%.1f\t\n", res.Took.Seconds())
+	tw.Flush()
+	fmt.Fprintf(w, "\ndisk: %s\n", res.Disk)
+	for _, o := range res.Outputs {
+		fmt.Fprintf(w, "output (%s): %s\n", o.Format, o.Path)
+	}
+	fmt.Fprintln(w, "boot environments:")
+	for _, e := range res.Environments {
+		fmt.Fprintf(w, "  %s\n", e)
+	}
+	fmt.Fprintf(w, "kernel %s, hostid %s, %d packages\n", res.Kernel, res.HostID, len(res.Packages))
+	for _, m := range res.Warnings {
+		fmt.Fprintf(w, "warning: %s\n", m)
+	}
+}
+
+// printPlan writes what a build would do, from Builder.Plan.
+func printPlan(w io.Writer, s *settings, cfg image.Config, plan *image.BuildPlan, scripts []hooks.Script) {
+	fmt.Fprintf(w, "profile %s\n", cfg.Profile)
+	if cfg.BlockDevice != "" {
+		fmt.Fprintf(w, "target: block device %s (written in place)\n", cfg.BlockDevice)
+	} else {
+		fmt.Fprintf(w, "target: image file %s (%s, sparse)\n", cfg.ImageFile, cfg.Size)
+	}
+	fmt.Fprintln(w, "\npartition table:")
+	fmt.Fprint(w, indent(plan.Disk.String()))
+	fmt.Fprintln(w, "\npool (DISK and ALTROOT are chosen at build time):")
+	fmt.Fprintf(w, "  %s\n", hooks.QuoteArgs(plan.PoolCommand))
+	fmt.Fprintln(w, "\ndatasets:")
+	for _, d := range plan.DatasetCommands {
+		fmt.Fprintf(w, "  %s\n", hooks.QuoteArgs(d))
+	}
+	if p := plan.Packages; p != nil {
+		fmt.Fprintf(w, "\npackages (%d):\n", len(p.Packages))
+		tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
+		fmt.Fprintln(tw, "  name\tversion\trepo\tdownload\tinstalled")
+		for _, q := range p.Packages {
+			fmt.Fprintf(tw, "  %s\t%s\t%s\t%s\t%s\n", q.Name, q.Version, q.Repo, human(q.DownloadSize), human(q.InstalledSize))
+		}
+		tw.Flush()
+		fmt.Fprintf(w, "  total: download %s (what the caches hold counts 0), installed %s\n", human(p.DownloadSize), human(p.InstalledSize))
+	}
+	fmt.Fprintln(w, "\nboot environments:")
+	for _, e := range plan.Environments {
+		fmt.Fprintf(w, "  %s\n", e)
+	}
+	fmt.Fprintln(w, "\noutputs:")
+	if cfg.ImageFile != "" {
+		fmt.Fprintf(w, "  raw %s (the image itself)\n", cfg.ImageFile)
+	}
+	for _, o := range cfg.Outputs {
+		fmt.Fprintf(w, "  %s %s\n", o.Format, o.Path)
+	}
+	if len(scripts) > 0 {
+		fmt.Fprintln(w, "\nhooks:")
+		for _, h := range scripts {
+			where := "on the host"
+			if h.InTarget {
+				where = "in the target"
+			}
+			fmt.Fprintf(w, "  %s-%s: %s (%s)\n", h.Position, h.AtStage, h.Path, where)
+		}
+	}
+	var set []string
+	for _, v := range variables {
+		if from := s.from(v.Name); from != "default" {
+			set = append(set, fmt.Sprintf("  %s from %s", v.Name, from))
+		}
+	}
+	if len(set) > 0 {
+		fmt.Fprintln(w, "\nsettings not from the profile:")
+		fmt.Fprintln(w, strings.Join(set, "\n"))
+	}
+	fmt.Fprintln(w, "\ndry run: nothing was written")
+}
+
+func indent(s string) string {
+	lines := strings.Split(strings.TrimRight(s, "\n"), "\n")
+	return "  " + strings.Join(lines, "\n  ") + "\n"
+}
+
+// printProblems lists a configuration's problems, one per line.
+func printProblems(w io.Writer, ce *image.ConfigError) {
+	fmt.Fprintf(w, "paczfs: invalid configuration, %d problem(s):\n", len(ce.Problems))
+	for _, p := range ce.Problems {
+		line := "  " + p.Field + ": " + p.Problem
+		if p.Fix != "" {
+			line += "; fix: " + p.Fix
+		}
+		fmt.Fprintln(w, line)
+	}
+}

@@ -1,0 +1,69 @@
+package main
+
+// varSpec describes one configuration variable of the original tool (or
+// one paczfs added). The order of variables is the evaluation order: a
+// value can use ${NAME} of any variable listed before it.
+type varSpec struct {
+	Name string
+	// List variables hold several values: NAME=( 'a' 'b' ) in a file,
+	// whitespace-separated words in the environment.
+	List bool
+	// Literal values are taken as written: no ${NAME} expansion.
+	Literal bool
+	// Section, when set, starts a "## section" in the -C output.
+	Section string
+	Help    string
+}
+
+var variables = []varSpec{
+	{Name: "PROFILE", Literal: true, Section: "profile and version",
+		Help: "the defaults to start from: arch (Arch Linux mirrors and archzfs) or lab (the lab repository in $PACZFS_LABREPO); --profile overrides it"},
+	{Name: "CONFIG_VERSION", Help: "the paczfs version the configuration was written for; another version only warns"},
+	{Name: "SUFFIX", Help: "used in file names; the default ${EPOCHSECONDS} is the current Unix time, taken once per run"},
+
+	{Name: "BLOCK_DEV", Section: "target(s)", Help: "a whole disk to write instead of an image file, e.g. /dev/sdb"},
+	{Name: "IMAGE_FILE", Help: "the raw image to build (default ./paczfs-${SUFFIX}.img); with BLOCK_DEV set, a raw copy of the disk to save as well"},
+	{Name: "VDI_FILE", Help: "also write a VirtualBox VDI copy here"},
+	{Name: "QCOW_FILE", Help: "also write a qcow (version 1) copy here"},
+	{Name: "QCOW2_FILE", Help: "also write a compressed qcow2 copy here"},
+	{Name: "VMDK_FILE", Help: "also write a VMware VMDK (stream-optimized) copy here"},
+	{Name: "VHDX_FILE", Help: "also write a Hyper-V VHDX copy here"},
+
+	{Name: "IMAGE_SIZE", Section: "image properties", Help: "size of the sparse image file (K, M, G, T are powers of 1024); unused for BLOCK_DEV"},
+	{Name: "SWAP_SIZE", Help: "size of the swap partition; 0 or empty for none"},
+	{Name: "ESP_SIZE", Help: "size of the EFI system partition"},
+
+	{Name: "CHROOT_PATH", Section: "misc. filesystem info",
+		Help: "work directory holding the build's mount point; empty (the default) = a fresh temporary directory (the original mounted on /mnt)"},
+	{Name: "CACHE_PATH",
+		Help: "package cache directory on this host; empty = the target's own /var/cache/pacman/pkg; host:path = mounted read-only with sshfs for the build"},
+	{Name: "POOL_NAME", Help: "the pool's name on disk"},
+	{Name: "TRUSTED_KEYS", List: true,
+		Help: "keys to trust in the target's keyring: key ids, or public key files (a path with a / or ending in .asc, .gpg, .pgp, .key)"},
+	{Name: "LOCALES", List: true, Help: "locale.gen lines, e.g. ( 'en_US.UTF-8 UTF-8' ); the first one becomes LANG"},
+	{Name: "BASE_PKGS", List: true, Help: "the base layer (snapshot @base)"},
+	{Name: "BASE_EXCLUDE_PKGS", List: true, Help: "packages never installed (pacman IgnorePkg)"},
+	{Name: "BOOTABLE_PKGS", List: true, Help: "kernel, ZFS and boot tools: the bootable layer"},
+	{Name: "WORKSTATION_PKGS", List: true, Help: "the workstation layer and boot environment; empty disables both"},
+
+	{Name: "HOSTNAME", Section: "system", Help: "the target's host name"},
+	{Name: "TIMEZONE", Help: "zoneinfo name, e.g. UTC or Europe/Berlin"},
+	{Name: "KEYMAP", Help: "console keymap, e.g. us or de-latin1; empty = none"},
+	{Name: "ROOT_PASSWORD_HASH", Literal: true,
+		Help: "crypt(3) hash for root (openssl passwd -6), taken literally; empty locks the password"},
+	{Name: "AUTHORIZED_KEYS_FILE", Help: "file of ssh public keys for root, one per line"},
+	{Name: "HOSTID", Help: "the target's hostid, 8 hex digits; empty = a random one"},
+
+	{Name: "HOOKS_DIR", Section: "hooks",
+		Help: "directory of executable hooks named <before|after|replace>-<stage>[.sh]; a .target. part (after-system.target.sh) runs it chrooted in the target"},
+}
+
+// lookupVar returns the spec of a variable, or false.
+func lookupVar(name string) (varSpec, bool) {
+	for _, v := range variables {
+		if v.Name == name {
+			return v, true
+		}
+	}
+	return varSpec{}, false
+}
