@@ -29,13 +29,13 @@
 //	esp          format the ESP (FAT32) without mounting it              prepare-efi-volume
 //	pool         create the pool (temporary name, altroot)               prepare-zfs-pool
 //	datasets     create the dataset layout, mount the root               prepare-directories
-//	pacman       target pacman.conf and mirrorlists, target keyring      prepare-cache, prepare-pacman,
+//	pacman       the target's own keyring (fresh master key)            prepare-cache, prepare-pacman,
 //	                                                                     prepare-pacman-keys, populate-mirrorlist
 //	base         install the base set; snapshot @base (held), the        install-miniroot, snapshot-miniroot
 //	             read-only miniroot clone for systemd-nspawn
 //	bootable     install kernel, ZFS and boot tools                      install-bootable
-//	system       pacman.conf, hostname, timezone, locales, keymap,       set-locale, copy-ssh-keys, prepare-users
-//	             skel, networkd+resolved, root login, ssh keys,
+//	system       pacman.conf+mirrorlists, hostname, timezone, locales,   set-locale, copy-ssh-keys, prepare-users
+//	             keymap, skel, networkd+resolved, root login, ssh keys,
 //	             machine-id, hostid, fstab, units, /etc/paczfs
 //	initramfs    a portable initramfs with ZFS and the hostid, from      prepare-initramfs
 //	             drop-in configuration (no package file is edited)

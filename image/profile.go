@@ -82,7 +82,8 @@ func LabProfile(repo *labrepo.Repo, url string) Config {
 	c := common()
 	c.Profile = ProfileLab
 	c.Size = 4 * disk.GiB
-	c.ESPSize = 256 * disk.MiB
+	// Three environments, each with its own kernel and initramfs.
+	c.ESPSize = 512 * disk.MiB
 	c.SwapSize = 0
 	c.Pacman = repo.PacmanConfig(url)
 	c.Packages = Packages{

@@ -301,12 +301,13 @@ func stageDatasets(ctx context.Context, st *build) error {
 	return nil
 }
 
+// stagePacman makes the target's keyring. The target's pacman.conf and
+// mirrorlists are written by the system stage, after the packages that
+// own those files (pacman, pacman-mirrorlist) are installed: written
+// before, they would be file conflicts. The installs use the build's own
+// configuration, never the target's file.
 func stagePacman(ctx context.Context, st *build) error {
-	root := st.state.Root
-	if err := writePacmanConfig(root, st.cfg.Pacman, ""); err != nil {
-		return err
-	}
-	return st.b.installer.InitKeyring(ctx, root)
+	return st.b.installer.InitKeyring(ctx, st.state.Root)
 }
 
 func writePacmanConfig(root string, cfg pacman.Config, downloadUser string) error {

@@ -34,6 +34,9 @@ type RunOptions struct {
 	// Shares are host directories shared read-only into the VM, by name:
 	// Shares["labrepo"] appears at /shares/labrepo.
 	Shares map[string]string
+	// Writable names the shares the guest may write (results for the
+	// host); the others are read-only.
+	Writable map[string]bool
 	// Keep leaves the run directory (console log, exit status) in place.
 	Keep bool
 	// Timeout bounds the whole VM run (default 30 minutes): a hung guest
@@ -155,7 +158,11 @@ func (l *Lab) Run(ctx context.Context, o RunOptions) (err error) {
 	}
 	var shares strings.Builder
 	for tag := range o.Shares {
-		shares.WriteString(tag + "\n")
+		mode := "ro"
+		if o.Writable[tag] {
+			mode = "rw"
+		}
+		shares.WriteString(tag + " " + mode + "\n")
 	}
 	if err := os.WriteFile(filepath.Join(dir, "shares"), []byte(shares.String()), 0o644); err != nil {
 		return err
@@ -193,7 +200,11 @@ func (l *Lab) Run(ctx context.Context, o RunOptions) (err error) {
 		if err != nil {
 			return err
 		}
-		args = append(args, "-virtfs", "local,path="+abs+",mount_tag="+tag+",security_model=none,readonly=on,id="+tag)
+		ro := ",readonly=on"
+		if o.Writable[tag] {
+			ro = ""
+		}
+		args = append(args, "-virtfs", "local,path="+abs+",mount_tag="+tag+",security_model=none"+ro+",id="+tag)
 	}
 	start := time.Now()
 	_, runErr := r.Run(ctx, hooks.Cmd{Args: args, Stdout: o.Stdout, Stdin: eofReader{}})
@@ -260,39 +271,59 @@ func copyFile(from, to string) error {
 // <last path element>.test. The host's Go toolchain and module cache are
 // bind-mounted in a private mount namespace; nothing is downloaded.
 func (l *Lab) BuildTests(ctx context.Context, src, outDir string, tags string, pkgs []string) (map[string]string, error) {
+	bins := map[string]string{}
+	var script strings.Builder
+	for _, p := range pkgs {
+		name := filepath.Base(p) + ".test"
+		bins[p] = filepath.Join(outDir, name)
+		fmt.Fprintf(&script, "go test -c -tags %s -o /out/%s %s\n", q(tags), name, q(p))
+	}
+	if err := l.buildInLab(ctx, src, outDir, script.String()); err != nil {
+		return nil, fmt.Errorf("lab build tests: %w", err)
+	}
+	return bins, nil
+}
+
+// BuildCommand builds the main package pkg (e.g. ./examples/basic) for
+// the lab, against its libalpm, and returns the binary's path in outDir.
+func (l *Lab) BuildCommand(ctx context.Context, src, outDir, pkg string) (string, error) {
+	name := filepath.Base(pkg)
+	if err := l.buildInLab(ctx, src, outDir, fmt.Sprintf("go build -o /out/%s %s\n", name, q(pkg))); err != nil {
+		return "", fmt.Errorf("lab build %s: %w", pkg, err)
+	}
+	return filepath.Join(outDir, name), nil
+}
+
+// buildInLab runs a go build script in the lab's root filesystem (so cgo
+// links against the lab's libalpm 15), with the host's Go toolchain and
+// module cache bind-mounted: /src is src, /out is outDir.
+func (l *Lab) buildInLab(ctx context.Context, src, outDir, build string) error {
 	if !l.Ready() {
-		return nil, fmt.Errorf("lab not built: run make lab")
+		return fmt.Errorf("lab not built: run make lab")
 	}
 	goroot, err := exec.Command("go", "env", "GOROOT").Output()
 	if err != nil {
-		return nil, fmt.Errorf("lab build tests: go env GOROOT: %w", err)
+		return fmt.Errorf("go env GOROOT: %w", err)
 	}
 	modcache, err := exec.Command("go", "env", "GOMODCACHE").Output()
 	if err != nil {
-		return nil, fmt.Errorf("lab build tests: go env GOMODCACHE: %w", err)
+		return fmt.Errorf("go env GOMODCACHE: %w", err)
 	}
 	// The module cache must hold every dependency: fill it from the host,
 	// where the network is.
 	dl := exec.CommandContext(ctx, "go", "mod", "download")
 	dl.Dir = src
 	if out, err := dl.CombinedOutput(); err != nil {
-		return nil, fmt.Errorf("lab build tests: go mod download: %w: %s", err, out)
+		return fmt.Errorf("go mod download: %w: %s", err, out)
 	}
 	gocache := filepath.Join(l.CacheDir, "gocache-lab")
 	if err := os.MkdirAll(gocache, 0o755); err != nil {
-		return nil, err
+		return err
 	}
 	if err := os.MkdirAll(outDir, 0o755); err != nil {
-		return nil, err
+		return err
 	}
-	bins := map[string]string{}
-	var script strings.Builder
-	script.WriteString("set -e\ncd /src\n")
-	for _, p := range pkgs {
-		name := filepath.Base(p) + ".test"
-		bins[p] = filepath.Join(outDir, name)
-		fmt.Fprintf(&script, "go test -c -tags %s -o /out/%s %s\n", hooks.QuoteArgs([]string{tags}), name, hooks.QuoteArgs([]string{p}))
-	}
+	script := "set -e\ncd /src\n" + build
 	absSrc, _ := filepath.Abs(src)
 	absOut, _ := filepath.Abs(outDir)
 	root := l.rootfs()
@@ -301,11 +332,9 @@ mount -t proc proc "$r/proc"; mount --bind /dev "$r/dev"
 mount --bind %s "$r/src"; mount --bind %s "$r/out"
 mount --bind -o ro %s "$r/usr/local/go"; mount --bind %s "$r/gomodcache"; mount --bind %s "$r/gocache"
 exec chroot "$r" /usr/bin/env -i PATH=/usr/local/go/bin:/usr/bin:/bin HOME=/tmp GOCACHE=/gocache GOMODCACHE=/gomodcache GOPROXY=off GOFLAGS=-buildvcs=false GOTOOLCHAIN=local CGO_ENABLED=1 /bin/sh -c %s`,
-		q(root), q(absSrc), q(absOut), q(strings.TrimSpace(string(goroot))), q(strings.TrimSpace(string(modcache))), q(gocache), q(script.String()))
-	if _, err := l.runner().Run(ctx, hooks.Cmd{Args: []string{"unshare", "--mount", "--propagation", "private", "sh", "-c", mounts}, Stdout: os.Stderr}); err != nil {
-		return nil, fmt.Errorf("lab build tests: %w", err)
-	}
-	return bins, nil
+		q(root), q(absSrc), q(absOut), q(strings.TrimSpace(string(goroot))), q(strings.TrimSpace(string(modcache))), q(gocache), q(script))
+	_, err = l.runner().Run(ctx, hooks.Cmd{Args: []string{"unshare", "--mount", "--propagation", "private", "sh", "-c", mounts}, Stdout: os.Stderr})
+	return err
 }
 
 func q(s string) string { return hooks.QuoteArgs([]string{s}) }

@@ -4,6 +4,7 @@ import (
 	"bufio"
 	"context"
 	"fmt"
+	"log/slog"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -143,4 +144,17 @@ func ZFSRoot(t testing.TB) string {
 	t.Cleanup(func() { exec.Command("zpool", "destroy", "-f", pool).Run() })
 	Run(t, "zfs", "create", "-o", "mountpoint=/", pool+"/root")
 	return alt
+}
+
+// Logger returns a logger that writes to the test log at info level, so a
+// failing lab test shows what the build did.
+func Logger(t testing.TB) *slog.Logger {
+	return slog.New(slog.NewTextHandler(testWriter{t}, &slog.HandlerOptions{Level: slog.LevelInfo}))
+}
+
+type testWriter struct{ t testing.TB }
+
+func (w testWriter) Write(p []byte) (int, error) {
+	w.t.Log(strings.TrimRight(string(p), "\n"))
+	return len(p), nil
 }

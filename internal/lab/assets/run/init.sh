@@ -18,9 +18,13 @@ ln -sf /proc/self/mounts /etc/mtab
 hostname lab
 ip link set lo up 2>/dev/null
 mount -t 9p -o trans=virtio,version=9p2000.L,msize=1048576,cache=loose src /src
-for tag in $(cat /lab/shares 2>/dev/null); do
-	mkdir -p "/shares/$tag" && mount -t 9p -o trans=virtio,version=9p2000.L,msize=1048576,cache=loose,ro "$tag" "/shares/$tag"
-done
+while read -r tag mode; do
+	[ -n "$tag" ] || continue
+	# Writable shares carry results to the host: no client caching.
+	opts=cache=loose,ro
+	[ "$mode" = rw ] && opts=cache=none
+	mkdir -p "/shares/$tag" && mount -t 9p -o trans=virtio,version=9p2000.L,msize=1048576,$opts "$tag" "/shares/$tag"
+done < /lab/shares
 # The scratch disk comes formatted (a copy-on-write overlay of a template
 # made on the host); noinit_itable keeps ext4 from zeroing it in the background.
 [ -b /dev/vdb ] && mount -o noinit_itable /dev/vdb /scratch

@@ -28,7 +28,7 @@ func main() {
 }
 
 func usage(w io.Writer) {
-	fmt.Fprintln(w, "usage: lab build | lab repo | lab run [-keep] [-repo] -- CMD [ARGS...] | lab test [-repo] [-run RE] [-bench RE] PKG...")
+	fmt.Fprintln(w, "usage: lab build | lab repo | lab demo | lab run [-keep] [-repo] -- CMD [ARGS...] | lab test [-repo] [-run RE] [-bench RE] PKG...")
 }
 
 func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
@@ -59,6 +59,8 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 		}
 		fmt.Fprintf(stderr, "lab: built %s in %s\n", l.Dir(), time.Since(start).Round(time.Second))
 		return 0
+	case "demo":
+		return exitCode(fail, demo(ctx, l, src, stdout, stderr))
 	case "repo":
 		start := time.Now()
 		b := &labrepo.Builder{Lab: l, Progress: stderr}
@@ -96,6 +98,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 		verbose := fs.Bool("v", true, "verbose test output")
 		withRepo := fs.Bool("repo", false, "build (or reuse) the lab package repository and share it at /shares/labrepo")
 		bench := fs.String("bench", "", "run benchmarks matching this regexp (and no tests)")
+		outDir := fs.String("out", "", "share this host directory read-write at /shares/out (PACZFS_OUT) for files the tests produce")
 		count := fs.Int("count", 1, "run each test this many times (to chase rare failures)")
 		timeout := fs.Duration("timeout", 20*time.Minute, "per-package test binary timeout; a minute before it, the guest's process tree and kernel stacks are printed")
 		if err := fs.Parse(args[1:]); err != nil {
@@ -114,6 +117,19 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 			if shares, _, err = shareRepo(ctx, l, stderr); err != nil {
 				return fail(err)
 			}
+		}
+		if *outDir != "" {
+			abs, err := filepath.Abs(*outDir)
+			if err == nil {
+				err = os.MkdirAll(abs, 0o755)
+			}
+			if err != nil {
+				return fail(err)
+			}
+			if shares == nil {
+				shares = map[string]string{}
+			}
+			shares["out"] = abs
 		}
 		if *bench != "" {
 			*runRE = "^$"
@@ -224,8 +240,11 @@ func labTest(ctx context.Context, l *lab.Lab, src string, pkgs []string, o testO
 	if _, ok := o.shares["labrepo"]; ok {
 		env = append(env, "PACZFS_LABREPO=/shares/labrepo")
 	}
+	if _, ok := o.shares["out"]; ok {
+		env = append(env, "PACZFS_OUT=/shares/out")
+	}
 	err = l.Run(ctx, lab.RunOptions{Args: []string{"/bin/sh", "/lab/tests.sh"}, Src: src, Stdout: counter, Files: files,
-		Env: env, Shares: o.shares})
+		Env: env, Shares: o.shares, Writable: map[string]bool{"out": true}})
 	counter.flush()
 	fmt.Fprintf(stdout, "lab tests took %s\n", time.Since(start).Round(time.Second))
 	// The last line is the plain summary CI reads.

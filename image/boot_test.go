@@ -1,0 +1,124 @@
+//go:build boot
+
+package image_test
+
+// Boot tests run on the build host, after the lab built the images
+// (TestLabBuildBootableImage, with `lab test -out DIR`): qemu boots each
+// output under OVMF and the test-only report unit in the image says, on
+// the serial console, what it found. PACZFS_BOOT_IMAGES names DIR.
+
+import (
+	"context"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"regexp"
+	"strings"
+	"testing"
+
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+
+	"github.com/paczfs/paczfs/disk"
+	"github.com/paczfs/paczfs/internal/ovmf"
+)
+
+func bootImages(t *testing.T) string {
+	dir := os.Getenv("PACZFS_BOOT_IMAGES")
+	if dir == "" {
+		if os.Getenv("CI") != "" || os.Getenv("PACZFS_REQUIRE_LAB") != "" {
+			t.Fatal("PACZFS_BOOT_IMAGES is not set: make test builds the images in the lab first")
+		}
+		t.Skip("PACZFS_BOOT_IMAGES is not set: run `make test` (it builds the images in the lab, then boots them)")
+	}
+	return dir
+}
+
+// report parses the PACZFS-REPORT lines of a transcript.
+func report(t *testing.T, transcript string) map[string]string {
+	m := map[string]string{}
+	for _, line := range strings.Split(transcript, "\n") {
+		line = strings.TrimRight(line, "\r")
+		i := strings.Index(line, "PACZFS-REPORT ")
+		if i < 0 {
+			continue
+		}
+		rest := line[i+len("PACZFS-REPORT "):]
+		if strings.HasPrefix(rest, "mount ") {
+			k, v, _ := strings.Cut(strings.TrimPrefix(rest, "mount "), "=")
+			m["mount "+k] = v
+			continue
+		}
+		for _, f := range regexp.MustCompile(`(\w+)=(\S*)`).FindAllStringSubmatch(rest, -1) {
+			m[f[1]] = f[2]
+		}
+		if k, v, ok := strings.Cut(rest, "="); ok && (k == "failed" || k == "cmdline" || k == "pools") {
+			m[k] = strings.TrimSpace(v)
+		}
+	}
+	require.Contains(t, transcript, "PACZFS-REPORT-END", "the report unit did not finish; console:\n%s", tail(transcript, 80))
+	return m
+}
+
+func tail(s string, lines int) string {
+	l := strings.Split(s, "\n")
+	if len(l) > lines {
+		l = l[len(l)-lines:]
+	}
+	return strings.Join(l, "\n")
+}
+
+func boot(t *testing.T, image, format string) map[string]string {
+	console, err := os.Create(filepath.Join(filepath.Dir(image), filepath.Base(image)+".console.log"))
+	require.NoError(t, err)
+	defer console.Close()
+	transcript, err := ovmf.Boot(context.Background(), ovmf.Options{Image: image, Format: format, Console: console})
+	require.NoError(t, err, "console:\n%s", tail(transcript, 80))
+	assert.Contains(t, transcript, "login:", "a getty reached the login prompt")
+	return report(t, transcript)
+}
+
+func checkBooted(t *testing.T, r map[string]string, env string) {
+	assert.Equal(t, "labpool/system/"+env, r["root"])
+	assert.Equal(t, "zfs", r["fstype"])
+	assert.Equal(t, "labpool:ONLINE", strings.TrimSuffix(r["pools"], ":"))
+	for m, ds := range map[string]string{"/home": "data/home", "/root": "data/root", "/srv": "data/srv",
+		"/var/lib/machines": "data/machines", "/var/lib/postgres": "data/postgres", "/var/lib/machines/miniroot": "data/machines/miniroot"} {
+		assert.Equal(t, "labpool/"+ds+",zfs", r["mount "+m], m)
+	}
+	assert.True(t, strings.HasSuffix(r["mount /efi"], ",vfat"), "ESP at /efi: %q", r["mount /efi"])
+	assert.Equal(t, "", r["failed"], "failed units")
+	assert.Equal(t, "running", r["state"])
+	assert.Equal(t, "ran", r["shellhook"])
+	assert.Equal(t, "33", r["machineid"], "machine-id generated at first boot")
+	assert.Contains(t, r["cmdline"], "root=ZFS=labpool/system/"+env)
+}
+
+func TestBootLabImageUnderOVMF(t *testing.T) {
+	dir := bootImages(t)
+	for _, f := range []struct{ file, format string }{{"lab.raw", "raw"}, {"lab.qcow2", "qcow2"}, {"lab.vdi", "vdi"}} {
+		t.Run(f.format, func(t *testing.T) {
+			t.Parallel()
+			checkBooted(t, boot(t, filepath.Join(dir, f.file), f.format), "default")
+		})
+	}
+	// The bootable environment: a copy of the raw image whose loader.conf
+	// defaults to its entry, written without mounting the ESP.
+	t.Run("bootable-environment", func(t *testing.T) {
+		t.Parallel()
+		img := filepath.Join(dir, "lab-bootable.raw")
+		out, err := exec.Command("cp", "--sparse=always", filepath.Join(dir, "lab.raw"), img).CombinedOutput()
+		require.NoError(t, err, "%s", out)
+		t.Cleanup(func() { os.Remove(img) })
+		plan, err := disk.ReadGPT(img)
+		require.NoError(t, err)
+		esp, err := disk.OpenESP(img, plan)
+		require.NoError(t, err)
+		loader, err := esp.ReadFile("/loader/loader.conf")
+		require.NoError(t, err)
+		conf := strings.Replace(string(loader), "default paczfs-default.conf", "default paczfs-bootable.conf", 1)
+		require.NoError(t, esp.WriteFile("/loader/loader.conf", strings.NewReader(conf)))
+		require.NoError(t, esp.Close())
+		checkBooted(t, boot(t, img, "raw"), "bootable")
+	})
+}

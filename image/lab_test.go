@@ -1,0 +1,451 @@
+//go:build lab
+
+package image_test
+
+import (
+	"context"
+	"fmt"
+	"net/http"
+	"net/http/httptest"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+
+	"github.com/paczfs/paczfs/disk"
+	"github.com/paczfs/paczfs/hooks"
+	"github.com/paczfs/paczfs/image"
+	"github.com/paczfs/paczfs/internal/labrepo"
+	"github.com/paczfs/paczfs/internal/labtest"
+)
+
+// labProfile returns the lab profile with the lab repository served over
+// HTTP on the VM's loopback, and a package cache shared by the tests.
+func labProfile(t *testing.T) image.Config {
+	dir, _ := labtest.LabRepo(t)
+	repo, err := labrepo.Open(filepath.Dir(dir))
+	require.NoError(t, err)
+	srv := httptest.NewServer(http.FileServer(http.Dir(repo.Dir)))
+	t.Cleanup(srv.Close)
+	cfg := image.LabProfile(repo, srv.URL)
+	cfg.Pacman.CacheDirs = []string{packageCache(t)}
+	return cfg
+}
+
+var cacheDir string
+
+// packageCache is one cache for every build in this test binary: the
+// first build downloads, later ones reuse.
+func packageCache(t *testing.T) string {
+	if cacheDir == "" {
+		cacheDir = filepath.Join(os.TempDir(), "paczfs-image-test-cache")
+		require.NoError(t, os.MkdirAll(cacheDir, 0o755))
+	}
+	return cacheDir
+}
+
+// outDir is where images for the host's boot tests go: the share given
+// by `lab test -out` (PACZFS_OUT), or a temporary directory.
+func outDir(t *testing.T) string {
+	if d := os.Getenv("PACZFS_OUT"); d != "" {
+		return d
+	}
+	return t.TempDir()
+}
+
+// reportUnit is the test-only unit the boot tests read: once the system
+// has started it prints, on the serial console, what / is, the pool's
+// health, the data mounts and failed units, then powers off. Type=simple,
+// so its own start job does not hold up the boot it waits for.
+const reportScript = `#!/bin/sh
+state=$(systemctl is-system-running --wait)
+r() { echo "PACZFS-REPORT $*"; }
+r "root=$(findmnt -n -o SOURCE /) fstype=$(findmnt -n -o FSTYPE /)"
+r "pools=$(zpool list -H -o name,health | tr '\t\n' ': ')"
+for m in /home /root /srv /var/lib/machines /var/lib/postgres /var/lib/machines/miniroot /efi; do
+	r "mount $m=$(findmnt -n -o SOURCE,FSTYPE $m | tr -s ' ' ,)"
+done
+r "failed=$(systemctl --failed --no-legend --plain | awk '{print $1}' | tr '\n' ' ')"
+r "state=$state"
+r "shellhook=$(cat /etc/paczfs-shell-hook 2>/dev/null)"
+r "hostid=$(hostid) machineid=$(wc -c < /etc/machine-id)"
+r "cmdline=$(cat /proc/cmdline)"
+echo PACZFS-REPORT-END
+sleep 1
+systemctl poweroff
+`
+
+const reportUnit = `[Unit]
+Description=paczfs boot test report
+After=getty.target
+
+[Service]
+Type=simple
+ExecStart=/usr/local/sbin/paczfs-boot-report
+StandardOutput=tty
+TTYPath=/dev/ttyS0
+
+[Install]
+WantedBy=multi-user.target
+`
+
+// installReport is a Go hook: it writes the report unit into the target
+// and enables it.
+func installReport(ctx context.Context, s *hooks.State) error {
+	if err := os.WriteFile(filepath.Join(s.Root, "usr/local/sbin/paczfs-boot-report"), []byte(reportScript), 0o755); err != nil {
+		return err
+	}
+	if err := os.WriteFile(filepath.Join(s.Root, "etc/systemd/system/paczfs-boot-report.service"), []byte(reportUnit), 0o644); err != nil {
+		return err
+	}
+	_, err := s.Runner.Run(ctx, hooks.Cmd{Args: s.Chroot("systemctl", "enable", "paczfs-boot-report.service")})
+	return err
+}
+
+// shellHook writes a marker in the target, from inside it (chrooted).
+const shellHook = `#!/bin/sh
+set -e
+[ "$PACZFS_ROOT" = / ] && [ "$PACZFS_STAGE" = system ] && [ "$PACZFS_WHEN" = after ]
+echo "ran in $PACZFS_STAGE on $PACZFS_POOL_NAME" > /etc/paczfs-shell-hook
+`
+
+func TestLabBuildBootableImage(t *testing.T) {
+	labtest.Require(t)
+	cfg := labProfile(t)
+	out := outDir(t)
+	work := t.TempDir()
+	cfg.ImageFile = filepath.Join(work, "lab.img")
+	cfg.PoolName = "labpool"
+	cfg.Outputs = []image.Output{
+		{Format: image.Raw, Path: filepath.Join(out, "lab.raw")},
+		{Format: image.QCOW2, Path: filepath.Join(out, "lab.qcow2")},
+		{Format: image.VDI, Path: filepath.Join(out, "lab.vdi")},
+	}
+	for _, o := range cfg.Outputs {
+		os.Remove(o.Path)
+	}
+	script := filepath.Join(work, "after-system.sh")
+	require.NoError(t, os.WriteFile(script, []byte(shellHook), 0o755))
+	var order []string
+	trace := func(name string, stage hooks.Stage, when hooks.When) hooks.Hook {
+		return hooks.Func(name, stage, when, func(ctx context.Context, s *hooks.State) error {
+			order = append(order, name)
+			return nil
+		})
+	}
+	var events int
+	b, err := image.New(cfg, image.WithLogger(labtest.Logger(t)), image.WithHooks(
+		hooks.Func("install-report", hooks.StageSystem, hooks.After, installReport),
+		hooks.Script{Path: script, AtStage: hooks.StageSystem, Position: hooks.After, InTarget: true},
+		trace("before-base", hooks.StageBase, hooks.Before),
+		trace("after-finalize", hooks.StageFinalize, hooks.After),
+	), image.WithProgress(func(p image.Progress) {
+		if p.Kind == image.PackageEvent {
+			events++
+		} else {
+			t.Logf("progress: %s %s %s %s", p.Kind, p.Stage, p.Message, p.Took.Round(time.Millisecond))
+		}
+	}))
+	require.NoError(t, err)
+	start := time.Now()
+	res, err := b.Build(context.Background())
+	require.NoError(t, err)
+	t.Logf("built in %s", time.Since(start).Round(time.Second))
+	for _, s := range res.Stages {
+		t.Logf("stage %-12s %6.1fs %v", s.Stage, s.Took.Seconds(), s.Hooks)
+	}
+	assert.Equal(t, []string{"before-base", "after-finalize"}, order)
+	assert.Greater(t, events, 100, "package progress events")
+	assert.Len(t, res.Stages, len(hooks.Stages))
+	assert.Equal(t, []string{"labpool/system/default", "labpool/system/bootable", "labpool/system/workstation"}, res.Environments)
+	assert.NotEmpty(t, res.Kernel)
+	labtest.AssertClean(t, cfg.ImageFile, "labpool", "")
+	for _, o := range res.Outputs {
+		fi, err := os.Stat(o.Path)
+		require.NoError(t, err, o.Path)
+		t.Logf("output %s: %d bytes", o.Path, fi.Size())
+	}
+	var fst syscall.Stat_t
+	require.NoError(t, syscall.Stat(cfg.ImageFile, &fst))
+	allocated := fst.Blocks * 512
+	t.Logf("image %s: %d bytes allocated of %d", cfg.ImageFile, allocated, cfg.Size)
+
+	checkImage(t, cfg, res)
+}
+
+// checkImage imports the finished image read-only and checks what the
+// build left in it: datasets, layer snapshots with holds, clones, the
+// miniroot, bootfs, the ESP's files, and the system files.
+func checkImage(t *testing.T, cfg image.Config, res *image.Result) {
+	plan, err := disk.ReadGPT(cfg.ImageFile)
+	require.NoError(t, err)
+	loop := labtest.Attach(t, cfg.ImageFile, plan)
+	_ = loop
+	alt := t.TempDir()
+	tmp := labtest.Name("check")
+	labtest.Run(t, "zpool", "import", "-d", "/dev", "-o", "readonly=on", "-N", "-R", alt, "-t", cfg.PoolName, tmp)
+	t.Cleanup(func() { exec.Command("zpool", "export", tmp).Run() })
+	list := labtest.Run(t, "zfs", "list", "-H", "-t", "all", "-o", "name,origin,readonly,canmount,mountpoint", "-r", tmp)
+	for _, want := range []string{
+		tmp + "/system/default\t-\toff\tnoauto\t/",
+		tmp + "/system/default@base",
+		tmp + "/system/default@bootable",
+		tmp + "/system/default@workstation",
+		tmp + "/system/default@installed",
+		tmp + "/system/bootable\t" + tmp + "/system/default@bootable\toff\tnoauto\t/",
+		tmp + "/system/workstation\t" + tmp + "/system/default@workstation\toff\tnoauto\t/",
+		tmp + "/data/machines/miniroot\t" + tmp + "/system/default@base\ton\t",
+		tmp + "/data/home\t-\toff\ton\t/home",
+	} {
+		assert.Contains(t, list, want)
+	}
+	for _, snap := range []string{"base", "bootable", "workstation", "installed"} {
+		holds := labtest.Run(t, "zfs", "holds", "-H", tmp+"/system/default@"+snap)
+		assert.Contains(t, holds, "paczfs", "hold on @%s", snap)
+	}
+	assert.Equal(t, tmp+"/system/default", strings.TrimSpace(labtest.Run(t, "zpool", "get", "-H", "-o", "value", "bootfs", tmp)))
+
+	esp, err := disk.OpenESP(cfg.ImageFile, plan)
+	require.NoError(t, err)
+	defer esp.Close()
+	loader, err := esp.ReadFile("/loader/loader.conf")
+	require.NoError(t, err)
+	assert.Contains(t, string(loader), "default paczfs-default.conf")
+	for _, be := range []string{"default", "bootable", "workstation"} {
+		entry, err := esp.ReadFile("/loader/entries/paczfs-" + be + ".conf")
+		require.NoError(t, err, be)
+		assert.Contains(t, string(entry), "root=ZFS="+cfg.PoolName+"/system/"+be+" ")
+		assert.Contains(t, string(entry), "linux   /env/"+be+"/vmlinuz-"+res.Kernel+"\n")
+		_, err = esp.ReadFile("/env/" + be + "/vmlinuz-" + res.Kernel)
+		assert.NoError(t, err)
+	}
+	for _, p := range []string{"/EFI/BOOT/BOOTX64.EFI", "/EFI/systemd/systemd-bootx64.efi"} {
+		data, err := esp.ReadFile(p)
+		require.NoError(t, err, p)
+		assert.Greater(t, len(data), 50_000, p)
+	}
+
+	// The root's files: mount the default environment read-only.
+	mnt := t.TempDir()
+	labtest.Run(t, "mount", "-t", "zfs", "-o", "ro,zfsutil", tmp+"/system/default", mnt)
+	t.Cleanup(func() { exec.Command("umount", mnt).Run() })
+	read := func(name string) string {
+		data, err := os.ReadFile(filepath.Join(mnt, name))
+		require.NoError(t, err, name)
+		return string(data)
+	}
+	assert.Equal(t, "paczfs\n", read("etc/hostname"))
+	assert.Equal(t, "", read("etc/machine-id"))
+	assert.Contains(t, read("etc/fstab"), " /efi vfat ")
+	assert.Contains(t, read("etc/locale.gen"), "en_US.UTF-8 UTF-8")
+	assert.Contains(t, read("etc/pacman.conf"), "["+labrepo.RepoName+"]")
+	assert.NotContains(t, read("etc/pacman.conf"), "/tmp/")
+	assert.Equal(t, image.Version+"\n", read("etc/paczfs/version"))
+	assert.Contains(t, read("etc/paczfs/packages.txt"), "tmux ")
+	assert.Contains(t, read("etc/paczfs/config.json"), `"pool_name": "labpool"`)
+	assert.Contains(t, read("etc/paczfs-shell-hook"), "ran in system on labpool")
+	hostid := read("etc/hostid")
+	assert.Len(t, hostid, 4)
+	assert.Equal(t, res.HostID, fmt.Sprintf("%02x%02x%02x%02x", hostid[3], hostid[2], hostid[1], hostid[0]))
+	link, err := os.Readlink(filepath.Join(mnt, "etc/localtime"))
+	require.NoError(t, err)
+	assert.Equal(t, "../usr/share/zoneinfo/UTC", link)
+	// The initramfs carries the hostid: Debian's zfs hook copies it.
+	lsinit := labtest.Run(t, "lsinitramfs", filepath.Join(mnt, "boot/initrd.img-"+res.Kernel))
+	assert.Contains(t, lsinit, "etc/hostid")
+	assert.Contains(t, lsinit, "zfs.ko")
+	shadow := read("etc/shadow")
+	assert.True(t, strings.HasPrefix(shadow, "root:!*:"), "root locked without a password or key")
+}
+
+// smallProfile is the lab profile cut down to what each stage needs to
+// run for real, quickly: a few packages, no network units, and a "kernel"
+// and initramfs command that are data like any profile's (the boot
+// tests use the real ones).
+func smallProfile(t *testing.T) image.Config {
+	cfg := labProfile(t)
+	cfg.Packages.Base = []string{"filesystem", "base-files", "base-passwd", "dash", "coreutils", "libc-bin", "locales"}
+	cfg.Packages.Bootable = []string{"systemd-boot-efi"}
+	cfg.Packages.Workstation = []string{"less"}
+	cfg.System.Network = false
+	cfg.System.Units = nil
+	cfg.Boot.Kernel = "/usr/lib/systemd/boot/efi/{kver}.efi"
+	cfg.Boot.Initrd = "/boot/initrd-{kver}"
+	cfg.Boot.InitramfsCommand = []string{"/bin/sh", "-c", "echo initramfs for {kver} > {initrd}"}
+	cfg.Size = 1 * disk.GiB
+	cfg.ESPSize = 64 * disk.MiB
+	return cfg
+}
+
+// TestLabFailureAtEachStageLeavesHostClean injects a failure at every
+// stage (a hook that fails before it) and checks that nothing is left:
+// no loop device, mount, imported pool, gpg-agent or other process, and
+// no partial output.
+func TestLabFailureAtEachStageLeavesHostClean(t *testing.T) {
+	labtest.Require(t)
+	base := smallProfile(t)
+	for _, stage := range hooks.Stages {
+		t.Run(string(stage), func(t *testing.T) {
+			cfg := base.Clone()
+			dir := t.TempDir()
+			cfg.ImageFile = filepath.Join(dir, "fail.img")
+			cfg.WorkDir = filepath.Join(dir, "work")
+			cfg.PoolName = "failpool"
+			cfg.Outputs = []image.Output{{Format: image.QCOW2, Path: filepath.Join(dir, "fail.qcow2")}}
+			var pool string
+			fail := hooks.Func("inject", stage, hooks.Before, func(ctx context.Context, s *hooks.State) error {
+				pool = s.Pool
+				return fmt.Errorf("injected at %s", stage)
+			})
+			before := processes(t)
+			b, err := image.New(cfg, image.WithHooks(fail))
+			require.NoError(t, err)
+			_, err = b.Build(context.Background())
+			var se *image.StageError
+			require.ErrorAs(t, err, &se)
+			assert.Equal(t, stage, se.Stage)
+			assert.Equal(t, "inject", se.Hook)
+			assert.NotContains(t, err.Error(), "cleanup", "cleanup must succeed")
+			for _, f := range []string{cfg.ImageFile, cfg.Outputs[0].Path, cfg.WorkDir} {
+				_, statErr := os.Stat(f)
+				assert.ErrorIs(t, statErr, os.ErrNotExist, "%s left behind", f)
+			}
+			labtest.AssertClean(t, cfg.ImageFile, pool, dir)
+			if loops, _ := disk.AttachedLoops(cfg.ImageFile); len(loops) > 0 {
+				t.Errorf("loop devices left: %v", loops)
+			}
+			assert.Empty(t, newProcesses(before, processes(t)), "processes left running")
+		})
+	}
+}
+
+// processes lists the command lines of running processes by pid.
+func processes(t *testing.T) map[string]string {
+	m := map[string]string{}
+	ents, err := os.ReadDir("/proc")
+	require.NoError(t, err)
+	for _, e := range ents {
+		if e.Name()[0] < '0' || e.Name()[0] > '9' {
+			continue
+		}
+		cmd, err := os.ReadFile(filepath.Join("/proc", e.Name(), "cmdline"))
+		if err == nil && len(cmd) > 0 {
+			m[e.Name()] = strings.ReplaceAll(string(cmd), "\x00", " ")
+		}
+	}
+	return m
+}
+
+func newProcesses(before, after map[string]string) []string {
+	var out []string
+	for pid, cmd := range after {
+		if _, ok := before[pid]; !ok && !strings.Contains(cmd, "/proc/") {
+			// The test's own short-lived helpers (ps, zpool) are gone by now.
+			out = append(out, pid+" "+cmd)
+		}
+	}
+	return out
+}
+
+// A block device that holds data, or is mounted, is refused in the
+// checks stage, before anything is written; the device is unchanged.
+func TestLabBlockDeviceInUseOrNotEmptyIsRefusedBeforeWriting(t *testing.T) {
+	labtest.Require(t)
+	dir := t.TempDir()
+	backing := filepath.Join(dir, "disk.img")
+	labtest.Run(t, "truncate", "-s", "2G", backing)
+	labtest.Run(t, "mkfs.ext4", "-q", "-L", "precious", backing)
+	loop, err := disk.Attach(context.Background(), backing, disk.LoopOptions{})
+	require.NoError(t, err)
+	t.Cleanup(func() { _ = loop.Detach(context.Background(), 10*time.Second) })
+	sum := func() string { return labtest.Run(t, "sha256sum", backing) }
+	orig := sum()
+
+	cfg := smallProfile(t)
+	cfg.BlockDevice = loop.Path
+	cfg.Size = 0
+	b, err := image.New(cfg)
+	require.NoError(t, err)
+	_, err = b.Build(context.Background())
+	var se *image.StageError
+	require.ErrorAs(t, err, &se)
+	assert.Equal(t, hooks.StageChecks, se.Stage)
+	assert.ErrorIs(t, err, disk.ErrNotEmpty)
+	assert.Contains(t, err.Error(), "block_device")
+	assert.Equal(t, orig, sum(), "the device was not written")
+
+	mnt := t.TempDir()
+	labtest.Run(t, "mount", loop.Path, mnt)
+	t.Cleanup(func() { exec.Command("umount", mnt).Run() })
+	cfg.Overwrite = true // even with overwrite allowed: it is in use
+	b, err = image.New(cfg)
+	require.NoError(t, err)
+	_, err = b.Build(context.Background())
+	require.ErrorAs(t, err, &se)
+	assert.Equal(t, hooks.StageChecks, se.Stage)
+	assert.Contains(t, err.Error(), "mounted")
+	labtest.Run(t, "umount", mnt)
+	assert.Equal(t, orig, sum(), "the device was not written")
+}
+
+// Unknown packages and missing dependencies fail in the checks stage,
+// before the target exists.
+func TestLabUnknownPackageFailsBeforeWriting(t *testing.T) {
+	labtest.Require(t)
+	cfg := smallProfile(t)
+	cfg.ImageFile = filepath.Join(t.TempDir(), "x.img")
+	cfg.Packages.Workstation = append(cfg.Packages.Workstation, "no-such-package", labrepo.Broken)
+	b, err := image.New(cfg)
+	require.NoError(t, err)
+	_, err = b.Build(context.Background())
+	var se *image.StageError
+	require.ErrorAs(t, err, &se)
+	assert.Equal(t, hooks.StageChecks, se.Stage)
+	assert.Contains(t, err.Error(), "no-such-package")
+	_, statErr := os.Stat(cfg.ImageFile)
+	assert.ErrorIs(t, statErr, os.ErrNotExist)
+}
+
+// BenchmarkLabBuildImage builds the lab-profile image (cold package cache)
+// and prints each stage's seconds, the total, the image's allocated bytes
+// and the compressed QCOW2's size. It asserts nothing about speed.
+func BenchmarkLabBuildImage(b *testing.B) {
+	labtest.Require(b)
+	for i := 0; i < b.N; i++ {
+		dir := b.TempDir()
+		dirRepo, _ := labtest.LabRepo(b)
+		repo, err := labrepo.Open(filepath.Dir(dirRepo))
+		require.NoError(b, err)
+		srv := httptest.NewServer(http.FileServer(http.Dir(repo.Dir)))
+		defer srv.Close()
+		cfg := image.LabProfile(repo, srv.URL)
+		cfg.Pacman.CacheDirs = []string{filepath.Join(dir, "cache")}
+		require.NoError(b, os.MkdirAll(cfg.Pacman.CacheDirs[0], 0o755))
+		cfg.ImageFile = filepath.Join(dir, "bench.img")
+		cfg.Outputs = []image.Output{{Format: image.QCOW2, Path: filepath.Join(dir, "bench.qcow2")}}
+		builder, err := image.New(cfg)
+		require.NoError(b, err)
+		res, err := builder.Build(context.Background())
+		require.NoError(b, err)
+		var st syscall.Stat_t
+		require.NoError(b, syscall.Stat(cfg.ImageFile, &st))
+		q, err := os.Stat(cfg.Outputs[0].Path)
+		require.NoError(b, err)
+		fmt.Printf("image build (lab profile, %d packages, cold cache):\n", len(res.Packages))
+		for _, s := range res.Stages {
+			fmt.Printf("  %-12s %7.1f s\n", s.Stage, s.Took.Seconds())
+		}
+		fmt.Printf("  %-12s %7.1f s\n", "total", res.Took.Seconds())
+		fmt.Printf("  image: %d bytes allocated (%.0f MiB) of %d\n", st.Blocks*512, float64(st.Blocks*512)/(1<<20), cfg.Size)
+		fmt.Printf("  qcow2: %d bytes (%.0f MiB)\n", q.Size(), float64(q.Size())/(1<<20))
+		b.ReportMetric(res.Took.Seconds(), "s/build")
+		b.ReportMetric(float64(st.Blocks*512), "allocated-bytes")
+		b.ReportMetric(float64(q.Size()), "qcow2-bytes")
+	}
+}

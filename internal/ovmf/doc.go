@@ -1,0 +1,5 @@
+// Package ovmf boots disk images under OVMF (UEFI firmware for qemu) and
+// returns their serial console, for paczfs's boot tests and `make demo`.
+// The firmware's variable store is copied per boot, and the image is
+// attached in snapshot mode, so a boot never changes either.
+package ovmf
