@@ -171,15 +171,39 @@ type testOptions struct {
 // hangDump prints what every guest process is waiting on: the Go test
 // binary's own timeout only shows goroutines, not the children libalpm or
 // gpgme forked, nor where in the kernel they sleep.
-const hangDump = `hang_dump() {
+const hangDump = `stack_scan() {
+	p=$1
+	set -- $(cat /proc/$p/syscall 2>/dev/null)
+	[ $# -ge 9 ] || return 0
+	echo "  user stack of $p (syscall $1, futex $2, sp $8, pc $9): return-address candidates"
+	awk -v a="$2" 'function hex(s,  i, v) { s = tolower(s); sub(/^0x/, "", s); v = 0
+		for (i = 1; i <= length(s); i++) v = v * 16 + index("0123456789abcdef", substr(s, i, 1)) - 1; return v }
+		{ split($1, r, "-"); if (hex(a) >= hex(r[1]) && hex(a) < hex(r[2])) print "  futex word in mapping: " $0 }' /proc/$p/maps
+	{ echo "$9"; dd if=/proc/$p/mem bs=4096 iflag=skip_bytes,count_bytes skip=$(($8)) count=16384 2>/dev/null | od -A n -t x8 -v | tr -s ' ' '\n' | grep .; } |
+	awk -v maps=/proc/$p/maps 'function hex(s,  i, v) { s = tolower(s); sub(/^0x/, "", s); v = 0
+		for (i = 1; i <= length(s); i++) v = v * 16 + index("0123456789abcdef", substr(s, i, 1)) - 1; return v }
+	BEGIN { while ((getline l < maps) > 0) { split(l, f, " "); if (f[2] !~ /x/) continue
+		split(f[1], r, "-"); n++; S[n] = hex(r[1]); E[n] = hex(r[2]); O[n] = hex(f[3]); P[n] = f[6] } }
+	{ a = hex($1); for (i = 1; i <= n; i++) if (a >= S[i] && a < E[i]) { print P[i], a - S[i] + O[i], $1; break } }' |
+	head -40 | while read -r file off addr; do
+		sym=$(nm -D --defined-only "$file" 2>/dev/null | awk -v off="$off" 'function hex(s,  i, v) { s = tolower(s); v = 0
+			for (i = 1; i <= length(s); i++) v = v * 16 + index("0123456789abcdef", substr(s, i, 1)) - 1; return v }
+			$2 ~ /^[TtWw]$/ { v = hex($1); if (v <= off && v > best) { best = v; name = $3 } } END { if (name != "") printf "%s+%d", name, off - best }')
+		[ -n "$sym" ] || sym=$(addr2line -f -e "$file" "0x$addr" 2>/dev/null | head -1)
+		echo "    $addr ${file##*/}+$off $sym"
+	done
+}
+hang_dump() {
 	echo "=== lab: process tree at $(date +%T) (test binary about to time out)"
-	ps -eo pid,ppid,stat,wchan:28,etime,args --forest
+	ps -eo pid,ppid,stat,wchan:28,etime,args --forest | grep -v ' \\_ \[\| \[' 
 	for p in /proc/[0-9]*; do
 		[ -r "$p/stack" ] || continue
-		st=$(cat "$p/stack" 2>/dev/null) || continue
-		echo "--- pid ${p#/proc/} $(tr '\0' ' ' < "$p/cmdline" 2>/dev/null | cut -c1-120)"
-		echo "$st" | head -12
-		for fd in "$p"/fd/*; do printf '  %s -> %s\n' "${fd##*/}" "$(readlink "$fd")"; done 2>/dev/null | head -20
+		cmd=$(tr '\0' ' ' < "$p/cmdline" 2>/dev/null | cut -c1-120)
+		[ -n "$cmd" ] || continue
+		echo "--- pid ${p#/proc/} $cmd"
+		cat "$p/stack" 2>/dev/null | head -12
+		for fd in "$p"/fd/*; do printf '  %s -> %s\n' "${fd##*/}" "$(readlink "$fd")"; done 2>/dev/null | head -24
+		case "$(cat "$p/wchan" 2>/dev/null)" in *futex*) stack_scan "${p#/proc/}" ;; esac
 	done
 	echo "=== lab: end of process dump"
 }
