@@ -190,6 +190,8 @@ func (h Script) Run(ctx context.Context, s *State) error {
 			env[i] = "PACZFS_ROOT=/"
 		}
 	}
-	_, err = s.Runner.Run(ctx, Cmd{Args: s.Chroot("/var/tmp/paczfs-hook/hook"), Env: env})
+	// The chroot starts from a clean environment: pass ours explicitly.
+	argv := append(append([]string{"/usr/bin/env"}, env...), "/var/tmp/paczfs-hook/hook")
+	_, err = s.Runner.Run(ctx, Cmd{Args: s.Chroot(argv...)})
 	return err
 }

@@ -107,6 +107,9 @@ type System struct {
 	// Units are enabled in the target after the packages are in
 	// (sshd.service, zfs.target...); missing unit files are an error.
 	Units []string `json:"units,omitempty"`
+	// Files are written into the target as they are (path: content), after
+	// the packages: drop-ins and small fixes a profile needs.
+	Files map[string]string `json:"files,omitempty"`
 	// SerialConsole adds console=ttyS0 to the kernel command line and a
 	// getty there (VMs, the lab).
 	SerialConsole bool `json:"serial_console,omitempty"`
@@ -331,6 +334,11 @@ func (c *Config) validate() problems {
 	if s.HostID != "" {
 		if b, err := hex.DecodeString(s.HostID); err != nil || len(b) != 4 || s.HostID == "00000000" {
 			p.add("system.hostid", "use 8 hex digits, not all zero, or leave empty for a random one", "%q", s.HostID)
+		}
+	}
+	for name := range s.Files {
+		if !strings.HasPrefix(name, "/") || strings.Contains(name, "..") || strings.HasSuffix(name, "/") {
+			p.add("system.files", "use absolute file paths in the target, without ..", "%q", name)
 		}
 	}
 	for i, u := range s.Units {

@@ -93,6 +93,13 @@ func LabProfile(repo *labrepo.Repo, url string) Config {
 	}
 	c.System.Units = []string{"ssh.service", "zfs.target", "zfs-mount.service"}
 	c.System.SerialConsole = true
+	c.System.Files = map[string]string{
+		// Debian makes host keys in openssh-server's maintainer script,
+		// which converted packages do not run; make them at first boot,
+		// so every machine and clone has its own (Arch's sshdgenkeys
+		// unit does the same).
+		"/etc/systemd/system/ssh.service.d/paczfs-host-keys.conf": "[Service]\nExecStartPre=/usr/bin/ssh-keygen -A\n",
+	}
 	c.Boot = Boot{
 		Kernel:           "/boot/vmlinuz-{kver}",
 		Initrd:           "/boot/initrd.img-{kver}",
@@ -141,6 +148,7 @@ func (c Config) Clone() Config {
 	c.Packages.Bootable = slices.Clone(c.Packages.Bootable)
 	c.Packages.Workstation = slices.Clone(c.Packages.Workstation)
 	c.System.Locales = slices.Clone(c.System.Locales)
+	c.System.Files = maps.Clone(c.System.Files)
 	c.System.AuthorizedKeys = slices.Clone(c.System.AuthorizedKeys)
 	c.System.Units = slices.Clone(c.System.Units)
 	c.Boot.InitramfsCommand = slices.Clone(c.Boot.InitramfsCommand)

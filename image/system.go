@@ -57,6 +57,11 @@ func stageSystem(ctx context.Context, st *build) error {
 	if err := copySkel(root); err != nil {
 		return err
 	}
+	for name, content := range s.Files {
+		if err := writeFile(root, strings.TrimPrefix(name, "/"), []byte(content), 0o644); err != nil {
+			return fmt.Errorf("system.files: %w", err)
+		}
+	}
 	units := append([]string{}, s.Units...)
 	if s.Network {
 		if err := writeFile(root, "etc/systemd/network/20-ethernet.network", []byte(networkdDHCP), 0o644); err != nil {
