@@ -9,6 +9,9 @@ package alpm
 #include <stdlib.h>
 #include <stdint.h>
 #include <stdarg.h>
+#include <unistd.h>
+#include <signal.h>
+#include <sys/wait.h>
 #include <alpm.h>
 #include <alpm_list.h>
 
@@ -25,8 +28,19 @@ extern void goDownload(uintptr_t ctx, char *file, int event, long long downloade
 extern int goFetch(uintptr_t ctx, char *url, char *localpath, int force);
 extern void goQuestion(uintptr_t ctx, int type, char *what);
 
+// paczfs_pid is the process that set the callbacks. libalpm 15 forks to
+// run hooks and scriptlets, and the child frees the handle before exec,
+// which logs ("freeing package cache..."). A forked child of a Go program
+// must never run Go code: a callback there waits forever on the runtime's
+// locks, held by threads the child does not have (seen as a rare hang of
+// alpm_trans_commit). So every callback returns at once in any process but
+// the one that set it.
+static pid_t paczfs_pid;
+#define PACZFS_IN_CHILD() (getpid() != paczfs_pid)
+
 // The log callback formats with vasprintf: no truncation of long lines.
 static void paczfs_log(void *ctx, alpm_loglevel_t level, const char *fmt, va_list args) {
+	if (PACZFS_IN_CHILD()) return;
 	char *msg = NULL;
 	if (vasprintf(&msg, fmt, args) < 0) return;
 	goLog((uintptr_t)ctx, (int)level, msg);
@@ -34,6 +48,7 @@ static void paczfs_log(void *ctx, alpm_loglevel_t level, const char *fmt, va_lis
 }
 
 static void paczfs_event(void *ctx, alpm_event_t *e) {
+	if (PACZFS_IN_CHILD()) return;
 	uintptr_t c = (uintptr_t)ctx;
 	switch (e->type) {
 	case ALPM_EVENT_SCRIPTLET_INFO:
@@ -83,6 +98,10 @@ static void paczfs_event(void *ctx, alpm_event_t *e) {
 // never imported from a keyserver: the keyring is prepared up front.
 static void paczfs_question(void *ctx, alpm_question_t *q) {
 	uintptr_t c = (uintptr_t)ctx;
+	if (PACZFS_IN_CHILD()) {
+		q->any.answer = 0;
+		return;
+	}
 	switch (q->type) {
 	case ALPM_QUESTION_INSTALL_IGNOREPKG:
 		q->install_ignorepkg.install = 0;
@@ -118,10 +137,12 @@ static void paczfs_question(void *ctx, alpm_question_t *q) {
 }
 
 static void paczfs_progress(void *ctx, alpm_progress_t kind, const char *pkg, int percent, size_t howmany, size_t current) {
+	if (PACZFS_IN_CHILD()) return;
 	goProgress((uintptr_t)ctx, kind, (char *)pkg, percent, (long long)howmany, (long long)current);
 }
 
 static void paczfs_download(void *ctx, const char *file, alpm_download_event_type_t ev, void *data) {
+	if (PACZFS_IN_CHILD()) return;
 	long long done = 0, total = 0;
 	if (ev == ALPM_DOWNLOAD_PROGRESS) {
 		alpm_download_event_progress_t *p = data;
@@ -134,10 +155,40 @@ static void paczfs_download(void *ctx, const char *file, alpm_download_event_typ
 }
 
 static int paczfs_fetch(void *ctx, const char *url, const char *localpath, int force) {
+	if (PACZFS_IN_CHILD()) return -1;
 	return goFetch((uintptr_t)ctx, (char *)url, (char *)localpath, force);
 }
 
+// paczfs_fork_and_log does what libalpm's forked children do: log through
+// the callback from a child process, which then exits 0. It returns the
+// child's exit status, 124 if it did not exit within two seconds (killed),
+// or -1 if fork failed. Tests use it to prove the guard above.
+static void paczfs_log_v(void *ctx, const char *fmt, ...) {
+	va_list ap;
+	va_start(ap, fmt);
+	paczfs_log(ctx, ALPM_LOG_DEBUG, fmt, ap);
+	va_end(ap);
+}
+
+static int paczfs_fork_and_log(uintptr_t ctx) {
+	pid_t pid = fork();
+	if (pid < 0) return -1;
+	if (pid == 0) {
+		paczfs_log_v((void *)ctx, "logged from a forked child %d\n", (int)getpid());
+		_exit(0);
+	}
+	for (int i = 0; i < 200; i++) {
+		int status;
+		if (waitpid(pid, &status, WNOHANG) == pid) return WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
+		usleep(10000);
+	}
+	kill(pid, SIGKILL);
+	waitpid(pid, NULL, 0);
+	return 124;
+}
+
 static void paczfs_set_callbacks(alpm_handle_t *h, uintptr_t ctx) {
+	paczfs_pid = getpid();
 	alpm_option_set_logcb(h, paczfs_log, (void *)ctx);
 	alpm_option_set_eventcb(h, paczfs_event, (void *)ctx);
 	alpm_option_set_questioncb(h, paczfs_question, (void *)ctx);
@@ -250,6 +301,10 @@ func Open(o Options, cb Callbacks) (*Handle, error) {
 	}
 	return a, nil
 }
+
+// forkAndLog logs through the handle's callbacks from a forked child and
+// returns the child's exit status (see paczfs_fork_and_log).
+func (a *Handle) forkAndLog() int { return int(C.paczfs_fork_and_log(C.uintptr_t(a.cb))) }
 
 func (a *Handle) err(op string) error {
 	code := C.alpm_errno(a.h)
