@@ -278,7 +278,7 @@ func (c *Config) validate() problems {
 			p.add(f, "list each once", "%q is repeated", be)
 		}
 	}
-	if c.MinirootClone != "" {
+	if c.MinirootClone != "" && zfs.ValidatePoolName(c.PoolName) == nil {
 		if err := zfs.ValidateDatasetName(c.PoolName + "/" + c.MinirootClone); err != nil {
 			p.add("miniroot_clone", "use a dataset name relative to the pool, e.g. data/machines/miniroot", "%v", err)
 		}

@@ -1,0 +1,45 @@
+package image_test
+
+import (
+	"errors"
+	"fmt"
+
+	"github.com/paczfs/paczfs/image"
+)
+
+// New reports every problem of a configuration at once, each with the
+// field to change and how, before anything is written.
+func ExampleNew_invalidConfiguration() {
+	cfg := image.ArchProfile()
+	cfg.ImageFile = ""
+	cfg.PoolName = "1pool"
+	cfg.System.Timezone = "Mars/Olympus Mons"
+	_, err := image.New(cfg)
+	var ce *image.ConfigError
+	if errors.As(err, &ce) {
+		for _, p := range ce.Problems {
+			if p.Field != "host" { // root and tool checks depend on the machine
+				fmt.Printf("%s: %s\n", p.Field, p.Fix)
+			}
+		}
+	}
+	// Output:
+	// image_file: set IMAGE_FILE (a new sparse file) or BLOCK_DEV (a whole disk)
+	// pool_name: use letters, digits, _ - . : starting with a letter, e.g. zroot
+	// system.timezone: use a zoneinfo name such as UTC or Europe/Berlin
+}
+
+// The profiles differ in data only: packages, repositories, how the
+// initramfs is made and how the kernel command line names the root.
+func ExampleArchProfile() {
+	cfg := image.ArchProfile()
+	fmt.Println(cfg.Packages.Bootable)
+	fmt.Println(cfg.Boot.InitramfsCommand)
+	fmt.Println(cfg.Boot.RootOptions)
+	fmt.Println(cfg.PoolName+"/"+cfg.RootDataset, cfg.BootEnvironments)
+	// Output:
+	// [linux-lts zfs-linux-lts zfs-utils mkinitcpio openssh]
+	// [mkinitcpio -k {kver} -g {initrd}]
+	// [zfs={dataset} rw]
+	// zroot/system/default [bootable workstation]
+}
