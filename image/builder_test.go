@@ -353,3 +353,12 @@ func TestSystemFiles(t *testing.T) {
 	shadow, _ = os.ReadFile(filepath.Join(root, "etc/shadow"))
 	assert.True(t, strings.HasPrefix(string(shadow), "root:$6$salt$hash:19000"))
 }
+
+func TestProgressParserReportsEachPercentOnce(t *testing.T) {
+	var got []int
+	p := &progressParser{report: func(n int) { got = append(got, n) }, last: -1}
+	for _, chunk := range []string{"    (0.00/100%)\r", "    (1.01/1", "00%)\r    (1.50/100%)\r", "    (100.00/100%)\n"} {
+		_, _ = p.Write([]byte(chunk))
+	}
+	assert.Equal(t, []int{0, 1, 100}, got)
+}

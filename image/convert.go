@@ -68,14 +68,52 @@ func ConvertArgs(src, dst string, f Format) ([]string, error) {
 }
 
 // Convert converts the exported raw image src to dst with qemu-img.
-// Progress lines go to progress (may be nil).
 func Convert(ctx context.Context, r hooks.Runner, src, dst string, f Format) error {
+	return ConvertProgress(ctx, r, src, dst, f, nil)
+}
+
+// ConvertProgress is Convert reporting qemu-img's progress: percent is
+// called with each new whole percentage (0-100).
+func ConvertProgress(ctx context.Context, r hooks.Runner, src, dst string, f Format, percent func(int)) error {
 	args, err := ConvertArgs(src, dst, f)
 	if err != nil {
 		return err
 	}
-	if _, err := r.Run(ctx, hooks.Cmd{Args: args}); err != nil {
+	cmd := hooks.Cmd{Args: args}
+	if percent != nil {
+		cmd.Stdout = &progressParser{report: percent, last: -1}
+	}
+	if _, err := r.Run(ctx, cmd); err != nil {
 		return fmt.Errorf("convert %s to %s (%s): %w", src, dst, f, err)
 	}
 	return nil
+}
+
+// progressParser reads qemu-img -p output, "    (12.34/100%)" updated
+// with carriage returns, and reports whole percentages once each.
+type progressParser struct {
+	report func(int)
+	buf    []byte
+	last   int
+}
+
+func (p *progressParser) Write(b []byte) (int, error) {
+	p.buf = append(p.buf, b...)
+	for {
+		end := strings.IndexAny(string(p.buf), "\r\n")
+		if end < 0 {
+			break
+		}
+		line := strings.TrimSpace(string(p.buf[:end]))
+		p.buf = p.buf[end+1:]
+		var pct float64
+		if _, err := fmt.Sscanf(line, "(%f/100%%)", &pct); err == nil && int(pct) != p.last {
+			p.last = int(pct)
+			p.report(p.last)
+		}
+	}
+	if len(p.buf) > 4096 {
+		p.buf = nil
+	}
+	return len(b), nil
 }

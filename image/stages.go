@@ -456,7 +456,13 @@ func stageConvert(ctx context.Context, st *build) error {
 			}
 		}
 		st.res.Outputs = append(st.res.Outputs, o)
-		if err := Convert(ctx, st.b.runner, st.target.path, o.Path, o.Format); err != nil {
+		name := filepath.Base(o.Path)
+		report := func(pct int) {
+			if pct%10 == 0 {
+				st.b.progress(Progress{Kind: Message, Stage: hooks.StageConvert, Message: fmt.Sprintf("%s (%s): %d%%", name, o.Format, pct)})
+			}
+		}
+		if err := ConvertProgress(ctx, st.b.runner, st.target.path, o.Path, o.Format, report); err != nil {
 			return err
 		}
 	}
