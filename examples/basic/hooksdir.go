@@ -11,7 +11,8 @@ import (
 	"github.com/paczfs/paczfs/hooks"
 )
 
-// scanHooks reads HOOKS_DIR: every file in it (dot files aside) is a
+// scanHooks reads HOOKS_DIR: every file in it (dot files and README*
+// aside) is a
 // hook named <before|after|replace>-<stage>[.anything], run in file name
 // order (after-system.1.sh before after-system.2.sh). A "target" part
 // among the dot-separated parts (after-system.target.sh) runs the script
@@ -35,7 +36,7 @@ func scanHooks(dir string) ([]hooks.Script, error) {
 	var errs []error
 	for _, e := range ents {
 		name := e.Name()
-		if strings.HasPrefix(name, ".") {
+		if strings.HasPrefix(name, ".") || strings.HasPrefix(name, "README") {
 			continue
 		}
 		path := filepath.Join(abs, name)

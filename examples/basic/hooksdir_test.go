@@ -52,7 +52,7 @@ func TestScanHooksRelativeDirGivesAbsolutePaths(t *testing.T) {
 
 func TestScanHooksRejectsBadNames(t *testing.T) {
 	for name, want := range map[string]string{
-		"README":                "README: name it <before|after|replace>-<stage>",
+		"notes.txt":             "notes.txt: name it <before|after|replace>-<stage>",
 		"during-system.sh":      `unknown hook position "during"`,
 		"after-sytem.sh":        `unknown stage "sytem"`,
 		"before-pool.target.sh": "runs in the target, which has no system before the pool stage",
@@ -84,4 +84,14 @@ func TestHooksDirFromTheConfiguration(t *testing.T) {
 	got, err := scanHooks(s.str("HOOKS_DIR"))
 	require.NoError(t, err)
 	assert.Equal(t, []hooks.Script{{Path: filepath.Join(dir, "after-bootable.sh"), AtStage: hooks.StageBootable, Position: hooks.After}}, got)
+}
+
+// The shipped example hooks directory scans cleanly: its README is not a hook.
+func TestExampleHooksDirectory(t *testing.T) {
+	scripts, err := scanHooks("../hooks")
+	require.NoError(t, err)
+	require.Len(t, scripts, 1)
+	assert.True(t, scripts[0].InTarget)
+	assert.Equal(t, "after", string(scripts[0].Position))
+	assert.Equal(t, "system", string(scripts[0].AtStage))
 }
