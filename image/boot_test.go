@@ -118,7 +118,14 @@ func TestBootLabImageUnderOVMF(t *testing.T) {
 		require.NoError(t, err)
 		conf := strings.Replace(string(loader), "default paczfs-default.conf", "default paczfs-bootable.conf", 1)
 		require.NoError(t, esp.WriteFile("/loader/loader.conf", strings.NewReader(conf)))
+		// Ask the report unit to run the ESP refresh in this environment.
+		entry, err := esp.ReadFile("/loader/entries/paczfs-bootable.conf")
+		require.NoError(t, err)
+		entryText := strings.Replace(string(entry), "\noptions ", "\noptions paczfs.test_update_esp=1 ", 1)
+		require.NoError(t, esp.WriteFile("/loader/entries/paczfs-bootable.conf", strings.NewReader(entryText)))
 		require.NoError(t, esp.Close())
-		checkBooted(t, boot(t, img, "raw"), "bootable")
+		r := boot(t, img, "raw")
+		checkBooted(t, r, "bootable")
+		assert.Equal(t, "ok", r["updateesp"], "paczfs-update-esp refreshed this environment's files only")
 	})
 }

@@ -79,6 +79,25 @@ r "state=$state"
 r "shellhook=$(cat /etc/paczfs-shell-hook 2>/dev/null)"
 r "hostid=$(hostid) machineid=$(wc -c < /etc/machine-id)"
 r "cmdline=$(cat /proc/cmdline)"
+# Asked by the boot test: run the ESP refresh a kernel upgrade triggers,
+# and check it replaced this environment's files and no other's.
+if grep -q paczfs.test_update_esp /proc/cmdline; then
+	be=$(findmnt -n -o SOURCE / | sed 's|.*/||')
+	others=$(for d in /efi/env/*; do [ "$d" = /efi/env/$be ] || echo "$d"; done)
+	before=$(cd /efi/env && find $others -type f -exec sha256sum {} + 2>/dev/null | sort)
+	touch /tmp/marker; sleep 1
+	if out=$(/usr/local/sbin/paczfs-update-esp 2>&1); then
+		after=$(cd /efi/env && find $others -type f -exec sha256sum {} + 2>/dev/null | sort)
+		newer=$(find /efi/env/$be -type f -newer /tmp/marker | wc -l)
+		if [ "$before" = "$after" ] && [ "$newer" -ge 2 ] && grep -q "^options .*$be" /efi/loader/entries/paczfs-$be.conf; then
+			r "updateesp=ok"
+		else
+			r "updateesp=bad-files newer=$newer"
+		fi
+	else
+		r "updateesp=failed $(echo "$out" | tail -n 3 | tr '\n' ' ')"
+	fi
+fi
 echo "<2>PACZFS-REPORT-END" > /dev/kmsg
 sleep 1
 systemctl poweroff
