@@ -44,6 +44,10 @@ func report(t *testing.T, transcript string) map[string]string {
 			continue
 		}
 		rest := line[i+len("PACZFS-REPORT "):]
+		if k, v, ok := strings.Cut(rest, "="); ok && (k == "failed" || k == "cmdline" || k == "pools") {
+			m[k] = strings.TrimSpace(v)
+			continue
+		}
 		if strings.HasPrefix(rest, "mount ") {
 			k, v, _ := strings.Cut(strings.TrimPrefix(rest, "mount "), "=")
 			m["mount "+k] = v
@@ -51,9 +55,6 @@ func report(t *testing.T, transcript string) map[string]string {
 		}
 		for _, f := range regexp.MustCompile(`(\w+)=(\S*)`).FindAllStringSubmatch(rest, -1) {
 			m[f[1]] = f[2]
-		}
-		if k, v, ok := strings.Cut(rest, "="); ok && (k == "failed" || k == "cmdline" || k == "pools") {
-			m[k] = strings.TrimSpace(v)
 		}
 	}
 	require.Contains(t, transcript, "PACZFS-REPORT-END", "the report unit did not finish; console:\n%s", tail(transcript, 80))

@@ -98,7 +98,9 @@ func LabProfile(repo *labrepo.Repo, url string) Config {
 		// which converted packages do not run; make them at first boot,
 		// so every machine and clone has its own (Arch's sshdgenkeys
 		// unit does the same).
-		"/etc/systemd/system/ssh.service.d/paczfs-host-keys.conf": "[Service]\nExecStartPre=/usr/bin/ssh-keygen -A\n",
+		// The packaged ExecStartPre (sshd -t) needs the keys: reset the
+		// list and make them first.
+		"/etc/systemd/system/ssh.service.d/paczfs-host-keys.conf": "[Service]\nExecStartPre=\nExecStartPre=/usr/bin/ssh-keygen -A\nExecStartPre=/usr/sbin/sshd -t\n",
 	}
 	c.Boot = Boot{
 		Kernel:           "/boot/vmlinuz-{kver}",
