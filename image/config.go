@@ -75,6 +75,10 @@ type Config struct {
 type Output struct {
 	Format Format `json:"format"`
 	Path   string `json:"path"`
+	// Compression is for QCOW2: zlib (the default, as the original),
+	// zstd (faster; ZFS data is lz4-compressed already, so the sizes
+	// barely differ) or none.
+	Compression string `json:"compression,omitempty"`
 }
 
 // Packages are the three layers of the original tool: each is installed
@@ -241,6 +245,8 @@ func (c *Config) validate() problems {
 		f := fmt.Sprintf("outputs[%d]", i)
 		if _, err := ParseFormat(string(o.Format)); err != nil {
 			p.add(f+".format", "", "%v", err)
+		} else if _, err := OutputArgs("/dev/null", Output{Format: o.Format, Path: "x", Compression: o.Compression}); err != nil {
+			p.add(f+".compression", "use zlib, zstd (qcow2 only) or none", "%v", err)
 		}
 		if o.Path == "" {
 			p.add(f+".path", "give the output file's path", "empty")

@@ -44,6 +44,29 @@ func ParseFormat(s string) (Format, error) {
 // ConvertArgs returns the qemu-img argv that converts the raw image src to
 // dst in format f, printing progress (-p).
 func ConvertArgs(src, dst string, f Format) ([]string, error) {
+	return OutputArgs(src, Output{Format: f, Path: dst})
+}
+
+// Compression types for QCOW2 outputs.
+const (
+	CompressZlib = "zlib" // the default: what every qcow2 reader understands
+	CompressZstd = "zstd" // much faster (qemu 5.1 and later read it)
+	CompressNone = "none"
+)
+
+// OutputArgs returns the qemu-img argv that writes output o from the raw
+// image src.
+func OutputArgs(src string, o Output) ([]string, error) {
+	f, dst := o.Format, o.Path
+	switch o.Compression {
+	case "", CompressZlib, CompressNone:
+	case CompressZstd:
+		if f != QCOW2 {
+			return nil, fmt.Errorf("convert %s: zstd compression is for qcow2 only", dst)
+		}
+	default:
+		return nil, fmt.Errorf("convert %s: unknown compression %q: use zlib, zstd or none", dst, o.Compression)
+	}
 	if filepath.Clean(src) == filepath.Clean(dst) {
 		return nil, fmt.Errorf("convert %s: the output would overwrite the input", src)
 	}
@@ -56,7 +79,14 @@ func ConvertArgs(src, dst string, f Format) ([]string, error) {
 	case QCOW:
 		args = append(args, "-O", "qcow")
 	case QCOW2:
-		args = append(args, "-c", "-O", "qcow2")
+		switch o.Compression {
+		case CompressNone:
+			args = append(args, "-O", "qcow2")
+		case CompressZstd:
+			args = append(args, "-c", "-O", "qcow2", "-o", "compression_type=zstd")
+		default:
+			args = append(args, "-c", "-O", "qcow2")
+		}
 	case VMDK:
 		args = append(args, "-O", "vmdk", "-o", "subformat=streamOptimized")
 	case VHDX:
@@ -75,10 +105,15 @@ func Convert(ctx context.Context, r hooks.Runner, src, dst string, f Format) err
 // ConvertProgress is Convert reporting qemu-img's progress: percent is
 // called with each new whole percentage (0-100).
 func ConvertProgress(ctx context.Context, r hooks.Runner, src, dst string, f Format, percent func(int)) error {
-	args, err := ConvertArgs(src, dst, f)
+	return writeOutput(ctx, r, src, Output{Format: f, Path: dst}, percent)
+}
+
+func writeOutput(ctx context.Context, r hooks.Runner, src string, o Output, percent func(int)) error {
+	args, err := OutputArgs(src, o)
 	if err != nil {
 		return err
 	}
+	dst, f := o.Path, o.Format
 	cmd := hooks.Cmd{Args: args}
 	if percent != nil {
 		cmd.Stdout = &progressParser{report: percent, last: -1}

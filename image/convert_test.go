@@ -59,3 +59,16 @@ func TestConvertRoundTrip(t *testing.T) {
 		assert.Contains(t, string(out), "Images are identical", fm)
 	}
 }
+
+func TestOutputArgsCompression(t *testing.T) {
+	args, err := image.OutputArgs("/a.raw", image.Output{Format: image.QCOW2, Path: "/b.qcow2", Compression: image.CompressZstd})
+	require.NoError(t, err)
+	assert.Equal(t, []string{"qemu-img", "convert", "-p", "-f", "raw", "-c", "-O", "qcow2", "-o", "compression_type=zstd", "/a.raw", "/b.qcow2"}, args)
+	args, err = image.OutputArgs("/a.raw", image.Output{Format: image.QCOW2, Path: "/b.qcow2", Compression: image.CompressNone})
+	require.NoError(t, err)
+	assert.NotContains(t, args, "-c")
+	_, err = image.OutputArgs("/a.raw", image.Output{Format: image.VDI, Path: "/b.vdi", Compression: image.CompressZstd})
+	assert.ErrorContains(t, err, "qcow2 only")
+	_, err = image.OutputArgs("/a.raw", image.Output{Format: image.QCOW2, Path: "/b.qcow2", Compression: "lzma"})
+	assert.ErrorContains(t, err, "unknown compression")
+}

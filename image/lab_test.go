@@ -144,7 +144,8 @@ func TestLabBuildBootableImage(t *testing.T) {
 	cfg.PoolName = "labpool"
 	cfg.Outputs = []image.Output{
 		{Format: image.Raw, Path: filepath.Join(out, "lab.raw")},
-		{Format: image.QCOW2, Path: filepath.Join(out, "lab.qcow2")},
+		// zstd: zlib would spend minutes of emulated CPU on lz4 data.
+		{Format: image.QCOW2, Path: filepath.Join(out, "lab.qcow2"), Compression: image.CompressZstd},
 		{Format: image.VDI, Path: filepath.Join(out, "lab.vdi")},
 	}
 	for _, o := range cfg.Outputs {
@@ -333,7 +334,7 @@ func TestLabFailureAtEachStageLeavesHostClean(t *testing.T) {
 			cfg.ImageFile = filepath.Join(dir, "fail.img")
 			cfg.WorkDir = filepath.Join(dir, "work")
 			cfg.PoolName = "failpool"
-			cfg.Outputs = []image.Output{{Format: image.QCOW2, Path: filepath.Join(dir, "fail.qcow2")}}
+			cfg.Outputs = []image.Output{{Format: image.QCOW2, Path: filepath.Join(dir, "fail.qcow2"), Compression: image.CompressZstd}}
 			var pool string
 			fail := hooks.Func("inject", stage, hooks.Before, func(ctx context.Context, s *hooks.State) error {
 				pool = s.Pool

@@ -462,7 +462,7 @@ func stageConvert(ctx context.Context, st *build) error {
 				st.b.progress(Progress{Kind: Message, Stage: hooks.StageConvert, Message: fmt.Sprintf("%s (%s): %d%%", name, o.Format, pct)})
 			}
 		}
-		if err := ConvertProgress(ctx, st.b.runner, st.target.path, o.Path, o.Format, report); err != nil {
+		if err := writeOutput(ctx, st.b.runner, st.target.path, o, report); err != nil {
 			return err
 		}
 	}

@@ -325,7 +325,11 @@ func (s *settings) config(readFile func(string) ([]byte, error)) (image.Config, 
 	}
 	for _, o := range outputVars {
 		if p := s.str(o.name); p != "" {
-			c.Outputs = append(c.Outputs, image.Output{Format: o.format, Path: p})
+			out := image.Output{Format: o.format, Path: p}
+			if o.format == image.QCOW2 {
+				out.Compression = s.str("QCOW2_COMPRESSION")
+			}
+			c.Outputs = append(c.Outputs, out)
 		}
 	}
 	size := func(name string) disk.Size {

@@ -28,6 +28,7 @@ var variables = []varSpec{
 	{Name: "QCOW2_FILE", Help: "also write a compressed qcow2 copy here"},
 	{Name: "VMDK_FILE", Help: "also write a VMware VMDK (stream-optimized) copy here"},
 	{Name: "VHDX_FILE", Help: "also write a Hyper-V VHDX copy here"},
+	{Name: "QCOW2_COMPRESSION", Help: "zlib (default, read everywhere), zstd (much faster; qemu 5.1+) or none"},
 
 	{Name: "IMAGE_SIZE", Section: "image properties", Help: "size of the sparse image file (K, M, G, T are powers of 1024); unused for BLOCK_DEV"},
 	{Name: "SWAP_SIZE", Help: "size of the swap partition; 0 or empty for none"},

@@ -53,6 +53,7 @@ func demo(ctx context.Context, l *lab.Lab, src string, stdout, stderr io.Writer)
 	env = append(env,
 		"IMAGE_FILE=/scratch/demo.img",
 		"QCOW2_FILE=/shares/out/demo.qcow2",
+		"QCOW2_COMPRESSION=zstd", // zlib would spend minutes of emulated CPU on lz4 data
 		"POOL_NAME=zroot",
 		"HOSTNAME=paczfs-demo",
 		"ROOT_PASSWORD_HASH="+strings.TrimSpace(string(hash)),
