@@ -100,7 +100,12 @@ func (r *ExecRunner) Run(ctx context.Context, c Cmd) ([]byte, error) {
 	if len(c.Env) > 0 {
 		cmd.Env = append(cmd.Environ(), c.Env...)
 	}
-	cmd.Cancel = func() error { return cmd.Process.Signal(syscall.SIGTERM) }
+	// Each command leads a process group of its own, and cancellation
+	// signals the group: a chrooted mkinitcpio or a scriptlet's children
+	// must not outlive it and keep the target busy. (Ctrl-C at a terminal
+	// then reaches only paczfs, which cancels in order.)
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
+	cmd.Cancel = func() error { return syscall.Kill(-cmd.Process.Pid, syscall.SIGTERM) }
 	cmd.WaitDelay = r.Grace
 	if cmd.WaitDelay == 0 {
 		cmd.WaitDelay = 10 * time.Second
@@ -166,6 +171,10 @@ func (r *ExecRunner) Run(ctx context.Context, c Cmd) ([]byte, error) {
 		go cp()
 	}
 	err = cmd.Wait()
+	if ctx.Err() != nil {
+		// Whatever of the group survived SIGTERM and its leader's exit.
+		_ = syscall.Kill(-cmd.Process.Pid, syscall.SIGKILL)
+	}
 	if stdoutDone != nil {
 		// Drain what the program wrote before it exited, unless cancelled:
 		// then a stuck consumer must not keep us waiting.

@@ -3,7 +3,11 @@ package hooks_test
 import (
 	"context"
 	"errors"
+	"fmt"
 	"io"
+	"os"
+	"path/filepath"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -98,3 +102,23 @@ func TestExecRunnerStreamsLargeOutputCompletely(t *testing.T) {
 type countWriter int
 
 func (c *countWriter) Write(p []byte) (int, error) { *c += countWriter(len(p)); return len(p), nil }
+
+// A cancelled command's children go too: a shell that started a
+// background sleeper must not leave it running.
+func TestExecRunnerCancelStopsTheWholeProcessGroup(t *testing.T) {
+	pidFile := filepath.Join(t.TempDir(), "child.pid")
+	ctx, cancel := context.WithTimeout(context.Background(), 500*time.Millisecond)
+	defer cancel()
+	r := &hooks.ExecRunner{Grace: time.Second}
+	_, err := r.Run(ctx, hooks.Cmd{Args: []string{"sh", "-c", "sleep 300 & echo $! > " + pidFile + "; wait"}})
+	require.ErrorIs(t, err, context.DeadlineExceeded)
+	data, err := os.ReadFile(pidFile)
+	require.NoError(t, err)
+	pid, err := strconv.Atoi(strings.TrimSpace(string(data)))
+	require.NoError(t, err)
+	require.Eventually(t, func() bool {
+		stat, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+		// Gone, or a zombie waiting for init.
+		return err != nil || strings.Contains(string(stat), ") Z ")
+	}, 5*time.Second, 50*time.Millisecond, "the background child %d still runs", pid)
+}
