@@ -124,6 +124,11 @@ func withHostProbe(lookPath func(string) (string, error), geteuid func() int) Op
 	return func(b *Builder) { b.lookPath, b.geteuid = lookPath, geteuid }
 }
 
+// WithHostChecks(false) lets New accept a configuration on a host that
+// could not build it (not root, no zpool): for dry runs (Plan) and for
+// writing configurations elsewhere. Build checks the host anyway.
+func WithHostChecks(enabled bool) Option { return func(b *Builder) { b.skipHost = !enabled } }
+
 // Builder builds one image from a Config. New validates; Build runs.
 type Builder struct {
 	cfg        Config
@@ -139,6 +144,7 @@ type Builder struct {
 	stages   map[hooks.Stage]stageFunc
 	lookPath func(string) (string, error)
 	geteuid  func() int
+	skipHost bool
 }
 
 type stageFunc func(ctx context.Context, st *build) error
@@ -166,7 +172,9 @@ func New(cfg Config, opts ...Option) (*Builder, error) {
 	b.stages = builtinStages()
 	p := b.cfg.validate()
 	p = append(p, b.checkHooks()...)
-	p = append(p, b.checkHost()...)
+	if !b.skipHost {
+		p = append(p, b.checkHost()...)
+	}
 	if len(p) > 0 {
 		return nil, &ConfigError{Problems: p}
 	}
@@ -179,6 +187,11 @@ func New(cfg Config, opts ...Option) (*Builder, error) {
 	b.installer = in
 	return b, nil
 }
+
+// HostProblems reports what keeps this host from building the image (not
+// root, missing tools, output files in the way); New reports them unless
+// WithHostChecks(false).
+func (b *Builder) HostProblems() []*FieldError { return b.checkHost() }
 
 // Config returns the validated configuration.
 func (b *Builder) Config() Config { return b.cfg.Clone() }
@@ -306,6 +319,9 @@ type build struct {
 // error is a *StageError; cleanup failures are joined to it, never
 // dropped.
 func (b *Builder) Build(ctx context.Context) (res *Result, err error) {
+	if p := b.checkHost(); len(p) > 0 {
+		return nil, &ConfigError{Problems: p}
+	}
 	start := time.Now()
 	st := b.newBuild()
 	defer func() {

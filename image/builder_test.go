@@ -362,3 +362,14 @@ func TestProgressParserReportsEachPercentOnce(t *testing.T) {
 	}
 	assert.Equal(t, []int{0, 1, 100}, got)
 }
+
+func TestWithoutHostChecksNewAcceptsButBuildRefuses(t *testing.T) {
+	noHost := withHostProbe(func(s string) (string, error) { return "", errors.New("not found") }, func() int { return 1000 })
+	b, err := New(testConfig(t), noHost, WithHostChecks(false))
+	require.NoError(t, err)
+	assert.NotEmpty(t, b.HostProblems())
+	fakeStages(b, &recorder{}, "")
+	_, err = b.Build(context.Background())
+	require.ErrorIs(t, err, ErrInvalidConfig)
+	assert.Contains(t, err.Error(), "run as root")
+}

@@ -214,8 +214,10 @@ func build(ctx context.Context, o options, s *settings, e env, log *slog.Logger,
 		}
 		cfg.Pacman.CacheDirs = cache.CacheDirs()
 	}
+	// A dry run works on any host: what would stop a build here is
+	// printed as warnings instead.
 	b, err := image.New(cfg, image.WithLogger(log), image.WithRunner(runner), image.WithHooks(asHooks(scripts)...),
-		image.WithKeepOnFailure(o.keep), image.WithProgress(rep.handle))
+		image.WithKeepOnFailure(o.keep), image.WithProgress(rep.handle), image.WithHostChecks(!o.dryRun))
 	if ce := (*image.ConfigError)(nil); errors.As(err, &ce) {
 		printProblems(e.Stderr, ce)
 		return exitConfig, nil
@@ -224,6 +226,9 @@ func build(ctx context.Context, o options, s *settings, e env, log *slog.Logger,
 		return exitFailed, err
 	}
 	if o.dryRun {
+		for _, p := range b.HostProblems() {
+			fmt.Fprintf(e.Stderr, "paczfs: warning: a build on this host would fail: %v\n", p)
+		}
 		plan, err := b.Plan(ctx)
 		if err != nil {
 			return exitFailed, err
