@@ -100,7 +100,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 		bench := fs.String("bench", "", "run benchmarks matching this regexp (and no tests)")
 		outDir := fs.String("out", "", "share this host directory read-write at /shares/out (PACZFS_OUT) for files the tests produce")
 		count := fs.Int("count", 1, "run each test this many times (to chase rare failures)")
-		timeout := fs.Duration("timeout", 20*time.Minute, "per-package test binary timeout; a minute before it, the guest's process tree and kernel stacks are printed")
+		timeout := fs.Duration("timeout", 30*time.Minute, "per-package test binary timeout; a minute before it, the guest's process tree and kernel stacks are printed")
 		if err := fs.Parse(args[1:]); err != nil {
 			return 2
 		}
@@ -267,8 +267,10 @@ func labTest(ctx context.Context, l *lab.Lab, src string, pkgs []string, o testO
 	if _, ok := o.shares["out"]; ok {
 		env = append(env, "PACZFS_OUT=/shares/out")
 	}
+	// The VM may run every package's binary to its timeout, plus boot.
+	vmTimeout := time.Duration(len(pkgs))*o.timeout + 5*time.Minute
 	err = l.Run(ctx, lab.RunOptions{Args: []string{"/bin/sh", "/lab/tests.sh"}, Src: src, Stdout: counter, Files: files,
-		Env: env, Shares: o.shares, Writable: map[string]bool{"out": true}})
+		Env: env, Shares: o.shares, Writable: map[string]bool{"out": true}, Timeout: vmTimeout})
 	counter.flush()
 	fmt.Fprintf(stdout, "lab tests took %s\n", time.Since(start).Round(time.Second))
 	// The last line is the plain summary CI reads.
