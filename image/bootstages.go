@@ -68,7 +68,11 @@ func stageInitramfs(ctx context.Context, st *build) error {
 		return fmt.Errorf("no kernel at %s in the target: is the kernel in packages.bootable?", b.Kernel)
 	}
 	for name, content := range b.InitramfsFiles {
-		if err := writeFile(root, strings.TrimPrefix(name, "/"), []byte(content), 0o644); err != nil {
+		mode := os.FileMode(0o644)
+		if strings.HasPrefix(content, "#!") {
+			mode = 0o755
+		}
+		if err := writeFile(root, strings.TrimPrefix(name, "/"), []byte(content), mode); err != nil {
 			return err
 		}
 	}

@@ -131,8 +131,8 @@ type Boot struct {
 	// {kver}, e.g. mkinitcpio -k {kver} -g {initrd}.
 	InitramfsCommand []string `json:"initramfs_command"`
 	// InitramfsFiles are written into the target before the command runs:
-	// drop-ins (mkinitcpio.conf.d, initramfs-tools/conf.d), never package
-	// files.
+	// drop-ins (mkinitcpio.conf.d, initramfs-tools/conf.d, hooks), never
+	// package files. Content starting with #! is made executable.
 	InitramfsFiles map[string]string `json:"initramfs_files,omitempty"`
 	// RootOptions name the root on the kernel command line; {dataset} is
 	// the environment's root dataset ("zfs={dataset} rw" for Arch).

@@ -276,7 +276,7 @@ func stagePool(ctx context.Context, st *build) error {
 	pool := spec.ImportedName()
 	// Export, not destroy: on a failure the image file is removed anyway,
 	// and a block device keeps a pool the user can inspect.
-	st.stack.Push("export pool "+pool, func(ctx context.Context) error { return z.ExportPool(ctx, pool, true) })
+	st.stack.Push("export pool "+pool, func(ctx context.Context) error { return exportPool(ctx, z, pool, true) })
 	st.state.Root = root
 	st.state.Pool = pool
 	st.state.PoolName = st.cfg.PoolName
@@ -428,7 +428,7 @@ func stageFinalize(ctx context.Context, st *build) error {
 	st.res.Packages = st.packages
 	st.res.Kernel = st.kver
 	st.res.HostID = st.hostID
-	if err := z.ExportPool(ctx, pool, false); err != nil {
+	if err := exportPool(ctx, z, pool, false); err != nil {
 		return err
 	}
 	st.state.Root = ""
@@ -503,4 +503,22 @@ func removeEmptyDirs(dir string) error {
 		return fmt.Errorf("%s is not empty; left in place", dir)
 	}
 	return nil
+}
+
+// exportPool exports, retrying for a few seconds while the pool is busy:
+// right after a chrooted command exits, the kernel may still be tearing
+// down its mount namespace, which holds the datasets for a moment.
+func exportPool(ctx context.Context, z *zfs.Client, pool string, force bool) error {
+	var err error
+	for i := 0; i < 20; i++ {
+		if err = z.ExportPool(ctx, pool, force); !errors.Is(err, zfs.ErrBusy) {
+			return err
+		}
+		select {
+		case <-ctx.Done():
+			return err
+		case <-time.After(250 * time.Millisecond):
+		}
+	}
+	return err
 }
