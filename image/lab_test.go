@@ -418,3 +418,101 @@ func parentPID(pid string) string {
 	}
 	return f[1]
 }
+
+// A block device that holds data, or is mounted, is refused in the
+// checks stage, before anything is written; the device is unchanged.
+func TestLabBlockDeviceInUseOrNotEmptyIsRefusedBeforeWriting(t *testing.T) {
+	labtest.Require(t)
+	dir := t.TempDir()
+	backing := filepath.Join(dir, "disk.img")
+	labtest.Run(t, "truncate", "-s", "256M", backing)
+	labtest.Run(t, "mkfs.ext4", "-q", "-L", "precious", backing)
+	loop, err := disk.Attach(context.Background(), backing, disk.LoopOptions{})
+	require.NoError(t, err)
+	t.Cleanup(func() { _ = loop.Detach(context.Background(), 10*time.Second) })
+	sum := func() string { return labtest.Run(t, "sha256sum", backing) }
+	orig := sum()
+
+	cfg := smallProfile(t)
+	cfg.BlockDevice = loop.Path
+	cfg.Size = 0
+	b, err := image.New(cfg)
+	require.NoError(t, err)
+	_, err = b.Build(context.Background())
+	var se *image.StageError
+	require.ErrorAs(t, err, &se)
+	assert.Equal(t, hooks.StageChecks, se.Stage)
+	assert.ErrorIs(t, err, disk.ErrNotEmpty)
+	assert.Contains(t, err.Error(), "block_device")
+	assert.Equal(t, orig, sum(), "the device was not written")
+
+	// Read-only without journal replay: the mount itself writes nothing.
+	mnt := t.TempDir()
+	labtest.Run(t, "mount", "-o", "ro,noload", loop.Path, mnt)
+	t.Cleanup(func() { exec.Command("umount", mnt).Run() })
+	cfg.Overwrite = true // even with overwrite allowed: it is in use
+	b, err = image.New(cfg)
+	require.NoError(t, err)
+	_, err = b.Build(context.Background())
+	require.ErrorAs(t, err, &se)
+	assert.Equal(t, hooks.StageChecks, se.Stage)
+	assert.Contains(t, err.Error(), "mounted")
+	labtest.Run(t, "umount", mnt)
+	assert.Equal(t, orig, sum(), "the device was not written")
+}
+
+// Unknown packages and missing dependencies fail in the checks stage,
+// before the target exists.
+func TestLabUnknownPackageFailsBeforeWriting(t *testing.T) {
+	labtest.Require(t)
+	cfg := smallProfile(t)
+	cfg.ImageFile = filepath.Join(t.TempDir(), "x.img")
+	cfg.Packages.Workstation = append(cfg.Packages.Workstation, "no-such-package", labrepo.Broken)
+	b, err := image.New(cfg)
+	require.NoError(t, err)
+	_, err = b.Build(context.Background())
+	var se *image.StageError
+	require.ErrorAs(t, err, &se)
+	assert.Equal(t, hooks.StageChecks, se.Stage)
+	assert.Contains(t, err.Error(), "no-such-package")
+	_, statErr := os.Stat(cfg.ImageFile)
+	assert.ErrorIs(t, statErr, os.ErrNotExist)
+}
+
+// BenchmarkLabBuildImage builds the lab-profile image (cold package cache)
+// and prints each stage's seconds, the total, the image's allocated bytes
+// and the compressed QCOW2's size. It asserts nothing about speed.
+func BenchmarkLabBuildImage(b *testing.B) {
+	labtest.Require(b)
+	for i := 0; i < b.N; i++ {
+		dir := b.TempDir()
+		dirRepo, _ := labtest.LabRepo(b)
+		repo, err := labrepo.Open(filepath.Dir(dirRepo))
+		require.NoError(b, err)
+		srv := httptest.NewServer(http.FileServer(http.Dir(repo.Dir)))
+		defer srv.Close()
+		cfg := image.LabProfile(repo, srv.URL)
+		cfg.Pacman.CacheDirs = []string{filepath.Join(dir, "cache")}
+		require.NoError(b, os.MkdirAll(cfg.Pacman.CacheDirs[0], 0o755))
+		cfg.ImageFile = filepath.Join(dir, "bench.img")
+		cfg.Outputs = []image.Output{{Format: image.QCOW2, Path: filepath.Join(dir, "bench.qcow2")}}
+		builder, err := image.New(cfg)
+		require.NoError(b, err)
+		res, err := builder.Build(context.Background())
+		require.NoError(b, err)
+		var st syscall.Stat_t
+		require.NoError(b, syscall.Stat(cfg.ImageFile, &st))
+		q, err := os.Stat(cfg.Outputs[0].Path)
+		require.NoError(b, err)
+		fmt.Printf("image build (lab profile, %d packages, cold cache):\n", len(res.Packages))
+		for _, s := range res.Stages {
+			fmt.Printf("  %-12s %7.1f s\n", s.Stage, s.Took.Seconds())
+		}
+		fmt.Printf("  %-12s %7.1f s\n", "total", res.Took.Seconds())
+		fmt.Printf("  image: %d bytes allocated (%.0f MiB) of %d\n", st.Blocks*512, float64(st.Blocks*512)/(1<<20), cfg.Size)
+		fmt.Printf("  qcow2: %d bytes (%.0f MiB)\n", q.Size(), float64(q.Size())/(1<<20))
+		b.ReportMetric(res.Took.Seconds(), "s/build")
+		b.ReportMetric(float64(st.Blocks*512), "allocated-bytes")
+		b.ReportMetric(float64(q.Size()), "qcow2-bytes")
+	}
+}
