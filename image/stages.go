@@ -429,6 +429,9 @@ func stageFinalize(ctx context.Context, st *build) error {
 	st.res.Kernel = st.kver
 	st.res.HostID = st.hostID
 	if err := exportPool(ctx, z, pool, false); err != nil {
+		if h := holders(st.state.Root); len(h) > 0 {
+			err = fmt.Errorf("%w; held by: %s", err, strings.Join(h, "; "))
+		}
 		return err
 	}
 	st.state.Root = ""

@@ -262,6 +262,7 @@ type session struct {
 	repos    map[string]Repo
 	rootDir  string
 	release  func()                 // the process-wide libalpm lock (see alpm.AcquireGPGDir)
+	gpgdir   string                 // the stable link libalpm's gpgme uses
 	dirModes map[string]os.FileMode // from libalpm's "directory permissions differ" warnings
 	mu       sync.Mutex
 	warnings []string
@@ -306,7 +307,7 @@ func (in *Installer) open(ctx context.Context, root, dbpath string, verify, plan
 	if err != nil {
 		return nil, err
 	}
-	s.release = release
+	s.release, s.gpgdir = release, gpgdir
 	o := alpm.Options{
 		Root: root, DBPath: dbpath, CacheDirs: s.cache,
 		GPGDir:            gpgdir,
@@ -365,6 +366,16 @@ func (in *Installer) open(ctx context.Context, root, dbpath string, verify, plan
 
 func (s *session) close() {
 	s.h.Close()
+	// gpgme's gpg (2.4) starts keyboxd or gpg-agent for the keyring and
+	// leaves them running, holding files of the root open: the pool would
+	// not export. Stop them while the link still points at this root.
+	if s.gpgdir != "" {
+		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+		if _, err := s.in.run.Run(ctx, hooks.Cmd{Args: []string{"gpgconf", "--homedir", s.gpgdir, "--kill", "all"}}); err != nil {
+			s.in.log.Warn("stop gnupg daemons", "keyring", s.rootDir, "err", err)
+		}
+		cancel()
+	}
 	s.release()
 }
 
