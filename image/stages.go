@@ -508,12 +508,14 @@ func removeEmptyDirs(dir string) error {
 	return nil
 }
 
-// exportPool exports, retrying for a few seconds while the pool is busy:
-// right after a chrooted command exits, the kernel may still be tearing
-// down its mount namespace, which holds the datasets for a moment.
+// exportPool exports, retrying for up to a minute while the pool is busy:
+// when a process with a mount namespace of its own ends (a chrooted
+// command, libalpm's install thread), the kernel releases its copies of
+// the datasets' mounts asynchronously, and under emulation with dirty
+// data that can take seconds.
 func exportPool(ctx context.Context, z *zfs.Client, pool string, force bool) error {
 	var err error
-	for i := 0; i < 20; i++ {
+	for i := 0; i < 240; i++ {
 		if err = z.ExportPool(ctx, pool, force); !errors.Is(err, zfs.ErrBusy) {
 			return err
 		}
