@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"strings"
 	"sync"
@@ -310,6 +311,9 @@ func TestEnvironmentsAndESPHook(t *testing.T) {
 	assert.Contains(t, hook, "Target = usr/lib/modules/*/vmlinuz\n")
 	assert.Contains(t, hook, "Exec = /usr/local/sbin/paczfs-update-esp\n")
 	assert.True(t, strings.HasPrefix(updateESPScript, "#!/bin/sh\n"))
+	// The script runs in booted systems only: at least parse it here.
+	out, err := exec.Command("sh", "-n", "-c", updateESPScript).CombinedOutput()
+	assert.NoError(t, err, "%s", out)
 }
 
 func TestKernelVersionsSortNumerically(t *testing.T) {

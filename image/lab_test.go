@@ -24,6 +24,7 @@ import (
 	"github.com/paczfs/paczfs/image"
 	"github.com/paczfs/paczfs/internal/labrepo"
 	"github.com/paczfs/paczfs/internal/labtest"
+	"github.com/paczfs/paczfs/internal/procs"
 	"github.com/paczfs/paczfs/pacman"
 )
 
@@ -350,7 +351,7 @@ func TestLabFailureAtEachStageLeavesHostClean(t *testing.T) {
 			assert.Equal(t, stage, se.Stage)
 			assert.Equal(t, "inject", se.Hook)
 			if !assert.NotContains(t, err.Error(), "cleanup", "cleanup must succeed") && root != "" {
-				t.Logf("what holds %s: %v", root, labtest.Holders(root))
+				t.Logf("what holds %s: %v", root, procs.Holders(root))
 			}
 			for _, f := range []string{cfg.ImageFile, cfg.Outputs[0].Path, cfg.WorkDir} {
 				_, statErr := os.Stat(f)
@@ -436,12 +437,7 @@ func TestLabBlockDeviceInUseOrNotEmptyIsRefusedBeforeWriting(t *testing.T) {
 	cfg := smallProfile(t)
 	cfg.BlockDevice = loop.Path
 	cfg.Size = 0
-	b, err := image.New(cfg)
-	require.NoError(t, err)
-	_, err = b.Build(context.Background())
-	var se *image.StageError
-	require.ErrorAs(t, err, &se)
-	assert.Equal(t, hooks.StageChecks, se.Stage)
+	err = failsInChecks(t, cfg)
 	assert.ErrorIs(t, err, disk.ErrNotEmpty)
 	assert.Contains(t, err.Error(), "block_device")
 	assert.Equal(t, orig, sum(), "the device was not written")
@@ -451,14 +447,22 @@ func TestLabBlockDeviceInUseOrNotEmptyIsRefusedBeforeWriting(t *testing.T) {
 	labtest.Run(t, "mount", "-o", "ro,noload", loop.Path, mnt)
 	t.Cleanup(func() { exec.Command("umount", mnt).Run() })
 	cfg.Overwrite = true // even with overwrite allowed: it is in use
-	b, err = image.New(cfg)
-	require.NoError(t, err)
-	_, err = b.Build(context.Background())
-	require.ErrorAs(t, err, &se)
-	assert.Equal(t, hooks.StageChecks, se.Stage)
-	assert.Contains(t, err.Error(), "mounted")
+	assert.Contains(t, failsInChecks(t, cfg).Error(), "mounted")
 	labtest.Run(t, "umount", mnt)
 	assert.Equal(t, orig, sum(), "the device was not written")
+}
+
+// failsInChecks builds cfg and requires the build to fail in the checks
+// stage, the last one before anything is written.
+func failsInChecks(t *testing.T, cfg image.Config) error {
+	t.Helper()
+	b, err := image.New(cfg)
+	require.NoError(t, err)
+	_, err = b.Build(context.Background())
+	var se *image.StageError
+	require.ErrorAs(t, err, &se)
+	assert.Equal(t, hooks.StageChecks, se.Stage)
+	return err
 }
 
 // Unknown packages and missing dependencies fail in the checks stage,
@@ -468,13 +472,7 @@ func TestLabUnknownPackageFailsBeforeWriting(t *testing.T) {
 	cfg := smallProfile(t)
 	cfg.ImageFile = filepath.Join(t.TempDir(), "x.img")
 	cfg.Packages.Workstation = append(cfg.Packages.Workstation, "no-such-package", labrepo.Broken)
-	b, err := image.New(cfg)
-	require.NoError(t, err)
-	_, err = b.Build(context.Background())
-	var se *image.StageError
-	require.ErrorAs(t, err, &se)
-	assert.Equal(t, hooks.StageChecks, se.Stage)
-	assert.Contains(t, err.Error(), "no-such-package")
+	assert.Contains(t, failsInChecks(t, cfg).Error(), "no-such-package")
 	_, statErr := os.Stat(cfg.ImageFile)
 	assert.ErrorIs(t, statErr, os.ErrNotExist)
 }

@@ -15,6 +15,7 @@ import (
 	"github.com/paczfs/paczfs/disk"
 	"github.com/paczfs/paczfs/hooks"
 	"github.com/paczfs/paczfs/internal/chroot"
+	"github.com/paczfs/paczfs/internal/procs"
 	"github.com/paczfs/paczfs/pacman"
 	"github.com/paczfs/paczfs/zfs"
 )
@@ -429,7 +430,7 @@ func stageFinalize(ctx context.Context, st *build) error {
 	st.res.Kernel = st.kver
 	st.res.HostID = st.hostID
 	if err := exportPool(ctx, z, pool, false); err != nil {
-		if h := holders(st.state.Root); len(h) > 0 {
+		if h := procs.Holders(st.state.Root); len(h) > 0 {
 			err = fmt.Errorf("%w; held by: %s", err, strings.Join(h, "; "))
 		}
 		return err

@@ -1,9 +1,3 @@
-// Package chroot builds command lines that run a program inside a target
-// root with the API filesystems it expects (/proc, /sys, /dev, /run), in a
-// private mount namespace of that command alone: the mounts are never
-// visible on the build host and vanish when the command exits, even if
-// paczfs is killed. This is what arch-chroot does, without its cleanup
-// traps.
 package chroot
 
 // PATH inside the target: Arch's and Debian's directories.

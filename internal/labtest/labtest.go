@@ -158,33 +158,3 @@ func (w testWriter) Write(p []byte) (int, error) {
 	w.t.Log(strings.TrimRight(string(p), "\n"))
 	return len(p), nil
 }
-
-// Holders lists the processes that keep anything under prefix busy: by
-// their root, working directory, open files, or a mount in their mount
-// namespace. For the failure message when a pool will not export.
-func Holders(prefix string) []string {
-	var out []string
-	procs, _ := filepath.Glob("/proc/[0-9]*")
-	for _, p := range procs {
-		var why []string
-		for _, l := range []string{"root", "cwd"} {
-			if t, err := os.Readlink(filepath.Join(p, l)); err == nil && strings.HasPrefix(t, prefix) {
-				why = append(why, l+"="+t)
-			}
-		}
-		fds, _ := filepath.Glob(filepath.Join(p, "fd", "*"))
-		for _, fd := range fds {
-			if t, err := os.Readlink(fd); err == nil && strings.HasPrefix(t, prefix) {
-				why = append(why, "fd="+t)
-			}
-		}
-		if mi, err := os.ReadFile(filepath.Join(p, "mountinfo")); err == nil && strings.Contains(string(mi), " "+prefix) {
-			why = append(why, "mount namespace has mounts under it")
-		}
-		if len(why) > 0 {
-			cmd, _ := os.ReadFile(filepath.Join(p, "cmdline"))
-			out = append(out, fmt.Sprintf("%s %q: %s", filepath.Base(p), strings.ReplaceAll(string(cmd), "\x00", " "), strings.Join(why, ", ")))
-		}
-	}
-	return out
-}

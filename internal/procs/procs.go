@@ -1,4 +1,4 @@
-package image
+package procs
 
 import (
 	"fmt"
@@ -7,10 +7,10 @@ import (
 	"strings"
 )
 
-// holders lists the processes that keep anything under prefix busy (their
+// Holders lists the processes that keep anything under prefix busy (their
 // root, working directory, an open file, or a mount in their mount
 // namespace), so a pool that will not export says why.
-func holders(prefix string) []string {
+func Holders(prefix string) []string {
 	if prefix == "" {
 		return nil
 	}
