@@ -19,10 +19,23 @@ import (
 // The thread is never handed back to the Go scheduler (no
 // UnlockOSThread): it ends with the goroutine, and the kernel drops its
 // namespace with every mount still in it, even after a panic.
+//
+// Never the process's main thread: a locked goroutine that ends there
+// cannot end the thread (the runtime parks it for good), so its private
+// namespace would outlive the install, holding the target's datasets
+// busy, and /proc/self/mountinfo (the main thread's view) would stop
+// showing the host's mounts. On the main thread it hands over to a new
+// goroutine, which the runtime cannot place there while it is locked.
 func onOwnThread(fn func() error) error {
 	errc := make(chan error, 1)
-	go func() {
+	var run func()
+	run = func() {
 		runtime.LockOSThread()
+		if unix.Gettid() == unix.Getpid() {
+			go run()
+			runtime.UnlockOSThread()
+			return
+		}
 		defer func() {
 			if r := recover(); r != nil {
 				errc <- fmt.Errorf("panic: %v", r)
@@ -38,7 +51,8 @@ func onOwnThread(fn func() error) error {
 			return
 		}
 		errc <- fn()
-	}()
+	}
+	go run()
 	return <-errc
 }
 
