@@ -3,6 +3,7 @@
 package disk_test
 
 import (
+	"bufio"
 	"context"
 	"crypto/sha256"
 	"errors"
@@ -12,6 +13,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"syscall"
 	"testing"
 	"time"
 
@@ -177,6 +179,28 @@ func TestLabBlockDeviceChecks(t *testing.T) {
 	assert.True(t, errors.Is(err, disk.ErrInUse), "got %v", err)
 	assert.ErrorContains(t, err, "mounted on "+mnt)
 	labtest.Run(t, "umount", mnt)
+
+	// Mounted in a mount namespace of its own: not in our mountinfo,
+	// still claimed by the kernel.
+	ns := exec.Command("unshare", "--mount", "--propagation", "private", "sh", "-c",
+		`mount -o ro,noload "$1" "$2" && echo mounted && exec sleep 600`, "sh", l.Path, mnt)
+	nsOut, err := ns.StdoutPipe()
+	require.NoError(t, err)
+	require.NoError(t, ns.Start())
+	line, _ := bufio.NewReader(nsOut).ReadString('\n')
+	require.Equal(t, "mounted\n", line, "the mount in the other namespace")
+	_, err = disk.OpenBlockDevice(t.Context(), r, l.Path, true)
+	assert.True(t, errors.Is(err, disk.ErrInUse), "got %v", err)
+	assert.ErrorContains(t, err, "claimed by the kernel")
+	require.NoError(t, ns.Process.Kill())
+	_ = ns.Wait() // the namespace, and its mount, end with the process
+	require.Eventually(t, func() bool {
+		f, err := os.OpenFile(l.Path, os.O_RDONLY|syscall.O_EXCL, 0)
+		if err == nil {
+			f.Close()
+		}
+		return err == nil
+	}, 5*time.Second, 20*time.Millisecond, "the namespace's mount is gone")
 
 	_, err = disk.OpenBlockDevice(t.Context(), r, l.Path, true)
 	require.NoError(t, err, "wipe was asked for")

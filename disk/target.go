@@ -235,6 +235,30 @@ func checkNotInUse(ctx context.Context, r hooks.Runner, path string, devs []bloc
 			}
 		}
 	}
+	return checkNotClaimed(path, devs)
+}
+
+// checkNotClaimed is the kernel's own answer, asked last: an O_EXCL open
+// of a block device fails with EBUSY while anything claims it (a mounted
+// filesystem, swap, md/dm, a ZFS vdev, another program's O_EXCL open).
+// The checks above give the clearer messages, but mountinfo only shows
+// this process's mount namespace: a filesystem mounted in another
+// namespace (a container, a systemd unit with PrivateMounts, a
+// CLONE_NEWNS thread) is invisible there and is caught only here.
+func checkNotClaimed(path string, devs []blockDev) error {
+	for _, d := range devs {
+		f, err := os.OpenFile(d.node, os.O_RDONLY|unix.O_EXCL|unix.O_CLOEXEC, 0)
+		switch {
+		case err == nil:
+			f.Close()
+		case errors.Is(err, unix.EBUSY):
+			return fmt.Errorf("block device %s: %w: %s is claimed by the kernel (mounted, perhaps in another mount namespace, or opened exclusively by another program); release it first", path, ErrInUse, d.node)
+		case errors.Is(err, os.ErrNotExist):
+			// No device node (a partition udev has not created yet): nothing can have opened it by that name, and sysfs holders were checked.
+		default:
+			return fmt.Errorf("block device %s: exclusive open of %s: %w", path, d.node, err)
+		}
+	}
 	return nil
 }
 
