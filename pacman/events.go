@@ -14,6 +14,11 @@ const (
 	EventDownloadStart    EventKind = "download-start"
 	EventDownloadProgress EventKind = "download-progress"
 	EventDownloadDone     EventKind = "download-done"
+	// EventCheck: libalpm checks the whole transaction before installing
+	// (Message names the phase as pacman does: "checking package
+	// integrity", "loading package files"...; Percent, Current of Count).
+	// Signature checks of a large set take a while; this says so.
+	EventCheck EventKind = "check"
 	// EventInstall: libalpm's progress installing Package (Percent), the
 	// Current-th of Count.
 	EventInstall EventKind = "install"

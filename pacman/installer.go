@@ -561,6 +561,10 @@ func (s *session) Event(e alpm.Event) {
 }
 
 func (s *session) Progress(kind int, pkg string, percent, howmany, current int) {
+	if phase := alpm.ProgressKind(kind).CheckPhase(); phase != "" {
+		s.in.emit(Event{Kind: EventCheck, Message: phase, Percent: percent, Current: current, Count: howmany})
+		return
+	}
 	if pkg == "" {
 		return
 	}

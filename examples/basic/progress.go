@@ -30,7 +30,8 @@ type reporter struct {
 	active   bool // between the stage's start and finish
 	started  time.Time
 	files    map[string]*download
-	order    []string // file names as downloads started
+	order    []string      // file names as downloads started
+	check    *pacman.Event // libalpm's checks before installing
 	install  *pacman.Event
 	lastDraw time.Time
 	open     bool // a progress line is drawn and not ended
@@ -55,7 +56,7 @@ func (r *reporter) handle(p image.Progress) {
 	switch p.Kind {
 	case image.StageStarted:
 		r.stage, r.active, r.started = p.Stage, true, r.now()
-		r.files, r.order, r.install = map[string]*download{}, nil, nil
+		r.files, r.order, r.check, r.install = map[string]*download{}, nil, nil, nil
 		if r.tty {
 			r.draw(true)
 		} else {
@@ -109,6 +110,9 @@ func (r *reporter) pkg(e pacman.Event) {
 	case pacman.EventDownloadDone:
 		d := file()
 		d.bytes, d.total, d.done = e.Bytes, e.Total, true
+		r.draw(false)
+	case pacman.EventCheck:
+		r.check = &e
 		r.draw(false)
 	case pacman.EventInstall:
 		r.install = &e
@@ -232,6 +236,9 @@ func (r *reporter) progressLine(now time.Time) string {
 	if e := r.install; e != nil && e.Count > 0 {
 		frac := (float64(e.Current-1) + float64(e.Percent)/100) / float64(e.Count)
 		return fmt.Sprintf("%s  installing %d/%d %s %s", head, e.Current, e.Count, bar(frac, 20), e.Package)
+	}
+	if e := r.check; e != nil {
+		return fmt.Sprintf("%s  %s %s", head, e.Message, bar(float64(e.Percent)/100, 20))
 	}
 	if len(r.files) > 0 {
 		var done int

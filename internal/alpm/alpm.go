@@ -21,6 +21,11 @@ package alpm
 int alpm_option_set_sandboxuser(alpm_handle_t *handle, const char *sandboxuser) __attribute__((weak));
 int alpm_option_set_disable_sandbox(alpm_handle_t *handle, unsigned short disable_sandbox) __attribute__((weak));
 
+// The Go constants in types.go mirror these enums; a libalpm that
+// renumbers them fails here, at compile time.
+_Static_assert(ALPM_EVENT_SCRIPTLET_INFO == 17 && ALPM_EVENT_PKG_RETRIEVE_FAILED == 23 && ALPM_EVENT_HOOK_RUN_DONE == 37, "alpm_event_type_t changed: update types.go");
+_Static_assert(ALPM_PROGRESS_ADD_START == 0 && ALPM_PROGRESS_CONFLICTS_START == 5 && ALPM_PROGRESS_KEYRING_START == 9, "alpm_progress_t changed: update types.go");
+
 extern void goLog(uintptr_t ctx, int level, char *msg);
 extern void goEvent(uintptr_t ctx, int type, char *a, char *b, long long n1, long long n2);
 extern void goProgress(uintptr_t ctx, int kind, char *pkg, int percent, long long howmany, long long current);

@@ -48,6 +48,43 @@ const (
 	EventHookRunDone           EventType = 37
 )
 
+// ProgressKind is libalpm's alpm_progress_t. The per-package kinds
+// (add, upgrade, downgrade, reinstall, remove) name a package; the check
+// kinds run over the whole transaction and name none.
+type ProgressKind int
+
+// Progress kinds.
+const (
+	ProgressAdd ProgressKind = iota
+	ProgressUpgrade
+	ProgressDowngrade
+	ProgressReinstall
+	ProgressRemove
+	ProgressConflicts
+	ProgressDiskspace
+	ProgressIntegrity
+	ProgressLoad
+	ProgressKeyring
+)
+
+// CheckPhase names a check kind as pacman prints it, "" for the
+// per-package kinds.
+func (k ProgressKind) CheckPhase() string {
+	switch k {
+	case ProgressConflicts:
+		return "checking for file conflicts"
+	case ProgressDiskspace:
+		return "checking available disk space"
+	case ProgressIntegrity:
+		return "checking package integrity"
+	case ProgressLoad:
+		return "loading package files"
+	case ProgressKeyring:
+		return "checking keys in keyring"
+	}
+	return ""
+}
+
 // Event is a flattened alpm_event_t: A and B are the event's strings
 // (package name and version, scriptlet line, hook name and description),
 // N1 and N2 its numbers (operation; hook position and total; package
