@@ -122,6 +122,20 @@ func TestLabInstallBaseOnZFSVerifiedByPacmanAndEqualToPacman(t *testing.T) {
 	t.Logf("base set: %d packages, %d bytes to download, %d bytes installed", len(plan.Packages), plan.DownloadSize, plan.InstalledSize)
 
 	require.NoError(t, in.InitKeyring(ctx, root))
+	// One master key, ed25519 (gpg's algorithm 22), kept by pacman-key.
+	// Public keys only: listing secret keys would start a gpg-agent.
+	var masterAlgos []string
+	algo := ""
+	for _, l := range strings.Split(labtest.Run(t, "gpg", "--homedir", pacman.GPGDir(root), "--no-permission-warning", "--with-colons", "--list-keys"), "\n") {
+		f := strings.Split(l, ":")
+		switch {
+		case f[0] == "pub" && len(f) > 3:
+			algo = f[3]
+		case f[0] == "uid" && len(f) > 9 && strings.Contains(f[9], "Pacman Keyring Master Key"):
+			masterAlgos = append(masterAlgos, algo)
+		}
+	}
+	assert.Equal(t, []string{"22"}, masterAlgos, "one ed25519 master key")
 	res, err := in.Install(ctx, root, labrepo.Base)
 	require.NoError(t, err)
 	for _, w := range res.Warnings {

@@ -1,0 +1,59 @@
+package pacman_test
+
+import (
+	"strings"
+	"testing"
+
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+
+	"github.com/paczfs/paczfs/hooks/hookstest"
+	"github.com/paczfs/paczfs/pacman"
+)
+
+// programs reduces recorded command lines to their program and last
+// argument, which is what the order test is about.
+func programs(calls []string) []string {
+	var out []string
+	for _, c := range calls {
+		f := strings.Fields(c)
+		out = append(out, f[0]+" "+f[len(f)-1])
+	}
+	return out
+}
+
+func bareKeyringInstaller(t *testing.T, r *hookstest.FakeRunner) *pacman.Installer {
+	c := pacman.ArchConfig(false)
+	c.Keyrings, c.TrustedKeys = nil, nil
+	in, err := pacman.New(c, pacman.WithRunner(r))
+	require.NoError(t, err)
+	return in
+}
+
+// The master key is made as ed25519 before pacman-key --init, which then
+// keeps it (pacman-key's own RSA 4096 key costs up to a minute under
+// emulation); the lab tests check the keyring works.
+func TestInitKeyringMakesAnEd25519MasterKeyFirst(t *testing.T) {
+	r := &hookstest.FakeRunner{}
+	in := bareKeyringInstaller(t, r)
+	require.NoError(t, in.InitKeyring(t.Context(), t.TempDir()))
+	assert.Equal(t, []string{"gpg --list-secret-keys", "gpg --gen-key", "pacman-key --init", "gpgconf all"}, programs(r.Calls()))
+	assert.Contains(t, r.Stdin()[1], "Key-Curve: ed25519\n")
+	assert.Contains(t, r.Stdin()[1], "%no-protection\n")
+}
+
+func TestInitKeyringKeepsAnExistingMasterKey(t *testing.T) {
+	r := (&hookstest.FakeRunner{}).On("gpg ", hookstest.Response{Stdout: "sec:u:255:22:0123456789ABCDEF:1700000000:::u:::scSC:::+:::ed25519:::0:\n"})
+	in := bareKeyringInstaller(t, r)
+	require.NoError(t, in.InitKeyring(t.Context(), t.TempDir()))
+	assert.Equal(t, []string{"gpg --list-secret-keys", "pacman-key --init", "gpgconf all"}, programs(r.Calls()))
+}
+
+func TestInitKeyringMasterKeyFailureStopsTheAgent(t *testing.T) {
+	r := (&hookstest.FakeRunner{}).On("gpg --homedir", hookstest.Response{ExitCode: 2, Stderr: "gpg: agent_genkey failed"})
+	in := bareKeyringInstaller(t, r)
+	err := in.InitKeyring(t.Context(), t.TempDir())
+	require.Error(t, err)
+	assert.Contains(t, err.Error(), "master key")
+	assert.Equal(t, "gpgconf all", programs(r.Calls())[len(r.Calls())-1], "any agent gpg started is stopped")
+}
