@@ -16,17 +16,33 @@ chmod 755 /usr/sbin/policy-rc.d
 # Keep every downloaded .deb: they become the repository.
 echo 'Binary::apt::APT::Keep-Downloaded-Packages "true";' > /etc/apt/apt.conf.d/99keep
 apt-get update -q
+# zfs-initramfs depends on "zfs-modules | zfs-dkms". In the repository the
+# lab kernel's module is zfs-modules-lab, which provides zfs-modules; a
+# placeholder providing it here keeps zfs-dkms, dkms, the compiler and the
+# kernel headers out of the reference root, and so out of the repository.
+placeholder=paczfs-zfs-modules-placeholder
+mkdir -p /tmp/$placeholder/DEBIAN
+cat > /tmp/$placeholder/DEBIAN/control <<CTL
+Package: $placeholder
+Version: 1
+Architecture: all
+Provides: zfs-modules
+Maintainer: paczfs <paczfs@localhost>
+Description: stands for zfs-modules-lab, the lab kernel's ZFS module
+CTL
+dpkg-deb --build /tmp/$placeholder /tmp/$placeholder.deb >/dev/null
+dpkg -i /tmp/$placeholder.deb
 apt-get install -y -q --no-install-recommends "$@"
 rm -f /usr/sbin/policy-rc.d
 # The packages debootstrap installed have no .deb left: fetch them.
 cd /var/cache/apt/archives
-for p in $(dpkg-query -W -f '${Package}\n'); do
+for p in $(dpkg-query -W -f '${Package}\n' | grep -vx "$placeholder"); do
 	v=$(dpkg-query -W -f '${Version}' "$p")
 	a=$(dpkg-query -W -f '${Architecture}' "$p")
 	ls "${p}_"*.deb >/dev/null 2>&1 || apt-get download -q "$p=$v" >/dev/null 2>&1 || apt-get download -q "$p"
 done
 chown -R root:root /var/cache/apt/archives
-dpkg-query -W -f '${Package}\n' | sort > /tmp/installed.txt
+dpkg-query -W -f '${Package}\n' | grep -vx "$placeholder" | sort > /tmp/installed.txt
 # Files and links no package owns, with /bin, /sbin, /lib in /usr as the
 # converted packages have them.
 cat /var/lib/dpkg/info/*.list | sed -e 's#^/bin/#/usr/bin/#' -e 's#^/sbin/#/usr/sbin/#' -e 's#^/lib/#/usr/lib/#' -e 's#^/lib64/#/usr/lib64/#' | sort -u > /tmp/owned.txt
