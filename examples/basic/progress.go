@@ -31,8 +31,7 @@ type reporter struct {
 	started  time.Time
 	files    map[string]*download
 	order    []string      // file names as downloads started
-	check    *pacman.Event // libalpm's checks before installing
-	install  *pacman.Event
+	phase    *pacman.Event // the latest check, install or hook event: what libalpm is doing now
 	lastDraw time.Time
 	open     bool // a progress line is drawn and not ended
 }
@@ -56,7 +55,7 @@ func (r *reporter) handle(p image.Progress) {
 	switch p.Kind {
 	case image.StageStarted:
 		r.stage, r.active, r.started = p.Stage, true, r.now()
-		r.files, r.order, r.check, r.install = map[string]*download{}, nil, nil, nil
+		r.files, r.order, r.phase = map[string]*download{}, nil, nil
 		if r.tty {
 			r.draw(true)
 		} else {
@@ -111,11 +110,8 @@ func (r *reporter) pkg(e pacman.Event) {
 		d := file()
 		d.bytes, d.total, d.done = e.Bytes, e.Total, true
 		r.draw(false)
-	case pacman.EventCheck:
-		r.check = &e
-		r.draw(false)
-	case pacman.EventInstall:
-		r.install = &e
+	case pacman.EventCheck, pacman.EventInstall:
+		r.phase = &e
 		r.draw(false)
 	case pacman.EventInstalled:
 		if r.tty {
@@ -132,8 +128,11 @@ func (r *reporter) pkg(e pacman.Event) {
 			r.line("[%s]   %s", st, strings.TrimRight(e.Message, "\n"))
 		}
 	case pacman.EventHook:
+		r.phase = &e
 		if r.verbose {
 			r.line("[%s] pacman hook %s", st, e.Message)
+		} else {
+			r.draw(true)
 		}
 	case pacman.EventDatabase:
 		if r.verbose {
@@ -233,12 +232,17 @@ func (r *reporter) draw(force bool) {
 
 func (r *reporter) progressLine(now time.Time) string {
 	head := fmt.Sprintf("[%s] %s", r.stage, seconds(now.Sub(r.started)))
-	if e := r.install; e != nil && e.Count > 0 {
+	switch e := r.phase; {
+	case e == nil:
+	case e.Kind == pacman.EventInstall && e.Count > 0:
 		frac := (float64(e.Current-1) + float64(e.Percent)/100) / float64(e.Count)
 		return fmt.Sprintf("%s  installing %d/%d %s %s", head, e.Current, e.Count, bar(frac, 20), e.Package)
-	}
-	if e := r.check; e != nil {
+	case e.Kind == pacman.EventCheck:
 		return fmt.Sprintf("%s  %s %s", head, e.Message, bar(float64(e.Percent)/100, 20))
+	case e.Kind == pacman.EventHook:
+		// Hooks (depmod, initramfs, systemd's) can run for a minute
+		// after the last package: say which one.
+		return fmt.Sprintf("%s  hook %d/%d %s", head, e.Current, e.Count, strings.TrimSuffix(e.Message, "..."))
 	}
 	if len(r.files) > 0 {
 		var done int

@@ -34,6 +34,7 @@ func feedBase(r *reporter) {
 	r.handle(pkgEvent(pacman.Event{Kind: pacman.EventScriptlet, Message: "generating locales\n"}))
 	r.handle(pkgEvent(pacman.Event{Kind: pacman.EventLog, Level: "warning", Message: "directory permissions differ\n"}))
 	r.handle(pkgEvent(pacman.Event{Kind: pacman.EventInstalled, Package: "less", Version: "668-1"}))
+	r.handle(pkgEvent(pacman.Event{Kind: pacman.EventHook, Package: "60-depmod", Message: "Updating module dependencies...", Current: 1, Count: 2}))
 	r.handle(image.Progress{Kind: image.Message, Stage: hooks.StageBase, Message: "warning: something"})
 	r.handle(image.Progress{Kind: image.StageFinished, Stage: hooks.StageBase, Took: 12340 * time.Millisecond})
 }
@@ -72,6 +73,7 @@ func TestTerminalProgressRedrawsOneLine(t *testing.T) {
 	assert.Contains(t, s, "downloading 0/2 files 1.0 MiB/4.0 MiB  25% [#####---------------]")
 	assert.Contains(t, s, "checking package integrity [########------------]", "signature checks show, not the last download")
 	assert.Contains(t, s, "installing 1/2 [#####---------------] bash")
+	assert.Contains(t, s, "hook 1/2 Updating module dependencies\x1b[K", "after the last package, the running hook shows")
 	assert.Contains(t, s, "\r\x1b[K[base] warning: something\n")
 	assert.True(t, strings.HasSuffix(s, "[base] done in 12.3s (downloaded 2 files, 4.0 MiB)\n"), "%q", s)
 	assert.NotContains(t, s, "installed bash", "installed packages show in the bar only")
