@@ -139,6 +139,8 @@ echo "ran in $PACZFS_STAGE on $PACZFS_POOL_NAME" > /etc/paczfs-shell-hook
 func TestLabBuildBootableImage(t *testing.T) {
 	labtest.Require(t)
 	cfg := labProfile(t)
+	// The default cache, the target's own: checkImage finds it emptied.
+	cfg.Pacman.CacheDirs = nil
 	out := outDir(t)
 	work := t.TempDir()
 	cfg.ImageFile = filepath.Join(work, "lab.img")
@@ -284,6 +286,19 @@ func checkImage(t *testing.T, cfg image.Config, res *image.Result) {
 	assert.Contains(t, lsinit, "zfs.ko")
 	shadow := read("etc/shadow")
 	assert.True(t, strings.HasPrefix(shadow, "root:!*:"), "root locked without a password or key")
+
+	// Downloads do not ship: the target's cache is empty in the image and
+	// in the first layer's snapshot.
+	if len(cfg.Pacman.CacheDirs) == 0 {
+		base := t.TempDir()
+		labtest.Run(t, "mount", "-t", "zfs", "-o", "ro", tmp+"/system/default@base", base)
+		t.Cleanup(func() { exec.Command("umount", base).Run() })
+		for _, dir := range []string{filepath.Join(mnt, "var/cache/pacman/pkg"), filepath.Join(base, "var/cache/pacman/pkg")} {
+			ents, err := os.ReadDir(dir)
+			require.NoError(t, err)
+			assert.Empty(t, ents, "packages left in %s", dir)
+		}
+	}
 }
 
 // smallProfile is the lab profile cut down to what each stage needs to

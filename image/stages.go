@@ -336,6 +336,33 @@ func (st *build) install(ctx context.Context, names []string) error {
 	for _, w := range res.Warnings {
 		st.warn("pacman: %s", w)
 	}
+	if len(st.cfg.Pacman.CacheDirs) == 0 {
+		return st.emptyTargetCache()
+	}
+	return nil
+}
+
+// emptyTargetCache removes the downloaded packages from the target's own
+// cache (used when pacman.cache_dirs is empty), as pacman -Scc would:
+// left there, they would ship in the image and stay forever in the
+// layer's held snapshot (175 MB for the lab profile).
+func (st *build) emptyTargetCache() error {
+	dir := filepath.Join(st.state.Root, "var/cache/pacman/pkg")
+	ents, err := os.ReadDir(dir)
+	if err != nil {
+		if errors.Is(err, os.ErrNotExist) {
+			return nil
+		}
+		return fmt.Errorf("empty the target's package cache: %w", err)
+	}
+	var n int
+	for _, e := range ents {
+		if err := os.RemoveAll(filepath.Join(dir, e.Name())); err != nil {
+			return fmt.Errorf("empty the target's package cache: %w", err)
+		}
+		n++
+	}
+	st.b.log.Debug("emptied the target's package cache", "dir", dir, "entries", n)
 	return nil
 }
 

@@ -45,7 +45,8 @@ type Config struct {
 	// LocalFileSigLevel applies to packages installed from files.
 	LocalFileSigLevel string `json:"local_file_sig_level"`
 	// CacheDirs on the build host where packages are downloaded and reused.
-	// Empty means the target's /var/cache/pacman/pkg.
+	// Empty means the target's /var/cache/pacman/pkg (image.Builder
+	// empties it after each layer, so downloads do not ship in the image).
 	CacheDirs []string `json:"cache_dirs,omitempty"`
 	// ParallelDownloads is how many packages download at once.
 	ParallelDownloads int `json:"parallel_downloads"`

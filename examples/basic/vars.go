@@ -37,7 +37,7 @@ var variables = []varSpec{
 	{Name: "CHROOT_PATH", Section: "misc. filesystem info",
 		Help: "work directory holding the build's mount point; empty (the default) = a fresh temporary directory (the original mounted on /mnt)"},
 	{Name: "CACHE_PATH",
-		Help: "package cache directory on this host; empty = the target's own /var/cache/pacman/pkg; host:path = mounted read-only with sshfs for the build"},
+		Help: "package cache directory on this host; empty = the target's own /var/cache/pacman/pkg, emptied after each layer so the image does not carry the downloads; host:path = mounted read-only with sshfs for the build"},
 	{Name: "POOL_NAME", Help: "the pool's name on disk"},
 	{Name: "TRUSTED_KEYS", List: true,
 		Help: "keys to trust in the target's keyring: key ids, or public key files (a path with a / or ending in .asc, .gpg, .pgp, .key)"},
