@@ -8,6 +8,8 @@ import (
 	"path/filepath"
 	"slices"
 	"strings"
+
+	"github.com/paczfs/paczfs/internal/fsx"
 )
 
 // When says where a hook runs relative to its stage.
@@ -114,7 +116,11 @@ func (h funcHook) Run(ctx context.Context, s *State) error { return h.fn(ctx, s)
 //	PACZFS_POOL_NAME            the pool's name on disk
 //	PACZFS_ROOT_DATASET         the root boot environment (imported name)
 //
-// Its output is logged; a non-zero exit fails the build.
+// Its output is logged; a non-zero exit fails the build. On the host it
+// runs with the runner's environment (for image builds, BuildEnviron and
+// BuildUmask: not the caller's shell); in the target with the chroot's
+// (PATH, HOME=/root, LANG=C.UTF-8, TERM=dumb, umask 022). The variables
+// above come on top of either.
 type Script struct {
 	Path     string
 	AtStage  Stage
@@ -177,11 +183,14 @@ func (h Script) Run(ctx context.Context, s *State) error {
 		return err
 	}
 	dir := filepath.Join(s.Root, "var", "tmp", "paczfs-hook")
-	if err := os.MkdirAll(dir, 0o700); err != nil {
+	if _, err := os.Stat(filepath.Dir(dir)); err != nil {
+		return fmt.Errorf("hook %s: the target has no /var/tmp: %w", h.Path, err)
+	}
+	if err := fsx.Mkdir(dir, 0o700); err != nil {
 		return err
 	}
 	defer os.RemoveAll(dir)
-	if err := os.WriteFile(filepath.Join(dir, "hook"), data, 0o700); err != nil {
+	if err := fsx.WriteFile(filepath.Join(dir, "hook"), data, 0o700); err != nil {
 		return err
 	}
 	// Inside the target, the root is "/".

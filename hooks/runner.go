@@ -6,12 +6,19 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"io/fs"
 	"log/slog"
 	"os"
 	"os/exec"
+	"path/filepath"
+	"slices"
 	"strings"
 	"syscall"
 	"time"
+
+	"golang.org/x/sys/unix"
+
+	"github.com/paczfs/paczfs/internal/osthread"
 )
 
 // Cmd is one invocation of an external program.
@@ -76,6 +83,62 @@ type ExecRunner struct {
 	// Grace is how long a cancelled command gets between SIGTERM and SIGKILL.
 	// Zero means 10 seconds: zfs and zpool must be allowed to finish a txg.
 	Grace time.Duration
+	// Umask, when set, is the file mode creation mask every command starts
+	// with. The process's own umask is never changed: each command is
+	// started from an OS thread with a filesystem context of its own,
+	// which ends once the command has started. Nil: the process's umask.
+	Umask *fs.FileMode
+	// Environ, when not nil, is the environment every command starts with
+	// instead of the process's; Cmd.Env is added to it.
+	Environ []string
+}
+
+// BuildUmask is the umask of every command a build runs (see BuildRunner):
+// what zfs, gpg, qemu-img and the target's tools create gets 0755 and
+// 0644 at most, whatever the caller's umask.
+const BuildUmask fs.FileMode = 0o022
+
+// BuildRunner returns the runner image builds use by default: an
+// ExecRunner whose commands start with BuildUmask and BuildEnviron, so
+// that nothing of the caller's shell (umask, locale, time zone, HOME,
+// PATH order) reaches what they make.
+func BuildRunner(log *slog.Logger) *ExecRunner {
+	mask := BuildUmask
+	return &ExecRunner{Logger: log, Umask: &mask, Environ: BuildEnviron(os.Getenv("PATH"), os.Getenv("TMPDIR"))}
+}
+
+// SystemPath is the search path of build commands, before any directory
+// of the caller's PATH: the host's own tools win whatever the caller's
+// order (the same list chrooted commands get, see internal/chroot).
+const SystemPath = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
+
+// BuildEnviron is the environment of build commands on the host:
+//
+//	PATH      SystemPath, then the directories of callerPath not in it
+//	LANG, LC_ALL=C   messages and sorting as the tools' authors wrote them
+//	TZ=UTC
+//	HOME=/root       the build runs as root; no tool reads the caller's files
+//	TMPDIR    the caller's, when set (where temporary files go, not what they hold)
+//
+// Nothing else of the caller's environment is passed on. Hooks get their
+// PACZFS_* variables on top (see Script).
+func BuildEnviron(callerPath, tmpdir string) []string {
+	path := SystemPath
+	seen := map[string]bool{}
+	for _, d := range strings.Split(SystemPath, ":") {
+		seen[d] = true
+	}
+	for _, d := range strings.Split(callerPath, ":") {
+		if d != "" && !seen[d] && strings.HasPrefix(d, "/") {
+			seen[d] = true
+			path += ":" + d
+		}
+	}
+	env := []string{"PATH=" + path, "LANG=C", "LC_ALL=C", "TZ=UTC", "HOME=/root"}
+	if tmpdir != "" {
+		env = append(env, "TMPDIR="+tmpdir)
+	}
+	return env
 }
 
 var _ Runner = (*ExecRunner)(nil)
@@ -97,7 +160,17 @@ func (r *ExecRunner) Run(ctx context.Context, c Cmd) ([]byte, error) {
 	}
 	cmd := exec.CommandContext(ctx, c.Args[0], c.Args[1:]...)
 	cmd.Dir = c.Dir
-	if len(c.Env) > 0 {
+	if r.Environ != nil {
+		cmd.Env = append(slices.Clone(r.Environ), c.Env...)
+		// exec looked Args[0] up in the process's PATH: look again in ours.
+		if !strings.Contains(c.Args[0], "/") {
+			if p, err := lookPath(c.Args[0], r.Environ); err == nil {
+				cmd.Path, cmd.Err = p, nil
+			} else {
+				cmd.Err = err
+			}
+		}
+	} else if len(c.Env) > 0 {
 		cmd.Env = append(cmd.Environ(), c.Env...)
 	}
 	// Each command leads a process group of its own, and cancellation
@@ -161,7 +234,7 @@ func (r *ExecRunner) Run(ctx context.Context, c Cmd) ([]byte, error) {
 
 	start := time.Now()
 	log.DebugContext(ctx, "run", "cmd", c.String())
-	err := cmd.Start()
+	err := r.start(cmd)
 	closeAll(childEnds)
 	if err != nil {
 		closeAll(ourEnds)
@@ -208,6 +281,40 @@ func (r *ExecRunner) Run(ctx context.Context, c Cmd) ([]byte, error) {
 		return nil, nil
 	}
 	return stdout.Bytes(), nil
+}
+
+// start starts cmd with the runner's umask, from a thread of its own so
+// that the process's umask stays the caller's.
+func (r *ExecRunner) start(cmd *exec.Cmd) error {
+	if r.Umask == nil {
+		return cmd.Start()
+	}
+	mask := int(r.Umask.Perm())
+	return osthread.Run(unix.CLONE_FS, func() error {
+		unix.Umask(mask)
+		return cmd.Start()
+	})
+}
+
+// lookPath finds file in the PATH of env, as exec.LookPath does in the
+// process's.
+func lookPath(file string, env []string) (string, error) {
+	path := ""
+	for _, e := range env {
+		if v, ok := strings.CutPrefix(e, "PATH="); ok {
+			path = v
+		}
+	}
+	for _, dir := range filepath.SplitList(path) {
+		if dir == "" {
+			continue
+		}
+		p := filepath.Join(dir, file)
+		if fi, err := os.Stat(p); err == nil && fi.Mode().IsRegular() && fi.Mode().Perm()&0o111 != 0 {
+			return p, nil
+		}
+	}
+	return "", &exec.Error{Name: file, Err: exec.ErrNotFound}
 }
 
 // tailBuffer keeps the last max bytes written to it.

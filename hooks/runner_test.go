@@ -6,9 +6,11 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"strconv"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
@@ -121,4 +123,46 @@ func TestExecRunnerCancelStopsTheWholeProcessGroup(t *testing.T) {
 		// Gone, or a zombie waiting for init.
 		return err != nil || strings.Contains(string(stat), ") Z ")
 	}, 5*time.Second, 50*time.Millisecond, "the background child %d still runs", pid)
+}
+
+// The build runner's commands start with its umask and environment
+// whatever the caller's, and the caller's umask is left as it was.
+func TestBuildRunnerFixesUmaskAndEnvironment(t *testing.T) {
+	old := syscall.Umask(0o077)
+	defer syscall.Umask(old)
+	t.Setenv("LANG", "de_DE.UTF-8")
+	t.Setenv("TZ", "America/New_York")
+	t.Setenv("HOME", "/home/someone")
+	t.Setenv("PAczFS_SECRET", "host value")
+	t.Setenv("PATH", "/opt/mine/bin:/usr/bin:/bin:relative")
+	r := hooks.BuildRunner(nil)
+	dir := t.TempDir()
+	out, err := r.Run(t.Context(), hooks.Cmd{Args: []string{"sh", "-c", `umask; mkdir "$1/d"; touch "$1/f"; env | sort`, "sh", dir}, Env: []string{"EXTRA=1"}})
+	require.NoError(t, err)
+	lines := strings.Split(strings.TrimSpace(string(out)), "\n")
+	assert.Equal(t, "0022", lines[0])
+	env := lines[1:]
+	for _, want := range []string{"LANG=C", "LC_ALL=C", "TZ=UTC", "HOME=/root", "EXTRA=1",
+		"PATH=" + hooks.SystemPath + ":/opt/mine/bin"} {
+		assert.Contains(t, env, want)
+	}
+	for _, e := range env {
+		assert.NotContains(t, e, "PAczFS_SECRET")
+		assert.NotContains(t, e, "de_DE")
+	}
+	for name, want := range map[string]os.FileMode{"d": 0o755, "f": 0o644} {
+		fi, err := os.Stat(filepath.Join(dir, name))
+		require.NoError(t, err)
+		assert.Equal(t, want, fi.Mode().Perm(), name)
+	}
+	assert.Equal(t, 0o077, syscall.Umask(0o077), "the caller's umask is unchanged")
+	_, err = r.Run(t.Context(), hooks.Cmd{Args: []string{"no-such-program-paczfs"}})
+	assert.ErrorIs(t, err, exec.ErrNotFound)
+}
+
+func TestBuildEnvironPathOrder(t *testing.T) {
+	env := hooks.BuildEnviron("/usr/bin:/home/me/bin:/bin:/home/me/bin:", "/scratch")
+	assert.Equal(t, []string{"PATH=" + hooks.SystemPath + ":/home/me/bin", "LANG=C", "LC_ALL=C", "TZ=UTC", "HOME=/root", "TMPDIR=/scratch"}, env)
+	// Another order of the same directories gives the same PATH.
+	assert.Equal(t, env[0], hooks.BuildEnviron("/home/me/bin:/bin:/usr/bin", "")[0])
 }

@@ -94,8 +94,10 @@ type Result struct {
 // Option configures a Builder.
 type Option func(*Builder)
 
-// WithRunner sets how commands run (default: hooks.ExecRunner with the
-// builder's logger).
+// WithRunner sets how commands run (default: hooks.BuildRunner with the
+// builder's logger: umask 022 and hooks.BuildEnviron for every command,
+// whatever the caller's). A runner of your own decides both; wrap
+// hooks.BuildRunner to keep the image independent of the build host.
 func WithRunner(r hooks.Runner) Option { return func(b *Builder) { b.runner = r } }
 
 // WithLogger sets the logger (default: discard).
@@ -164,7 +166,9 @@ func New(cfg Config, opts ...Option) (*Builder, error) {
 		b.log = slog.New(slog.NewTextHandler(io.Discard, nil))
 	}
 	if b.runner == nil {
-		b.runner = &hooks.ExecRunner{Logger: b.log}
+		// Commands start with umask 022 and a fixed environment: nothing
+		// of the caller's shell reaches the image.
+		b.runner = hooks.BuildRunner(b.log)
 	}
 	if b.progress == nil {
 		b.progress = func(Progress) {}

@@ -34,6 +34,11 @@ type Config struct {
 	SwapSize disk.Size `json:"swap_size"`
 	// Layout, when set, replaces the default ESP/swap/ZFS layout.
 	Layout *disk.Layout `json:"layout,omitempty"`
+	// GUIDSeed, when set, derives the disk and partition GUIDs from it
+	// (disk.Plan.SeededGUIDs): the same seed and layout give the same
+	// table, and the same PARTUUIDs in /etc/fstab. Empty: random per build.
+	// Two disks with the same GUIDs must never be attached to one machine.
+	GUIDSeed string `json:"guid_seed,omitempty"`
 
 	// Outputs are written from the finished raw disk (the original's
 	// VDI_FILE, QCOW_FILE, QCOW2_FILE, and IMAGE_FILE with BLOCK_DEV).

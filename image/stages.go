@@ -15,6 +15,7 @@ import (
 	"github.com/paczfs/paczfs/disk"
 	"github.com/paczfs/paczfs/hooks"
 	"github.com/paczfs/paczfs/internal/chroot"
+	"github.com/paczfs/paczfs/internal/fsx"
 	"github.com/paczfs/paczfs/internal/procs"
 	"github.com/paczfs/paczfs/pacman"
 	"github.com/paczfs/paczfs/zfs"
@@ -155,7 +156,7 @@ func stageTarget(ctx context.Context, st *build) error {
 			return err
 		}
 		work = d
-	} else if err := os.MkdirAll(work, 0o700); err != nil {
+	} else if err := fsx.Mkdir(work, 0o700); err != nil {
 		return err
 	}
 	st.workDir = work
@@ -187,7 +188,7 @@ func stageTarget(ctx context.Context, st *build) error {
 
 func stagePartition(ctx context.Context, st *build) error {
 	t := st.target
-	if err := disk.WriteGPT(t.path, t.plan); err != nil {
+	if err := disk.WriteGPT(t.path, t.plan.SeededGUIDs(st.cfg.GUIDSeed)); err != nil {
 		return err
 	}
 	plan, err := disk.ReadGPT(t.path) // the GUIDs the table really has
@@ -267,7 +268,7 @@ func stagePool(ctx context.Context, st *build) error {
 		return errors.New("the layout has no zfs partition")
 	}
 	root := filepath.Join(st.workDir, "root")
-	if err := os.MkdirAll(root, 0o755); err != nil {
+	if err := fsx.Mkdir(root, 0o755); err != nil {
 		return err
 	}
 	spec := st.poolSpec(st.plan.Temp, root, []string{st.target.loop.PartitionPath(zp.Number)})
@@ -399,7 +400,7 @@ func emptyMachineID(root string) error {
 	if _, err := os.Stat(filepath.Join(root, "etc")); err != nil {
 		return err
 	}
-	return os.WriteFile(p, nil, 0o444)
+	return fsx.WriteFile(p, nil, 0o444)
 }
 
 func stageBase(ctx context.Context, st *build) error {
@@ -496,24 +497,24 @@ func stageConvert(ctx context.Context, st *build) error {
 		if err := writeOutput(ctx, st.b.runner, st.target.path, o, report); err != nil {
 			return err
 		}
+		// Outputs are the caller's files, not the image's: they get the
+		// caller's umask as the image file does (qemu-img ran with the
+		// build's).
+		mask, err := fsx.Umask()
+		if err != nil {
+			return err
+		}
+		if err := os.Chmod(o.Path, 0o644&^mask); err != nil {
+			return err
+		}
 	}
 	return nil
 }
 
-// writeFile writes name (relative to root) with its parent directories.
+// writeFile writes name (relative to root) with exactly mode, and any
+// missing parent directory with 0755, whatever the caller's umask.
 func writeFile(root, name string, data []byte, mode os.FileMode) error {
-	p := filepath.Join(root, name)
-	if err := os.MkdirAll(filepath.Dir(p), 0o755); err != nil {
-		return err
-	}
-	tmp := p + ".paczfs-new"
-	if err := os.WriteFile(tmp, data, mode); err != nil {
-		return err
-	}
-	if err := os.Chmod(tmp, mode); err != nil {
-		return err
-	}
-	return os.Rename(tmp, p)
+	return fsx.WriteFile(filepath.Join(root, name), data, mode)
 }
 
 // removeEmptyDirs removes dir and its subdirectories bottom-up, only while

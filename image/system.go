@@ -18,6 +18,7 @@ import (
 
 	"github.com/paczfs/paczfs/disk"
 	"github.com/paczfs/paczfs/hooks"
+	"github.com/paczfs/paczfs/internal/fsx"
 )
 
 // The ESP's mount point in the booted system. Not /boot: /boot stays on
@@ -93,7 +94,7 @@ func stageSystem(ctx context.Context, st *build) error {
 	if err := writeFile(root, "etc/fstab", st.fstab(), 0o644); err != nil {
 		return err
 	}
-	if err := os.MkdirAll(filepath.Join(root, strings.TrimPrefix(espMountPoint, "/")), 0o700); err != nil {
+	if err := fsx.Mkdir(filepath.Join(root, strings.TrimPrefix(espMountPoint, "/")), 0o700); err != nil {
 		return err
 	}
 	return st.writePaczfsDir()
@@ -148,7 +149,7 @@ func exists(root, name string) bool {
 func copySkel(root string) error {
 	skel := filepath.Join(root, "etc/skel")
 	home := filepath.Join(root, "root")
-	if err := os.MkdirAll(home, 0o700); err != nil {
+	if err := fsx.Mkdir(home, 0o700); err != nil {
 		return err
 	}
 	if err := os.Chmod(home, 0o700); err != nil {
@@ -164,7 +165,7 @@ func copySkel(root string) error {
 		rel, _ := filepath.Rel(skel, p)
 		dst := filepath.Join(home, rel)
 		if d.IsDir() {
-			return os.MkdirAll(dst, 0o700)
+			return fsx.Mkdir(dst, 0o700)
 		}
 		if _, err := os.Lstat(dst); err == nil || !d.Type().IsRegular() {
 			return nil
@@ -173,7 +174,7 @@ func copySkel(root string) error {
 		if err != nil {
 			return err
 		}
-		return os.WriteFile(dst, data, 0o600)
+		return fsx.WriteFile(dst, data, 0o600)
 	})
 }
 
@@ -215,7 +216,7 @@ func setRootLogin(root, hash string, keys []string) error {
 		return nil
 	}
 	ssh := filepath.Join(root, "root/.ssh")
-	if err := os.MkdirAll(ssh, 0o700); err != nil {
+	if err := fsx.Mkdir(ssh, 0o700); err != nil {
 		return err
 	}
 	if err := os.Chmod(ssh, 0o700); err != nil {

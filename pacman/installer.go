@@ -17,6 +17,8 @@ import (
 
 	"github.com/paczfs/paczfs/hooks"
 	"github.com/paczfs/paczfs/internal/alpm"
+	"github.com/paczfs/paczfs/internal/chroot"
+	"github.com/paczfs/paczfs/internal/fsx"
 )
 
 // Errors callers branch on; each message says what to check.
@@ -135,7 +137,7 @@ func (in *Installer) Plan(ctx context.Context, names []string) (*Plan, error) {
 	}
 	defer os.RemoveAll(scratch)
 	dbpath := filepath.Join(scratch, "var/lib/pacman")
-	if err := os.MkdirAll(dbpath, 0o755); err != nil {
+	if err := fsx.Mkdir(dbpath, 0o755); err != nil {
 		return nil, err
 	}
 	var plan *Plan
@@ -193,10 +195,16 @@ func (in *Installer) Install(ctx context.Context, root string, names []string) (
 	if err != nil {
 		return nil, err
 	}
+	// Made before the first package (which owns /etc, /var...) with 0755
+	// whatever the caller's umask; then given the modes their packages
+	// declare, like the API mount points.
+	var made []string
 	for _, d := range []string{"var/lib/pacman", "var/cache/pacman/pkg", "var/log", "etc/pacman.d/hooks"} {
-		if err := os.MkdirAll(filepath.Join(root, d), 0o755); err != nil {
+		dirs, err := fsx.MkdirAll(filepath.Join(root, d), 0o755)
+		if err != nil {
 			return nil, fmt.Errorf("install into %s: %w", root, err)
 		}
+		made = append(made, dirs...)
 	}
 	res := &Result{}
 	err = onOwnThread(func() (err error) {
@@ -204,6 +212,7 @@ func (in *Installer) Install(ctx context.Context, root string, names []string) (
 		if err != nil {
 			return err
 		}
+		created = append(created, made...)
 		var s *session
 		defer func() {
 			err = errors.Join(err, unmount())
@@ -299,7 +308,7 @@ func (in *Installer) open(ctx context.Context, root, dbpath string, verify, plan
 		s.cache = []string{filepath.Join(root, "cache")}
 	}
 	for _, d := range s.cache {
-		if err := os.MkdirAll(d, 0o755); err != nil {
+		if err := fsx.Mkdir(d, 0o755); err != nil {
 			return nil, err
 		}
 	}
@@ -317,6 +326,9 @@ func (in *Installer) open(ctx context.Context, root, dbpath string, verify, plan
 		ParallelDownloads: in.cfg.ParallelDownloads,
 		IgnorePkgs:        in.cfg.IgnorePkgs,
 		NoExtract:         in.cfg.NoExtract,
+		// Scriptlets, hooks and gpg get the environment chrooted commands
+		// get, never the build host's (LANG, TZ, HOME, PATH order...).
+		ChildEnv: chroot.Environ(),
 	}
 	if !plan {
 		o.LogFile = filepath.Join(root, "var/log/pacman.log")

@@ -9,6 +9,7 @@ import (
 	"strings"
 
 	"github.com/paczfs/paczfs/hooks"
+	"github.com/paczfs/paczfs/internal/fsx"
 )
 
 // GPGDir returns the keyring directory of a target root.
@@ -49,7 +50,7 @@ func (in *Installer) keyringDir(root string) (string, error) {
 // stopped before returning, so nothing keeps the root busy.
 func (in *Installer) InitKeyring(ctx context.Context, root string) (err error) {
 	realdir := GPGDir(root)
-	if err := os.MkdirAll(realdir, 0o755); err != nil {
+	if err := fsx.Mkdir(realdir, 0o755); err != nil {
 		return err
 	}
 	// gpg-agent's sockets live in the home directory, and a unix socket

@@ -6,55 +6,35 @@ import (
 	"log/slog"
 	"os"
 	"path/filepath"
-	"runtime"
 
 	"golang.org/x/sys/unix"
+
+	"github.com/paczfs/paczfs/internal/osthread"
 )
 
 // onOwnThread runs fn on an OS thread of its own, with its own mount
 // namespace and filesystem context (current directory, umask, root).
 //
 // libalpm changes the current directory and umask while it extracts, and
-// the scriptlet mounts must not reach the host: both stay on this thread.
-// The thread is never handed back to the Go scheduler (no
-// UnlockOSThread): it ends with the goroutine, and the kernel drops its
-// namespace with every mount still in it, even after a panic.
-//
-// Never the process's main thread: a locked goroutine that ends there
-// cannot end the thread (the runtime parks it for good), so its private
-// namespace would outlive the install, holding the target's datasets
-// busy, and /proc/self/mountinfo (the main thread's view) would stop
-// showing the host's mounts. On the main thread it hands over to a new
-// goroutine, which the runtime cannot place there while it is locked.
+// the scriptlet mounts must not reach the host: both stay on this thread,
+// which ends with fn (internal/osthread). The thread's umask is 022
+// whatever the caller's: the directories libalpm makes for the local
+// database, and the files gpg makes when libalpm checks signatures, must
+// not depend on the build host.
 func onOwnThread(fn func() error) error {
-	errc := make(chan error, 1)
-	var run func()
-	run = func() {
-		runtime.LockOSThread()
-		if unix.Gettid() == unix.Getpid() {
-			go run()
-			runtime.UnlockOSThread()
-			return
-		}
-		defer func() {
-			if r := recover(); r != nil {
-				errc <- fmt.Errorf("panic: %v", r)
-			}
-		}()
-		if err := unix.Unshare(unix.CLONE_NEWNS | unix.CLONE_FS); err != nil {
-			errc <- fmt.Errorf("private mount namespace: %w", err)
-			return
-		}
+	return osthread.Run(unix.CLONE_NEWNS|unix.CLONE_FS, func() error {
 		// Nothing mounted from here on propagates to the host.
 		if err := unix.Mount("", "/", "", unix.MS_REC|unix.MS_PRIVATE, ""); err != nil {
-			errc <- fmt.Errorf("private mount namespace: %w", err)
-			return
+			return fmt.Errorf("private mount namespace: %w", err)
 		}
-		errc <- fn()
-	}
-	go run()
-	return <-errc
+		unix.Umask(installUmask)
+		return fn()
+	})
 }
+
+// installUmask is the file mode creation mask of everything paczfs runs for an
+// install: libalpm's thread, and through it gpg, scriptlets and hooks.
+const installUmask = 0o022
 
 type apiMount struct {
 	source, target, fstype string

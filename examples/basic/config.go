@@ -189,6 +189,8 @@ func (s *settings) defaultValue(spec varSpec) value {
 		return text(c.System.RootPasswordHash)
 	case "HOSTID":
 		return text(c.System.HostID)
+	case "GUID_SEED":
+		return text(c.GUIDSeed)
 	}
 	for _, o := range c.Outputs {
 		for _, ov := range outputVars {
@@ -365,6 +367,7 @@ func (s *settings) config(readFile func(string) ([]byte, error)) (image.Config, 
 	c.System.Keymap = s.str("KEYMAP")
 	c.System.RootPasswordHash = s.str("ROOT_PASSWORD_HASH")
 	c.System.HostID = s.str("HOSTID")
+	c.GUIDSeed = s.str("GUID_SEED")
 	if f := s.str("AUTHORIZED_KEYS_FILE"); f != "" {
 		data, err := readFile(f)
 		if err != nil {

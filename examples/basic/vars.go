@@ -54,6 +54,7 @@ var variables = []varSpec{
 		Help: "crypt(3) hash for root (openssl passwd -6), taken literally; empty locks the password"},
 	{Name: "AUTHORIZED_KEYS_FILE", Help: "file of ssh public keys for root, one per line"},
 	{Name: "HOSTID", Help: "the target's hostid, 8 hex digits; empty = a random one"},
+	{Name: "GUID_SEED", Help: "derive the disk and partition GUIDs from this text (reproducible tables); empty = random"},
 
 	{Name: "HOOKS_DIR", Section: "hooks",
 		Help: "directory of executable hooks named <before|after|replace>-<stage>[.sh]; a .target. part (after-system.target.sh) runs it chrooted in the target"},

@@ -7,11 +7,13 @@ package alpm
 #cgo LDFLAGS: -lalpm
 #include <stdio.h>
 #include <stdlib.h>
+#include <string.h>
 #include <stdint.h>
 #include <stdarg.h>
 #include <unistd.h>
 #include <signal.h>
 #include <sys/wait.h>
+#include <pthread.h>
 #include <alpm.h>
 #include <alpm_list.h>
 
@@ -192,6 +194,47 @@ static int paczfs_fork_and_log(uintptr_t ctx) {
 	return 124;
 }
 
+// libalpm's children (scriptlets, hooks, and gpg through gpgme) exec with
+// the process's environ: the build host's LANG, TZ, HOME, PATH... A fork
+// handler gives them a clean one instead, only for forks made by a thread
+// that set it (thread-local: the caller's own threads fork as before).
+// Assigning environ in the child, before exec, is all it does.
+extern char **environ;
+static __thread char **paczfs_child_env;
+static pthread_once_t paczfs_atfork_once = PTHREAD_ONCE_INIT;
+static void paczfs_atfork_child(void) {
+	if (paczfs_child_env) environ = paczfs_child_env;
+}
+static void paczfs_atfork_register(void) { pthread_atfork(NULL, NULL, paczfs_atfork_child); }
+
+static char **paczfs_env_new(int n) { return calloc((size_t)n + 1, sizeof(char *)); }
+static void paczfs_env_set(char **env, int i, char *s) { env[i] = s; }
+static void paczfs_env_free(char **env) {
+	for (char **p = env; *p; p++) free(*p);
+	free(env);
+}
+// paczfs_child_env_use makes env the environment of this thread's forked
+// children (NULL: the process's again) and returns the previous one.
+static char **paczfs_child_env_use(char **env) {
+	pthread_once(&paczfs_atfork_once, paczfs_atfork_register);
+	char **old = paczfs_child_env;
+	paczfs_child_env = env;
+	return old;
+}
+// paczfs_fork_getenv forks and returns 0 if the child sees name=want in
+// its environment, 1 if not (tests of the handler above).
+static int paczfs_fork_getenv(const char *name, const char *want) {
+	pid_t pid = fork();
+	if (pid < 0) return -1;
+	if (pid == 0) {
+		const char *v = getenv(name);
+		_exit(v && want && strcmp(v, want) == 0 ? 0 : (!v && !want ? 0 : 1));
+	}
+	int status;
+	if (waitpid(pid, &status, 0) != pid) return -1;
+	return WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
+}
+
 static void paczfs_set_callbacks(alpm_handle_t *h, uintptr_t ctx) {
 	paczfs_pid = getpid();
 	alpm_option_set_logcb(h, paczfs_log, (void *)ctx);
@@ -282,6 +325,49 @@ type Handle struct {
 	cb     cgo.Handle
 	mu     sync.Mutex // guards h against Close during Interrupt
 	closed bool
+	env    **C.char // ChildEnv as given to the fork handler, or nil
+}
+
+// useChildEnv makes env the environment of the children libalpm forks
+// from the calling thread (see paczfs_atfork_child), until Close.
+func (a *Handle) useChildEnv(env []string) {
+	if env == nil {
+		return
+	}
+	arr := C.paczfs_env_new(C.int(len(env)))
+	for i, e := range env {
+		C.paczfs_env_set(arr, C.int(i), C.CString(e))
+	}
+	a.env = arr
+	C.paczfs_child_env_use(arr)
+}
+
+// dropChildEnv undoes useChildEnv on the calling thread. The array is
+// freed only if this thread was the one using it: another thread's
+// pointer must never dangle (then it is left, a few hundred bytes).
+func (a *Handle) dropChildEnv() {
+	if a.env == nil {
+		return
+	}
+	if old := C.paczfs_child_env_use(nil); old == a.env {
+		C.paczfs_env_free(a.env)
+	} else {
+		C.paczfs_child_env_use(old)
+	}
+	a.env = nil
+}
+
+// forkGetenv forks from the calling thread and reports whether the child
+// sees name=want ("" with unset: name is unset).
+func forkGetenv(name, want string, unset bool) bool {
+	cn := cstr(name)
+	defer C.free(unsafe.Pointer(cn))
+	var cw *C.char
+	if !unset {
+		cw = cstr(want)
+		defer C.free(unsafe.Pointer(cw))
+	}
+	return C.paczfs_fork_getenv(cn, cw) == 0
 }
 
 func cstr(s string) *C.char { return C.CString(s) }
@@ -300,6 +386,7 @@ func Open(o Options, cb Callbacks) (*Handle, error) {
 	}
 	a := &Handle{h: h, cb: cgo.NewHandle(cb)}
 	C.paczfs_set_callbacks(h, C.uintptr_t(a.cb))
+	a.useChildEnv(o.ChildEnv)
 	if err := a.apply(o); err != nil {
 		a.Close()
 		return nil, err
@@ -417,6 +504,7 @@ func (a *Handle) Close() error {
 	C.alpm_trans_release(a.h) // no-op without a transaction
 	rc := C.alpm_release(a.h)
 	a.cb.Delete()
+	a.dropChildEnv()
 	if rc != 0 {
 		return errors.New("alpm release failed")
 	}

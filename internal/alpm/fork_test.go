@@ -5,6 +5,7 @@ package alpm
 import (
 	"os"
 	"path/filepath"
+	"runtime"
 	"strings"
 	"testing"
 
@@ -44,4 +45,30 @@ func TestCallbacksNeverRunGoInAForkedChild(t *testing.T) {
 	for i := 0; i < 20; i++ {
 		assert.Equal(t, 0, h.forkAndLog(), "run %d: the child must return from the log callback without Go", i)
 	}
+}
+
+// libalpm's children (scriptlets, hooks, gpg) get ChildEnv, not the
+// process's environment, when forked from the thread that opened the
+// handle; other threads' forks are untouched, and Close restores them.
+func TestChildrenGetTheHandlesEnvironment(t *testing.T) {
+	t.Setenv("LANG", "de_DE.UTF-8")
+	runtime.LockOSThread()
+	defer runtime.UnlockOSThread()
+	root := t.TempDir()
+	require.NoError(t, os.MkdirAll(filepath.Join(root, "db"), 0o755))
+	assert.True(t, forkGetenv("LANG", "de_DE.UTF-8", false), "before Open: the process's")
+	h, err := Open(Options{Root: root, DBPath: filepath.Join(root, "db"), ChildEnv: []string{"LANG=C", "PATH=/usr/bin"}}, nopCallbacks{})
+	require.NoError(t, err)
+	assert.True(t, forkGetenv("LANG", "C", false), "a forked child sees ChildEnv")
+	assert.True(t, forkGetenv("PATH", "/usr/bin", false))
+	assert.True(t, forkGetenv("HOME", "", true), "and nothing else")
+	other := make(chan bool)
+	go func() {
+		runtime.LockOSThread()
+		defer runtime.UnlockOSThread()
+		other <- forkGetenv("LANG", "de_DE.UTF-8", false)
+	}()
+	assert.True(t, <-other, "another thread's fork keeps the process's environment")
+	require.NoError(t, h.Close())
+	assert.True(t, forkGetenv("LANG", "de_DE.UTF-8", false), "after Close: the process's again")
 }

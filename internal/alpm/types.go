@@ -24,6 +24,10 @@ type Options struct {
 	IgnorePkgs        []string
 	NoExtract         []string
 	CheckSpace        bool
+	// ChildEnv, when not nil, is the whole environment of every process
+	// libalpm forks (scriptlets, hooks, gpg) from the thread that calls
+	// Open, until Close, which must run on the same thread.
+	ChildEnv []string
 }
 
 // EventType is libalpm's alpm_event_type_t.

@@ -1,20 +1,36 @@
 package chroot
 
+import "strings"
+
 // PATH inside the target: Arch's and Debian's directories.
 const PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 
+// Umask is the file mode creation mask of chrooted commands (as
+// pacstrap's and libalpm's scriptlets get): what an initramfs generator,
+// locale-gen or systemctl enable makes in the target never depends on the
+// build host's umask.
+const Umask = "022"
+
+// Environ returns the whole environment of a chrooted command, before
+// the variables a caller adds with CommandEnv.
+func Environ() []string { return []string{"PATH=" + PATH, "HOME=/root", "LANG=C.UTF-8", "TERM=dumb"} }
+
 // script runs as root in a new mount namespace whose mounts do not
 // propagate back (unshare --propagation private), so every mount below is
-// private to this command and its children.
-const script = `set -e
+// private to this command and its children. The command gets umask 022
+// and a clean environment, whatever the caller's.
+func script() string {
+	return `set -e
+umask ` + Umask + `
 r=$1; shift
 for d in proc sys dev run; do [ -d "$r/$d" ] || mkdir -m 0755 "$r/$d"; done
 mount -t proc -o nosuid,noexec,nodev proc "$r/proc"
 mount -t sysfs -o nosuid,noexec,nodev,ro sys "$r/sys"
 mount --rbind /dev "$r/dev"
 mount -t tmpfs -o nosuid,nodev,mode=0755 run "$r/run"
-exec chroot "$r" /usr/bin/env -i PATH=` + PATH + ` HOME=/root LANG=C.UTF-8 TERM=dumb "$@"
+exec chroot "$r" /usr/bin/env -i ` + strings.Join(Environ(), " ") + ` "$@"
 `
+}
 
 // Command returns the argv that runs argv chrooted in root. Environment
 // variables the caller passes are not inherited by argv (the target gets a
@@ -25,7 +41,7 @@ func Command(root string, argv ...string) []string {
 
 // CommandEnv is Command with extra KEY=VALUE variables for argv.
 func CommandEnv(root string, env []string, argv ...string) []string {
-	args := []string{"unshare", "--mount", "--propagation", "private", "--", "/bin/sh", "-c", script, "paczfs-chroot", root}
+	args := []string{"unshare", "--mount", "--propagation", "private", "--", "/bin/sh", "-c", script(), "paczfs-chroot", root}
 	args = append(args, env...)
 	return append(args, argv...)
 }
