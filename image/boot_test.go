@@ -13,6 +13,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"regexp"
+	"sort"
 	"strings"
 	"testing"
 
@@ -44,13 +45,13 @@ func report(t *testing.T, transcript string) map[string]string {
 			continue
 		}
 		rest := line[i+len("PACZFS-REPORT "):]
-		if k, v, ok := strings.Cut(rest, "="); ok && (k == "failed" || k == "cmdline" || k == "pools") {
+		if k, v, ok := strings.Cut(rest, "="); ok && (k == "failed" || k == "cmdline" || k == "pools" || k == "problems") {
 			m[k] = strings.TrimSpace(v)
 			continue
 		}
-		if strings.HasPrefix(rest, "mount ") {
-			k, v, _ := strings.Cut(strings.TrimPrefix(rest, "mount "), "=")
-			m["mount "+k] = v
+		if strings.HasPrefix(rest, "mount ") || strings.HasPrefix(rest, "enabled ") {
+			k, v, _ := strings.Cut(rest, "=")
+			m[k] = v
 			continue
 		}
 		for _, f := range regexp.MustCompile(`(\w+)=(\S*)`).FindAllStringSubmatch(rest, -1) {
@@ -90,6 +91,19 @@ func checkBooted(t *testing.T, r map[string]string, env string) {
 	assert.True(t, strings.HasSuffix(r["mount /efi"], ",vfat"), "ESP at /efi: %q", r["mount /efi"])
 	assert.Equal(t, "", r["failed"], "failed units")
 	assert.Equal(t, "running", r["state"])
+	assert.Equal(t, "healthy", r["health"], "paczfs-health: %s", r["problems"])
+	assert.Equal(t, "", r["problems"])
+	assert.Equal(t, "active", r["ssh"], "ssh.service")
+	assert.Equal(t, "1", r["listen22"], "sshd listens on port 22")
+	var enabled []string
+	for k, v := range r {
+		if u, ok := strings.CutPrefix(k, "enabled "); ok {
+			enabled = append(enabled, u+"="+v)
+		}
+	}
+	sort.Strings(enabled)
+	t.Logf("enabled units after boot (ActiveState/SubState/NRestarts): %s", strings.Join(enabled, " "))
+	assert.True(t, strings.HasPrefix(r["enabled ssh.service"], "active/running/0"), "ssh.service: %q", r["enabled ssh.service"])
 	assert.Equal(t, "ran", r["shellhook"])
 	assert.Equal(t, "33", r["machineid"], "machine-id generated at first boot")
 	assert.Contains(t, r["cmdline"], "root=ZFS=labpool/system/"+env)
@@ -103,14 +117,27 @@ func TestBootLabImageUnderOVMF(t *testing.T) {
 			checkBooted(t, boot(t, filepath.Join(dir, f.file), f.format, 1), "default")
 		})
 	}
+	// A unit in a restart loop (exit 1, Restart=always) must make the
+	// boot unhealthy, though no unit ever shows as failed: a copy of the
+	// raw image whose default entry pulls the unit in.
+	t.Run("restart-loop-is-unhealthy", func(t *testing.T) {
+		t.Parallel()
+		img := copyRaw(t, dir, "lab-flap.raw")
+		editESP(t, img, "/loader/entries/paczfs-default.conf", func(s string) string {
+			return strings.Replace(s, "\noptions ", "\noptions systemd.wants=paczfs-flap.service ", 1)
+		})
+		r := boot(t, img, "raw", 1)
+		assert.Equal(t, "labpool/system/default", r["root"])
+		assert.Equal(t, "unhealthy", r["health"], "a flapping unit must fail the verdict")
+		assert.Contains(t, r["problems"], "paczfs-flap.service", "the verdict names the unit")
+		assert.Contains(t, r["enabled paczfs-boot-report.service"], "active", "the report ran")
+		t.Logf("problems: %s (state %s, failed %q)", r["problems"], r["state"], r["failed"])
+	})
 	// The bootable environment: a copy of the raw image whose loader.conf
 	// defaults to its entry, written without mounting the ESP.
 	t.Run("bootable-environment", func(t *testing.T) {
 		t.Parallel()
-		img := filepath.Join(dir, "lab-bootable.raw")
-		out, err := exec.Command("cp", "--sparse=always", filepath.Join(dir, "lab.raw"), img).CombinedOutput()
-		require.NoError(t, err, "%s", out)
-		t.Cleanup(func() { os.Remove(img) })
+		img := copyRaw(t, dir, "lab-bootable.raw")
 		plan, err := disk.ReadGPT(img)
 		require.NoError(t, err)
 		esp, err := disk.OpenESP(img, plan)
@@ -131,4 +158,25 @@ func TestBootLabImageUnderOVMF(t *testing.T) {
 		checkBooted(t, r, "bootable")
 		assert.Equal(t, "ok", r["updateesp"], "paczfs-update-esp refreshed this environment's files only")
 	})
+}
+
+// copyRaw copies the raw lab image (sparse) for a boot that changes it.
+func copyRaw(t *testing.T, dir, name string) string {
+	img := filepath.Join(dir, name)
+	out, err := exec.Command("cp", "--sparse=always", filepath.Join(dir, "lab.raw"), img).CombinedOutput()
+	require.NoError(t, err, "%s", out)
+	t.Cleanup(func() { os.Remove(img) })
+	return img
+}
+
+// editESP rewrites one file on an image's ESP, without mounting it.
+func editESP(t *testing.T, img, name string, edit func(string) string) {
+	plan, err := disk.ReadGPT(img)
+	require.NoError(t, err)
+	esp, err := disk.OpenESP(img, plan)
+	require.NoError(t, err)
+	data, err := esp.ReadFile(name)
+	require.NoError(t, err)
+	require.NoError(t, esp.WriteFile(name, strings.NewReader(edit(string(data)))))
+	require.NoError(t, esp.Close())
 }

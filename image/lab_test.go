@@ -77,6 +77,14 @@ for m in /home /root /srv /var/lib/machines /var/lib/postgres /var/lib/machines/
 done
 r "failed=$(systemctl --failed --no-legend --plain | awk '{print $1}' | tr '\n' ' ')"
 r "state=$state"
+# The image's own verdict (paczfs-health), which a flapping unit cannot pass.
+verdict=$(/usr/local/sbin/paczfs-health 2>&1)
+r "health=$(echo "$verdict" | tail -n 1 | cut -d' ' -f1)"
+r "problems=$(echo "$verdict" | sed -n 's/^problem: //p' | tr '\n' ';')"
+for u in $(systemctl list-unit-files --state=enabled --no-legend --plain | awk '{print $1}' | grep -v '@\.'); do
+	r "enabled $u=$(systemctl show -p ActiveState,SubState,NRestarts --value "$u" | tr '\n' '/')"
+done
+r "ssh=$(systemctl show -p ActiveState --value ssh.service) listen22=$(ss -Hltn 'sport = :22' | wc -l)"
 r "shellhook=$(cat /etc/paczfs-shell-hook 2>/dev/null)"
 r "hostid=$(hostid) machineid=$(wc -c < /etc/machine-id)"
 r "cmdline=$(cat /proc/cmdline)"
@@ -116,9 +124,25 @@ ExecStart=/usr/local/sbin/paczfs-boot-report
 WantedBy=multi-user.target
 `
 
+// flapUnit exits 1 and is restarted for ever: slowly enough (3 s, four
+// starts in systemd's 10 s start limit) that it never ends "failed", so
+// `systemctl --failed` stays empty. Installed, not enabled: the boot test
+// pulls it in with systemd.wants= on one boot's command line.
+const flapUnit = `[Unit]
+Description=paczfs boot test: a unit in a restart loop
+
+[Service]
+ExecStart=/bin/false
+Restart=always
+RestartSec=3
+`
+
 // installReport is a Go hook: it writes the report unit into the target
-// and enables it.
+// and enables it, and installs the flapping unit.
 func installReport(ctx context.Context, s *hooks.State) error {
+	if err := os.WriteFile(filepath.Join(s.Root, "etc/systemd/system/paczfs-flap.service"), []byte(flapUnit), 0o644); err != nil {
+		return err
+	}
 	if err := os.WriteFile(filepath.Join(s.Root, "usr/local/sbin/paczfs-boot-report"), []byte(reportScript), 0o755); err != nil {
 		return err
 	}

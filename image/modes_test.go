@@ -113,6 +113,8 @@ func TestWritersIgnoreTheUmask(t *testing.T) {
 		"usr/local":                                        "drwxr-xr-x",
 		"usr/local/sbin":                                   "drwxr-xr-x",
 		"usr/local/sbin/paczfs-update-esp":                 "-rwxr-xr-x",
+		"usr/local/sbin/paczfs-health":                     "-rwxr-xr-x",
+		"etc/paczfs/units":                                 "-rw-r--r--",
 		"etc/initramfs-tools":                              "drwxr-xr-x",
 		"etc/initramfs-tools/hooks":                        "drwxr-xr-x",
 		"etc/initramfs-tools/hooks/paczfs":                 "-rwxr-xr-x",

@@ -80,6 +80,12 @@ func stageSystem(ctx context.Context, st *build) error {
 			return fmt.Errorf("enable units %v: %w", units, err)
 		}
 	}
+	if err := writeFile(root, strings.TrimPrefix(HealthUnits, "/"), healthUnits(units), 0o644); err != nil {
+		return err
+	}
+	if err := writeFile(root, strings.TrimPrefix(HealthScript, "/"), []byte(healthScript), 0o755); err != nil {
+		return err
+	}
 	if err := setRootLogin(root, s.RootPasswordHash, s.AuthorizedKeys); err != nil {
 		return err
 	}

@@ -177,6 +177,10 @@ func (b *Builder) Build(ctx context.Context) (err error) {
 	if err := os.WriteFile(filepath.Join(work, "mkpkg.sh"), mk, 0o755); err != nil {
 		return err
 	}
+	table, _ := assets.ReadFile("assets/maintscript-files")
+	if err := os.WriteFile(filepath.Join(work, "maintscript-files"), table, 0o644); err != nil {
+		return err
+	}
 	step("build, sign and index")
 	if err := b.chroot(ctx, b.Lab.RootFS(), map[string]string{work: "/work"}, "sh /work/mkpkg.sh \"$@\"", RepoName); err != nil {
 		return fmt.Errorf("lab repository: build packages: %w", err)

@@ -30,6 +30,15 @@ for d in /work/pkgs/*/; do
 	done
 	rm -rf usr/share/doc usr/share/man usr/share/info usr/share/lintian
 	cp "$d/PKGINFO" .PKGINFO
+	# What the package's maintainer script would have made (see the table).
+	while read -r pkg target source; do
+		case $pkg in ''|'#'*) continue;; esac
+		[ "$pkg" = "$name" ] || continue
+		[ -f "$source" ] || { echo "mkpkg: $name has no $source for $target" >&2; exit 1; }
+		mkdir -p "$(dirname "$target")"
+		cp -p "$source" "$target"
+		echo "backup = $target" >> .PKGINFO
+	done < /work/maintscript-files
 	set -- *
 	[ "$1" = '*' ] && set --
 	bsdtar -czf .MTREE --format=mtree --options='!all,use-set,type,uid,gid,mode,time,size,md5,sha256,link' .PKGINFO "$@"

@@ -82,7 +82,15 @@ func demo(ctx context.Context, l *lab.Lab, src string, stdout, stderr io.Writer)
 		Expect: []ovmf.Step{
 			{Wait: "login:", Send: "root\n"},
 			{Wait: "Password:", Send: demoPassword + "\n"},
-			{Wait: "# ", Send: "echo; echo '== / is:'; findmnt -n -o SOURCE,FSTYPE /; echo '== datasets:'; zfs list -o name,mountpoint,used; echo '== pool:'; zpool status; echo '== boot environments on the ESP:'; ls /efi/env; systemctl poweroff\n"},
+			{Wait: "# ", Send: "echo; echo '== / is:'; findmnt -n -o SOURCE,FSTYPE /; echo '== datasets:'; zfs list -o name,mountpoint,used; echo '== pool:'; zpool status; echo '== boot environments on the ESP:'; ls /efi/env\n"},
+			// The image's own boot verdict, then ssh: a key made here,
+			// authorized, and a login to localhost with it. The markers
+			// are computed, so the echoed command line never matches.
+			{Wait: "# ", Send: "echo '== health:'; paczfs-health && echo HEALTH-$((20+1))\n"},
+			{Wait: "# ", Send: "echo '== ssh:'; sshd -T | grep -E '^(port|permitrootlogin|pubkeyauthentication) '; ss -Hltn 'sport = :22'; " +
+				"mkdir -m 700 -p /root/.ssh; ssh-keygen -q -t ed25519 -N '' -f /root/.ssh/demo_key && cat /root/.ssh/demo_key.pub >> /root/.ssh/authorized_keys && chmod 600 /root/.ssh/authorized_keys; " +
+				"ssh -o BatchMode=yes -o StrictHostKeyChecking=accept-new -i /root/.ssh/demo_key root@localhost 'echo SSH-$((40+2)) from $(hostname)'\n"},
+			{Wait: "# ", Send: "systemctl poweroff\n"},
 		},
 	})
 	if err != nil {
@@ -90,6 +98,12 @@ func demo(ctx context.Context, l *lab.Lab, src string, stdout, stderr io.Writer)
 	}
 	if !strings.Contains(transcript, "== pool:") || !strings.Contains(transcript, "state: ONLINE") {
 		return fmt.Errorf("boot: the demo did not reach the pool status on the console")
+	}
+	if !strings.Contains(transcript, "HEALTH-21") {
+		return fmt.Errorf("boot: paczfs-health found the demo's boot unhealthy (see its problems above)")
+	}
+	if !strings.Contains(transcript, "SSH-42 from paczfs-demo") {
+		return fmt.Errorf("boot: ssh to localhost with the demo's key did not answer")
 	}
 	fmt.Fprintf(stdout, "\ndemo: done. The image is %s; boot it yourself with:\n  qemu-system-x86_64 -machine q35 -m 2048 -bios /usr/share/ovmf/OVMF.fd -drive file=%s,if=virtio -serial stdio -display none\n", qcow2, qcow2)
 	return nil

@@ -1,0 +1,78 @@
+package image
+
+import (
+	"strings"
+)
+
+// HealthScript is where every image has its boot health check: the one
+// verdict the boot tests, `make demo` and boot assessment use to tell a
+// good boot from a bad one. HealthUnits lists the units it requires
+// active: the profile's System.Units and the network units paczfs enables.
+const (
+	HealthScript = "/usr/local/sbin/paczfs-health"
+	HealthUnits  = "/etc/paczfs/units"
+)
+
+// healthScript waits for the boot to settle (bounded), then finds a boot
+// bad when the system is not "running", any unit failed, any unit is
+// still activating or deactivating (a unit in a restart loop waits in
+// "activating (auto-restart)"), any service was restarted (NRestarts), or
+// a unit paczfs enabled is not active. A snapshot of failed units alone
+// passes a unit that flaps between restarts. The unit running the check
+// (its own cgroup) is not counted. It prints "problem: ..." lines and a
+// last line "healthy" or "unhealthy (N problems)"; exit 0 when healthy,
+// 1 when not.
+const healthScript = `#!/bin/sh
+# Written by paczfs: is this boot good? See ` + HealthScript + ` --help.
+case ${1:-} in -h|--help)
+	echo "usage: paczfs-health: wait for the boot to settle (at most \$PACZFS_HEALTH_TIMEOUT s, 300)"
+	echo "then exit 0 if it is healthy: state running, no failed, activating or restarted unit,"
+	echo "and every unit in ` + HealthUnits + ` active; else print the problems and exit 1"
+	exit 0;;
+esac
+PATH=${PATH:-/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin}
+units_file=${PACZFS_HEALTH_UNITS:-` + HealthUnits + `}
+limit=${PACZFS_HEALTH_TIMEOUT:-300}
+self=$(sed -n 's|^0::.*/||p' /proc/self/cgroup 2>/dev/null)
+n=0
+problem() { echo "problem: $*"; n=$((n + 1)); }
+state=$(timeout "$limit" systemctl is-system-running --wait 2>/dev/null)
+[ "$state" = running ] || problem "system is ${state:-not settled after ${limit}s}"
+for u in $(systemctl list-units --all --state=failed --no-legend --plain | awk '{print $1}'); do
+	[ "$u" = "$self" ] || problem "$u failed"
+done
+for u in $(systemctl list-units --all --state=activating,deactivating --no-legend --plain | awk '{print $1}'); do
+	[ "$u" = "$self" ] || problem "$u is still $(systemctl show -p ActiveState,SubState --value "$u" | tr '\n' ' ')"
+done
+services=$(systemctl list-units --all --type=service --no-legend --plain | awk '{print $1}')
+if [ -n "$services" ]; then
+	systemctl show -p Id -p NRestarts $services | awk -F= -v self="$self" '
+		$1 == "Id" { id = $2 }
+		$1 == "NRestarts" && $2 + 0 > 0 && id != self { print id " " $2 }' > /tmp/paczfs-health.$$
+	while read -r u count; do problem "$u restarted $count times"; done < /tmp/paczfs-health.$$
+	rm -f /tmp/paczfs-health.$$
+fi
+if [ -r "$units_file" ]; then
+	while read -r u; do
+		case $u in ''|'#'*) continue;; esac
+		s=$(systemctl show -p ActiveState --value "$u")
+		[ "$s" = active ] || problem "$u is ${s:-unknown}, want active (enabled by paczfs)"
+	done < "$units_file"
+fi
+if [ "$n" -eq 0 ]; then
+	echo healthy
+	exit 0
+fi
+echo "unhealthy ($n problems)"
+exit 1
+`
+
+// healthUnits is the content of HealthUnits: the units the build enabled.
+func healthUnits(units []string) []byte {
+	var b strings.Builder
+	b.WriteString("# Written by paczfs: the units this image enables; paczfs-health requires them active.\n")
+	for _, u := range units {
+		b.WriteString(u + "\n")
+	}
+	return []byte(b.String())
+}
