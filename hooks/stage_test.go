@@ -10,14 +10,14 @@ import (
 )
 
 func TestEveryOriginalHookHasAStage(t *testing.T) {
-	assert.Len(t, hooks.OriginalHooks, 29)
+	assert.Len(t, hooks.OriginalHooks(), 29)
 	covered := map[hooks.Stage]bool{}
-	for name, st := range hooks.OriginalHooks {
+	for name, st := range hooks.OriginalHooks() {
 		_, err := hooks.ParseStage(string(st))
 		assert.NoError(t, err, name)
 		covered[st] = true
 	}
-	for _, st := range hooks.Stages {
+	for _, st := range hooks.Stages() {
 		assert.True(t, covered[st], "stage %s covers no original hook", st)
 	}
 }

@@ -13,9 +13,9 @@ import (
 	"strings"
 	"time"
 
+	"github.com/paczfs/paczfs/cleanup"
 	"github.com/paczfs/paczfs/disk"
 	"github.com/paczfs/paczfs/hooks"
-	"github.com/paczfs/paczfs/internal/cleanup"
 	"github.com/paczfs/paczfs/pacman"
 )
 
@@ -344,7 +344,7 @@ func (b *Builder) Build(ctx context.Context) (res *Result, err error) {
 	// Registered first, so it runs last: after the pool is exported and
 	// the loop device detached.
 	st.stack.Push("remove partial outputs", func(context.Context) error { return st.removePartial() })
-	for _, stage := range hooks.Stages {
+	for _, stage := range hooks.Stages() {
 		if err := st.runStage(ctx, stage); err != nil {
 			return nil, err
 		}

@@ -1,7 +1,9 @@
 package image
 
 import (
+	"bytes"
 	"context"
+	"encoding/json"
 	"errors"
 	"os"
 	"os/exec"
@@ -43,7 +45,7 @@ func (r *recorder) add(s string) {
 // fakeStages replaces every built-in stage by one that records itself and
 // registers a cleanup action, and fails at failAt.
 func fakeStages(b *Builder, rec *recorder, failAt hooks.Stage) {
-	for _, s := range hooks.Stages {
+	for _, s := range hooks.Stages() {
 		b.stages[s] = func(ctx context.Context, st *build) error {
 			rec.add("stage " + string(s))
 			st.stack.Push("release "+string(s), func(context.Context) error { rec.add("release " + string(s)); return nil })
@@ -75,7 +77,7 @@ func TestStagesRunInOrderWithHooksAroundAndReplacing(t *testing.T) {
 	require.NoError(t, err)
 
 	var want []string
-	for _, s := range hooks.Stages {
+	for _, s := range hooks.Stages() {
 		switch s {
 		case hooks.StageSystem:
 			want = append(want, "hook before-system", "stage system", "hook after-system")
@@ -85,15 +87,15 @@ func TestStagesRunInOrderWithHooksAroundAndReplacing(t *testing.T) {
 			want = append(want, "stage "+string(s))
 		}
 	}
-	for i := len(hooks.Stages) - 1; i >= 0; i-- {
-		if s := hooks.Stages[i]; s != hooks.StageInitramfs {
+	for i := len(hooks.Stages()) - 1; i >= 0; i-- {
+		if s := hooks.Stages()[i]; s != hooks.StageInitramfs {
 			want = append(want, "release "+string(s))
 		}
 	}
 	assert.Equal(t, want, rec.steps)
-	require.Len(t, res.Stages, len(hooks.Stages))
-	assert.Equal(t, "my-initramfs", res.Stages[slicesIndex(hooks.Stages, hooks.StageInitramfs)].Replaced)
-	assert.Equal(t, []string{"before-system", "after-system"}, res.Stages[slicesIndex(hooks.Stages, hooks.StageSystem)].Hooks)
+	require.Len(t, res.Stages, len(hooks.Stages()))
+	assert.Equal(t, "my-initramfs", res.Stages[slicesIndex(hooks.Stages(), hooks.StageInitramfs)].Replaced)
+	assert.Equal(t, []string{"before-system", "after-system"}, res.Stages[slicesIndex(hooks.Stages(), hooks.StageSystem)].Hooks)
 }
 
 func slicesIndex(s []hooks.Stage, v hooks.Stage) int {
@@ -106,7 +108,7 @@ func slicesIndex(s []hooks.Stage, v hooks.Stage) int {
 }
 
 func TestFailureAtEachStageUnwindsEverythingAcquired(t *testing.T) {
-	for i, stage := range hooks.Stages {
+	for i, stage := range hooks.Stages() {
 		t.Run(string(stage), func(t *testing.T) {
 			rec := &recorder{}
 			b, err := New(testConfig(t), hostOK)
@@ -120,11 +122,11 @@ func TestFailureAtEachStageUnwindsEverythingAcquired(t *testing.T) {
 			// Stages after the failure never ran; every one that ran was
 			// released, last first.
 			var want []string
-			for _, s := range hooks.Stages[:i+1] {
+			for _, s := range hooks.Stages()[:i+1] {
 				want = append(want, "stage "+string(s))
 			}
 			for j := i; j >= 0; j-- {
-				want = append(want, "release "+string(hooks.Stages[j]))
+				want = append(want, "release "+string(hooks.Stages()[j]))
 			}
 			assert.Equal(t, want, rec.steps)
 		})
@@ -376,4 +378,31 @@ func TestWithoutHostChecksNewAcceptsButBuildRefuses(t *testing.T) {
 	_, err = b.Build(context.Background())
 	require.ErrorIs(t, err, ErrInvalidConfig)
 	assert.Contains(t, err.Error(), "run as root")
+}
+
+// A Config survives JSON (how an image records it in
+// /etc/paczfs/config.json, and how a profile of one's own is kept).
+func TestConfigRoundTripsThroughJSON(t *testing.T) {
+	c := ArchProfile()
+	c.ImageFile = "/var/tmp/x.img"
+	c.GUIDSeed = "seed"
+	c.Outputs = []Output{{Format: QCOW2, Path: "/var/tmp/x.qcow2", Compression: CompressZstd}}
+	c.System.Files = map[string]string{"/etc/motd": "hi\n"}
+	data, err := json.Marshal(c)
+	require.NoError(t, err)
+	var back Config
+	dec := json.NewDecoder(bytes.NewReader(data))
+	dec.DisallowUnknownFields()
+	require.NoError(t, dec.Decode(&back))
+	assert.Equal(t, c, back)
+}
+
+// The stage order is paczfs's: changing a returned list changes nothing.
+func TestStagesCannotBeChangedByCallers(t *testing.T) {
+	s := hooks.Stages()
+	s[0], s[1] = s[1], s[0]
+	assert.Equal(t, hooks.StageChecks, hooks.Stages()[0])
+	m := hooks.OriginalHooks()
+	delete(m, "clean-up")
+	assert.Len(t, hooks.OriginalHooks(), 29)
 }

@@ -15,7 +15,7 @@ import (
 )
 
 // Config is everything one build needs, as data. Start from a profile
-// (ArchProfile, LabProfile), change what differs, and pass it to New, which
+// (ArchProfile, or a Config saved as JSON), change what differs, and pass it to New, which
 // validates all of it before anything is written.
 type Config struct {
 	// Target: exactly one of ImageFile (a sparse file created for the

@@ -1,10 +1,12 @@
 // Package image turns a configuration into a bootable Arch Linux disk
 // image with a ZFS root.
 //
-// A [Config] holds a whole build as data; [ArchProfile] and [LabProfile]
-// are the starting points (they differ in data only: packages,
-// repositories, how the initramfs is made, how the kernel command line
-// names the root). [New] checks the configuration, the hooks and the host
+// A [Config] holds a whole build as data; [ArchProfile] is the starting
+// point, and any Config (saved as JSON, as every image records its own in
+// /etc/paczfs/config.json) can be another: profiles differ in data only
+// (packages, repositories, how the initramfs is made, how the kernel
+// command line names the root). The project's lab builds from a profile of
+// Debian packages converted to Arch ones, kept beside its repository. [New] checks the configuration, the hooks and the host
 // and writes nothing; every problem comes back in a [*ConfigError] naming
 // the field and the fix. [Builder.Plan] resolves the partition table, the
 // pool and dataset commands and the packages without building (a dry

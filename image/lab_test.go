@@ -35,7 +35,7 @@ func labProfile(t *testing.T) image.Config {
 	require.NoError(t, err)
 	srv := httptest.NewServer(http.FileServer(http.Dir(repo.Dir)))
 	t.Cleanup(srv.Close)
-	cfg := image.LabProfile(repo, srv.URL)
+	cfg := labrepo.Profile(repo, srv.URL)
 	cfg.Pacman.CacheDirs = []string{packageCache(t)}
 	return cfg
 }
@@ -210,7 +210,7 @@ func TestLabBuildBootableImage(t *testing.T) {
 	}
 	assert.Equal(t, []string{"before-base", "after-finalize"}, order)
 	assert.Greater(t, events, 100, "package progress events")
-	assert.Len(t, res.Stages, len(hooks.Stages))
+	assert.Len(t, res.Stages, len(hooks.Stages()))
 	assert.Equal(t, []string{"labpool/system/default", "labpool/system/bootable", "labpool/system/workstation"}, res.Environments)
 	assert.NotEmpty(t, res.Kernel)
 	labtest.AssertClean(t, cfg.ImageFile, "labpool", "")
@@ -352,7 +352,7 @@ func smallProfile(t *testing.T) image.Config {
 func TestLabFailureAtEachStageLeavesHostClean(t *testing.T) {
 	labtest.Require(t)
 	base := smallProfile(t)
-	for _, stage := range hooks.Stages {
+	for _, stage := range hooks.Stages() {
 		t.Run(string(stage), func(t *testing.T) {
 			cfg := base.Clone()
 			dir := t.TempDir()
@@ -512,7 +512,7 @@ func BenchmarkLabBuildImage(b *testing.B) {
 		require.NoError(b, err)
 		srv := httptest.NewServer(http.FileServer(http.Dir(repo.Dir)))
 		defer srv.Close()
-		cfg := image.LabProfile(repo, srv.URL)
+		cfg := labrepo.Profile(repo, srv.URL)
 		cfg.Pacman.CacheDirs = []string{filepath.Join(dir, "cache")}
 		require.NoError(b, os.MkdirAll(cfg.Pacman.CacheDirs[0], 0o755))
 		cfg.ImageFile = filepath.Join(dir, "bench.img")

@@ -6,16 +6,12 @@ import (
 	"slices"
 
 	"github.com/paczfs/paczfs/disk"
-	"github.com/paczfs/paczfs/internal/labrepo"
 	"github.com/paczfs/paczfs/pacman"
 	"github.com/paczfs/paczfs/zfs"
 )
 
-// Profile names.
-const (
-	ProfileArch = "arch"
-	ProfileLab  = "lab"
-)
+// ProfileArch is ArchProfile's name.
+const ProfileArch = "arch"
 
 // common holds the defaults every profile shares: the disk, the pool, the
 // dataset layout and the system settings of the original tool (with its
@@ -74,66 +70,16 @@ func ArchProfile() Config {
 	return c
 }
 
-// LabProfile builds from the lab repository (Debian 13 packages converted
-// to Arch packages, see internal/labrepo) served at url, with Debian's
-// initramfs-tools and its ZFS scripts: the same pipeline as ArchProfile,
-// different data, so it runs and boots offline.
-func LabProfile(repo *labrepo.Repo, url string) Config {
-	c := common()
-	c.Profile = ProfileLab
-	c.Size = 4 * disk.GiB
-	// Three environments, each with its own kernel and initramfs.
-	c.ESPSize = 512 * disk.MiB
-	c.SwapSize = 0
-	c.Pacman = repo.PacmanConfig(url)
-	c.Packages = Packages{
-		Base:        slices.Clone(labrepo.Base),
-		Bootable:    labrepo.Bootable(repo.Kernel),
-		Workstation: slices.Clone(labrepo.Workstation),
-	}
-	c.System.Units = []string{"ssh.service", "zfs.target", "zfs-mount.service"}
-	c.System.SerialConsole = true
-	c.System.Files = map[string]string{
-		// Debian makes host keys in openssh-server's maintainer script,
-		// which converted packages do not run; make them at first boot,
-		// so every machine and clone has its own (Arch's sshdgenkeys
-		// unit does the same).
-		// The packaged ExecStartPre (sshd -t) needs the keys: reset the
-		// list and make them first.
-		"/etc/systemd/system/ssh.service.d/paczfs-host-keys.conf": "[Service]\nExecStartPre=\nExecStartPre=/usr/bin/ssh-keygen -A\nExecStartPre=/usr/sbin/sshd -t\n",
-	}
-	c.Boot = Boot{
-		Kernel:           "/boot/vmlinuz-{kver}",
-		Initrd:           "/boot/initrd.img-{kver}",
-		InitramfsCommand: []string{"mkinitramfs", "-o", "{initrd}", "{kver}"},
-		InitramfsFiles: map[string]string{
-			// MODULES=most is Debian's default, stated so the image stays
-			// portable (not tied to the build host) whatever the package
-			// default becomes. (A short list of disk drivers saved only
-			// 28 of 175 seconds under emulation: the time goes to
-			// copying binaries and their libraries.)
-			"/etc/initramfs-tools/conf.d/paczfs.conf": "# Written by paczfs: a portable initramfs.\nMODULES=most\n",
-		},
-		RootOptions:    []string{"boot=zfs", "root=ZFS={dataset}", "rw"},
-		SystemdBootEFI: "/usr/lib/systemd/boot/efi/systemd-bootx64.efi",
-		Timeout:        1,
-	}
-	return c
-}
-
-// Profile returns the named profile. The lab profile needs its repository
-// (nil for arch).
-func Profile(name string, repo *labrepo.Repo, url string) (Config, error) {
+// Profile returns the named profile: "arch" (or "") is ArchProfile.
+// Other profiles are Configs of their own (the lab's is built where its
+// repository lives); a Config saved as JSON (the /etc/paczfs/config.json
+// of a built image) is one too.
+func Profile(name string) (Config, error) {
 	switch name {
 	case ProfileArch, "":
 		return ArchProfile(), nil
-	case ProfileLab:
-		if repo == nil {
-			return Config{}, fmt.Errorf("profile lab: no lab repository (build it with go run ./internal/lab/cmd/lab repo)")
-		}
-		return LabProfile(repo, url), nil
 	}
-	return Config{}, fmt.Errorf("unknown profile %q: use %s or %s", name, ProfileArch, ProfileLab)
+	return Config{}, fmt.Errorf("unknown profile %q: use %s, or start from a Config of your own", name, ProfileArch)
 }
 
 // Clone returns a deep copy, so profiles can be changed without touching

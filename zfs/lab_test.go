@@ -19,9 +19,9 @@ import (
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 
+	"github.com/paczfs/paczfs/cleanup"
 	"github.com/paczfs/paczfs/disk"
 	"github.com/paczfs/paczfs/hooks"
-	"github.com/paczfs/paczfs/internal/cleanup"
 	"github.com/paczfs/paczfs/internal/labtest"
 	"github.com/paczfs/paczfs/zfs"
 )

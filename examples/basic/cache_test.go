@@ -7,8 +7,8 @@ import (
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 
+	"github.com/paczfs/paczfs/cleanup"
 	"github.com/paczfs/paczfs/hooks/hookstest"
-	"github.com/paczfs/paczfs/internal/cleanup"
 )
 
 // The mount itself needs sshfs and a host; this checks the bookkeeping

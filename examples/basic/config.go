@@ -1,10 +1,12 @@
 package main
 
 import (
+	"bytes"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
-	"net/url"
+	"os"
 	"path/filepath"
 	"slices"
 	"strconv"
@@ -13,7 +15,6 @@ import (
 
 	"github.com/paczfs/paczfs/disk"
 	"github.com/paczfs/paczfs/image"
-	"github.com/paczfs/paczfs/internal/labrepo"
 	"github.com/paczfs/paczfs/pacman"
 )
 
@@ -83,7 +84,7 @@ func (l loader) load() (*settings, error) {
 		}
 		s.val[spec.Name] = e
 		if spec.Name == "PROFILE" {
-			base, err := profileConfig(e.Text, lookup)
+			base, err := profileConfig(e.Text)
 			if err != nil {
 				return nil, fmt.Errorf("%s: %w", v.where(spec.Name), err)
 			}
@@ -93,26 +94,28 @@ func (l loader) load() (*settings, error) {
 	return s, nil
 }
 
-// profileConfig returns the named profile. The lab profile reads its
-// repository from $PACZFS_LABREPO (the directory holding repo/ and
-// keys/) and installs from it through a file:// URL.
-func profileConfig(name string, lookup func(string) (string, bool)) (image.Config, error) {
-	if name != image.ProfileLab {
-		return image.Profile(name, nil, "")
+// profileConfig returns the named profile (arch), or the image.Config in
+// a JSON file when name is a path (it holds a "/" or ends in .json): the
+// /etc/paczfs/config.json of a built image, or a profile of your own such
+// as the lab's.
+func profileConfig(name string) (image.Config, error) {
+	if !strings.Contains(name, "/") && !strings.HasSuffix(name, ".json") {
+		return image.Profile(name)
 	}
-	dir, _ := lookup("PACZFS_LABREPO")
-	if dir == "" {
-		return image.Config{}, errors.New("profile lab: set PACZFS_LABREPO to the lab repository directory (the one holding repo/ and keys/)")
-	}
-	abs, err := filepath.Abs(dir)
+	data, err := os.ReadFile(name)
 	if err != nil {
-		return image.Config{}, err
+		return image.Config{}, fmt.Errorf("profile file: %w", err)
 	}
-	repo, err := labrepo.Open(abs)
-	if err != nil {
-		return image.Config{}, fmt.Errorf("profile lab: PACZFS_LABREPO: %w", err)
+	var c image.Config
+	dec := json.NewDecoder(bytes.NewReader(data))
+	dec.DisallowUnknownFields()
+	if err := dec.Decode(&c); err != nil {
+		return image.Config{}, fmt.Errorf("profile file %s: not an image configuration (JSON): %w", name, err)
 	}
-	return image.Profile(name, repo, (&url.URL{Scheme: "file", Path: repo.Dir}).String())
+	if c.Profile == "" {
+		c.Profile = strings.TrimSuffix(filepath.Base(name), ".json")
+	}
+	return c, nil
 }
 
 // outputVars are the conversions, in the order they are written.

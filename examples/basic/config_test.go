@@ -2,6 +2,7 @@ package main
 
 import (
 	"bytes"
+	"encoding/json"
 	"os"
 	"path/filepath"
 	"strings"
@@ -157,24 +158,39 @@ func TestProfileFlagBeatsFileAndEnvironment(t *testing.T) {
 
 	_, err = loadErr("", map[string]string{"PROFILE": "lab"})
 	require.Error(t, err)
-	assert.Contains(t, err.Error(), "environment variable PROFILE: profile lab: set PACZFS_LABREPO")
+	assert.Contains(t, err.Error(), `environment variable PROFILE: unknown profile "lab"`)
 }
 
-func TestLabProfileUsesTheRepositoryInPACZFS_LABREPO(t *testing.T) {
-	dir := t.TempDir()
-	require.NoError(t, os.MkdirAll(filepath.Join(dir, "keys"), 0o755))
-	require.NoError(t, os.MkdirAll(filepath.Join(dir, "repo"), 0o755))
-	require.NoError(t, os.WriteFile(filepath.Join(dir, "keys/fingerprint"), []byte("ABCD\n"), 0o644))
-	require.NoError(t, os.WriteFile(filepath.Join(dir, "kernel"), []byte("6.12.9-amd64\n"), 0o644))
-	s := load(t, "PROFILE='lab'\n", map[string]string{"PACZFS_LABREPO": dir})
+// A profile can be a file: an image.Config as JSON (what a built image
+// records in /etc/paczfs/config.json, or a profile of one's own such as
+// the lab's), with the variables applied on top as for a named profile.
+func TestProfileFromAJSONConfig(t *testing.T) {
+	base := image.ArchProfile()
+	base.Profile = "mine"
+	base.Size = 4 * disk.GiB
+	base.SwapSize = 0
+	base.Pacman.Repos = []pacman.Repo{{Name: "local", Servers: []string{"file:///srv/repo"}}}
+	base.Packages.Bootable = []string{"linux-image-6.12.9-amd64"}
+	data, err := json.Marshal(base)
+	require.NoError(t, err)
+	file := filepath.Join(t.TempDir(), "mine.json")
+	require.NoError(t, os.WriteFile(file, data, 0o644))
+	s := load(t, "PROFILE='"+file+"'\nHOSTNAME=box\n", nil)
 	c := config(t, s)
-	assert.Equal(t, image.ProfileLab, c.Profile)
+	assert.Equal(t, "mine", c.Profile)
 	require.Len(t, c.Pacman.Repos, 1)
-	assert.Equal(t, []string{"file://" + filepath.Join(dir, "repo")}, c.Pacman.Repos[0].Servers)
-	assert.Equal(t, filepath.Join(dir, "keys"), c.Pacman.KeyringDir)
+	assert.Equal(t, []string{"file:///srv/repo"}, c.Pacman.Repos[0].Servers)
 	assert.Contains(t, c.Packages.Bootable, "linux-image-6.12.9-amd64")
+	assert.Equal(t, "box", c.System.Hostname)
 	assert.Equal(t, "4G", s.str("IMAGE_SIZE"))
 	assert.Equal(t, "0", s.str("SWAP_SIZE"))
+
+	require.NoError(t, os.WriteFile(file, []byte(`{"no_such_field": 1}`), 0o644))
+	_, err = loadErr("PROFILE='"+file+"'\n", nil)
+	require.Error(t, err)
+	assert.Contains(t, err.Error(), "not an image configuration")
+	_, err = loadErr("PROFILE=/nonexistent/p.json\n", nil)
+	assert.ErrorContains(t, err, "profile file")
 }
 
 func TestSuffixAndVariableExpansion(t *testing.T) {

@@ -63,7 +63,7 @@ func scanHooks(dir string) ([]hooks.Script, error) {
 // the target: once the base stage has installed a shell there, until the
 // finalize stage exports the pool.
 func targetReady(stage hooks.Stage, when hooks.When) bool {
-	i, base, fin := slices.Index(hooks.Stages, stage), slices.Index(hooks.Stages, hooks.StageBase), slices.Index(hooks.Stages, hooks.StageFinalize)
+	i, base, fin := slices.Index(hooks.Stages(), stage), slices.Index(hooks.Stages(), hooks.StageBase), slices.Index(hooks.Stages(), hooks.StageFinalize)
 	return i > base && i < fin || stage == hooks.StageBase && when == hooks.After || stage == hooks.StageFinalize && when == hooks.Before
 }
 

@@ -43,9 +43,9 @@ import (
 
 	"golang.org/x/sys/unix"
 
+	"github.com/paczfs/paczfs/cleanup"
 	"github.com/paczfs/paczfs/hooks"
 	"github.com/paczfs/paczfs/image"
-	"github.com/paczfs/paczfs/internal/cleanup"
 )
 
 const (
@@ -282,7 +282,7 @@ profile's defaults; -C prints it.
 Options:
   -c FILE          load a configuration file (parsed, never executed)
   -C               print the effective configuration in the -c format, exit
-  --profile NAME   arch (the default) or lab (the repository in $PACZFS_LABREPO)
+  --profile NAME   arch (the default), or FILE.json: an image configuration as JSON
   --dry-run        print the partitions, pool and dataset commands, packages
                    with versions and sizes, boot environments and outputs;
                    write nothing

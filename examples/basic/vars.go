@@ -17,7 +17,7 @@ type varSpec struct {
 
 var variables = []varSpec{
 	{Name: "PROFILE", Literal: true, Section: "profile and version",
-		Help: "the defaults to start from: arch (Arch Linux mirrors and archzfs) or lab (the lab repository in $PACZFS_LABREPO); --profile overrides it"},
+		Help: "the defaults to start from: arch (Arch Linux mirrors and archzfs), or a file holding an image configuration as JSON (a built image's /etc/paczfs/config.json, or a profile of your own); --profile overrides it"},
 	{Name: "CONFIG_VERSION", Help: "the paczfs version the configuration was written for; another version only warns"},
 	{Name: "SUFFIX", Help: "used in file names; the default ${EPOCHSECONDS} is the current Unix time, taken once per run"},
 

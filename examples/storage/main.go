@@ -13,9 +13,9 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/paczfs/paczfs/cleanup"
 	"github.com/paczfs/paczfs/disk"
 	"github.com/paczfs/paczfs/hooks"
-	"github.com/paczfs/paczfs/internal/cleanup"
 	"github.com/paczfs/paczfs/zfs"
 )
 

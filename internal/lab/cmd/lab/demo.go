@@ -2,8 +2,10 @@ package main
 
 import (
 	"context"
+	"encoding/json"
 	"fmt"
 	"io"
+	"net/url"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -11,6 +13,7 @@ import (
 	"time"
 
 	"github.com/paczfs/paczfs/internal/lab"
+	"github.com/paczfs/paczfs/internal/labrepo"
 	"github.com/paczfs/paczfs/internal/ovmf"
 )
 
@@ -41,6 +44,13 @@ func demo(ctx context.Context, l *lab.Lab, src string, stdout, stderr io.Writer)
 		return err
 	}
 	defer os.RemoveAll(binDir)
+	// The lab profile, as the example CLI takes any profile of one's own:
+	// an image configuration in JSON, with the repository where the VM
+	// sees it.
+	profile, err := labProfileFile(binDir, shares["labrepo"])
+	if err != nil {
+		return err
+	}
 	fmt.Fprintln(stderr, "demo: building examples/basic for the lab")
 	bin, err := l.BuildCommand(ctx, src, binDir, "./examples/basic")
 	if err != nil {
@@ -61,10 +71,10 @@ func demo(ctx context.Context, l *lab.Lab, src string, stdout, stderr io.Writer)
 	fmt.Fprintln(stdout, "demo: step 1/2: go run ./examples/basic --profile lab, inside the lab VM")
 	start := time.Now()
 	err = l.Run(ctx, lab.RunOptions{
-		Args:   []string{"/lab/basic", "--profile", "lab"},
+		Args:   []string{"/lab/basic", "--profile", "/lab/lab-profile.json"},
 		Src:    src,
 		Stdout: stdout,
-		Files:  map[string]string{"basic": bin},
+		Files:  map[string]string{"basic": bin, "lab-profile.json": profile},
 		Env:    env,
 		Shares: shares, Writable: map[string]bool{"out": true},
 	})
@@ -107,4 +117,21 @@ func demo(ctx context.Context, l *lab.Lab, src string, stdout, stderr io.Writer)
 	}
 	fmt.Fprintf(stdout, "\ndemo: done. The image is %s; boot it yourself with:\n  qemu-system-x86_64 -machine q35 -m 2048 -bios /usr/share/ovmf/OVMF.fd -drive file=%s,if=virtio -serial stdio -display none\n", qcow2, qcow2)
 	return nil
+}
+
+// labProfileFile writes the lab profile for the repository shared at
+// /shares/labrepo (see shareRepo) as JSON into dir.
+func labProfileFile(dir, hostRepo string) (string, error) {
+	host, err := labrepo.Open(hostRepo)
+	if err != nil {
+		return "", err
+	}
+	repo := host.At("/shares/labrepo")
+	cfg := labrepo.Profile(repo, (&url.URL{Scheme: "file", Path: repo.Dir}).String())
+	data, err := json.MarshalIndent(cfg, "", "  ")
+	if err != nil {
+		return "", err
+	}
+	p := filepath.Join(dir, "lab-profile.json")
+	return p, os.WriteFile(p, data, 0o644)
 }
