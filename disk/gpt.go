@@ -93,3 +93,13 @@ func fileSize(f *os.File) (int64, error) {
 	}
 	return blockDeviceSize(f)
 }
+
+// DiskSize returns the size in bytes of an image file or a block device.
+func DiskSize(path string) (int64, error) {
+	f, err := os.Open(path)
+	if err != nil {
+		return 0, err
+	}
+	defer f.Close()
+	return fileSize(f)
+}

@@ -53,4 +53,27 @@
 // configured and made bootable before the bootable layer is snapshotted,
 // so every boot environment cloned from it boots; the base layer stays
 // the bare package set.
+//
+// # What each stage hands on
+//
+// Everything a stage hands to the next is in [State] (the builder also
+// keeps records of its own, such as the disk's partition plan, and takes
+// them from State when a hook replaced the stage). A hook that replaces a
+// stage must provide what the left column says; the builder then does the
+// rest in the right column. If the hook did not, the build stops at that
+// stage with an image.StageError wrapping image.ErrNotProvided and naming
+// the field: never later, never a panic.
+//
+//	stage       a replacing hook provides                 the builder then
+//	checks      (nothing: the host is the hook's call)    plans the disk and pool from the configuration
+//	target      ImageFile (a file) or Device (a disk)     attaches its loop device, sets Device; never
+//	                                                      removes the hook's file on failure
+//	partition   a GPT on the disk, with ESP and ZFS        reads it back, sets Partitions
+//	esp         a FAT ESP                                 sets ESP (its own accessor) if the hook did not
+//	pool        Pool (imported name), Root (altroot)      defaults PoolName and RootDataset, exports the
+//	                                                      pool when the build ends
+//	datasets    the root dataset mounted at Root          checks RootDataset and Root
+//	system      the configured root                       reads the hostid for the result
+//	initramfs   the initramfs in the root                 reads the kernel version from the root
+//	others      their work                                nothing more
 package hooks

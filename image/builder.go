@@ -28,6 +28,9 @@ var (
 	ErrStageConflict = errors.New("two hooks replace the same stage")
 	// ErrHook: a hook is misdeclared (unknown stage or position).
 	ErrHook = errors.New("bad hook")
+	// ErrPanic: stage or hook code panicked; the build was released as
+	// after any failure. Please report it: it is a bug (ours, or a hook's).
+	ErrPanic = errors.New("panic")
 )
 
 // StageError is a failure at a stage, by the stage itself or by one of its
@@ -144,6 +147,7 @@ type Builder struct {
 	// stages maps each stage to its built-in implementation; tests
 	// swap them to check ordering, hooks and cleanup without a kernel.
 	stages   map[hooks.Stage]stageFunc
+	adopters map[hooks.Stage]stageFunc
 	lookPath func(string) (string, error)
 	geteuid  func() int
 	skipHost bool
@@ -174,6 +178,12 @@ func New(cfg Config, opts ...Option) (*Builder, error) {
 		b.progress = func(Progress) {}
 	}
 	b.stages = builtinStages()
+	b.adopters = map[hooks.Stage]stageFunc{}
+	for _, d := range pipeline() {
+		if d.adopt != nil {
+			b.adopters[d.stage] = d.adopt
+		}
+	}
 	p := b.cfg.validate()
 	p = append(p, b.checkHooks()...)
 	if !b.skipHost {
@@ -364,8 +374,16 @@ func (b *Builder) newBuild() *build {
 	return st
 }
 
-func (st *build) runStage(ctx context.Context, stage hooks.Stage) error {
+func (st *build) runStage(ctx context.Context, stage hooks.Stage) (err error) {
 	b := st.b
+	// A panic in stage or hook code must not skip the release of what the
+	// build holds (a pool, a loop device, mounts): it fails the stage, and
+	// Build unwinds as after any error.
+	defer func() {
+		if r := recover(); r != nil {
+			err = &StageError{Stage: stage, Err: fmt.Errorf("%w: %v", ErrPanic, r)}
+		}
+	}()
 	st.state.Stage = stage
 	st.refreshState()
 	b.progress(Progress{Kind: StageStarted, Stage: stage})
@@ -400,6 +418,14 @@ func (st *build) runStage(ctx context.Context, stage hooks.Stage) error {
 		timing.Replaced = b.hooks[i].Name()
 		if err := run(b.hooks[i]); err != nil {
 			return err
+		}
+		// What the hook made becomes the builder's, or the build stops
+		// here naming what is missing (never a nil dereference later).
+		if adopt := b.adopters[stage]; adopt != nil {
+			if err := adopt(ctx, st); err != nil {
+				return &StageError{Stage: stage, Hook: b.hooks[i].Name(), Err: err}
+			}
+			st.refreshState()
 		}
 	} else if err := b.stages[stage](ctx, st); err != nil {
 		if ctx.Err() != nil && !errors.Is(err, ctx.Err()) {

@@ -22,23 +22,11 @@ import (
 )
 
 func builtinStages() map[hooks.Stage]stageFunc {
-	return map[hooks.Stage]stageFunc{
-		hooks.StageChecks:      stageChecks,
-		hooks.StageTarget:      stageTarget,
-		hooks.StagePartition:   stagePartition,
-		hooks.StageESP:         stageESP,
-		hooks.StagePool:        stagePool,
-		hooks.StageDatasets:    stageDatasets,
-		hooks.StagePacman:      stagePacman,
-		hooks.StageBase:        stageBase,
-		hooks.StageBootable:    stageBootable,
-		hooks.StageSystem:      stageSystem,
-		hooks.StageInitramfs:   stageInitramfs,
-		hooks.StageBootloader:  stageBootloader,
-		hooks.StageWorkstation: stageWorkstation,
-		hooks.StageFinalize:    stageFinalize,
-		hooks.StageConvert:     stageConvert,
+	m := map[hooks.Stage]stageFunc{}
+	for _, d := range pipeline() {
+		m[d.stage] = d.run
 	}
+	return m
 }
 
 func chrootArgs(root string, argv ...string) []string { return chroot.Command(root, argv...) }
@@ -149,18 +137,9 @@ func (st *build) poolSpec(temp, altroot string, vdevs []string) zfs.PoolSpec {
 
 func stageTarget(ctx context.Context, st *build) error {
 	cfg := st.cfg
-	work := cfg.WorkDir
-	if work == "" {
-		d, err := os.MkdirTemp("", "paczfs-build-")
-		if err != nil {
-			return err
-		}
-		work = d
-	} else if err := fsx.Mkdir(work, 0o700); err != nil {
+	if err := st.ensureWorkDir(); err != nil {
 		return err
 	}
-	st.workDir = work
-	st.stack.Push("remove work directory "+work, func(context.Context) error { return removeEmptyDirs(work) })
 	var t *disk.Target
 	var err error
 	if cfg.BlockDevice != "" {
@@ -171,19 +150,17 @@ func stageTarget(ctx context.Context, st *build) error {
 	if err != nil {
 		return err
 	}
-	st.target = &targetInfo{path: t.Path, block: t.BlockDevice, created: t.Created, size: t.Size, plan: st.plan.Disk}
+	// The layout on the disk as it is (a block device's own size).
+	plan, err := cfg.layout().Plan(t.Size)
+	if err != nil {
+		return fmt.Errorf("layout: %w", err)
+	}
+	st.target = &targetInfo{path: t.Path, block: t.BlockDevice, created: t.Created, size: t.Size, plan: plan}
 	st.res.Disk = t.Path
 	if !t.BlockDevice {
 		st.state.ImageFile = t.Path
 	}
-	loop, err := disk.Attach(ctx, t.Path, disk.LoopOptions{PartScan: true})
-	if err != nil {
-		return err
-	}
-	st.target.loop = loop
-	st.stack.Push("detach "+loop.Path, func(ctx context.Context) error { return loop.Detach(ctx, time.Minute) })
-	st.state.Device = loop.Path
-	return nil
+	return st.attachLoop(ctx)
 }
 
 func stagePartition(ctx context.Context, st *build) error {
@@ -196,16 +173,7 @@ func stagePartition(ctx context.Context, st *build) error {
 		return err
 	}
 	t.plan = plan
-	if err := t.loop.Rescan(); err != nil {
-		return err
-	}
-	var nums []int
-	st.state.Partitions = map[string]string{}
-	for _, p := range plan.Partitions {
-		nums = append(nums, p.Number)
-		st.state.Partitions[string(p.Role)] = t.loop.PartitionPath(p.Number)
-	}
-	if err := t.loop.WaitPartitions(ctx, 30*time.Second, nums...); err != nil {
+	if err := st.partitionDevices(ctx); err != nil {
 		return err
 	}
 	if sw, ok := plan.Find(disk.RoleSwap); ok {
