@@ -185,6 +185,7 @@ func New(cfg Config, opts ...Option) (*Builder, error) {
 		}
 	}
 	p := b.cfg.validate()
+	p = append(p, b.cfg.checkFiles(!b.skipHost)...)
 	p = append(p, b.checkHooks()...)
 	if !b.skipHost {
 		p = append(p, b.checkHost()...)

@@ -17,6 +17,7 @@ import (
 
 	"github.com/paczfs/paczfs/disk"
 	"github.com/paczfs/paczfs/hooks"
+	"github.com/paczfs/paczfs/pacman"
 	"github.com/paczfs/paczfs/zfs"
 )
 
@@ -27,6 +28,7 @@ var hostOK = withHostProbe(func(s string) (string, error) { return "/usr/bin/" +
 func testConfig(t *testing.T) Config {
 	c := ArchProfile()
 	c.ImageFile = filepath.Join(t.TempDir(), "test.img")
+	c.Pacman.KeyringDir = t.TempDir() // the Arch host's keyring package is not on this one
 	return c
 }
 
@@ -252,6 +254,16 @@ func TestBadInputFailsAtNewWithFieldAndFix(t *testing.T) {
 		{"unknown format", func(c *Config) { c.Outputs = []Output{{Format: "iso", Path: filepath.Join(dir, "x.iso")}} }, nil, "outputs[0].format", nil},
 		{"bad hostname", func(c *Config) { c.System.Hostname = "Not_A_Host" }, nil, "system.hostname", nil},
 		{"bad timezone", func(c *Config) { c.System.Timezone = "../../etc/passwd" }, nil, "system.timezone", nil},
+		{"unknown timezone", func(c *Config) { c.System.Timezone = "Mars/Olympus" }, nil, "system.timezone", nil},
+		{"local timezone", func(c *Config) { c.System.Timezone = "Local" }, nil, "system.timezone", nil},
+		{"locale name", func(c *Config) { c.System.Locales = []string{"english UTF-8"} }, nil, "system.locales[0]", nil},
+		{"locale charset", func(c *Config) { c.System.Locales = []string{"de_DE.UTF-8 ISO-8859-1"} }, nil, "system.locales[0]", nil},
+		{"missing trusted key file", func(c *Config) { c.Pacman.TrustedKeys = []pacman.TrustedKey{{File: filepath.Join(dir, "none.asc")}} }, nil, "pacman.trusted_keys[0].file", pacman.ErrKeyFile},
+		{"trusted key file not a key", func(c *Config) { c.Pacman.TrustedKeys = []pacman.TrustedKey{{File: script}} }, nil, "pacman.trusted_keys[0].file", pacman.ErrKeyFile},
+		{"relative cache dir", func(c *Config) { c.Pacman.CacheDirs = []string{"cache"} }, nil, "pacman.cache_dirs[0]", nil},
+		{"cache dir is a file", func(c *Config) { c.Pacman.CacheDirs = []string{existing} }, nil, "pacman.cache_dirs[0]", nil},
+		{"missing keyring dir", func(c *Config) { c.Pacman.KeyringDir = filepath.Join(dir, "nokeys") }, nil, "pacman.keyring_dir", nil},
+		{"key that does not parse", func(c *Config) { c.System.AuthorizedKeys = []string{"ssh-ed25519 AAAAnotbase64 a@b"} }, nil, "system.authorized_keys[0]", nil},
 		{"bad locale", func(c *Config) { c.System.Locales = []string{"en_US.UTF-8"} }, nil, "system.locales[0]", nil},
 		{"bad hostid", func(c *Config) { c.System.HostID = "xyz" }, nil, "system.hostid", nil},
 		{"bad key", func(c *Config) { c.System.AuthorizedKeys = []string{"hello"} }, nil, "system.authorized_keys[0]", nil},

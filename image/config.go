@@ -4,10 +4,15 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
+	"os"
 	"path/filepath"
 	"regexp"
 	"slices"
 	"strings"
+	"time"
+	_ "time/tzdata" // time zones are checked against Go's database, not the host's
+
+	"golang.org/x/crypto/ssh"
 
 	"github.com/paczfs/paczfs/disk"
 	"github.com/paczfs/paczfs/pacman"
@@ -15,8 +20,8 @@ import (
 )
 
 // Config is everything one build needs, as data. Start from a profile
-// (ArchProfile, or a Config saved as JSON), change what differs, and pass it to New, which
-// validates all of it before anything is written.
+// (ArchProfile, or a Config saved as JSON), change what differs, and pass
+// it to New, which validates all of it before anything is written.
 type Config struct {
 	// Target: exactly one of ImageFile (a sparse file created for the
 	// build) and BlockDevice (a whole disk, written in place).
@@ -215,6 +220,7 @@ var (
 	hostnameRE = regexp.MustCompile(`^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$`)
 	timezoneRE = regexp.MustCompile(`^[A-Za-z0-9_+-]+(/[A-Za-z0-9_+-]+)*$`)
 	keymapRE   = regexp.MustCompile(`^[A-Za-z0-9_.-]+$`)
+	localeRE   = regexp.MustCompile(`^([a-z]{2,3}(_[A-Z]{2})?|C)(\.[A-Za-z0-9-]+)?(@[a-z]+)?$`)
 	unitRE     = regexp.MustCompile(`^[A-Za-z0-9:_.@-]+\.(service|socket|target|timer|path|mount)$`)
 )
 
@@ -322,13 +328,23 @@ func (c *Config) validate() problems {
 	}
 	if !timezoneRE.MatchString(s.Timezone) || strings.Contains(s.Timezone, "..") {
 		p.add("system.timezone", "use a zoneinfo name such as UTC or Europe/Berlin", "%q is not a zone name", s.Timezone)
+	} else if _, err := time.LoadLocation(s.Timezone); err != nil || s.Timezone == "Local" {
+		// Go's embedded tz database (time/tzdata): the same names as the
+		// target's tzdata package, whatever the build host has.
+		p.add("system.timezone", "use a zoneinfo name such as UTC or Europe/Berlin", "%q is not a known time zone", s.Timezone)
 	}
 	if len(s.Locales) == 0 {
 		p.add("system.locales", "add e.g. \"en_US.UTF-8 UTF-8\"", "empty")
 	}
 	for i, l := range s.Locales {
-		if f := strings.Fields(l); len(f) != 2 {
+		f := strings.Fields(l)
+		switch {
+		case len(f) != 2:
 			p.add(fmt.Sprintf("system.locales[%d]", i), "write a locale.gen line: NAME CHARSET, e.g. \"en_US.UTF-8 UTF-8\"", "%q", l)
+		case !localeRE.MatchString(f[0]):
+			p.add(fmt.Sprintf("system.locales[%d]", i), "name a locale as glibc does: language_TERRITORY[.charset][@modifier], e.g. de_DE.UTF-8", "%q is not a locale name", f[0])
+		case strings.Contains(strings.ToUpper(f[0]), ".UTF-8") && f[1] != "UTF-8":
+			p.add(fmt.Sprintf("system.locales[%d]", i), "a .UTF-8 locale takes the UTF-8 charset", "%q with charset %q", f[0], f[1])
 		}
 	}
 	if s.Keymap != "" && !keymapRE.MatchString(s.Keymap) {
@@ -408,15 +424,47 @@ type bootEnv struct {
 
 // isAuthorizedKeyLine accepts "[options] type base64 [comment]" with a key
 // type sshd knows the shape of.
+// isAuthorizedKeyLine reports whether k is one authorized_keys line whose
+// key parses (x/crypto/ssh: options, type, base64 key, comment).
 func isAuthorizedKeyLine(k string) bool {
 	if strings.ContainsAny(k, "\r\n") {
 		return false
 	}
-	f := strings.Fields(k)
-	for i := 0; i+1 < len(f); i++ {
-		if strings.HasPrefix(f[i], "ssh-") || strings.HasPrefix(f[i], "ecdsa-") || strings.HasPrefix(f[i], "sk-") {
-			return strings.HasPrefix(f[i+1], "AAAA")
+	_, _, _, rest, err := ssh.ParseAuthorizedKey([]byte(k))
+	return err == nil && len(rest) == 0
+}
+
+// checkFiles checks the files on the build host the configuration names,
+// reading them only: the trusted key files (each must parse as OpenPGP
+// public keys), the package cache directories, and with host the keyring
+// directory (a profile's default, such as the Arch host's keyring package,
+// is not the caller's to fix on another host's dry run).
+func (c *Config) checkFiles(host bool) problems {
+	var p problems
+	pc := c.Pacman
+	if pc.KeyringDir != "" && host {
+		if fi, err := os.Stat(pc.KeyringDir); err != nil || !fi.IsDir() {
+			p.add("pacman.keyring_dir", "name the directory holding the keyring files (NAME.gpg, NAME-trusted)", "%s is not a directory", pc.KeyringDir)
 		}
 	}
-	return false
+	for i, k := range pc.TrustedKeys {
+		if k.File == "" {
+			continue
+		}
+		if _, err := pacman.KeyFileFingerprints(k.File); err != nil {
+			p = append(p, &FieldError{Field: fmt.Sprintf("pacman.trusted_keys[%d].file", i), Problem: err.Error(), Err: err,
+				Fix: "give an OpenPGP public key file (gpg --export --armor KEYID > key.asc)"})
+		}
+	}
+	for i, d := range pc.CacheDirs {
+		switch fi, err := os.Stat(d); {
+		case !filepath.IsAbs(d):
+			p.add(fmt.Sprintf("pacman.cache_dirs[%d]", i), "give an absolute directory", "%q is relative", d)
+		case err == nil && !fi.IsDir():
+			p.add(fmt.Sprintf("pacman.cache_dirs[%d]", i), "give a directory", "%s is not a directory", d)
+		case err != nil && !errors.Is(err, os.ErrNotExist):
+			p.add(fmt.Sprintf("pacman.cache_dirs[%d]", i), "give a directory the build can read and write", "%v", err)
+		}
+	}
+	return p
 }

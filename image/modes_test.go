@@ -132,7 +132,8 @@ func TestWritersIgnoreTheUmask(t *testing.T) {
 			cfg := ArchProfile()
 			cfg.ImageFile = filepath.Join(t.TempDir(), "x.img")
 			cfg.System.Timezone = "Europe/Berlin"
-			cfg.System.AuthorizedKeys = []string{"ssh-ed25519 AAAA test"}
+			cfg.Pacman.KeyringDir = t.TempDir()
+			cfg.System.AuthorizedKeys = []string{"ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIF3eCg5ZUjN1pmhJzqp1xNr4AhwyY5yjVB1ASf0sxpE2 test@paczfs"}
 			cfg.System.Files = map[string]string{"/etc/systemd/system/x.service.d/paczfs.conf": "[Service]\n"}
 			cfg.Boot.InitramfsFiles["/etc/initramfs-tools/hooks/paczfs"] = "#!/bin/sh\n"
 			cfg.Boot.InitramfsCommand = []string{"true"}
