@@ -351,8 +351,17 @@ func (s *settings) config(readFile func(string) ([]byte, error)) (image.Config, 
 	c.Size, c.SwapSize, c.ESPSize = size("IMAGE_SIZE"), size("SWAP_SIZE"), size("ESP_SIZE")
 	c.WorkDir = s.str("CHROOT_PATH")
 	c.Pacman.CacheDirs = nil
-	if p, remote := s.remoteCache(); p != "" && !remote {
-		c.Pacman.CacheDirs = []string{p}
+	switch p, remote := s.remoteCache(); {
+	case p == "" || remote:
+	case strings.Contains(p, ":") && !strings.Contains(p, "/"):
+		// "host:" or "host:a:b": meant for sshfs, but not host:path.
+		bad("CACHE_PATH", fmt.Errorf("%q is neither host:path (sshfs, a path after one colon) nor a local directory", p))
+	default:
+		abs, err := filepath.Abs(p)
+		if err != nil {
+			bad("CACHE_PATH", err)
+		}
+		c.Pacman.CacheDirs = []string{abs}
 	}
 	c.PoolName = s.str("POOL_NAME")
 	c.Pacman.TrustedKeys = trustedKeys(s.list("TRUSTED_KEYS"))

@@ -366,6 +366,17 @@ func TestRemoteCacheDetection(t *testing.T) {
 	assert.True(t, ok)
 	assert.Equal(t, "cachehost:/var/cache/pacman/pkg", remote)
 	assert.Empty(t, config(t, s).Pacman.CacheDirs, "the caller mounts a remote cache")
+
+	// Meant for sshfs but not host:path: refused, naming the variable.
+	for _, p := range []string{"host:", "a:b:c"} {
+		_, err := load(t, "CACHE_PATH='"+p+"'\n", nil).config(os.ReadFile)
+		require.Error(t, err, p)
+		assert.Contains(t, err.Error(), "CACHE_PATH", p)
+		assert.Contains(t, err.Error(), "neither host:path", p)
+	}
+	// A relative local directory becomes absolute.
+	wd, _ := os.Getwd()
+	assert.Equal(t, []string{filepath.Join(wd, "cache")}, config(t, load(t, "CACHE_PATH=cache\n", nil)).Pacman.CacheDirs)
 }
 
 func TestPrintedConfigLoadsBackToTheSameConfig(t *testing.T) {
