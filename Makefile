@@ -47,7 +47,7 @@ unit:
 # image package's lab test builds are then booted here under OVMF.
 labtest: lab
 	rm -rf $(BOOT_DIR)
-	$(LAB) test -repo -out $(BOOT_DIR) $(LAB_PKGS)
+	$(LAB) test -repo -timeout 50m -out $(BOOT_DIR) $(LAB_PKGS)
 	PACZFS_BOOT_IMAGES=$(BOOT_DIR) PACZFS_REQUIRE_LAB=1 $(GO) test -count=1 -tags boot -run '^TestBoot' -timeout 40m -v ./image
 
 test: deps lint unit labtest

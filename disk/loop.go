@@ -222,3 +222,45 @@ func AttachedLoops(path string) ([]string, error) {
 	}
 	return out, nil
 }
+
+// DetachBacking detaches every loop device that serves backing (an image
+// file or block device): for recovering what a killed build left. Each
+// device is opened and asked, through that descriptor, what it serves
+// before it is cleared, so a device another process attached to another
+// file meanwhile is never touched. It returns the devices it cleared.
+func DetachBacking(ctx context.Context, backing string, timeout time.Duration) ([]string, error) {
+	abs, err := filepath.Abs(backing)
+	if err != nil {
+		return nil, err
+	}
+	devs, err := AttachedLoops(abs)
+	if err != nil {
+		return nil, err
+	}
+	var done []string
+	var errs []error
+	for _, dev := range devs {
+		f, err := os.OpenFile(dev, os.O_RDONLY|unix.O_CLOEXEC, 0)
+		if err != nil {
+			continue // gone meanwhile
+		}
+		info, err := unix.IoctlLoopGetStatus64(int(f.Fd()))
+		name := ""
+		if err == nil {
+			name = unix.ByteSliceToString(info.File_name[:])
+		}
+		if err != nil || name != abs {
+			f.Close()
+			continue // another file now, or unreadable: not ours to clear
+		}
+		var n int
+		fmt.Sscanf(filepath.Base(dev), "loop%d", &n)
+		l := &Loop{Path: dev, Number: n, backing: abs, f: f}
+		if err := l.Detach(ctx, timeout); err != nil {
+			errs = append(errs, err)
+			continue
+		}
+		done = append(done, dev)
+	}
+	return done, errors.Join(errs...)
+}

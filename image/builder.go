@@ -103,6 +103,11 @@ type Option func(*Builder)
 // hooks.BuildRunner to keep the image independent of the build host.
 func WithRunner(r hooks.Runner) Option { return func(b *Builder) { b.runner = r } }
 
+// WithStateDir sets where builds record what they hold, for Recover
+// (default DefaultStateDir). Builds that should recover each other share
+// one directory.
+func WithStateDir(dir string) Option { return func(b *Builder) { b.stateDir = dir } }
+
 // WithLogger sets the logger (default: discard).
 func WithLogger(l *slog.Logger) Option { return func(b *Builder) { b.log = l } }
 
@@ -148,6 +153,7 @@ type Builder struct {
 	// swap them to check ordering, hooks and cleanup without a kernel.
 	stages   map[hooks.Stage]stageFunc
 	adopters map[hooks.Stage]stageFunc
+	stateDir string
 	lookPath func(string) (string, error)
 	geteuid  func() int
 	skipHost bool
@@ -176,6 +182,9 @@ func New(cfg Config, opts ...Option) (*Builder, error) {
 	}
 	if b.progress == nil {
 		b.progress = func(Progress) {}
+	}
+	if b.stateDir == "" {
+		b.stateDir = DefaultStateDir
 	}
 	b.stages = builtinStages()
 	b.adopters = map[hooks.Stage]stageFunc{}
@@ -324,6 +333,7 @@ type build struct {
 	envs     []bootEnv
 	kver     string
 	hostID   string
+	record   *stateFile // what this build holds, for Recover (nil in Plan)
 	packages []pacman.PlannedPackage
 	warnings []string
 }
@@ -339,10 +349,27 @@ func (b *Builder) Build(ctx context.Context) (res *Result, err error) {
 	}
 	start := time.Now()
 	st := b.newBuild()
+	// What builds that died on this host left is released first (only
+	// theirs: see Recover); then this build records what it holds.
+	recovered, rerr := Recover(ctx, RecoverStateDir(b.stateDir), RecoverRunner(b.runner), RecoverLogger(b.log))
+	for _, r := range recovered {
+		st.warn("released what build %s (pid %d, started %s) left: %s", r.ID, r.PID, r.Started.Format(time.RFC3339), strings.Join(r.Released, "; "))
+	}
+	if rerr != nil {
+		st.warn("recovering dead builds: %v", rerr)
+	}
+	if st.record, err = openState(b.stateDir); err != nil {
+		return nil, &StageError{Stage: hooks.StageChecks, Err: err}
+	}
 	defer func() {
 		cerr := st.stack.Unwind(ctx)
 		if cerr != nil {
 			err = errors.Join(err, cerr)
+			// Something was not released: the record stays (unlocked
+			// once this process ends) for Recover to finish the job.
+			st.record.f.Close()
+		} else if rerr := st.record.close(); rerr != nil {
+			b.log.Warn("remove build record", "err", rerr)
 		}
 		if err != nil {
 			res = nil

@@ -21,6 +21,20 @@ import (
 	"github.com/paczfs/paczfs/zfs"
 )
 
+// testStateDir is where unit-test builds keep their records (not /run).
+var testStateDir string
+
+func TestMain(m *testing.M) {
+	d, err := os.MkdirTemp("", "paczfs-image-test-state-")
+	if err != nil {
+		panic(err)
+	}
+	testStateDir = d
+	code := m.Run()
+	os.RemoveAll(d)
+	os.Exit(code)
+}
+
 // hostOK pretends every tool exists and we are root, so New's host
 // checks pass in unit tests.
 var hostOK = withHostProbe(func(s string) (string, error) { return "/usr/bin/" + s, nil }, func() int { return 0 })
@@ -47,6 +61,7 @@ func (r *recorder) add(s string) {
 // fakeStages replaces every built-in stage by one that records itself and
 // registers a cleanup action, and fails at failAt.
 func fakeStages(b *Builder, rec *recorder, failAt hooks.Stage) {
+	b.stateDir = testStateDir
 	for _, s := range hooks.Stages() {
 		b.stages[s] = func(ctx context.Context, st *build) error {
 			rec.add("stage " + string(s))

@@ -138,6 +138,9 @@ func adoptPool(ctx context.Context, st *build) error {
 		s.RootDataset = s.Pool + "/" + st.cfg.RootDataset
 	}
 	pool := s.Pool
+	if err := st.record.update(func(r *record) { r.Pools = append(r.Pools, pool) }); err != nil {
+		return err
+	}
 	st.stack.Push("export pool "+pool, func(ctx context.Context) error { return exportPool(ctx, st.zfs(), pool, true) })
 	return nil
 }
@@ -193,7 +196,11 @@ func (st *build) ensureWorkDir() error {
 			return err
 		}
 		work = d
-	} else if err := fsx.Mkdir(work, 0o700); err != nil {
+	}
+	if err := st.record.update(func(r *record) { r.WorkDir = work }); err != nil {
+		return err
+	}
+	if err := fsx.Mkdir(work, 0o700); err != nil {
 		return err
 	}
 	st.workDir = work
@@ -203,6 +210,9 @@ func (st *build) ensureWorkDir() error {
 
 // attachLoop attaches the build's loop device to the target.
 func (st *build) attachLoop(ctx context.Context) error {
+	if err := st.record.update(func(r *record) { r.Backing = st.target.path }); err != nil {
+		return err
+	}
 	loop, err := disk.Attach(ctx, st.target.path, disk.LoopOptions{PartScan: true})
 	if err != nil {
 		return err

@@ -145,9 +145,20 @@ func stageTarget(ctx context.Context, st *build) error {
 	if cfg.BlockDevice != "" {
 		t, err = disk.OpenBlockDevice(ctx, st.b.runner, cfg.BlockDevice, cfg.Overwrite)
 	} else {
+		img, aerr := filepath.Abs(cfg.ImageFile)
+		if aerr != nil {
+			return aerr
+		}
+		if err := st.record.update(func(r *record) { r.Image = img }); err != nil {
+			return err
+		}
 		t, err = disk.CreateImage(cfg.ImageFile, int64(cfg.Size), cfg.Overwrite)
 	}
 	if err != nil {
+		return err
+	}
+	// Only a file this build created may be removed by recovery.
+	if err := st.record.update(func(r *record) { r.Created = t.Created }); err != nil {
 		return err
 	}
 	// The layout on the disk as it is (a block device's own size).
@@ -240,6 +251,9 @@ func stagePool(ctx context.Context, st *build) error {
 		return err
 	}
 	spec := st.poolSpec(st.plan.Temp, root, []string{st.target.loop.PartitionPath(zp.Number)})
+	if err := st.record.update(func(r *record) { r.Pools = append(r.Pools, spec.ImportedName()) }); err != nil {
+		return err
+	}
 	if err := z.CreatePool(ctx, spec); err != nil {
 		return err
 	}

@@ -94,6 +94,7 @@ type options struct {
 	verbose     bool
 	json        bool
 	version     bool
+	recover     bool
 }
 
 func parseFlags(args []string) (options, error) {
@@ -108,6 +109,7 @@ func parseFlags(args []string) (options, error) {
 	fs.BoolVar(&o.verbose, "v", false, "")
 	fs.BoolVar(&o.json, "json", false, "")
 	fs.BoolVar(&o.version, "V", false, "")
+	fs.BoolVar(&o.recover, "recover", false, "")
 	if err := fs.Parse(args); err != nil {
 		return o, err
 	}
@@ -129,6 +131,8 @@ func run(ctx context.Context, args []string, e env) int {
 	case o.version:
 		fmt.Fprintln(e.Stdout, "paczfs", image.Version)
 		return exitOK
+	case o.recover:
+		return recoverBuilds(ctx, e)
 	}
 	s, err := loadSettings(o, e)
 	if err != nil {
@@ -287,6 +291,10 @@ Options:
                    with versions and sizes, boot environments and outputs;
                    write nothing
   --keep           keep the partial image and outputs when the build fails
+  --recover        release what builds that died on this host left (their
+                   loop devices, pools, mounts, processes, partial images;
+                   never a running build's), then exit. Every build does
+                   this first
   -v               verbose: debug logs on stderr, progress as plain lines
   --json           print the result as JSON on stdout (the summary on stderr)
   -V               print the version
@@ -329,4 +337,24 @@ func wrap(text, indent string, width int) string {
 		line += word
 	}
 	return b.String() + line + "\n"
+}
+
+// recoverBuilds is --recover: release what builds that died on this host
+// left (image.Recover: only theirs, never a running build's or yours).
+func recoverBuilds(ctx context.Context, e env) int {
+	got, err := image.Recover(ctx)
+	for _, r := range got {
+		fmt.Fprintf(e.Stdout, "build %s (pid %d, started %s):\n", r.ID, r.PID, r.Started.Local().Format(time.DateTime))
+		for _, what := range r.Released {
+			fmt.Fprintf(e.Stdout, "  %s\n", what)
+		}
+	}
+	if err != nil {
+		fmt.Fprintln(e.Stderr, "paczfs: "+oneLine(err))
+		return exitFailed
+	}
+	if len(got) == 0 {
+		fmt.Fprintln(e.Stdout, "nothing to recover: no build died on this host")
+	}
+	return exitOK
 }

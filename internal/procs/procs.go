@@ -11,10 +11,32 @@ import (
 // root, working directory, an open file, or a mount in their mount
 // namespace), so a pool that will not export says why.
 func Holders(prefix string) []string {
+	var out []string
+	for _, p := range Find(prefix) {
+		out = append(out, p.String())
+	}
+	return out
+}
+
+// Proc is a process that holds a directory tree, and how.
+type Proc struct {
+	PID     int
+	Cmdline string   // at most 120 bytes
+	Why     []string // root, cwd, open FILE, mounts below it in its own namespace
+	Root    bool     // its root directory is under the prefix (a chrooted process)
+}
+
+func (p Proc) String() string {
+	return fmt.Sprintf("pid %d (%s): %s", p.PID, p.Cmdline, strings.Join(p.Why, ", "))
+}
+
+// Find returns the processes that hold anything under prefix, as Holders
+// describes them.
+func Find(prefix string) []Proc {
 	if prefix == "" {
 		return nil
 	}
-	var out []string
+	var out []Proc
 	self := fmt.Sprint(os.Getpid())
 	procs, _ := filepath.Glob("/proc/[0-9]*")
 	for _, p := range procs {
@@ -44,7 +66,55 @@ func Holders(prefix string) []string {
 			if len(c) > 120 {
 				c = c[:120]
 			}
-			out = append(out, fmt.Sprintf("pid %s (%s): %s", filepath.Base(p), c, strings.Join(why, ", ")))
+			var pid int
+			fmt.Sscan(filepath.Base(p), &pid)
+			out = append(out, Proc{PID: pid, Cmdline: c, Why: why, Root: why[0] == "root"})
+		}
+	}
+	return out
+}
+
+// WithArgUnder returns the processes one of whose arguments is a path that
+// resolves (through symbolic links) to prefix or below it: a gpg-agent
+// started with --homedir in a build's keyring, say, which holds no file
+// there that /proc shows.
+func WithArgUnder(prefix string) []Proc {
+	if prefix == "" {
+		return nil
+	}
+	var out []Proc
+	self := os.Getpid()
+	procs, _ := filepath.Glob("/proc/[0-9]*")
+	for _, p := range procs {
+		var pid int
+		fmt.Sscan(filepath.Base(p), &pid)
+		if pid == self {
+			continue
+		}
+		cmd, err := os.ReadFile(filepath.Join(p, "cmdline"))
+		if err != nil {
+			continue
+		}
+		for _, arg := range strings.Split(string(cmd), "\x00") {
+			_, val, ok := strings.Cut(arg, "=")
+			if !ok {
+				val = arg
+			}
+			if !strings.HasPrefix(val, "/") {
+				continue
+			}
+			r, err := filepath.EvalSymlinks(val)
+			if err != nil {
+				r = val
+			}
+			if r == prefix || strings.HasPrefix(r, prefix+"/") {
+				c := strings.TrimSpace(strings.ReplaceAll(string(cmd), "\x00", " "))
+				if len(c) > 120 {
+					c = c[:120]
+				}
+				out = append(out, Proc{PID: pid, Cmdline: c, Why: []string{"argument " + val}})
+				break
+			}
 		}
 	}
 	return out
