@@ -53,8 +53,9 @@ type record struct {
 
 // stateFile is a live build's record, locked for the build's life.
 type stateFile struct {
-	f   *os.File
-	rec record
+	f    *os.File
+	name string
+	rec  record
 }
 
 func openState(dir string) (*stateFile, error) {
@@ -64,17 +65,30 @@ func openState(dir string) (*stateFile, error) {
 	var id [6]byte
 	_, _ = rand.Read(id[:])
 	s := &stateFile{rec: record{ID: hex.EncodeToString(id[:]), PID: os.Getpid(), Started: time.Now().UTC()}}
-	f, err := os.OpenFile(filepath.Join(dir, s.rec.ID+".json"), os.O_RDWR|os.O_CREATE|os.O_EXCL|unix.O_CLOEXEC, 0o600)
+	// Made under a name Recover does not read, locked and written, then
+	// renamed into place: Recover never sees a record unlocked or empty.
+	final := filepath.Join(dir, s.rec.ID+".json")
+	f, err := os.OpenFile(final+".new", os.O_RDWR|os.O_CREATE|os.O_EXCL|unix.O_CLOEXEC, 0o600)
 	if err != nil {
 		return nil, fmt.Errorf("state file: %w", err)
 	}
-	if err := unix.Flock(int(f.Fd()), unix.LOCK_EX); err != nil {
+	fail := func(err error) (*stateFile, error) {
 		f.Close()
 		os.Remove(f.Name())
-		return nil, fmt.Errorf("state file: lock: %w", err)
+		return nil, fmt.Errorf("state file: %w", err)
+	}
+	if err := unix.Flock(int(f.Fd()), unix.LOCK_EX); err != nil {
+		return fail(err)
 	}
 	s.f = f
-	return s, s.write()
+	if err := s.write(); err != nil {
+		return fail(err)
+	}
+	if err := os.Rename(f.Name(), final); err != nil {
+		return fail(err)
+	}
+	s.name = final
+	return s, nil
 }
 
 // update changes the record and writes it to disk before returning: the
@@ -107,7 +121,7 @@ func (s *stateFile) close() error {
 	if s == nil || s.f == nil {
 		return nil
 	}
-	err := os.Remove(s.f.Name())
+	err := os.Remove(s.name)
 	s.f.Close()
 	s.f = nil
 	return err

@@ -64,7 +64,7 @@ func TestRecoverReleasesOnlyDeadBuilds(t *testing.T) {
 	assert.NoError(t, err, "an image the build did not create stays")
 	_, err = os.Stat(notOurs)
 	assert.ErrorIs(t, err, os.ErrNotExist, "its record is done with")
-	liveName := live.f.Name()
+	liveName := live.name
 	_, err = os.Stat(liveName)
 	assert.NoError(t, err, "the live build's record stays")
 	require.NoError(t, live.close())
@@ -95,7 +95,7 @@ func TestBuildRecordsAndRemovesItsRecord(t *testing.T) {
 	b.stateDir = t.TempDir()
 	b.stages["pool"] = func(ctx context.Context, st *build) error {
 		require.NoError(t, st.record.update(func(r *record) { r.Pools = append(r.Pools, "zroot-paczfs-x") }))
-		data, err := os.ReadFile(st.record.f.Name())
+		data, err := os.ReadFile(st.record.name)
 		require.NoError(t, err)
 		require.NoError(t, json.Unmarshal(data, &seen))
 		return nil
