@@ -31,7 +31,7 @@ func buildStorage(ctx context.Context, r hooks.Runner, st *cleanup.Stack) error 
 	if err := c.CreatePool(ctx, spec); err != nil {
 		return err
 	}
-	st.Push("export pool paczfs-t", func(ctx context.Context) error { return c.ExportPool(ctx, "paczfs-t", false) })
+	st.Push("export pool paczfs-t", func(ctx context.Context) error { return c.ExportPool(ctx, "paczfs-t", zfs.ExportOptions{}) })
 	return c.CreateDatasets(ctx, "paczfs-t", zfs.DefaultDatasets())
 }
 

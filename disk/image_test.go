@@ -27,7 +27,7 @@ func newImage(t *testing.T, size disk.Size, seed string) (string, disk.Plan) {
 	if seed != "" {
 		plan = plan.SeededGUIDs(seed)
 	}
-	_, err = disk.CreateImage(path, int64(size), false)
+	_, err = disk.CreateImage(path, size, disk.ImageOptions{})
 	require.NoError(t, err)
 	require.NoError(t, disk.WriteGPT(path, plan))
 	return path, plan
@@ -35,7 +35,7 @@ func newImage(t *testing.T, size disk.Size, seed string) (string, disk.Plan) {
 
 func TestCreateImageIsSparseAndRefusesExisting(t *testing.T) {
 	path := filepath.Join(t.TempDir(), "disk.img")
-	tgt, err := disk.CreateImage(path, int64(4*disk.GiB), false)
+	tgt, err := disk.CreateImage(path, 4*disk.GiB, disk.ImageOptions{})
 	require.NoError(t, err)
 	assert.True(t, tgt.Created)
 	st, err := os.Stat(path)
@@ -44,15 +44,15 @@ func TestCreateImageIsSparseAndRefusesExisting(t *testing.T) {
 	assert.Less(t, st.Sys().(*syscall.Stat_t).Blocks*512, int64(disk.MiB), "image must be sparse")
 
 	require.NoError(t, os.WriteFile(path, []byte("precious"), 0o644))
-	_, err = disk.CreateImage(path, int64(disk.GiB), false)
+	_, err = disk.CreateImage(path, disk.GiB, disk.ImageOptions{})
 	assert.True(t, errors.Is(err, disk.ErrExists), "got %v", err)
 	b, _ := os.ReadFile(path)
 	assert.Equal(t, "precious", string(b), "a refused image must be left untouched")
-	assert.True(t, errors.Is(disk.CheckImagePath(path, false), disk.ErrExists))
-	assert.NoError(t, disk.CheckImagePath(path, true))
-	assert.ErrorContains(t, disk.CheckImagePath(filepath.Join(t.TempDir(), "no/such/dir/x.img"), false), "does not exist")
+	assert.True(t, errors.Is(disk.CheckImagePath(path, disk.ImageOptions{}), disk.ErrExists))
+	assert.NoError(t, disk.CheckImagePath(path, disk.ImageOptions{Overwrite: true}))
+	assert.ErrorContains(t, disk.CheckImagePath(filepath.Join(t.TempDir(), "no/such/dir/x.img"), disk.ImageOptions{}), "does not exist")
 
-	_, err = disk.CreateImage(path, int64(disk.GiB), true)
+	_, err = disk.CreateImage(path, disk.GiB, disk.ImageOptions{Overwrite: true})
 	require.NoError(t, err)
 	st, _ = os.Stat(path)
 	assert.Equal(t, int64(disk.GiB), st.Size())
@@ -62,7 +62,7 @@ func TestCreateImageIsSparseAndRefusesExisting(t *testing.T) {
 	f.Close()
 	assert.Equal(t, make([]byte, 8), head, "overwrite must not keep old data")
 
-	_, err = disk.CreateImage(path+"2", 1000, false)
+	_, err = disk.CreateImage(path+"2", 1000, disk.ImageOptions{})
 	assert.ErrorContains(t, err, "multiple of 1 MiB")
 }
 
@@ -96,7 +96,7 @@ func TestSeededImagesAreByteIdentical(t *testing.T) {
 		path := filepath.Join(t.TempDir(), "disk.img")
 		plan, err := disk.DefaultLayout(64*disk.MiB, 0, "zroot").Plan(int64(256 * disk.MiB))
 		require.NoError(t, err)
-		_, err = disk.CreateImage(path, int64(256*disk.MiB), false)
+		_, err = disk.CreateImage(path, 256*disk.MiB, disk.ImageOptions{})
 		require.NoError(t, err)
 		require.NoError(t, disk.WriteGPT(path, plan.SeededGUIDs("same-seed")))
 		b, err := os.ReadFile(path)

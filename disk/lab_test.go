@@ -83,7 +83,7 @@ func TestLabEightParallelAttaches(t *testing.T) {
 	paths := make([]string, n)
 	for i := range paths {
 		paths[i] = filepath.Join(t.TempDir(), "p.img")
-		_, err := disk.CreateImage(paths[i], int64(64*disk.MiB), false)
+		_, err := disk.CreateImage(paths[i], 64*disk.MiB, disk.ImageOptions{})
 		require.NoError(t, err)
 	}
 	loops := make([]*disk.Loop, n)
@@ -122,7 +122,7 @@ func TestLabStaleDetachNeverHitsAnotherDevice(t *testing.T) {
 	a := filepath.Join(t.TempDir(), "a.img")
 	b := filepath.Join(t.TempDir(), "b.img")
 	for _, p := range []string{a, b} {
-		_, err := disk.CreateImage(p, int64(64*disk.MiB), false)
+		_, err := disk.CreateImage(p, 64*disk.MiB, disk.ImageOptions{})
 		require.NoError(t, err)
 	}
 	la, err := disk.Attach(t.Context(), a, disk.LoopOptions{})
@@ -140,7 +140,7 @@ func TestLabStaleDetachNeverHitsAnotherDevice(t *testing.T) {
 func TestLabDetachOfAHeldDeviceReportsBusyThenClearsItself(t *testing.T) {
 	labtest.Require(t)
 	p := filepath.Join(t.TempDir(), "held.img")
-	_, err := disk.CreateImage(p, int64(64*disk.MiB), false)
+	_, err := disk.CreateImage(p, 64*disk.MiB, disk.ImageOptions{})
 	require.NoError(t, err)
 	l, err := disk.Attach(t.Context(), p, disk.LoopOptions{})
 	require.NoError(t, err)
@@ -156,26 +156,26 @@ func TestLabDetachOfAHeldDeviceReportsBusyThenClearsItself(t *testing.T) {
 func TestLabBlockDeviceChecks(t *testing.T) {
 	labtest.Require(t)
 	p := filepath.Join(t.TempDir(), "dev.img")
-	_, err := disk.CreateImage(p, int64(512*disk.MiB), false)
+	_, err := disk.CreateImage(p, 512*disk.MiB, disk.ImageOptions{})
 	require.NoError(t, err)
 	l, err := disk.Attach(t.Context(), p, disk.LoopOptions{})
 	require.NoError(t, err)
 	defer l.Detach(context.Background(), 10*time.Second)
 	r := &hooks.ExecRunner{}
 
-	tgt, err := disk.OpenBlockDevice(t.Context(), r, l.Path, false)
+	tgt, err := disk.OpenBlockDevice(t.Context(), r, l.Path, disk.BlockDeviceOptions{})
 	require.NoError(t, err, "an empty device is accepted")
 	assert.Equal(t, int64(512*disk.MiB), tgt.Size)
 	assert.True(t, tgt.BlockDevice)
 
 	labtest.Run(t, "mkfs.ext4", "-q", l.Path)
-	_, err = disk.OpenBlockDevice(t.Context(), r, l.Path, false)
+	_, err = disk.OpenBlockDevice(t.Context(), r, l.Path, disk.BlockDeviceOptions{})
 	assert.True(t, errors.Is(err, disk.ErrNotEmpty), "got %v", err)
 	assert.ErrorContains(t, err, "ext4")
 
 	mnt := t.TempDir()
 	labtest.Run(t, "mount", l.Path, mnt)
-	_, err = disk.OpenBlockDevice(t.Context(), r, l.Path, true)
+	_, err = disk.OpenBlockDevice(t.Context(), r, l.Path, disk.BlockDeviceOptions{Wipe: true})
 	assert.True(t, errors.Is(err, disk.ErrInUse), "got %v", err)
 	assert.ErrorContains(t, err, "mounted on "+mnt)
 	labtest.Run(t, "umount", mnt)
@@ -189,7 +189,7 @@ func TestLabBlockDeviceChecks(t *testing.T) {
 	require.NoError(t, ns.Start())
 	line, _ := bufio.NewReader(nsOut).ReadString('\n')
 	require.Equal(t, "mounted\n", line, "the mount in the other namespace")
-	_, err = disk.OpenBlockDevice(t.Context(), r, l.Path, true)
+	_, err = disk.OpenBlockDevice(t.Context(), r, l.Path, disk.BlockDeviceOptions{Wipe: true})
 	assert.True(t, errors.Is(err, disk.ErrInUse), "got %v", err)
 	assert.ErrorContains(t, err, "claimed by the kernel")
 	require.NoError(t, ns.Process.Kill())
@@ -202,17 +202,17 @@ func TestLabBlockDeviceChecks(t *testing.T) {
 		return err == nil
 	}, 5*time.Second, 20*time.Millisecond, "the namespace's mount is gone")
 
-	_, err = disk.OpenBlockDevice(t.Context(), r, l.Path, true)
+	_, err = disk.OpenBlockDevice(t.Context(), r, l.Path, disk.BlockDeviceOptions{Wipe: true})
 	require.NoError(t, err, "wipe was asked for")
 	assert.Empty(t, strings.TrimSpace(labtest.Run(t, "wipefs", "--no-act", "--noheadings", l.Path)))
 
 	pool := labtest.Name("held")
 	labtest.Run(t, "zpool", "create", "-o", "cachefile=none", "-O", "mountpoint=none", pool, l.Path)
-	_, err = disk.OpenBlockDevice(t.Context(), r, l.Path, true)
+	_, err = disk.OpenBlockDevice(t.Context(), r, l.Path, disk.BlockDeviceOptions{Wipe: true})
 	assert.True(t, errors.Is(err, disk.ErrInUse), "got %v", err)
 	assert.ErrorContains(t, err, "imported pool")
 	labtest.Run(t, "zpool", "destroy", pool)
 
-	_, err = disk.OpenBlockDevice(t.Context(), r, p, false)
+	_, err = disk.OpenBlockDevice(t.Context(), r, p, disk.BlockDeviceOptions{})
 	assert.ErrorContains(t, err, "not a block device")
 }

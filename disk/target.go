@@ -40,11 +40,18 @@ type Target struct {
 	Created bool
 }
 
+// ImageOptions tune CreateImage and CheckImagePath.
+type ImageOptions struct {
+	// Overwrite allows an existing file: it is truncated to zero and
+	// regrown, so no old data survives. Without it ErrExists.
+	Overwrite bool
+}
+
 // CreateImage creates a sparse image file of size bytes. An existing file
-// is refused with ErrExists unless overwrite is set; then it is truncated
-// to zero and regrown, so no old data survives.
-func CreateImage(path string, size int64, overwrite bool) (*Target, error) {
-	if size <= 0 || size%int64(Alignment) != 0 {
+// is refused with ErrExists unless opt.Overwrite.
+func CreateImage(path string, size Size, opt ImageOptions) (*Target, error) {
+	overwrite := opt.Overwrite
+	if size <= 0 || size%Alignment != 0 {
 		return nil, fmt.Errorf("image %s: size %d must be a positive multiple of 1 MiB", path, size)
 	}
 	flags := os.O_RDWR | os.O_CREATE | os.O_EXCL
@@ -61,7 +68,7 @@ func CreateImage(path string, size int64, overwrite bool) (*Target, error) {
 	if err != nil {
 		return nil, fmt.Errorf("image %s: %w", path, err)
 	}
-	if err := f.Truncate(size); err != nil {
+	if err := f.Truncate(int64(size)); err != nil {
 		f.Close()
 		os.Remove(path)
 		return nil, fmt.Errorf("image %s: grow to %d bytes: %w", path, size, err)
@@ -69,12 +76,13 @@ func CreateImage(path string, size int64, overwrite bool) (*Target, error) {
 	if err := f.Close(); err != nil {
 		return nil, fmt.Errorf("image %s: %w", path, err)
 	}
-	return &Target{Path: path, Size: size, Created: true}, nil
+	return &Target{Path: path, Size: int64(size), Created: true}, nil
 }
 
 // CheckImagePath reports, without writing, whether CreateImage would
-// succeed: the directory exists and the file does not (unless overwrite).
-func CheckImagePath(path string, overwrite bool) error {
+// succeed: the directory exists and the file does not (unless Overwrite).
+func CheckImagePath(path string, opt ImageOptions) error {
+	overwrite := opt.Overwrite
 	dir := filepath.Dir(path)
 	if st, err := os.Stat(dir); err != nil || !st.IsDir() {
 		return fmt.Errorf("image %s: directory %s does not exist; create it first", path, dir)
@@ -96,10 +104,11 @@ func CheckImagePath(path string, overwrite bool) error {
 // OpenBlockDevice checks that path is a whole block device paczfs may
 // write: not mounted (nor any of its partitions), not swap, not held by md
 // or dm, not a vdev of an imported pool, and, unless wipe is set, with no
-// partition table or filesystem signature. With wipe set, the signatures
+// partition table or filesystem signature. With opt.Wipe, the signatures
 // are erased (wipefs --all on each partition, then the disk). The runner
 // runs zpool, wipefs and blkid.
-func OpenBlockDevice(ctx context.Context, r hooks.Runner, path string, wipe bool) (_ *Target, err error) {
+func OpenBlockDevice(ctx context.Context, r hooks.Runner, path string, opt BlockDeviceOptions) (_ *Target, err error) {
+	wipe := opt.Wipe
 	size, devs, sigs, err := inspectBlockDevice(ctx, r, path, wipe)
 	if err != nil {
 		return nil, err
@@ -115,9 +124,17 @@ func OpenBlockDevice(ctx context.Context, r hooks.Runner, path string, wipe bool
 	return &Target{Path: path, BlockDevice: true, Size: size}, nil
 }
 
+// BlockDeviceOptions tune OpenBlockDevice and CheckBlockDevice.
+type BlockDeviceOptions struct {
+	// Wipe allows a device that holds a partition table or filesystem
+	// signatures (OpenBlockDevice erases them). Never one in use.
+	Wipe bool
+}
+
 // CheckBlockDevice runs OpenBlockDevice's checks and writes nothing: it
 // returns the device's size, or the reason it may not be written.
-func CheckBlockDevice(ctx context.Context, r hooks.Runner, path string, wipe bool) (int64, error) {
+func CheckBlockDevice(ctx context.Context, r hooks.Runner, path string, opt BlockDeviceOptions) (int64, error) {
+	wipe := opt.Wipe
 	size, _, _, err := inspectBlockDevice(ctx, r, path, wipe)
 	return size, err
 }

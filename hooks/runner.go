@@ -271,7 +271,7 @@ func (r *ExecRunner) Run(ctx context.Context, c Cmd) ([]byte, error) {
 			code = ee.ExitCode()
 		}
 		if ctx.Err() != nil && !errors.Is(err, ctx.Err()) {
-			err = fmt.Errorf("%w (%v)", ctx.Err(), err)
+			err = fmt.Errorf("%w (%w)", ctx.Err(), err)
 		}
 		log.DebugContext(ctx, "failed", "cmd", c.String(), "exit", code, "took", took, "stderr", stderr.String())
 		return fail(code, stderr.String(), err)

@@ -49,6 +49,9 @@ func TestExecRunnerCancelStopsProgram(t *testing.T) {
 	require.Error(t, err)
 	assert.True(t, errors.Is(err, context.DeadlineExceeded), "got %v", err)
 	assert.Less(t, time.Since(start), 5*time.Second)
+	var ce *hooks.CmdError
+	require.ErrorAs(t, err, &ce, "the command's error stays reachable")
+	assert.Equal(t, "sleep", ce.Args[0])
 }
 
 func TestExecRunnerFeedsStdinAndStreamsStdout(t *testing.T) {

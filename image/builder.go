@@ -457,7 +457,7 @@ func (st *build) runStage(ctx context.Context, stage hooks.Stage) (err error) {
 		}
 	} else if err := b.stages[stage](ctx, st); err != nil {
 		if ctx.Err() != nil && !errors.Is(err, ctx.Err()) {
-			err = fmt.Errorf("%w (%v)", ctx.Err(), err)
+			err = fmt.Errorf("%w (%w)", ctx.Err(), err)
 		}
 		return &StageError{Stage: stage, Err: err}
 	}

@@ -433,3 +433,21 @@ func TestStagesCannotBeChangedByCallers(t *testing.T) {
 	delete(m, "clean-up")
 	assert.Len(t, hooks.OriginalHooks(), 29)
 }
+
+// A stage cancelled while a command ran fails with both: the context's
+// error and the command's *CmdError stay reachable.
+func TestCancelledStageKeepsTheCommandError(t *testing.T) {
+	b, err := New(testConfig(t), hostOK)
+	require.NoError(t, err)
+	fakeStages(b, &recorder{}, "")
+	ctx, cancel := context.WithCancel(context.Background())
+	b.stages[hooks.StagePool] = func(ctx context.Context, st *build) error {
+		cancel()
+		return &hooks.CmdError{Args: []string{"zpool", "create"}, ExitCode: -1, Err: context.Canceled}
+	}
+	_, err = b.Build(ctx)
+	assert.ErrorIs(t, err, context.Canceled)
+	var ce *hooks.CmdError
+	require.ErrorAs(t, err, &ce)
+	assert.Equal(t, "zpool", ce.Args[0])
+}

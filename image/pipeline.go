@@ -11,6 +11,7 @@ import (
 	"github.com/paczfs/paczfs/disk"
 	"github.com/paczfs/paczfs/hooks"
 	"github.com/paczfs/paczfs/internal/fsx"
+	"github.com/paczfs/paczfs/zfs"
 )
 
 // stageDef pairs a stage with its code. Adopt runs after a hook replaced
@@ -141,7 +142,9 @@ func adoptPool(ctx context.Context, st *build) error {
 	if err := st.record.update(func(r *record) { r.Pools = append(r.Pools, pool) }); err != nil {
 		return err
 	}
-	st.stack.Push("export pool "+pool, func(ctx context.Context) error { return exportPool(ctx, st.zfs(), pool, true) })
+	st.stack.Push("export pool "+pool, func(ctx context.Context) error {
+		return exportPool(ctx, st.zfs(), pool, zfs.ExportOptions{Force: true})
+	})
 	return nil
 }
 

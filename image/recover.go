@@ -263,7 +263,7 @@ func (r *recoverer) one(ctx context.Context, name string) (*Recovered, error) {
 		if !imported {
 			continue
 		}
-		if err := exportPool(ctx, z, pool, true); err != nil {
+		if err := exportPool(ctx, z, pool, zfs.ExportOptions{Force: true}); err != nil {
 			errs = append(errs, fmt.Errorf("export %s: %w", pool, err))
 			continue
 		}

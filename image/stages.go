@@ -95,7 +95,7 @@ func stageChecks(ctx context.Context, st *build) error {
 	cfg := st.cfg
 	size := int64(cfg.Size)
 	if cfg.BlockDevice != "" {
-		s, err := disk.CheckBlockDevice(ctx, st.b.runner, cfg.BlockDevice, cfg.Overwrite)
+		s, err := disk.CheckBlockDevice(ctx, st.b.runner, cfg.BlockDevice, disk.BlockDeviceOptions{Wipe: cfg.Overwrite})
 		if err != nil {
 			return fmt.Errorf("block_device: %w", err)
 		}
@@ -143,7 +143,7 @@ func stageTarget(ctx context.Context, st *build) error {
 	var t *disk.Target
 	var err error
 	if cfg.BlockDevice != "" {
-		t, err = disk.OpenBlockDevice(ctx, st.b.runner, cfg.BlockDevice, cfg.Overwrite)
+		t, err = disk.OpenBlockDevice(ctx, st.b.runner, cfg.BlockDevice, disk.BlockDeviceOptions{Wipe: cfg.Overwrite})
 	} else {
 		img, aerr := filepath.Abs(cfg.ImageFile)
 		if aerr != nil {
@@ -152,7 +152,7 @@ func stageTarget(ctx context.Context, st *build) error {
 		if err := st.record.update(func(r *record) { r.Image = img }); err != nil {
 			return err
 		}
-		t, err = disk.CreateImage(cfg.ImageFile, int64(cfg.Size), cfg.Overwrite)
+		t, err = disk.CreateImage(cfg.ImageFile, cfg.Size, disk.ImageOptions{Overwrite: cfg.Overwrite})
 	}
 	if err != nil {
 		return err
@@ -260,7 +260,7 @@ func stagePool(ctx context.Context, st *build) error {
 	pool := spec.ImportedName()
 	// Export, not destroy: on a failure the image file is removed anyway,
 	// and a block device keeps a pool the user can inspect.
-	st.stack.Push("export pool "+pool, func(ctx context.Context) error { return exportPool(ctx, z, pool, true) })
+	st.stack.Push("export pool "+pool, func(ctx context.Context) error { return exportPool(ctx, z, pool, zfs.ExportOptions{Force: true}) })
 	st.state.Root = root
 	st.state.Pool = pool
 	st.state.PoolName = st.cfg.PoolName
@@ -356,10 +356,10 @@ func (st *build) emptyTargetCache() error {
 func (st *build) layerSnapshot(ctx context.Context, layer string) error {
 	z := st.zfs()
 	snap := st.state.RootDataset + "@" + layer
-	if err := z.Snapshot(ctx, false, nil, snap); err != nil {
+	if err := z.Snapshot(ctx, zfs.SnapshotOptions{}, snap); err != nil {
 		return err
 	}
-	if err := z.Hold(ctx, st.cfg.HoldTag, snap, false); err != nil {
+	if err := z.Hold(ctx, st.cfg.HoldTag, snap, zfs.HoldOptions{}); err != nil {
 		return err
 	}
 	for _, be := range st.cfg.BootEnvironments {
@@ -367,7 +367,7 @@ func (st *build) layerSnapshot(ctx context.Context, layer string) error {
 			clone := st.state.Pool + "/" + path.Dir(st.cfg.RootDataset) + "/" + be
 			// The clone boots with / on it: mountpoint=/ and noauto, like
 			// the root, so only the initramfs mounts it.
-			if err := z.Clone(ctx, snap, clone, map[string]string{"canmount": "noauto", "mountpoint": "/"}, false); err != nil {
+			if err := z.Clone(ctx, snap, clone, zfs.CloneOptions{Props: map[string]string{"canmount": "noauto", "mountpoint": "/"}}); err != nil {
 				return err
 			}
 		}
@@ -398,7 +398,7 @@ func stageBase(ctx context.Context, st *build) error {
 	if c := st.cfg.MinirootClone; c != "" {
 		// Read-only, for systemd-nspawn under /var/lib/machines.
 		return st.zfs().Clone(ctx, st.state.RootDataset+"@"+LayerBase, st.state.Pool+"/"+c,
-			map[string]string{"readonly": "on"}, true)
+			zfs.CloneOptions{Props: map[string]string{"readonly": "on"}, Parents: true})
 	}
 	return nil
 }
@@ -427,10 +427,10 @@ func stageFinalize(ctx context.Context, st *build) error {
 		return err
 	}
 	snap := st.state.RootDataset + "@installed"
-	if err := z.Snapshot(ctx, false, nil, snap); err != nil {
+	if err := z.Snapshot(ctx, zfs.SnapshotOptions{}, snap); err != nil {
 		return err
 	}
-	if err := z.Hold(ctx, st.cfg.HoldTag, snap, false); err != nil {
+	if err := z.Hold(ctx, st.cfg.HoldTag, snap, zfs.HoldOptions{}); err != nil {
 		return err
 	}
 	for _, e := range st.cfg.environments() {
@@ -439,7 +439,7 @@ func stageFinalize(ctx context.Context, st *build) error {
 	st.res.Packages = st.packages
 	st.res.Kernel = st.kver
 	st.res.HostID = st.hostID
-	if err := exportPool(ctx, z, pool, false); err != nil {
+	if err := exportPool(ctx, z, pool, zfs.ExportOptions{}); err != nil {
 		if h := procs.Holders(st.state.Root); len(h) > 0 {
 			err = fmt.Errorf("%w; held by: %s", err, strings.Join(h, "; "))
 		}
@@ -524,10 +524,10 @@ func removeEmptyDirs(dir string) error {
 // command, libalpm's install thread), the kernel releases its copies of
 // the datasets' mounts asynchronously, and under emulation with dirty
 // data that can take seconds.
-func exportPool(ctx context.Context, z *zfs.Client, pool string, force bool) error {
+func exportPool(ctx context.Context, z *zfs.Client, pool string, opt zfs.ExportOptions) error {
 	var err error
 	for i := 0; i < 240; i++ {
-		if err = z.ExportPool(ctx, pool, force); !errors.Is(err, zfs.ErrBusy) {
+		if err = z.ExportPool(ctx, pool, opt); !errors.Is(err, zfs.ErrBusy) {
 			return err
 		}
 		select {

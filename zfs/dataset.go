@@ -171,10 +171,15 @@ func (c *Client) SetProperties(ctx context.Context, name string, props map[strin
 	return nil
 }
 
+// InheritOptions tune Inherit.
+type InheritOptions struct {
+	Recursive bool // -r: the descendants too
+}
+
 // Inherit clears a local property so the value is inherited again.
-func (c *Client) Inherit(ctx context.Context, name, prop string, recursive bool) error {
+func (c *Client) Inherit(ctx context.Context, name, prop string, opt InheritOptions) error {
 	args := []string{"zfs", "inherit"}
-	if recursive {
+	if opt.Recursive {
 		args = append(args, "-r")
 	}
 	if _, err := c.cmd(ctx, append(args, prop, name)...); err != nil {
@@ -183,13 +188,18 @@ func (c *Client) Inherit(ctx context.Context, name, prop string, recursive bool)
 	return nil
 }
 
-// Rename renames a dataset or snapshot; parents creates missing parents.
-func (c *Client) Rename(ctx context.Context, from, to string, parents bool) error {
+// RenameOptions tune Rename.
+type RenameOptions struct {
+	Parents bool // -p: create missing parents
+}
+
+// Rename renames a dataset or snapshot.
+func (c *Client) Rename(ctx context.Context, from, to string, opt RenameOptions) error {
 	if err := ValidateDatasetName(to); err != nil {
 		return err
 	}
 	args := []string{"zfs", "rename"}
-	if parents {
+	if opt.Parents {
 		args = append(args, "-p")
 	}
 	if _, err := c.cmd(ctx, append(args, from, to)...); err != nil {
@@ -223,9 +233,15 @@ func (c *Client) Destroy(ctx context.Context, name string, o DestroyOptions) err
 	return nil
 }
 
+// SnapshotOptions tune Snapshot.
+type SnapshotOptions struct {
+	Recursive bool              // -r: the descendants too, atomically
+	Props     map[string]string // -o: user properties of the snapshots
+}
+
 // Snapshot takes snapshots atomically (one transaction group); names are
 // "dataset@snap". Recursive includes every descendant.
-func (c *Client) Snapshot(ctx context.Context, recursive bool, props map[string]string, names ...string) error {
+func (c *Client) Snapshot(ctx context.Context, opt SnapshotOptions, names ...string) error {
 	for _, n := range names {
 		if err := ValidateDatasetName(n); err != nil {
 			return err
@@ -235,20 +251,25 @@ func (c *Client) Snapshot(ctx context.Context, recursive bool, props map[string]
 		}
 	}
 	args := []string{"zfs", "snapshot"}
-	if recursive {
+	if opt.Recursive {
 		args = append(args, "-r")
 	}
-	args = append(args, propArgs("-o", props)...)
+	args = append(args, propArgs("-o", opt.Props)...)
 	if _, err := c.cmd(ctx, append(args, names...)...); err != nil {
 		return wrap("snapshot "+strings.Join(names, " "), err)
 	}
 	return nil
 }
 
+// HoldOptions tune Hold and Release.
+type HoldOptions struct {
+	Recursive bool // -r: the same snapshot of every descendant
+}
+
 // Hold places a user hold named tag on a snapshot, so it cannot be destroyed.
-func (c *Client) Hold(ctx context.Context, tag, snapshot string, recursive bool) error {
+func (c *Client) Hold(ctx context.Context, tag, snapshot string, opt HoldOptions) error {
 	args := []string{"zfs", "hold"}
-	if recursive {
+	if opt.Recursive {
 		args = append(args, "-r")
 	}
 	if _, err := c.cmd(ctx, append(args, tag, snapshot)...); err != nil {
@@ -258,9 +279,9 @@ func (c *Client) Hold(ctx context.Context, tag, snapshot string, recursive bool)
 }
 
 // Release removes a user hold.
-func (c *Client) Release(ctx context.Context, tag, snapshot string, recursive bool) error {
+func (c *Client) Release(ctx context.Context, tag, snapshot string, opt HoldOptions) error {
 	args := []string{"zfs", "release"}
-	if recursive {
+	if opt.Recursive {
 		args = append(args, "-r")
 	}
 	if _, err := c.cmd(ctx, append(args, tag, snapshot)...); err != nil {
@@ -284,16 +305,22 @@ func (c *Client) Holds(ctx context.Context, snapshot string) ([]string, error) {
 	return tags, nil
 }
 
+// CloneOptions tune Clone.
+type CloneOptions struct {
+	Props   map[string]string // -o: properties of the clone
+	Parents bool              // -p: create missing parents
+}
+
 // Clone creates a writable dataset from a snapshot.
-func (c *Client) Clone(ctx context.Context, snapshot, target string, props map[string]string, parents bool) error {
+func (c *Client) Clone(ctx context.Context, snapshot, target string, opt CloneOptions) error {
 	if err := ValidateDatasetName(target); err != nil {
 		return err
 	}
 	args := []string{"zfs", "clone"}
-	if parents {
+	if opt.Parents {
 		args = append(args, "-p")
 	}
-	args = append(args, propArgs("-o", props)...)
+	args = append(args, propArgs("-o", opt.Props)...)
 	if _, err := c.cmd(ctx, append(args, snapshot, target)...); err != nil {
 		return wrap(fmt.Sprintf("clone %s to %s", snapshot, target), err)
 	}
@@ -341,10 +368,15 @@ func (c *Client) Mount(ctx context.Context, name string) error {
 	return nil
 }
 
+// UnmountOptions tune Unmount.
+type UnmountOptions struct {
+	Force bool // -f: even when busy
+}
+
 // Unmount unmounts a dataset.
-func (c *Client) Unmount(ctx context.Context, name string, force bool) error {
+func (c *Client) Unmount(ctx context.Context, name string, opt UnmountOptions) error {
 	args := []string{"zfs", "unmount"}
-	if force {
+	if opt.Force {
 		args = append(args, "-f")
 	}
 	if _, err := c.cmd(ctx, append(args, name)...); err != nil {

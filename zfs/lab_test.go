@@ -35,7 +35,7 @@ func newPool(t *testing.T, c *zfs.Client) (pool, altroot, image string, loop *di
 	pool = labtest.Name("paczfs")
 	altroot = t.TempDir()
 	require.NoError(t, c.CreatePool(t.Context(), zfs.PoolSpec{Name: "zroot", TempName: pool, AltRoot: altroot, Vdevs: []string{loop.PartitionPath(2)}}))
-	t.Cleanup(func() { _ = c.ExportPool(context.Background(), pool, true) })
+	t.Cleanup(func() { _ = c.ExportPool(context.Background(), pool, zfs.ExportOptions{Force: true}) })
 	return
 }
 
@@ -91,12 +91,12 @@ func TestLabPoolDefaultsDatasetsSnapshotsCloneBootfsExportImport(t *testing.T) {
 
 	writeFile(t, alt+"/etc/os-release", "NAME=paczfs test\n")
 	writeFile(t, alt+"/home/user/notes", "kept across boot environments\n")
-	require.NoError(t, c.Snapshot(ctx, true, nil, pool+"@base"))
+	require.NoError(t, c.Snapshot(ctx, zfs.SnapshotOptions{Recursive: true}, pool+"@base"))
 	snaps, err := c.List(ctx, pool, zfs.ListOptions{Types: []string{"snapshot"}, Recursive: true})
 	require.NoError(t, err)
 	assert.Len(t, snaps, len(zfs.DefaultDatasets())+1, "a recursive snapshot covers every dataset")
 
-	require.NoError(t, c.Hold(ctx, "paczfs", pool+"@base", true))
+	require.NoError(t, c.Hold(ctx, "paczfs", pool+"@base", zfs.HoldOptions{Recursive: true}))
 	holds, err := c.Holds(ctx, pool+"/system/default@base")
 	require.NoError(t, err)
 	assert.Equal(t, []string{"paczfs"}, holds)
@@ -104,7 +104,7 @@ func TestLabPoolDefaultsDatasetsSnapshotsCloneBootfsExportImport(t *testing.T) {
 	assert.True(t, errors.Is(err, zfs.ErrBusy), "a held snapshot cannot be destroyed: %v", err)
 
 	require.NoError(t, c.Clone(ctx, pool+"/system/default@base", pool+"/system/bootable",
-		map[string]string{"canmount": "noauto", "mountpoint": "/"}, false))
+		zfs.CloneOptions{Props: map[string]string{"canmount": "noauto", "mountpoint": "/"}}))
 	origin, err := c.Properties(ctx, pool+"/system/bootable", "origin")
 	require.NoError(t, err)
 	assert.Equal(t, pool+"/system/default@base", origin["origin"].Value)
@@ -112,7 +112,7 @@ func TestLabPoolDefaultsDatasetsSnapshotsCloneBootfsExportImport(t *testing.T) {
 
 	// Rollback and promote.
 	writeFile(t, alt+"/etc/scratch", "to be rolled back")
-	require.NoError(t, c.Unmount(ctx, pool+"/data/home", false))
+	require.NoError(t, c.Unmount(ctx, pool+"/data/home", zfs.UnmountOptions{}))
 	require.NoError(t, c.Rollback(ctx, pool+"/system/default@base", zfs.RollbackOptions{}))
 	_, err = os.Stat(alt + "/etc/scratch")
 	assert.True(t, errors.Is(err, os.ErrNotExist), "rollback must remove the file")
@@ -121,9 +121,9 @@ func TestLabPoolDefaultsDatasetsSnapshotsCloneBootfsExportImport(t *testing.T) {
 	want := sum(t, alt+"/home/user/notes")
 	guid, err := c.PoolProperties(ctx, pool, "guid")
 	require.NoError(t, err)
-	require.NoError(t, c.ExportPool(ctx, pool, false))
+	require.NoError(t, c.ExportPool(ctx, pool, zfs.ExportOptions{}))
 	labtest.AssertClean(t, "/nonexistent", pool, alt)
-	require.NoError(t, c.ExportPool(ctx, pool, false), "export is idempotent")
+	require.NoError(t, c.ExportPool(ctx, pool, zfs.ExportOptions{}), "export is idempotent")
 	require.NoError(t, loop.Detach(ctx, 10*time.Second))
 
 	// Import again from the image file alone: attach it afresh, find the
@@ -137,7 +137,7 @@ func TestLabPoolDefaultsDatasetsSnapshotsCloneBootfsExportImport(t *testing.T) {
 	spec := zfs.ImportSpec{Pool: guid["guid"].Value, NewName: again, Temporary: true, Dirs: []string{loop2.PartitionPath(2)}, AltRoot: alt2}
 	require.NoError(t, c.ImportPool(ctx, spec))
 	require.NoError(t, c.ImportPool(ctx, spec), "import is idempotent")
-	defer c.ExportPool(context.Background(), again, true)
+	defer c.ExportPool(context.Background(), again, zfs.ExportOptions{Force: true})
 	assert.Empty(t, labtest.Mounts(alt2), "imported without mounting")
 	bootfs, err := c.PoolProperties(ctx, again, "bootfs")
 	require.NoError(t, err)
@@ -148,7 +148,7 @@ func TestLabPoolDefaultsDatasetsSnapshotsCloneBootfsExportImport(t *testing.T) {
 	status, err := c.PoolStatus(ctx, again)
 	require.NoError(t, err)
 	assert.Contains(t, status, "ONLINE")
-	require.NoError(t, c.Release(ctx, "paczfs", again+"@base", true))
+	require.NoError(t, c.Release(ctx, "paczfs", again+"@base", zfs.HoldOptions{Recursive: true}))
 	require.NoError(t, c.Promote(ctx, again+"/system/bootable"))
 	o, err := c.Properties(ctx, again+"/system/default", "origin")
 	require.NoError(t, err)
@@ -166,10 +166,10 @@ func TestLabSendReceiveRoundTrip(t *testing.T) {
 	for n, v := range files {
 		writeFile(t, alt+"/os/"+n, v)
 	}
-	require.NoError(t, c.Snapshot(ctx, false, nil, src+"@1"))
+	require.NoError(t, c.Snapshot(ctx, zfs.SnapshotOptions{}, src+"@1"))
 	writeFile(t, alt+"/os/a", "second version\n")
 	writeFile(t, alt+"/os/d", "added in 2\n")
-	require.NoError(t, c.Snapshot(ctx, false, nil, src+"@2"))
+	require.NoError(t, c.Snapshot(ctx, zfs.SnapshotOptions{}, src+"@2"))
 
 	// Full stream of @1, then incremental @1..@2, each piped straight
 	// from send into receive.
@@ -199,7 +199,7 @@ func TestLabSendIsCancelledByContext(t *testing.T) {
 	pool, alt, _, _ := newPool(t, c)
 	require.NoError(t, c.CreateDataset(t.Context(), pool+"/big", map[string]string{"mountpoint": "/big", "compression": "off"}, zfs.CreateOptions{}))
 	labtest.Run(t, "dd", "if=/dev/urandom", "of="+alt+"/big/blob", "bs=1M", "count=256", "status=none")
-	require.NoError(t, c.Snapshot(t.Context(), false, nil, pool+"/big@s"))
+	require.NoError(t, c.Snapshot(t.Context(), zfs.SnapshotOptions{}, pool+"/big@s"))
 	ctx, cancel := context.WithCancel(t.Context())
 	// A reader that never reads: send blocks on a full pipe until cancelled.
 	pr, pw := io.Pipe()
@@ -249,7 +249,7 @@ func TestLabFourParallelBuildsDoNotInterfere(t *testing.T) {
 		b, err := os.ReadFile(alt + "/etc/marker")
 		require.NoError(t, err)
 		assert.Equal(t, fmt.Sprintf("build %d", i), string(b))
-		require.NoError(t, c.ExportPool(t.Context(), name, false))
+		require.NoError(t, c.ExportPool(t.Context(), name, zfs.ExportOptions{}))
 	}
 }
 
@@ -261,7 +261,7 @@ var errInjected = errors.New("injected failure")
 func storageBuild(ctx context.Context, c *zfs.Client, image, marker string, failAfter func() error) (guid string, err error) {
 	var st cleanup.Stack
 	defer func() { err = errors.Join(err, st.Unwind(ctx)) }()
-	if _, err := disk.CreateImage(image, int64(disk.GiB), false); err != nil {
+	if _, err := disk.CreateImage(image, disk.GiB, disk.ImageOptions{}); err != nil {
 		return "", err
 	}
 	plan, err := disk.DefaultLayout(512*disk.MiB, 0, "zroot").Plan(int64(disk.GiB))
@@ -283,7 +283,7 @@ func storageBuild(ctx context.Context, c *zfs.Client, image, marker string, fail
 	if err := c.CreatePool(ctx, zfs.PoolSpec{Name: "zroot", TempName: pool, AltRoot: alt, Vdevs: []string{l.PartitionPath(2)}}); err != nil {
 		return "", err
 	}
-	st.Push("export "+pool, func(ctx context.Context) error { return c.ExportPool(ctx, pool, false) })
+	st.Push("export "+pool, func(ctx context.Context) error { return c.ExportPool(ctx, pool, zfs.ExportOptions{}) })
 	if err := c.CreateDatasets(ctx, pool, zfs.DefaultDatasets()); err != nil {
 		return "", err
 	}
@@ -349,27 +349,27 @@ func TestLabErrorClassification(t *testing.T) {
 	check("missing pool", err, zfs.ErrNotFound)
 	check("import missing", c.ImportPool(ctx, zfs.ImportSpec{Pool: "nopool" + pool, Dirs: []string{"/dev"}}), zfs.ErrNotFound)
 	check("destroy with children", c.Destroy(ctx, pool+"/a", zfs.DestroyOptions{}), zfs.ErrHasDependents)
-	require.NoError(t, c.Snapshot(ctx, false, nil, pool+"/a/b@s"))
-	check("snapshot existing", c.Snapshot(ctx, false, nil, pool+"/a/b@s"), zfs.ErrExists)
-	require.NoError(t, c.Hold(ctx, "keep", pool+"/a/b@s", false))
-	check("hold twice", c.Hold(ctx, "keep", pool+"/a/b@s", false), zfs.ErrExists)
+	require.NoError(t, c.Snapshot(ctx, zfs.SnapshotOptions{}, pool+"/a/b@s"))
+	check("snapshot existing", c.Snapshot(ctx, zfs.SnapshotOptions{}, pool+"/a/b@s"), zfs.ErrExists)
+	require.NoError(t, c.Hold(ctx, "keep", pool+"/a/b@s", zfs.HoldOptions{}))
+	check("hold twice", c.Hold(ctx, "keep", pool+"/a/b@s", zfs.HoldOptions{}), zfs.ErrExists)
 	check("destroy held", c.Destroy(ctx, pool+"/a/b@s", zfs.DestroyOptions{}), zfs.ErrBusy)
-	check("release missing tag", c.Release(ctx, "other", pool+"/a/b@s", false), zfs.ErrNotFound)
-	require.NoError(t, c.Release(ctx, "keep", pool+"/a/b@s", false))
-	require.NoError(t, c.Clone(ctx, pool+"/a/b@s", pool+"/c", nil, false))
+	check("release missing tag", c.Release(ctx, "other", pool+"/a/b@s", zfs.HoldOptions{}), zfs.ErrNotFound)
+	require.NoError(t, c.Release(ctx, "keep", pool+"/a/b@s", zfs.HoldOptions{}))
+	require.NoError(t, c.Clone(ctx, pool+"/a/b@s", pool+"/c", zfs.CloneOptions{}))
 	check("destroy with clones", c.Destroy(ctx, pool+"/a/b@s", zfs.DestroyOptions{}), zfs.ErrHasDependents)
-	require.NoError(t, c.Rename(ctx, pool+"/c", pool+"/x/clone", true))
+	require.NoError(t, c.Rename(ctx, pool+"/c", pool+"/x/clone", zfs.RenameOptions{Parents: true}))
 	ok, err := c.Exists(ctx, pool+"/x/clone")
 	require.NoError(t, err)
 	assert.True(t, ok, "renamed with parents created")
 	ok, err = c.Exists(ctx, pool+"/c")
 	require.NoError(t, err)
 	assert.False(t, ok)
-	check("rename missing", c.Rename(ctx, pool+"/c", pool+"/d", false), zfs.ErrNotFound)
+	check("rename missing", c.Rename(ctx, pool+"/c", pool+"/d", zfs.RenameOptions{}), zfs.ErrNotFound)
 
 	f, err := os.Open(alt + "/a/b")
 	require.NoError(t, err)
-	check("export busy", c.ExportPool(ctx, pool, false), zfs.ErrBusy)
+	check("export busy", c.ExportPool(ctx, pool, zfs.ExportOptions{}), zfs.ErrBusy)
 	f.Close()
 	for what, msg := range captured {
 		t.Logf("%-20s %q", what, msg)

@@ -205,11 +205,16 @@ func (c *Client) ImportPool(ctx context.Context, s ImportSpec) error {
 	return nil
 }
 
+// ExportOptions tune ExportPool.
+type ExportOptions struct {
+	Force bool // -f: unmount busy datasets
+}
+
 // ExportPool exports a pool, unmounting its datasets. Exporting a pool
 // that is not imported succeeds and does nothing.
-func (c *Client) ExportPool(ctx context.Context, name string, force bool) error {
+func (c *Client) ExportPool(ctx context.Context, name string, opt ExportOptions) error {
 	args := []string{"zpool", "export"}
-	if force {
+	if opt.Force {
 		args = append(args, "-f")
 	}
 	if _, err := c.cmd(ctx, append(args, name)...); err != nil {

@@ -175,7 +175,7 @@ func TestExportAndImportAreIdempotent(t *testing.T) {
 	fake := new(hookstest.FakeRunner)
 	fake.On("zpool export", hookstest.Response{ExitCode: 1, Stderr: "cannot open 'zroot': no such pool\n"})
 	c := zfs.New(fake)
-	require.NoError(t, c.ExportPool(context.Background(), "zroot", false))
+	require.NoError(t, c.ExportPool(context.Background(), "zroot", zfs.ExportOptions{}))
 
 	fake.On("zpool list -H -o name zroot", hookstest.Response{Stdout: "zroot\n"})
 	require.NoError(t, c.ImportPool(context.Background(), zfs.ImportSpec{Pool: "zroot"}))
@@ -184,7 +184,7 @@ func TestExportAndImportAreIdempotent(t *testing.T) {
 	}
 
 	fake.On("zpool export", hookstest.Response{ExitCode: 1, Stderr: "cannot export 'zroot': pool is busy\n"})
-	assert.True(t, errors.Is(c.ExportPool(context.Background(), "zroot", false), zfs.ErrBusy))
+	assert.True(t, errors.Is(c.ExportPool(context.Background(), "zroot", zfs.ExportOptions{}), zfs.ErrBusy))
 }
 
 func TestSendStreamsToWriter(t *testing.T) {

@@ -55,7 +55,7 @@ func run(ctx context.Context, args []string, out io.Writer) (err error) {
 	if err := zfs.ValidatePoolName(*poolName); err != nil {
 		return fmt.Errorf("-pool: %w", err)
 	}
-	if err := disk.CheckImagePath(*image, *overwrite); err != nil {
+	if err := disk.CheckImagePath(*image, disk.ImageOptions{Overwrite: *overwrite}); err != nil {
 		return err
 	}
 
@@ -64,7 +64,7 @@ func run(ctx context.Context, args []string, out io.Writer) (err error) {
 	step := func(format string, a ...any) { fmt.Fprintf(out, "==> "+format+"\n", a...) }
 
 	step("image %s (%v, sparse)", *image, size)
-	tgt, err := disk.CreateImage(*image, int64(size), *overwrite)
+	tgt, err := disk.CreateImage(*image, size, disk.ImageOptions{Overwrite: *overwrite})
 	if err != nil {
 		return err
 	}
@@ -117,7 +117,7 @@ func run(ctx context.Context, args []string, out io.Writer) (err error) {
 	if err := c.CreatePool(ctx, spec); err != nil {
 		return err
 	}
-	st.Push("export "+tmpName, func(ctx context.Context) error { return c.ExportPool(ctx, tmpName, false) })
+	st.Push("export "+tmpName, func(ctx context.Context) error { return c.ExportPool(ctx, tmpName, zfs.ExportOptions{}) })
 	if err := c.CreateDatasets(ctx, tmpName, zfs.DefaultDatasets()); err != nil {
 		return err
 	}
@@ -130,7 +130,7 @@ func run(ctx context.Context, args []string, out io.Writer) (err error) {
 	if err := c.SetPoolProperty(ctx, tmpName, "bootfs", tmpName+"/"+zfs.RootDataset); err != nil {
 		return err
 	}
-	if err := c.Snapshot(ctx, true, nil, tmpName+"@install"); err != nil {
+	if err := c.Snapshot(ctx, zfs.SnapshotOptions{Recursive: true}, tmpName+"@install"); err != nil {
 		return err
 	}
 	ds, err := c.List(ctx, tmpName, zfs.ListOptions{Recursive: true, Types: []string{"filesystem", "snapshot"}, Props: []string{"mountpoint", "canmount"}})

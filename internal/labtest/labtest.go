@@ -46,7 +46,7 @@ func Image(t testing.TB, size disk.Size) (string, disk.Plan) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if _, err := disk.CreateImage(path, int64(size), false); err != nil {
+	if _, err := disk.CreateImage(path, size, disk.ImageOptions{}); err != nil {
 		t.Fatal(err)
 	}
 	if err := disk.WriteGPT(path, plan); err != nil {
