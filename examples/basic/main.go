@@ -209,7 +209,12 @@ func build(ctx context.Context, o options, s *settings, e env, log *slog.Logger,
 	if err != nil {
 		return exitConfig, err
 	}
-	runner := &hooks.ExecRunner{Logger: log}
+	// The build's commands start with a fixed umask and environment,
+	// whatever this shell's (hooks.BuildRunner): nothing of it reaches
+	// the image. The sshfs mount of a remote cache is the caller's own
+	// business and keeps this environment (SSH_AUTH_SOCK, ~/.ssh).
+	runner := hooks.BuildRunner(log)
+	userRunner := &hooks.ExecRunner{Logger: log}
 	var cache *sshfsCache
 	if remote, ok := s.remoteCache(); ok && !o.dryRun {
 		// A dry run resolves packages in a scratch cache: no mount.
@@ -242,7 +247,7 @@ func build(ctx context.Context, o options, s *settings, e env, log *slog.Logger,
 		return exitOK, nil
 	}
 	if cache != nil {
-		if err := cache.mount(ctx, runner, stack.Push); err != nil {
+		if err := cache.mount(ctx, userRunner, stack.Push); err != nil {
 			return exitFailed, err
 		}
 	}
