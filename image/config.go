@@ -230,7 +230,7 @@ func (c *Config) validate() problems {
 	var p problems
 	switch {
 	case c.ImageFile == "" && c.BlockDevice == "":
-		p.add("image_file", "set IMAGE_FILE (a new sparse file) or BLOCK_DEV (a whole disk)", "no target")
+		p.add("image_file", "set image_file (a new sparse file) or block_device (a whole disk)", "no target")
 	case c.ImageFile != "" && c.BlockDevice != "":
 		p.add("block_device", "set only one of them; to keep a raw copy of a block device, add a raw output", "both image_file and block_device are set")
 	}
@@ -238,11 +238,11 @@ func (c *Config) validate() problems {
 		p.add("block_device", "name a whole disk such as /dev/sdb", "%q is not under /dev", c.BlockDevice)
 	}
 	if c.ImageFile != "" && c.Size <= 0 {
-		p.add("size", "set IMAGE_SIZE, e.g. 20G", "image size must be positive, got %d", c.Size)
+		p.add("size", "set size, e.g. 20 GiB", "image size must be positive, got %d", c.Size)
 	}
 	if c.ImageFile != "" && c.Size > 0 {
 		if _, err := c.layout().Plan(int64(c.Size)); err != nil {
-			p.add("size", "make IMAGE_SIZE larger or ESP/swap smaller", "the layout does not fit: %v", err)
+			p.add("size", "make size larger or esp_size/swap_size smaller", "the layout does not fit: %v", err)
 		}
 	}
 	if c.ESPSize < disk.MinESP && c.Layout == nil {

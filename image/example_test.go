@@ -25,7 +25,7 @@ func ExampleNew_invalidConfiguration() {
 		}
 	}
 	// Output:
-	// image_file: set IMAGE_FILE (a new sparse file) or BLOCK_DEV (a whole disk)
+	// image_file: set image_file (a new sparse file) or block_device (a whole disk)
 	// pool_name: use letters, digits, _ - . : starting with a letter, e.g. zroot
 	// system.timezone: use a zoneinfo name such as UTC or Europe/Berlin
 }

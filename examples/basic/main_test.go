@@ -9,6 +9,8 @@ import (
 
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
+
+	"github.com/paczfs/paczfs/image"
 )
 
 // runCmd runs the command with a fake environment and no terminal.
@@ -90,3 +92,17 @@ func TestOneLine(t *testing.T) {
 type errorString string
 
 func (e errorString) Error() string { return string(e) }
+
+// The library names Config fields; the command says its variables.
+func TestProblemsUseTheCommandsVariables(t *testing.T) {
+	var b strings.Builder
+	printProblems(&b, &image.ConfigError{Problems: []*image.FieldError{
+		{Field: "image_file", Problem: "no target", Fix: "set image_file (a new sparse file) or block_device (a whole disk)"},
+		{Field: "size", Problem: "the layout does not fit", Fix: "make size larger or esp_size/swap_size smaller"},
+		{Field: "pacman.cache_dirs[0]", Problem: `"cache" is relative`, Fix: "give an absolute directory"},
+	}})
+	out := b.String()
+	assert.Contains(t, out, "IMAGE_FILE: no target; fix: set IMAGE_FILE (a new sparse file) or BLOCK_DEV (a whole disk)")
+	assert.Contains(t, out, "IMAGE_SIZE: the layout does not fit; fix: make IMAGE_SIZE larger or ESP_SIZE/SWAP_SIZE smaller")
+	assert.Contains(t, out, "CACHE_PATH[0]:")
+}

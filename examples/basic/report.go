@@ -106,14 +106,38 @@ func indent(s string) string {
 	return "  " + strings.Join(lines, "\n  ") + "\n"
 }
 
-// printProblems lists a configuration's problems, one per line.
+// printProblems lists a configuration's problems, one per line, in this
+// command's words: the library names its Config fields, the command its
+// variables (image_file is IMAGE_FILE here).
 func printProblems(w io.Writer, ce *image.ConfigError) {
 	fmt.Fprintf(w, "paczfs: invalid configuration, %d problem(s):\n", len(ce.Problems))
+	words := fieldWords()
 	for _, p := range ce.Problems {
-		line := "  " + p.Field + ": " + p.Problem
+		line := "  " + words.Replace(p.Field) + ": " + p.Problem
 		if p.Fix != "" {
-			line += "; fix: " + p.Fix
+			line += "; fix: " + words.Replace(p.Fix)
 		}
 		fmt.Fprintln(w, line)
 	}
+}
+
+// fieldVariables maps image.Config fields (as ConfigError names them) to
+// the variables that set them. Longest first, so that pacman.cache_dirs
+// is replaced before a shorter name inside it.
+var fieldVariables = [][2]string{
+	{"system.root_password_hash", "ROOT_PASSWORD_HASH"}, {"system.authorized_keys", "AUTHORIZED_KEYS_FILE"},
+	{"pacman.trusted_keys", "TRUSTED_KEYS"}, {"packages.workstation", "WORKSTATION_PKGS"},
+	{"pacman.cache_dirs", "CACHE_PATH"}, {"packages.bootable", "BOOTABLE_PKGS"}, {"system.hostname", "HOSTNAME"},
+	{"system.timezone", "TIMEZONE"}, {"system.locales", "LOCALES"}, {"packages.base", "BASE_PKGS"},
+	{"system.keymap", "KEYMAP"}, {"system.hostid", "HOSTID"}, {"block_device", "BLOCK_DEV"},
+	{"image_file", "IMAGE_FILE"}, {"swap_size", "SWAP_SIZE"}, {"pool_name", "POOL_NAME"}, {"esp_size", "ESP_SIZE"},
+	{"guid_seed", "GUID_SEED"}, {"work_dir", "CHROOT_PATH"}, {"size", "IMAGE_SIZE"},
+}
+
+func fieldWords() *strings.Replacer {
+	var pairs []string
+	for _, fv := range fieldVariables {
+		pairs = append(pairs, fv[0], fv[1])
+	}
+	return strings.NewReplacer(pairs...)
 }
