@@ -5,6 +5,7 @@ import (
 	"testing"
 
 	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
 
 	"github.com/paczfs/paczfs/internal/alpm"
 )
@@ -23,4 +24,15 @@ func TestProgressCallbackReportsChecksAndInstalls(t *testing.T) {
 		{Kind: EventCheck, Message: "checking package integrity", Percent: 40, Current: 42, Count: 104},
 		{Kind: EventInstall, Package: "bash", Percent: 50, Current: 3, Count: 104},
 	}, got)
+}
+
+// Every WithEvents receiver gets every event: a caller's own receiver does
+// not switch off another (image.Builder's progress).
+func TestEventReceiversAdd(t *testing.T) {
+	var a, b int
+	in, err := New(ArchConfig(true), WithEvents(func(Event) { a++ }), WithEvents(func(Event) { b++ }), WithEvents(nil))
+	require.NoError(t, err)
+	in.emit(Event{Kind: EventLog})
+	assert.Equal(t, 1, a)
+	assert.Equal(t, 1, b)
 }

@@ -67,8 +67,22 @@ func WithLogger(l *slog.Logger) Option { return func(i *Installer) { i.log = l }
 // WithRunner sets the runner for external commands (pacman-key, gpgconf).
 func WithRunner(r hooks.Runner) Option { return func(i *Installer) { i.run = r } }
 
-// WithEvents receives structured progress events.
-func WithEvents(fn func(Event)) Option { return func(i *Installer) { i.emit = fn } }
+// WithEvents receives structured progress events. Each WithEvents adds a
+// receiver; none replaces another (image.Builder's progress keeps working
+// beside a caller's own).
+func WithEvents(fn func(Event)) Option {
+	return func(i *Installer) {
+		if fn == nil {
+			return
+		}
+		prev := i.emit
+		if prev == nil {
+			i.emit = fn
+			return
+		}
+		i.emit = func(e Event) { prev(e); fn(e) }
+	}
+}
 
 // WithHTTPClient replaces the download client (NewHTTPClient()).
 func WithHTTPClient(c *http.Client) Option { return func(i *Installer) { i.client = c } }
