@@ -24,8 +24,10 @@ type stageDef struct {
 	adopt stageFunc
 }
 
-// pipeline is the build, in order (hooks.Stages is the same order). What
-// each stage hands on is documented per stage in package hooks.
+// pipeline is the build, in order (hooks.Stages is the same order). Each
+// stage's code is in its own file, numbered in this order (s01_checks.go
+// ... s15_convert.go); what each hands on is documented per stage in
+// package hooks.
 func pipeline() []stageDef {
 	return []stageDef{
 		{hooks.StageChecks, stageChecks, adoptChecks},

@@ -1,0 +1,104 @@
+package image
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"fmt"
+
+	"github.com/paczfs/paczfs/disk"
+	"github.com/paczfs/paczfs/pacman"
+	"github.com/paczfs/paczfs/zfs"
+)
+
+// buildPlan is what Plan resolves and a dry run prints.
+type buildPlan struct {
+	Disk     disk.Plan
+	PoolArgs []string
+	Datasets [][]string
+	Packages *pacman.Plan
+	Temp     string // the pool's name while imported on the build host
+}
+
+// Plan resolves everything a build needs without writing anything: the
+// partition table, the zpool and zfs commands, and the packages with
+// their sizes. Unknown packages or unsatisfiable dependencies are errors
+// naming them.
+func (b *Builder) Plan(ctx context.Context) (*BuildPlan, error) {
+	st := b.newBuild()
+	if err := stageChecks(ctx, st); err != nil {
+		return nil, err
+	}
+	p := st.plan
+	return &BuildPlan{Disk: p.Disk, PoolCommand: p.PoolArgs, DatasetCommands: p.Datasets, Packages: p.Packages,
+		Environments: st.envNames()}, nil
+}
+
+// BuildPlan is the plan a dry run shows.
+type BuildPlan struct {
+	Disk            disk.Plan
+	PoolCommand     []string
+	DatasetCommands [][]string
+	Packages        *pacman.Plan
+	Environments    []string
+}
+
+func (st *build) envNames() []string {
+	var names []string
+	for _, e := range st.cfg.environments() {
+		names = append(names, e.Dataset)
+	}
+	return names
+}
+
+// tempPoolName is the name the pool has while this host has it imported:
+// unique, so it never clashes with the build host's own pools.
+func tempPoolName(name string) string {
+	var r [3]byte
+	_, _ = rand.Read(r[:])
+	return fmt.Sprintf("%s-paczfs-%s", name, hex.EncodeToString(r[:]))
+}
+
+func stageChecks(ctx context.Context, st *build) error {
+	cfg := st.cfg
+	size := int64(cfg.Size)
+	if cfg.BlockDevice != "" {
+		s, err := disk.CheckBlockDevice(ctx, st.b.runner, cfg.BlockDevice, disk.BlockDeviceOptions{Wipe: cfg.Overwrite})
+		if err != nil {
+			return fmt.Errorf("block_device: %w", err)
+		}
+		size = s
+	}
+	dplan, err := cfg.layout().Plan(size)
+	if err != nil {
+		return fmt.Errorf("layout: %w", err)
+	}
+	temp := tempPoolName(cfg.PoolName)
+	poolArgs, err := zfs.CreatePoolArgs(st.poolSpec(temp, "/ALTROOT", []string{"/dev/DISK-zfs-partition"}))
+	if err != nil {
+		return fmt.Errorf("pool: %w", err)
+	}
+	var dsArgs [][]string
+	for _, d := range cfg.Datasets {
+		a, err := zfs.CreateDatasetArgs(temp+"/"+d.Name, d.Props, zfs.CreateOptions{Parents: true})
+		if err != nil {
+			return fmt.Errorf("datasets: %w", err)
+		}
+		dsArgs = append(dsArgs, a)
+	}
+	names := append(append(append([]string{}, cfg.Packages.Base...), cfg.Packages.Bootable...), cfg.Packages.Workstation...)
+	pplan, err := st.b.installer.Plan(ctx, names)
+	if err != nil {
+		return fmt.Errorf("packages: %w", err)
+	}
+	st.plan = &buildPlan{Disk: dplan, PoolArgs: poolArgs, Datasets: dsArgs, Packages: pplan, Temp: temp}
+	if cfg.System.RootPasswordHash == "" && len(cfg.System.AuthorizedKeys) == 0 {
+		st.warn("the image has no way to log in: root's password is locked and no ssh key is given (set system.root_password_hash or system.authorized_keys)")
+	}
+	return nil
+}
+
+func (st *build) poolSpec(temp, altroot string, vdevs []string) zfs.PoolSpec {
+	return zfs.PoolSpec{Name: st.cfg.PoolName, TempName: temp, AltRoot: altroot, Vdevs: vdevs,
+		Properties: st.cfg.PoolProperties, FSProperties: st.cfg.FSProperties}
+}

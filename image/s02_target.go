@@ -1,0 +1,58 @@
+package image
+
+import (
+	"context"
+	"fmt"
+	"path/filepath"
+
+	"github.com/paczfs/paczfs/disk"
+)
+
+// targetInfo is the disk being written.
+type targetInfo struct {
+	path    string
+	block   bool
+	created bool // this build created the file (only then may it remove it)
+	size    int64
+	loop    *disk.Loop
+	plan    disk.Plan
+}
+
+func stageTarget(ctx context.Context, st *build) error {
+	cfg := st.cfg
+	if err := st.ensureWorkDir(); err != nil {
+		return err
+	}
+	var t *disk.Target
+	var err error
+	if cfg.BlockDevice != "" {
+		t, err = disk.OpenBlockDevice(ctx, st.b.runner, cfg.BlockDevice, disk.BlockDeviceOptions{Wipe: cfg.Overwrite})
+	} else {
+		img, aerr := filepath.Abs(cfg.ImageFile)
+		if aerr != nil {
+			return aerr
+		}
+		if err := st.record.update(func(r *record) { r.Image = img }); err != nil {
+			return err
+		}
+		t, err = disk.CreateImage(cfg.ImageFile, cfg.Size, disk.ImageOptions{Overwrite: cfg.Overwrite})
+	}
+	if err != nil {
+		return err
+	}
+	// Only a file this build created may be removed by recovery.
+	if err := st.record.update(func(r *record) { r.Created = t.Created }); err != nil {
+		return err
+	}
+	// The layout on the disk as it is (a block device's own size).
+	plan, err := cfg.layout().Plan(t.Size)
+	if err != nil {
+		return fmt.Errorf("layout: %w", err)
+	}
+	st.target = &targetInfo{path: t.Path, block: t.BlockDevice, created: t.Created, size: t.Size, plan: plan}
+	st.res.Disk = t.Path
+	if !t.BlockDevice {
+		st.state.ImageFile = t.Path
+	}
+	return st.attachLoop(ctx)
+}

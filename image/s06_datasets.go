@@ -1,0 +1,20 @@
+package image
+
+import "context"
+
+func stageDatasets(ctx context.Context, st *build) error {
+	z := st.zfs()
+	if err := z.CreateDatasets(ctx, st.state.Pool, st.cfg.Datasets); err != nil {
+		return err
+	}
+	mounted, err := z.Properties(ctx, st.state.RootDataset, "mounted")
+	if err != nil {
+		return err
+	}
+	if mounted["mounted"].Value != "yes" {
+		if err := z.Mount(ctx, st.state.RootDataset); err != nil {
+			return err
+		}
+	}
+	return nil
+}

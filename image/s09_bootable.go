@@ -1,0 +1,7 @@
+package image
+
+import "context"
+
+func stageBootable(ctx context.Context, st *build) error {
+	return st.install(ctx, st.cfg.Packages.Bootable)
+}

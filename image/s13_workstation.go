@@ -1,0 +1,16 @@
+package image
+
+import "context"
+
+func stageWorkstation(ctx context.Context, st *build) error {
+	if len(st.cfg.Packages.Workstation) == 0 {
+		return nil
+	}
+	if err := st.install(ctx, st.cfg.Packages.Workstation); err != nil {
+		return err
+	}
+	if err := st.writePackageList(); err != nil {
+		return err
+	}
+	return st.layerSnapshot(ctx, LayerWorkstation)
+}

@@ -1,0 +1,54 @@
+package image
+
+import (
+	"context"
+	"fmt"
+	"os"
+	"strings"
+	"time"
+
+	"github.com/paczfs/paczfs/internal/procs"
+	"github.com/paczfs/paczfs/zfs"
+)
+
+func stageFinalize(ctx context.Context, st *build) error {
+	z := st.zfs()
+	pool := st.state.Pool
+	if err := z.SetPoolProperty(ctx, pool, "bootfs", st.state.RootDataset); err != nil {
+		return err
+	}
+	snap := st.state.RootDataset + "@installed"
+	if err := z.Snapshot(ctx, zfs.SnapshotOptions{}, snap); err != nil {
+		return err
+	}
+	if err := z.Hold(ctx, st.cfg.HoldTag, snap, zfs.HoldOptions{}); err != nil {
+		return err
+	}
+	for _, e := range st.cfg.environments() {
+		st.res.Environments = append(st.res.Environments, e.Dataset)
+	}
+	st.res.Packages = st.packages
+	st.res.Kernel = st.kver
+	st.res.HostID = st.hostID
+	if err := exportPool(ctx, z, pool, zfs.ExportOptions{}); err != nil {
+		if h := procs.Holders(st.state.Root); len(h) > 0 {
+			err = fmt.Errorf("%w; held by: %s", err, strings.Join(h, "; "))
+		}
+		return err
+	}
+	st.state.Root = ""
+	if err := st.target.loop.Detach(ctx, time.Minute); err != nil {
+		return err
+	}
+	st.state.Device = ""
+	st.state.Partitions = nil
+	if st.target.block {
+		return nil
+	}
+	f, err := os.OpenFile(st.target.path, os.O_RDWR, 0)
+	if err != nil {
+		return err
+	}
+	defer f.Close()
+	return f.Sync()
+}
