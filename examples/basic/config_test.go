@@ -450,3 +450,26 @@ func TestConfigVersionMismatchOnlyWarns(t *testing.T) {
 	assert.Contains(t, w, "paczfs v0.0.1")
 	assert.True(t, strings.Contains(w, "not necessarily a problem"))
 }
+
+// What a real shell parser adds: $NAME is ${NAME}, other expansions and
+// quotings are refused by name, and escapes follow bash.
+func TestParseConfigShellForms(t *testing.T) {
+	a, err := parseConfig("t.conf", []byte("IMAGE_FILE=/srv/$HOSTNAME.img\nVDI_FILE=a\\ b\nQCOW_FILE=\"x\\ny\"\n"))
+	require.NoError(t, err)
+	assert.Equal(t, "/srv/${HOSTNAME}.img", a[0].Value.Text)
+	assert.Equal(t, "a b", a[1].Value.Text)
+	assert.Equal(t, `x\ny`, a[2].Value.Text, "in double quotes only $ ` \" \\ escape")
+	for text, want := range map[string]string{
+		"HOSTNAME=${X:-y}\n":    "only ${NAME} expansions",
+		"HOSTNAME=$'a\\tb'\n":   "$'...' quoting is not supported",
+		"HOSTNAME=a > /tmp/x\n": "redirections are not supported",
+		"HOSTNAME=a &\n":        "unquoted ';' or '&'",
+		"HOSTNAME+=a\n":         "expected NAME='value' or NAME=( ... )",
+		"if true; then :; fi\n": "only assignments are read",
+		"HOSTNAME=ok\nBAD=(\n":  "t.conf:2:",
+	} {
+		_, err := parseConfig("t.conf", []byte(text))
+		require.Error(t, err, text)
+		assert.Contains(t, err.Error(), want, text)
+	}
+}

@@ -3,7 +3,10 @@ package main
 import (
 	"errors"
 	"fmt"
+	"regexp"
 	"strings"
+
+	"mvdan.cc/sh/v3/syntax"
 )
 
 // value is one variable's setting as written: a template (or list of
@@ -49,7 +52,8 @@ type assignment struct {
 }
 
 // parseConfig reads a configuration file: the subset of bash the original
-// tool's configurations used, parsed and never executed.
+// tool's configurations used, parsed by a real shell parser
+// (mvdan.cc/sh/v3/syntax, bash dialect) and never executed:
 //
 //	# comment
 //	NAME='single quoted'      no escapes inside, as in bash
@@ -57,247 +61,263 @@ type assignment struct {
 //	NAME=bare                 a word without spaces
 //	NAME=( 'a' "b" c )        a list; it may span lines and hold comments
 //	NAME='it'\''s'             quoted parts join into one word
+//	NAME="${OTHER}.img"       ${NAME} is kept, expanded by paczfs later
 //
-// Command substitution ($( ) and
-// backticks) is an error, as is any other shell syntax. name is used in
-// errors ("FILE:LINE: ...").
+// Anything else is an error naming the file and line: command
+// substitution ($( ) and backticks), commands, functions, redirections,
+// other expansions. Every bad statement is reported, up to ten.
 func parseConfig(name string, data []byte) ([]assignment, error) {
-	s := &scanner{file: name, src: string(data), line: 1, comments: true}
 	var out []assignment
 	var errs []error
-	for {
-		s.skipBlank(true)
-		if s.eof() {
+	src := string(data)
+	offset := 0 // lines of src already consumed by earlier parses
+	for len(errs) < 10 {
+		f, err := syntax.NewParser(syntax.Variant(syntax.LangBash)).Parse(strings.NewReader(src), name)
+		var stmts []*syntax.Stmt
+		if f != nil {
+			stmts = f.Stmts
+		}
+		for _, st := range stmts {
+			if perr := parseErrorLine(err); perr > 0 && int(st.Pos().Line()) >= perr {
+				break // statements at or after a syntax error are not whole
+			}
+			a, aerr := stmtAssignments(st)
+			line := offset + int(st.Pos().Line())
+			var pe *posError
+			if errors.As(aerr, &pe) {
+				line = offset + pe.line
+			}
+			if aerr != nil {
+				errs = append(errs, fmt.Errorf("%s:%d: %w", name, line, aerr))
+				continue
+			}
+			for _, x := range a {
+				if _, ok := lookupVar(x.Name); !ok {
+					errs = append(errs, fmt.Errorf("%s:%d: unknown variable %s (go run ./examples/basic -h lists them)", name, line, x.Name))
+					continue
+				}
+				x.Value.From = fmt.Sprintf("%s:%d", name, line)
+				if err := checkNoCommands(x.Value); err != nil {
+					errs = append(errs, fmt.Errorf("%s:%d: %s: %w", name, line, x.Name, err))
+					continue
+				}
+				out = append(out, x)
+			}
+		}
+		if err == nil {
 			return out, errors.Join(errs...)
 		}
-		a, err := s.assignment()
-		if err != nil {
-			errs = append(errs, err)
-			if len(errs) == 10 {
-				return nil, errors.Join(append(errs, errors.New("too many errors"))...)
+		// A syntax error: report it, then go on after its line.
+		l := parseErrorLine(err)
+		lines := strings.SplitAfter(src, "\n")
+		msg := parseErrorText(err)
+		if strings.HasPrefix(msg, "a list NAME=(") && l >= 1 && l <= len(lines) {
+			if m := listStart.FindStringSubmatch(lines[l-1]); m != nil {
+				msg = "the list " + m[1] + "=( is not closed with )"
 			}
-			s.skipLine()
-			continue
 		}
-		out = append(out, a)
+		errs = append(errs, fmt.Errorf("%s:%d: %s", name, offset+l, msg))
+		if l <= 0 || l >= len(lines) {
+			return nil, errors.Join(errs...)
+		}
+		src = strings.Join(lines[l:], "")
+		offset += l
 	}
+	return nil, errors.Join(append(errs, errors.New("too many errors"))...)
 }
 
-// scanner reads configuration text. Delimiters are ASCII, so it works on
-// bytes; other UTF-8 text passes through untouched.
-type scanner struct {
-	file     string
-	src      string
-	i        int
-	line     int
-	comments bool // # starts a comment where a word could start
-}
+var listStart = regexp.MustCompile(`([A-Za-z_][A-Za-z0-9_]*)=\(`)
 
-func (s *scanner) eof() bool { return s.i >= len(s.src) }
-
-func (s *scanner) peek() byte {
-	if s.eof() {
-		return 0
+// parseErrorLine is the line of a syntax error (0 for none).
+func parseErrorLine(err error) int {
+	var pe syntax.ParseError
+	if errors.As(err, &pe) {
+		return int(pe.Pos.Line())
 	}
-	return s.src[s.i]
+	return 0
 }
 
-func (s *scanner) errorf(line int, format string, args ...any) error {
-	msg := fmt.Sprintf(format, args...)
-	if s.file == "" {
-		return errors.New(msg)
+// parseErrorText is a syntax error's message without its position.
+func parseErrorText(err error) string {
+	var pe syntax.ParseError
+	if errors.As(err, &pe) {
+		msg := pe.Text
+		switch {
+		case strings.Contains(msg, "without closing quote"):
+			q := strings.Trim(msg[strings.LastIndex(msg, " ")+1:], "` ")
+			return "unterminated " + q + " quote"
+		case strings.Contains(msg, "without matching") && strings.Contains(msg, "("):
+			return "a list NAME=( is not closed with )"
+		}
+		return msg
 	}
-	return fmt.Errorf("%s:%d: %s", s.file, line, msg)
+	return err.Error()
 }
 
-// skipBlank skips spaces, tabs and comments, and newlines too when nl.
-func (s *scanner) skipBlank(nl bool) {
-	for !s.eof() {
-		switch c := s.peek(); {
-		case c == ' ' || c == '\t' || c == '\r':
-			s.i++
-		case c == '\n' && nl:
-			s.i++
-			s.line++
-		case c == '#' && s.comments:
-			for !s.eof() && s.peek() != '\n' {
-				s.i++
+// stmtAssignments checks that a statement is only NAME=value assignments
+// and returns them.
+func stmtAssignments(st *syntax.Stmt) ([]assignment, error) {
+	if st.Semicolon.IsValid() || st.Background || st.Coprocess || st.Negated {
+		return nil, errors.New("unquoted ';' or '&': one NAME=value per line, quote values with shell characters")
+	}
+	if len(st.Redirs) > 0 {
+		return nil, errors.New("redirections are not supported: expected NAME='value'")
+	}
+	switch c := st.Cmd.(type) {
+	case *syntax.FuncDecl:
+		return nil, fmt.Errorf("shell functions are not supported (%s): put hook scripts in HOOKS_DIR", c.Name.Value)
+	case *syntax.CallExpr:
+		if len(c.Assigns) == 0 {
+			return nil, fmt.Errorf("expected NAME='value' (no spaces around =), got a command: %s", wordsText(c.Args))
+		}
+		if len(c.Args) > 0 {
+			last := c.Assigns[len(c.Assigns)-1].Name.Value
+			return nil, fmt.Errorf("unexpected %q after the value of %s: quote values that contain spaces or shell characters", wordsText(c.Args), last)
+		}
+		var out []assignment
+		for _, as := range c.Assigns {
+			if as.Append || as.Naked || as.Index != nil {
+				return nil, fmt.Errorf("expected NAME='value' or NAME=( ... ) for %s", as.Name.Value)
 			}
-		default:
-			return
-		}
-	}
-}
-
-// skipLine moves past the current line, to resume after an error.
-func (s *scanner) skipLine() {
-	for !s.eof() && s.peek() != '\n' {
-		s.i++
-	}
-}
-
-func isNameByte(c byte, first bool) bool {
-	return c == '_' || c >= 'A' && c <= 'Z' || c >= 'a' && c <= 'z' || !first && c >= '0' && c <= '9'
-}
-
-func isName(s string) bool {
-	for i := 0; i < len(s); i++ {
-		if !isNameByte(s[i], i == 0) {
-			return false
-		}
-	}
-	return s != ""
-}
-
-func (s *scanner) assignment() (assignment, error) {
-	line := s.line
-	start := s.i
-	for !s.eof() && isNameByte(s.peek(), s.i == start) {
-		s.i++
-	}
-	name := s.src[start:s.i]
-	if name == "" || s.peek() != '=' {
-		rest := s.src[start:]
-		if j := strings.IndexByte(rest, '\n'); j >= 0 {
-			rest = rest[:j]
-		}
-		if strings.Contains(rest, "()") {
-			return assignment{}, s.errorf(line, "shell functions are not supported (%q): put hook scripts in HOOKS_DIR", rest)
-		}
-		return assignment{}, s.errorf(line, "expected NAME='value' (no spaces around =), got %q", rest)
-	}
-	s.i++
-	if _, ok := lookupVar(name); !ok {
-		return assignment{}, s.errorf(line, "unknown variable %s (go run ./examples/basic -h lists them)", name)
-	}
-	v := value{From: fmt.Sprintf("%s:%d", s.file, line)}
-	if s.peek() == '(' {
-		s.i++
-		v.List = true
-		for {
-			s.skipBlank(true)
-			if s.eof() {
-				return assignment{}, s.errorf(line, "the list %s=( is not closed with )", name)
+			v := value{}
+			if as.Array != nil {
+				v.List = true
+				for _, el := range as.Array.Elems {
+					if el.Index != nil {
+						return nil, fmt.Errorf("%s: indexed list elements are not supported", as.Name.Value)
+					}
+					t, err := wordText(el.Value)
+					if err != nil {
+						return nil, named(as.Name.Value, err)
+					}
+					v.Items = append(v.Items, t)
+				}
+			} else if as.Value != nil {
+				t, err := wordText(as.Value)
+				if err != nil {
+					return nil, named(as.Name.Value, err)
+				}
+				v.Text = t
 			}
-			if s.peek() == ')' {
-				s.i++
-				break
-			}
-			w, err := s.word(true)
-			if err != nil {
-				return assignment{}, err
-			}
-			v.Items = append(v.Items, w)
+			out = append(out, assignment{Name: as.Name.Value, Value: v})
 		}
-	} else {
-		w, err := s.word(false)
-		if err != nil {
-			return assignment{}, err
-		}
-		v.Text = w
+		return out, nil
 	}
-	s.skipBlank(false)
-	if !s.eof() && s.peek() != '\n' {
-		return assignment{}, s.errorf(s.line, "unexpected %q after the value of %s: quote values that contain spaces or shell characters", s.rest(), name)
-	}
-	if err := checkNoCommands(v); err != nil {
-		return assignment{}, s.errorf(line, "%s: %v", name, err)
-	}
-	return assignment{Name: name, Value: v}, nil
+	return nil, errors.New("expected NAME='value': only assignments are read, nothing is run")
 }
 
-// rest returns what is left of the current line.
-func (s *scanner) rest() string {
-	r := s.src[s.i:]
-	if j := strings.IndexByte(r, '\n'); j >= 0 {
-		r = r[:j]
+// named prefixes a variable's name to its error; command substitution
+// found by the parser needs none (the line says where).
+func named(name string, err error) error {
+	if errors.Is(err, errCommand) {
+		return err
 	}
-	return r
+	return fmt.Errorf("%s: %w", name, err)
 }
+
+func wordsText(ws []*syntax.Word) string {
+	var parts []string
+	for _, w := range ws {
+		parts = append(parts, w.Lit())
+		if w.Lit() == "" {
+			var b strings.Builder
+			_ = syntax.NewPrinter().Print(&b, w)
+			parts[len(parts)-1] = b.String()
+		}
+	}
+	return strings.Join(parts, " ")
+}
+
+// posError is an error at a line of the parsed text.
+type posError struct {
+	line int
+	err  error
+}
+
+func (e *posError) Error() string { return e.err.Error() }
+func (e *posError) Unwrap() error { return e.err }
+
+func atLine(n syntax.Node, err error) error { return &posError{line: int(n.Pos().Line()), err: err} }
 
 var errCommand = errors.New("command substitution ($( ) or backticks) is not supported: configuration values are never run by a shell")
 
-// word reads one shell word: unquoted, '...' and "..." parts joined.
-// In a list, an unquoted ) ends it.
-func (s *scanner) word(inList bool) (string, error) {
+// wordText turns a word into paczfs's template text: quotes removed,
+// escapes resolved, ${NAME} (and $NAME) kept as ${NAME} for expansion.
+func wordText(w *syntax.Word) (string, error) {
 	var b strings.Builder
-	for !s.eof() {
-		c := s.peek()
-		switch {
-		case c == ' ' || c == '\t' || c == '\r' || c == '\n':
-			return b.String(), nil
-		case c == ')' && inList:
-			return b.String(), nil
-		case c == '\'':
-			line := s.line
-			s.i++
-			j := strings.IndexByte(s.src[s.i:], '\'')
-			if j < 0 {
-				return "", s.errorf(line, "unterminated ' quote")
+	for _, p := range w.Parts {
+		switch p := p.(type) {
+		case *syntax.Lit:
+			b.WriteString(unescape(p.Value, false))
+		case *syntax.SglQuoted:
+			if p.Dollar {
+				return "", errors.New("$'...' quoting is not supported: use '...'")
 			}
-			part := s.src[s.i : s.i+j]
-			s.line += strings.Count(part, "\n")
-			b.WriteString(part)
-			s.i += j + 1
-		case c == '"':
-			if err := s.doubleQuoted(&b); err != nil {
+			b.WriteString(p.Value)
+		case *syntax.DblQuoted:
+			if p.Dollar {
+				return "", errors.New("$\"...\" quoting is not supported: use \"...\"")
+			}
+			for _, q := range p.Parts {
+				switch q := q.(type) {
+				case *syntax.Lit:
+					b.WriteString(unescape(q.Value, true))
+				case *syntax.ParamExp:
+					t, err := paramText(q)
+					if err != nil {
+						return "", err
+					}
+					b.WriteString(t)
+				case *syntax.CmdSubst:
+					return "", atLine(q, errCommand)
+				default:
+					return "", fmt.Errorf("unsupported shell syntax in double quotes (%T)", q)
+				}
+			}
+		case *syntax.ParamExp:
+			t, err := paramText(p)
+			if err != nil {
 				return "", err
 			}
-		case c == '\\':
-			s.i++
-			if s.eof() {
-				return "", s.errorf(s.line, "\\ at the end of the file")
-			}
-			if s.peek() == '\n' { // line continuation
-				s.line++
-			} else {
-				b.WriteByte(s.peek())
-			}
-			s.i++
-		case c == '`' || c == '$' && strings.HasPrefix(s.src[s.i:], "$("):
-			return "", s.errorf(s.line, "%v", errCommand)
-		case strings.IndexByte(";&|<>()", c) >= 0:
-			return "", s.errorf(s.line, "unquoted %q: put the value in single quotes", c)
+			b.WriteString(t)
+		case *syntax.CmdSubst:
+			return "", atLine(p, errCommand)
 		default:
-			b.WriteByte(c)
-			s.i++
+			return "", fmt.Errorf("unsupported shell syntax (%T): quote the value", p)
 		}
 	}
 	return b.String(), nil
 }
 
-func (s *scanner) doubleQuoted(b *strings.Builder) error {
-	line := s.line
-	s.i++ // opening "
-	for !s.eof() {
-		c := s.peek()
-		switch {
-		case c == '"':
-			s.i++
-			return nil
-		case c == '\\' && s.i+1 < len(s.src):
-			n := s.src[s.i+1]
-			switch n {
-			case '\n':
-				s.line++
-			case '$', '`', '"', '\\':
-				b.WriteByte(n)
-			default:
-				b.WriteByte('\\')
-				b.WriteByte(n)
-			}
-			s.i += 2
-		case c == '`' || c == '$' && strings.HasPrefix(s.src[s.i:], "$("):
-			return s.errorf(s.line, "%v", errCommand)
-		default:
-			if c == '\n' {
-				s.line++
-			}
-			b.WriteByte(c)
-			s.i++
-		}
+// paramText keeps a plain ${NAME} or $NAME for paczfs's own expansion.
+func paramText(p *syntax.ParamExp) (string, error) {
+	if p.Excl || p.Length || p.Width || p.Index != nil || p.Slice != nil || p.Repl != nil || p.Exp != nil || p.Names != 0 || p.Param == nil {
+		return "", errors.New("only ${NAME} expansions are supported")
 	}
-	return s.errorf(line, "unterminated \" quote")
+	return "${" + p.Param.Value + "}", nil
+}
+
+// unescape resolves backslashes as bash does: outside quotes any
+// character, inside double quotes only $ ` " \ and newline.
+func unescape(s string, dbl bool) string {
+	var b strings.Builder
+	for i := 0; i < len(s); i++ {
+		c := s[i]
+		if c == '\\' && i+1 < len(s) {
+			n := s[i+1]
+			switch {
+			case n == '\n':
+				i++
+				continue
+			case !dbl || strings.IndexByte("$`\"\\", n) >= 0:
+				b.WriteByte(n)
+				i++
+				continue
+			}
+		}
+		b.WriteByte(c)
+	}
+	return b.String()
 }
 
 // splitWords splits a list given as one string (an environment variable,
@@ -309,19 +329,27 @@ func splitWords(str string) ([]string, error) {
 	if strings.HasPrefix(t, "(") && strings.HasSuffix(t, ")") {
 		t = t[1 : len(t)-1]
 	}
-	s := &scanner{src: t, line: 1}
-	var words []string
-	for {
-		s.skipBlank(true)
-		if s.eof() {
-			return words, nil
+	f, err := syntax.NewParser(syntax.Variant(syntax.LangBash)).Parse(strings.NewReader("L=( "+t+"\n)"), "")
+	if err != nil {
+		var pe syntax.ParseError
+		if errors.As(err, &pe) {
+			return nil, errors.New(parseErrorText(err))
 		}
-		w, err := s.word(false)
-		if err != nil {
-			return nil, err
-		}
-		words = append(words, w)
+		return nil, err
 	}
+	a, err := func() ([]assignment, error) {
+		if len(f.Stmts) != 1 {
+			return nil, errors.New("one list of words expected")
+		}
+		return stmtAssignments(f.Stmts[0])
+	}()
+	if err != nil {
+		return nil, err
+	}
+	if len(a) != 1 {
+		return nil, errors.New("one list of words expected")
+	}
+	return a[0].Value.Items, checkNoCommands(a[0].Value)
 }
 
 // checkNoCommands rejects command substitution anywhere in a value, also
@@ -342,4 +370,17 @@ func checkNoCommands(v value) error {
 // unchanged.
 func shellQuote(s string) string {
 	return "'" + strings.ReplaceAll(s, "'", `'\''`) + "'"
+}
+
+func isNameByte(c byte, first bool) bool {
+	return c == '_' || c >= 'A' && c <= 'Z' || c >= 'a' && c <= 'z' || !first && c >= '0' && c <= '9'
+}
+
+func isName(s string) bool {
+	for i := 0; i < len(s); i++ {
+		if !isNameByte(s[i], i == 0) {
+			return false
+		}
+	}
+	return s != ""
 }
