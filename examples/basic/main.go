@@ -97,19 +97,26 @@ type options struct {
 	recover     bool
 }
 
-func parseFlags(args []string) (options, error) {
-	var o options
+// flags defines the options; -h prints them from these definitions (the
+// first `word` of a usage names the option's argument, as flag does).
+func flags(o *options) *flag.FlagSet {
 	fs := flag.NewFlagSet("paczfs", flag.ContinueOnError)
 	fs.SetOutput(io.Discard)
-	fs.StringVar(&o.configFile, "c", "", "")
-	fs.BoolVar(&o.printConfig, "C", false, "")
-	fs.StringVar(&o.profile, "profile", "", "")
-	fs.BoolVar(&o.dryRun, "dry-run", false, "")
-	fs.BoolVar(&o.keep, "keep", false, "")
-	fs.BoolVar(&o.verbose, "v", false, "")
-	fs.BoolVar(&o.json, "json", false, "")
-	fs.BoolVar(&o.version, "V", false, "")
-	fs.BoolVar(&o.recover, "recover", false, "")
+	fs.StringVar(&o.configFile, "c", "", "load a configuration `FILE` (parsed, never executed)")
+	fs.BoolVar(&o.printConfig, "C", false, "print the effective configuration in the -c format, exit")
+	fs.StringVar(&o.profile, "profile", "", "arch (the default), or a `NAME`.json file: an image configuration as JSON")
+	fs.BoolVar(&o.dryRun, "dry-run", false, "print the partitions, pool and dataset commands, packages with versions and sizes, boot environments and outputs; write nothing")
+	fs.BoolVar(&o.keep, "keep", false, "keep the partial image and outputs when the build fails")
+	fs.BoolVar(&o.recover, "recover", false, "release what builds that died on this host left (their loop devices, pools, mounts, processes, partial images; never a running build's), then exit. Every build does this first")
+	fs.BoolVar(&o.verbose, "v", false, "verbose: debug logs on stderr, progress as plain lines")
+	fs.BoolVar(&o.json, "json", false, "print the result as JSON on stdout (the summary on stderr)")
+	fs.BoolVar(&o.version, "V", false, "print the version")
+	return fs
+}
+
+func parseFlags(args []string) (options, error) {
+	var o options
+	fs := flags(&o)
 	if err := fs.Parse(args); err != nil {
 		return o, err
 	}
@@ -289,21 +296,20 @@ configuration comes from a -c file first, then the environment, then the
 profile's defaults; -C prints it.
 
 Options:
-  -c FILE          load a configuration file (parsed, never executed)
-  -C               print the effective configuration in the -c format, exit
-  --profile NAME   arch (the default), or FILE.json: an image configuration as JSON
-  --dry-run        print the partitions, pool and dataset commands, packages
-                   with versions and sizes, boot environments and outputs;
-                   write nothing
-  --keep           keep the partial image and outputs when the build fails
-  --recover        release what builds that died on this host left (their
-                   loop devices, pools, mounts, processes, partial images;
-                   never a running build's), then exit. Every build does
-                   this first
-  -v               verbose: debug logs on stderr, progress as plain lines
-  --json           print the result as JSON on stdout (the summary on stderr)
-  -V               print the version
-  -h               this help
+`)
+	fs := flags(&options{})
+	fs.VisitAll(func(f *flag.Flag) {
+		arg, help := flag.UnquoteUsage(f)
+		name := "-" + f.Name
+		if len(f.Name) > 1 {
+			name = "-" + name
+		}
+		if _, isBool := f.Value.(interface{ IsBoolFlag() bool }); !isBool {
+			name += " " + arg
+		}
+		fmt.Fprintf(w, "  %-16s %s", name, strings.TrimPrefix(wrap(help, strings.Repeat(" ", 19), 78), strings.Repeat(" ", 19)))
+	})
+	fmt.Fprint(w, `  -h               this help
 
 Variables, in evaluation order (a value may use ${NAME} of a variable above
 it, and ${EPOCHSECONDS}, the Unix time of this run):

@@ -2,6 +2,7 @@ package main
 
 import (
 	"bytes"
+	"flag"
 	"os"
 	"path/filepath"
 	"strings"
@@ -105,4 +106,17 @@ func TestProblemsUseTheCommandsVariables(t *testing.T) {
 	assert.Contains(t, out, "IMAGE_FILE: no target; fix: set IMAGE_FILE (a new sparse file) or BLOCK_DEV (a whole disk)")
 	assert.Contains(t, out, "IMAGE_SIZE: the layout does not fit; fix: make IMAGE_SIZE larger or ESP_SIZE/SWAP_SIZE smaller")
 	assert.Contains(t, out, "CACHE_PATH[0]:")
+}
+
+// -h is made from the flag definitions: every flag is in it.
+func TestHelpListsEveryFlag(t *testing.T) {
+	var b strings.Builder
+	usage(&b)
+	flags(&options{}).VisitAll(func(f *flag.Flag) {
+		dash := "-"
+		if len(f.Name) > 1 {
+			dash = "--"
+		}
+		assert.Contains(t, b.String(), "  "+dash+f.Name+" ", f.Name)
+	})
 }
