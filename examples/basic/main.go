@@ -41,7 +41,7 @@ import (
 	"syscall"
 	"time"
 
-	"golang.org/x/sys/unix"
+	"golang.org/x/term"
 
 	"github.com/paczfs/paczfs/cleanup"
 	"github.com/paczfs/paczfs/hooks"
@@ -76,10 +76,10 @@ type env struct {
 func hostEnv() env {
 	e := env{Lookup: os.LookupEnv, Stdout: os.Stdout, Stderr: os.Stderr, Now: time.Now(), ReadFile: os.ReadFile}
 	fd := int(os.Stderr.Fd())
-	if _, err := unix.IoctlGetTermios(fd, unix.TCGETS); err == nil {
+	if term.IsTerminal(fd) {
 		e.TTY = true
-		if ws, err := unix.IoctlGetWinsize(fd, unix.TIOCGWINSZ); err == nil {
-			e.Width = int(ws.Col)
+		if w, _, err := term.GetSize(fd); err == nil {
+			e.Width = w
 		}
 	}
 	return e
