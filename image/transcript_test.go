@@ -1,0 +1,188 @@
+package image
+
+import (
+	"context"
+	"flag"
+	"fmt"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+
+	"github.com/paczfs/paczfs/disk"
+	"github.com/paczfs/paczfs/hooks"
+	"github.com/paczfs/paczfs/hooks/hookstest"
+)
+
+var update = flag.Bool("update", false, "rewrite testdata/*.golden from this run")
+
+// transcriptRunner records commands as a reader would read them: temporary
+// paths as $TMP, chrooted commands as "chroot ROOT argv" (not the mount
+// script), and makes the files a real qemu-img would.
+type transcriptRunner struct {
+	hookstest.FakeRunner
+	tmp   string
+	lines []string
+}
+
+func (r *transcriptRunner) Run(ctx context.Context, c hooks.Cmd) ([]byte, error) {
+	args := c.Args
+	line := hooks.QuoteArgs(args)
+	if len(args) > 9 && args[0] == "unshare" && args[8] == "paczfs-chroot" {
+		line = "chroot " + hooks.QuoteArgs(args[9:])
+	}
+	r.lines = append(r.lines, strings.ReplaceAll(line, r.tmp, "$TMP"))
+	out, err := r.FakeRunner.Run(ctx, c)
+	if err == nil && args[0] == "qemu-img" && args[1] == "convert" {
+		err = os.WriteFile(args[len(args)-1], []byte("converted"), 0o644)
+	}
+	return out, err
+}
+
+// stageFixture is a build whose disk is a real image file (GPT and FAT
+// written by the real stages, no root needed) with a fake loop device,
+// whose pool is faked by the runner, and whose target root is a directory
+// with the files the installed packages would have provided.
+func stageFixture(t *testing.T, r *transcriptRunner) *build {
+	tmp := t.TempDir()
+	r.tmp = tmp
+	cfg := ArchProfile()
+	cfg.ImageFile = filepath.Join(tmp, "x.img")
+	cfg.Size = 2 * disk.GiB
+	cfg.SwapSize = 0
+	cfg.ESPSize = 64 * disk.MiB
+	cfg.Pacman.KeyringDir = tmp
+	cfg.GUIDSeed = "transcript"
+	cfg.System.HostID = "00c0ffee"
+	cfg.Outputs = []Output{{Format: QCOW2, Path: filepath.Join(tmp, "x.qcow2"), Compression: CompressZstd}}
+	b, err := New(cfg, hostOK, WithRunner(r))
+	require.NoError(t, err)
+	b.stateDir = testStateDir
+	st := b.newBuild()
+	st.workDir = filepath.Join(tmp, "work")
+	st.plan = &buildPlan{Temp: "zroot-paczfs-test01"}
+	tgt, err := disk.CreateImage(cfg.ImageFile, cfg.Size, disk.ImageOptions{})
+	require.NoError(t, err)
+	plan, err := cfg.layout().Plan(tgt.Size)
+	require.NoError(t, err)
+	require.NoError(t, disk.WriteGPT(tgt.Path, plan.SeededGUIDs(cfg.GUIDSeed)))
+	plan, err = disk.ReadGPT(tgt.Path)
+	require.NoError(t, err)
+	st.target = &targetInfo{path: tgt.Path, plan: plan, created: true, size: tgt.Size, loop: &disk.Loop{Path: "/dev/loop9", Number: 9}}
+	st.state.ImageFile = tgt.Path
+	st.state.Device = "/dev/loop9"
+	st.state.Partitions = map[string]string{"esp": "/dev/loop9p1", "zfs": "/dev/loop9p2"}
+	return st
+}
+
+func fakeRoot(t *testing.T, root string) {
+	for name, data := range map[string]string{
+		"etc/shadow":                                   "root:*:19000::::::\n",
+		"usr/sbin/locale-gen":                          "",
+		"usr/share/zoneinfo/UTC":                       "TZif",
+		"usr/lib/modules/6.12.1/vmlinuz":               "kernel",
+		"boot/initramfs-6.12.1.img":                    "initramfs",
+		"usr/lib/systemd/boot/efi/systemd-bootx64.efi": strings.Repeat("EFI", 100),
+	} {
+		p := filepath.Join(root, name)
+		require.NoError(t, os.MkdirAll(filepath.Dir(p), 0o755))
+		require.NoError(t, os.WriteFile(p, []byte(data), 0o644))
+	}
+}
+
+// The real code of the stages that need only the runner and files runs
+// here, in order, and its commands are compared with a golden transcript
+// (go test ./image -run Transcript -update rewrites it). The package
+// stages (libalpm) and the loop device are the lab's.
+func TestStagesTranscript(t *testing.T) {
+	r := &transcriptRunner{}
+	st := stageFixture(t, r)
+	ctx := context.Background()
+	run := func(s hooks.Stage, fn stageFunc) {
+		r.lines = append(r.lines, "# "+string(s))
+		require.NoError(t, fn(ctx, st), "stage %s", s)
+	}
+	run(hooks.StageESP, stageESP)
+	run(hooks.StagePool, stagePool)
+	fakeRoot(t, st.state.Root)
+	run(hooks.StageDatasets, stageDatasets)
+	run(hooks.StageSystem, stageSystem)
+	run(hooks.StageInitramfs, stageInitramfs)
+	run(hooks.StageBootloader, stageBootloader)
+	run(hooks.StageFinalize, stageFinalize)
+	run(hooks.StageConvert, stageConvert)
+	r.lines = append(r.lines, "# release")
+	require.NoError(t, st.stack.Unwind(ctx))
+	golden(t, "stages.golden", strings.Join(r.lines, "\n")+"\n")
+
+	// What the real stages wrote on the ESP, read back from the image.
+	esp, err := disk.OpenESP(st.target.path, st.target.plan)
+	require.NoError(t, err)
+	defer esp.Close()
+	entry, err := esp.ReadFile("/loader/entries/paczfs-bootable.conf")
+	require.NoError(t, err)
+	assert.Contains(t, string(entry), "zfs=zroot/system/bootable rw")
+	assert.Equal(t, "00c0ffee", st.hostID)
+}
+
+// A failing command at each stage fails it with its error, and what the
+// stages registered is released in reverse order (golden, per stage).
+func TestStagesFailAndRelease(t *testing.T) {
+	for _, c := range []struct {
+		stage  hooks.Stage
+		prefix string
+	}{
+		{hooks.StagePool, "zpool create"},
+		{hooks.StageDatasets, "zfs create"},
+		{hooks.StageSystem, "chroot locale-gen"},
+		{hooks.StageBootloader, "zfs snapshot"},
+		{hooks.StageFinalize, "zpool export"},
+		{hooks.StageConvert, "qemu-img convert"},
+	} {
+		t.Run(string(c.stage), func(t *testing.T) {
+			r := &transcriptRunner{}
+			st := stageFixture(t, r)
+			fail := c.prefix
+			if strings.HasPrefix(fail, "chroot ") {
+				fail = "unshare" // the chroot wrapper's argv
+			}
+			r.On(fail, hookstest.Response{ExitCode: 1, Stderr: "injected"})
+			ctx := context.Background()
+			var err error
+			for _, s := range []struct {
+				stage hooks.Stage
+				fn    stageFunc
+			}{{hooks.StageESP, stageESP}, {hooks.StagePool, stagePool}, {hooks.StageDatasets, stageDatasets},
+				{hooks.StageSystem, stageSystem}, {hooks.StageInitramfs, stageInitramfs}, {hooks.StageBootloader, stageBootloader},
+				{hooks.StageFinalize, stageFinalize}, {hooks.StageConvert, stageConvert}} {
+				r.lines = append(r.lines, "# "+string(s.stage))
+				if s.stage == hooks.StageDatasets {
+					fakeRoot(t, st.state.Root)
+				}
+				if err = s.fn(ctx, st); err != nil {
+					assert.Equal(t, c.stage, s.stage, "failed at %s: %v", s.stage, err)
+					break
+				}
+			}
+			require.Error(t, err)
+			assert.Contains(t, err.Error(), "injected")
+			r.lines = append(r.lines, "# release")
+			_ = st.stack.Unwind(ctx)
+			golden(t, "fail-"+string(c.stage)+".golden", strings.Join(r.lines, "\n")+"\n")
+		})
+	}
+}
+
+func golden(t *testing.T, name, got string) {
+	t.Helper()
+	p := filepath.Join("testdata", name)
+	if *update {
+		require.NoError(t, os.WriteFile(p, []byte(got), 0o644))
+	}
+	want, err := os.ReadFile(p)
+	require.NoError(t, err, "run go test ./image -run %s -update to write %s", t.Name(), p)
+	assert.Equal(t, string(want), got, fmt.Sprintf("%s differs (go test ./image -update rewrites it after a deliberate change)", p))
+}
