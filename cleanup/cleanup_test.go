@@ -19,7 +19,7 @@ import (
 // every acquisition pushes its release right away. A step failing after
 // the pool exists must release the pool before the loop device.
 func buildStorage(ctx context.Context, r hooks.Runner, st *cleanup.Stack) error {
-	c := zfs.New(r)
+	c := zfs.New(zfs.WithRunner(r))
 	if _, err := r.Run(ctx, hooks.Cmd{Args: []string{"losetup", "--attach", "/img"}}); err != nil {
 		return err
 	}

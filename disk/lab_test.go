@@ -163,19 +163,19 @@ func TestLabBlockDeviceChecks(t *testing.T) {
 	defer l.Detach(context.Background(), 10*time.Second)
 	r := &hooks.ExecRunner{}
 
-	tgt, err := disk.OpenBlockDevice(t.Context(), r, l.Path, disk.BlockDeviceOptions{})
+	tgt, err := disk.OpenBlockDevice(t.Context(), l.Path, disk.BlockDeviceOptions{Runner: r})
 	require.NoError(t, err, "an empty device is accepted")
 	assert.Equal(t, int64(512*disk.MiB), tgt.Size)
 	assert.True(t, tgt.BlockDevice)
 
 	labtest.Run(t, "mkfs.ext4", "-q", l.Path)
-	_, err = disk.OpenBlockDevice(t.Context(), r, l.Path, disk.BlockDeviceOptions{})
+	_, err = disk.OpenBlockDevice(t.Context(), l.Path, disk.BlockDeviceOptions{Runner: r})
 	assert.True(t, errors.Is(err, disk.ErrNotEmpty), "got %v", err)
 	assert.ErrorContains(t, err, "ext4")
 
 	mnt := t.TempDir()
 	labtest.Run(t, "mount", l.Path, mnt)
-	_, err = disk.OpenBlockDevice(t.Context(), r, l.Path, disk.BlockDeviceOptions{Wipe: true})
+	_, err = disk.OpenBlockDevice(t.Context(), l.Path, disk.BlockDeviceOptions{Wipe: true, Runner: r})
 	assert.True(t, errors.Is(err, disk.ErrInUse), "got %v", err)
 	assert.ErrorContains(t, err, "mounted on "+mnt)
 	labtest.Run(t, "umount", mnt)
@@ -189,7 +189,7 @@ func TestLabBlockDeviceChecks(t *testing.T) {
 	require.NoError(t, ns.Start())
 	line, _ := bufio.NewReader(nsOut).ReadString('\n')
 	require.Equal(t, "mounted\n", line, "the mount in the other namespace")
-	_, err = disk.OpenBlockDevice(t.Context(), r, l.Path, disk.BlockDeviceOptions{Wipe: true})
+	_, err = disk.OpenBlockDevice(t.Context(), l.Path, disk.BlockDeviceOptions{Wipe: true, Runner: r})
 	assert.True(t, errors.Is(err, disk.ErrInUse), "got %v", err)
 	assert.ErrorContains(t, err, "claimed by the kernel")
 	require.NoError(t, ns.Process.Kill())
@@ -202,17 +202,17 @@ func TestLabBlockDeviceChecks(t *testing.T) {
 		return err == nil
 	}, 5*time.Second, 20*time.Millisecond, "the namespace's mount is gone")
 
-	_, err = disk.OpenBlockDevice(t.Context(), r, l.Path, disk.BlockDeviceOptions{Wipe: true})
+	_, err = disk.OpenBlockDevice(t.Context(), l.Path, disk.BlockDeviceOptions{Wipe: true, Runner: r})
 	require.NoError(t, err, "wipe was asked for")
 	assert.Empty(t, strings.TrimSpace(labtest.Run(t, "wipefs", "--no-act", "--noheadings", l.Path)))
 
 	pool := labtest.Name("held")
 	labtest.Run(t, "zpool", "create", "-o", "cachefile=none", "-O", "mountpoint=none", pool, l.Path)
-	_, err = disk.OpenBlockDevice(t.Context(), r, l.Path, disk.BlockDeviceOptions{Wipe: true})
+	_, err = disk.OpenBlockDevice(t.Context(), l.Path, disk.BlockDeviceOptions{Wipe: true, Runner: r})
 	assert.True(t, errors.Is(err, disk.ErrInUse), "got %v", err)
 	assert.ErrorContains(t, err, "imported pool")
 	labtest.Run(t, "zpool", "destroy", pool)
 
-	_, err = disk.OpenBlockDevice(t.Context(), r, p, disk.BlockDeviceOptions{})
+	_, err = disk.OpenBlockDevice(t.Context(), p, disk.BlockDeviceOptions{Runner: r})
 	assert.ErrorContains(t, err, "not a block device")
 }

@@ -106,9 +106,9 @@ func CheckImagePath(path string, opt ImageOptions) error {
 // or dm, not a vdev of an imported pool, and, unless wipe is set, with no
 // partition table or filesystem signature. With opt.Wipe, the signatures
 // are erased (wipefs --all on each partition, then the disk). The runner
-// runs zpool, wipefs and blkid.
-func OpenBlockDevice(ctx context.Context, r hooks.Runner, path string, opt BlockDeviceOptions) (_ *Target, err error) {
-	wipe := opt.Wipe
+// runs zpool, wipefs and blkid (opt.Runner).
+func OpenBlockDevice(ctx context.Context, path string, opt BlockDeviceOptions) (_ *Target, err error) {
+	wipe, r := opt.Wipe, opt.runner()
 	size, devs, sigs, err := inspectBlockDevice(ctx, r, path, wipe)
 	if err != nil {
 		return nil, err
@@ -129,12 +129,21 @@ type BlockDeviceOptions struct {
 	// Wipe allows a device that holds a partition table or filesystem
 	// signatures (OpenBlockDevice erases them). Never one in use.
 	Wipe bool
+	// Runner runs zpool, wipefs and blkid (nil: hooks.ExecRunner).
+	Runner hooks.Runner
+}
+
+func (o BlockDeviceOptions) runner() hooks.Runner {
+	if o.Runner == nil {
+		return &hooks.ExecRunner{}
+	}
+	return o.Runner
 }
 
 // CheckBlockDevice runs OpenBlockDevice's checks and writes nothing: it
 // returns the device's size, or the reason it may not be written.
-func CheckBlockDevice(ctx context.Context, r hooks.Runner, path string, opt BlockDeviceOptions) (int64, error) {
-	wipe := opt.Wipe
+func CheckBlockDevice(ctx context.Context, path string, opt BlockDeviceOptions) (int64, error) {
+	wipe, r := opt.Wipe, opt.runner()
 	size, _, _, err := inspectBlockDevice(ctx, r, path, wipe)
 	return size, err
 }

@@ -232,7 +232,7 @@ func (r *recoverer) one(ctx context.Context, name string) (*Recovered, error) {
 		r.log.Info("recovered", "build", rec.ID, "released", what)
 	}
 	var errs []error
-	z := zfs.New(r.run, zfs.WithLogger(r.log))
+	z := zfs.New(zfs.WithRunner(r.run), zfs.WithLogger(r.log))
 	if rec.WorkDir != "" {
 		// Processes of the build: chrooted in its target, or with an
 		// argument in it (gpg-agent --homedir through a short link).

@@ -63,7 +63,7 @@ func stageChecks(ctx context.Context, st *build) error {
 	cfg := st.cfg
 	size := int64(cfg.Size)
 	if cfg.BlockDevice != "" {
-		s, err := disk.CheckBlockDevice(ctx, st.b.runner, cfg.BlockDevice, disk.BlockDeviceOptions{Wipe: cfg.Overwrite})
+		s, err := disk.CheckBlockDevice(ctx, cfg.BlockDevice, disk.BlockDeviceOptions{Wipe: cfg.Overwrite, Runner: st.b.runner})
 		if err != nil {
 			return fmt.Errorf("block_device: %w", err)
 		}

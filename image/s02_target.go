@@ -26,7 +26,7 @@ func stageTarget(ctx context.Context, st *build) error {
 	var t *disk.Target
 	var err error
 	if cfg.BlockDevice != "" {
-		t, err = disk.OpenBlockDevice(ctx, st.b.runner, cfg.BlockDevice, disk.BlockDeviceOptions{Wipe: cfg.Overwrite})
+		t, err = disk.OpenBlockDevice(ctx, cfg.BlockDevice, disk.BlockDeviceOptions{Wipe: cfg.Overwrite, Runner: st.b.runner})
 	} else {
 		img, aerr := filepath.Abs(cfg.ImageFile)
 		if aerr != nil {

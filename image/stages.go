@@ -21,7 +21,9 @@ func builtinStages() map[hooks.Stage]stageFunc {
 
 func chrootArgs(root string, argv ...string) []string { return chroot.Command(root, argv...) }
 
-func (st *build) zfs() *zfs.Client { return zfs.New(st.b.runner, zfs.WithLogger(st.b.log)) }
+func (st *build) zfs() *zfs.Client {
+	return zfs.New(zfs.WithRunner(st.b.runner), zfs.WithLogger(st.b.log))
+}
 
 // writeFile writes name (relative to root) with exactly mode, and any
 // missing parent directory with 0755, whatever the caller's umask.

@@ -83,9 +83,13 @@ type Option func(*Client)
 // WithLogger sets the logger (the default discards).
 func WithLogger(l *slog.Logger) Option { return func(c *Client) { c.log = l } }
 
-// New returns a Client. A nil runner runs commands on the host.
-func New(r hooks.Runner, opts ...Option) *Client {
-	c := &Client{run: r, log: slog.New(slog.DiscardHandler)}
+// WithRunner sets how zpool and zfs run (the default: hooks.ExecRunner
+// on the host), as image.WithRunner and pacman.WithRunner do.
+func WithRunner(r hooks.Runner) Option { return func(c *Client) { c.run = r } }
+
+// New returns a Client.
+func New(opts ...Option) *Client {
+	c := &Client{log: slog.New(slog.DiscardHandler)}
 	for _, o := range opts {
 		o(c)
 	}

@@ -56,7 +56,7 @@ func ExampleCreatePoolArgs() {
 func ExampleClient_CreateDataset() {
 	fake := new(hookstest.FakeRunner)
 	fake.On("zfs create", hookstest.Response{ExitCode: 1, Stderr: "cannot create 'zroot/data': dataset already exists\n"})
-	c := zfs.New(fake)
+	c := zfs.New(zfs.WithRunner(fake))
 	err := c.CreateDataset(context.Background(), "zroot/data", map[string]string{"mountpoint": "none"}, zfs.CreateOptions{})
 	fmt.Println(errors.Is(err, zfs.ErrExists))
 	fmt.Println(fake.Calls()[0])

@@ -52,7 +52,7 @@ func sum(t *testing.T, path string) [32]byte {
 
 func TestLabPoolDefaultsDatasetsSnapshotsCloneBootfsExportImport(t *testing.T) {
 	labtest.Require(t)
-	c := zfs.New(nil)
+	c := zfs.New()
 	ctx := t.Context()
 	pool, alt, image, loop := newPool(t, c)
 
@@ -157,7 +157,7 @@ func TestLabPoolDefaultsDatasetsSnapshotsCloneBootfsExportImport(t *testing.T) {
 
 func TestLabSendReceiveRoundTrip(t *testing.T) {
 	labtest.Require(t)
-	c := zfs.New(nil)
+	c := zfs.New()
 	ctx := t.Context()
 	pool, alt, _, _ := newPool(t, c)
 	src := pool + "/os"
@@ -195,7 +195,7 @@ func TestLabSendReceiveRoundTrip(t *testing.T) {
 
 func TestLabSendIsCancelledByContext(t *testing.T) {
 	labtest.Require(t)
-	c := zfs.New(nil)
+	c := zfs.New()
 	pool, alt, _, _ := newPool(t, c)
 	require.NoError(t, c.CreateDataset(t.Context(), pool+"/big", map[string]string{"mountpoint": "/big", "compression": "off"}, zfs.CreateOptions{}))
 	labtest.Run(t, "dd", "if=/dev/urandom", "of="+alt+"/big/blob", "bs=1M", "count=256", "status=none")
@@ -216,7 +216,7 @@ func TestLabSendIsCancelledByContext(t *testing.T) {
 
 func TestLabFourParallelBuildsDoNotInterfere(t *testing.T) {
 	labtest.Require(t)
-	c := zfs.New(nil)
+	c := zfs.New()
 	const n = 4
 	var wg sync.WaitGroup
 	errs := make([]error, n)
@@ -307,7 +307,7 @@ func storageBuild(ctx context.Context, c *zfs.Client, image, marker string, fail
 
 func TestLabFailureAfterPoolCreationLeavesHostClean(t *testing.T) {
 	labtest.Require(t)
-	c := zfs.New(nil)
+	c := zfs.New()
 	image := filepath.Join(t.TempDir(), "disk.img")
 	var pool string
 	_, err := storageBuild(t.Context(), c, image, "x", func() error {
@@ -327,7 +327,7 @@ func TestLabFailureAfterPoolCreationLeavesHostClean(t *testing.T) {
 
 func TestLabErrorClassification(t *testing.T) {
 	labtest.Require(t)
-	c := zfs.New(nil)
+	c := zfs.New()
 	ctx := t.Context()
 	pool, alt, _, _ := newPool(t, c)
 	require.NoError(t, c.CreateDataset(ctx, pool+"/a/b", map[string]string{"mountpoint": "/a/b"}, zfs.CreateOptions{Parents: true}))

@@ -91,7 +91,7 @@ func TestListArgsAndParse(t *testing.T) {
 		strings.Join(zfs.ListArgs("zroot", zfs.ListOptions{Types: []string{"filesystem", "snapshot"}, Recursive: true, Depth: 2, Props: []string{"origin", "mountpoint"}}), " "))
 	fake := new(hookstest.FakeRunner)
 	fake.On("zfs list", hookstest.Response{Stdout: "zroot\tfilesystem\t-\tnone\nzroot/system/default\tfilesystem\t-\t/\nzroot/system/bootable\tfilesystem\tzroot/system/default@bootable\t/\n"})
-	ds, err := zfs.New(fake).List(context.Background(), "zroot", zfs.ListOptions{Recursive: true, Props: []string{"origin", "mountpoint"}})
+	ds, err := zfs.New(zfs.WithRunner(fake)).List(context.Background(), "zroot", zfs.ListOptions{Recursive: true, Props: []string{"origin", "mountpoint"}})
 	require.NoError(t, err)
 	require.Len(t, ds, 3)
 	assert.Equal(t, "zroot/system/default@bootable", ds[2].Props["origin"])
@@ -121,7 +121,7 @@ func TestDefaultDatasetsValid(t *testing.T) {
 
 func TestCreateDatasetsTranscript(t *testing.T) {
 	fake := new(hookstest.FakeRunner)
-	require.NoError(t, zfs.New(fake).CreateDatasets(context.Background(), "zroot", zfs.DefaultDatasets()[:3]))
+	require.NoError(t, zfs.New(zfs.WithRunner(fake)).CreateDatasets(context.Background(), "zroot", zfs.DefaultDatasets()[:3]))
 	assert.Equal(t, []string{
 		"zfs create -p -o canmount=off -o mountpoint=none zroot/system",
 		"zfs create -p -o canmount=noauto -o mountpoint=/ zroot/system/default",
@@ -164,7 +164,7 @@ func TestClassify(t *testing.T) {
 func TestErrorsAreClassifiedAndKeepTheCommand(t *testing.T) {
 	fake := new(hookstest.FakeRunner)
 	fake.On("zfs create", hookstest.Response{ExitCode: 1, Stderr: "cannot create 'zroot/a': dataset already exists\n"})
-	err := zfs.New(fake).CreateDataset(context.Background(), "zroot/a", nil, zfs.CreateOptions{})
+	err := zfs.New(zfs.WithRunner(fake)).CreateDataset(context.Background(), "zroot/a", nil, zfs.CreateOptions{})
 	require.Error(t, err)
 	assert.True(t, errors.Is(err, zfs.ErrExists))
 	assert.Contains(t, err.Error(), "zfs create zroot/a")
@@ -174,7 +174,7 @@ func TestErrorsAreClassifiedAndKeepTheCommand(t *testing.T) {
 func TestExportAndImportAreIdempotent(t *testing.T) {
 	fake := new(hookstest.FakeRunner)
 	fake.On("zpool export", hookstest.Response{ExitCode: 1, Stderr: "cannot open 'zroot': no such pool\n"})
-	c := zfs.New(fake)
+	c := zfs.New(zfs.WithRunner(fake))
 	require.NoError(t, c.ExportPool(context.Background(), "zroot", zfs.ExportOptions{}))
 
 	fake.On("zpool list -H -o name zroot", hookstest.Response{Stdout: "zroot\n"})
@@ -191,8 +191,8 @@ func TestSendStreamsToWriter(t *testing.T) {
 	fake := new(hookstest.FakeRunner)
 	fake.On("zfs send", hookstest.Response{Stdout: "STREAM"})
 	var sb strings.Builder
-	require.NoError(t, zfs.New(fake).Send(context.Background(), &sb, "zroot@a", zfs.SendOptions{}))
+	require.NoError(t, zfs.New(zfs.WithRunner(fake)).Send(context.Background(), &sb, "zroot@a", zfs.SendOptions{}))
 	assert.Equal(t, "STREAM", sb.String())
-	require.NoError(t, zfs.New(fake).Receive(context.Background(), strings.NewReader("IN"), "zroot/b", zfs.ReceiveOptions{}))
+	require.NoError(t, zfs.New(zfs.WithRunner(fake)).Receive(context.Background(), strings.NewReader("IN"), "zroot/b", zfs.ReceiveOptions{}))
 	assert.Equal(t, "IN", fake.Stdin()[1])
 }

@@ -105,7 +105,7 @@ func run(ctx context.Context, args []string, out io.Writer) (err error) {
 	fmt.Fprintf(out, "%s: %s (ESP), %s (ZFS)\n", l.Path, l.PartitionPath(1), l.PartitionPath(2))
 
 	runner := &hooks.ExecRunner{}
-	c := zfs.New(runner)
+	c := zfs.New(zfs.WithRunner(runner))
 	tmpName := fmt.Sprintf("paczfs-%d", os.Getpid())
 	altroot, err := os.MkdirTemp("", "paczfs-root-")
 	if err != nil {
