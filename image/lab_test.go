@@ -82,7 +82,7 @@ verdict=$(/usr/local/sbin/paczfs-health 2>&1)
 r "health=$(echo "$verdict" | tail -n 1 | cut -d' ' -f1)"
 r "problems=$(echo "$verdict" | sed -n 's/^problem: //p' | tr '\n' ';')"
 for u in $(systemctl list-unit-files --state=enabled --no-legend --plain | awk '{print $1}' | grep -v '@\.'); do
-	r "enabled $u=$(systemctl show -p ActiveState,SubState,NRestarts --value "$u" | tr '\n' '/')"
+	r "enabled $u=$(systemctl show -p ActiveState -p SubState -p NRestarts "$u" | tr '\n' ',')"
 done
 r "ssh=$(systemctl show -p ActiveState --value ssh.service) listen22=$(ss -Hltn 'sport = :22' | wc -l)"
 r "shellhook=$(cat /etc/paczfs-shell-hook 2>/dev/null)"
