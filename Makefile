@@ -14,7 +14,7 @@ BOOT_DIR  ?= $(or $(PACZFS_CACHE),$(or $(XDG_CACHE_HOME),$(HOME)/.cache)/paczfs)
 # for host-side checks of written images.
 HOST_DEPS := qemu-system-x86 qemu-utils ovmf debootstrap gdisk dosfstools e2fsprogs util-linux libalpm-dev libarchive-dev gnupg zstd openssl
 
-.PHONY: all deps lab test unit lint labtest bench bench-pacman bench-image demo clean-lab
+.PHONY: all deps lab test test-long unit lint labtest labtest-long bench bench-pacman bench-image demo clean-lab
 
 all: test
 
@@ -43,14 +43,25 @@ unit:
 	$(GO) test -race -count=1 ./...
 	CGO_ENABLED=0 $(GO) test -count=1 ./...
 
+# Lab tests that only test-long runs: killing builds with SIGKILL at every
+# stage and recovering (about 4 minutes), kept out of the per-stop run to
+# hold a cold make test near an hour.
+LONG_TESTS := ^(TestLabKillDuringEachStageThenRecover|TestLabFourBuildsAtOnceOneKilled)$$
+
 # Tests that need a real kernel run inside the lab VM; the images the
 # image package's lab test builds are then booted here under OVMF.
 labtest: lab
 	rm -rf $(BOOT_DIR)
-	$(LAB) test -repo -timeout 50m -out $(BOOT_DIR) $(LAB_PKGS)
+	$(LAB) test -repo -timeout 50m -skip '$(LONG_TESTS)' -out $(BOOT_DIR) $(LAB_PKGS)
 	PACZFS_BOOT_IMAGES=$(BOOT_DIR) PACZFS_REQUIRE_LAB=1 $(GO) test -count=1 -tags boot -run '^TestBoot' -timeout 40m -v ./image
 
 test: deps lint unit labtest
+
+# The per-stop suite, then the longer lab tests (recovery after SIGKILL).
+test-long: test labtest-long
+
+labtest-long: lab
+	$(LAB) test -repo -timeout 30m -run '$(LONG_TESTS)' ./image
 
 # One package's lab tests alone, e.g. make labtest-pacman.
 labtest-%: lab

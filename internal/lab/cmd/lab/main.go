@@ -95,6 +95,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	case "test":
 		fs := flag.NewFlagSet("test", flag.ContinueOnError)
 		runRE := fs.String("run", "^TestLab", "run only tests matching this regexp (the host runs the others)")
+		skipRE := fs.String("skip", "", "skip tests matching this regexp")
 		verbose := fs.Bool("v", true, "verbose test output")
 		withRepo := fs.Bool("repo", false, "build (or reuse) the lab package repository and share it at /shares/labrepo")
 		bench := fs.String("bench", "", "run benchmarks matching this regexp (and no tests)")
@@ -134,7 +135,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 		if *bench != "" {
 			*runRE = "^$"
 		}
-		return labTest(ctx, l, src, fs.Args(), testOptions{run: *runRE, bench: *bench, verbose: *verbose, shares: shares, count: *count, timeout: *timeout}, stdout, stderr)
+		return labTest(ctx, l, src, fs.Args(), testOptions{run: *runRE, skip: *skipRE, bench: *bench, verbose: *verbose, shares: shares, count: *count, timeout: *timeout}, stdout, stderr)
 	}
 	usage(stderr)
 	return 2
@@ -161,7 +162,7 @@ func exitCode(fail func(error) int, err error) int {
 // runs them all in one VM and prints a go-test-like summary, ending with
 // "lab: N passed, M failed".
 type testOptions struct {
-	run, bench string
+	run, skip, bench string
 	verbose    bool
 	shares     map[string]string
 	count      int
@@ -241,6 +242,9 @@ func labTest(ctx context.Context, l *lab.Lab, src string, pkgs []string, o testO
 		}
 		if o.run != "" {
 			args = append(args, "-test.run", o.run)
+		}
+		if o.skip != "" {
+			args = append(args, "-test.skip", o.skip)
 		}
 		if o.bench != "" {
 			args = append(args, "-test.bench", o.bench, "-test.benchtime", "1x")
