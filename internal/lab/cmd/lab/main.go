@@ -163,10 +163,10 @@ func exitCode(fail func(error) int, err error) int {
 // "lab: N passed, M failed".
 type testOptions struct {
 	run, skip, bench string
-	verbose    bool
-	shares     map[string]string
-	count      int
-	timeout    time.Duration
+	verbose          bool
+	shares           map[string]string
+	count            int
+	timeout          time.Duration
 }
 
 // hangDump prints what every guest process is waiting on: the Go test
