@@ -26,6 +26,7 @@ import (
 	"os"
 	"path/filepath"
 
+	"github.com/paczfs/paczfs/bootenv"
 	"github.com/paczfs/paczfs/hooks"
 	"github.com/paczfs/paczfs/image"
 )
@@ -34,6 +35,7 @@ func main() {
 	cfg := image.ArchProfile()
 	cfg.ImageFile = filepath.Join(os.TempDir(), "user.img")
 	cfg.System.Hostname = "from-outside"
+	cfg.Manage.Tool = os.Getenv("TOOL") // the device tool, built from examples/bootenv
 	motd := hooks.Func("motd", hooks.StageSystem, hooks.After, func(ctx context.Context, s *hooks.State) error {
 		return os.WriteFile(filepath.Join(s.Root, "etc/motd"), []byte("hi\n"), 0o644)
 	})
@@ -49,7 +51,7 @@ func main() {
 		os.Exit(1)
 	}
 	_ = b
-	fmt.Println("ok", len(hooks.Stages()), "stages")
+	fmt.Println("ok", len(hooks.Stages()), "stages,", len(bootenv.EnableUnits()), "boot units")
 }
 `
 
@@ -71,7 +73,7 @@ func TestLibraryAndExamplesBuildOutsideTheModule(t *testing.T) {
 	require.NoError(t, err)
 	write("go.sum", string(sum))
 	write("main.go", userProgram)
-	for _, ex := range []string{"basic", "storage"} {
+	for _, ex := range []string{"basic", "storage", "bootenv"} {
 		files, err := filepath.Glob(filepath.Join(repo, "examples", ex, "*.go"))
 		require.NoError(t, err)
 		for _, f := range files {
@@ -86,7 +88,7 @@ func TestLibraryAndExamplesBuildOutsideTheModule(t *testing.T) {
 	run := func(args ...string) string {
 		cmd := exec.Command("go", args...)
 		cmd.Dir = dir
-		cmd.Env = append(os.Environ(), "GOFLAGS=-mod=mod", "GOWORK=off")
+		cmd.Env = append(os.Environ(), "GOFLAGS=-mod=mod", "GOWORK=off", "TOOL="+filepath.Join(dir, "tool", "paczfs-bootenv"))
 		out, err := cmd.CombinedOutput()
 		require.NoError(t, err, "go %s:\n%s", strings.Join(args, " "), out)
 		return string(out)
@@ -94,6 +96,10 @@ func TestLibraryAndExamplesBuildOutsideTheModule(t *testing.T) {
 	run("mod", "tidy")
 	run("vet", "./...")
 	run("build", "-o", filepath.Join(dir, "bin")+"/", "./...")
+	// The device tool builds without cgo, as images need it.
+	t.Setenv("CGO_ENABLED", "0")
+	run("build", "-o", filepath.Join(dir, "tool", "paczfs-bootenv"), "./bootenv")
+	t.Setenv("CGO_ENABLED", "")
 	out := run("run", ".")
-	require.Contains(t, out, "ok 15 stages")
+	require.Contains(t, out, "ok 15 stages, 4 boot units")
 }

@@ -17,6 +17,7 @@ import (
 
 	"github.com/paczfs/paczfs/disk"
 	"github.com/paczfs/paczfs/hooks"
+	"github.com/paczfs/paczfs/internal/testutil"
 	"github.com/paczfs/paczfs/pacman"
 	"github.com/paczfs/paczfs/zfs"
 )
@@ -43,6 +44,7 @@ func testConfig(t *testing.T) Config {
 	c := ArchProfile()
 	c.ImageFile = filepath.Join(t.TempDir(), "test.img")
 	c.Pacman.KeyringDir = t.TempDir() // the Arch host's keyring package is not on this one
+	c.Manage.Tool = testutil.StaticTool(t)
 	return c
 }
 

@@ -1,6 +1,7 @@
 package image
 
 import (
+	"debug/elf"
 	"encoding/hex"
 	"errors"
 	"fmt"
@@ -14,6 +15,7 @@ import (
 
 	"golang.org/x/crypto/ssh"
 
+	"github.com/paczfs/paczfs/bootenv"
 	"github.com/paczfs/paczfs/disk"
 	"github.com/paczfs/paczfs/pacman"
 	"github.com/paczfs/paczfs/zfs"
@@ -77,6 +79,8 @@ type Config struct {
 	Packages Packages      `json:"packages"`
 	System   System        `json:"system"`
 	Boot     Boot          `json:"boot"`
+	// Manage is how the image manages its boot environments once it runs.
+	Manage Manage `json:"manage"`
 	// Profile names the profile the configuration started from.
 	Profile string `json:"profile"`
 }
@@ -153,6 +157,37 @@ type Boot struct {
 	SystemdBootEFI string `json:"systemd_boot_efi"`
 	// Timeout is the menu timeout in seconds.
 	Timeout int `json:"timeout"`
+}
+
+// Manage says how a built image manages its boot environments (package
+// bootenv): the device-side tool, the boot-assessment units and their
+// settings, installed in every environment.
+type Manage struct {
+	// Tool is the device-side tool on the build host: a statically linked
+	// build of examples/bootenv (CGO_ENABLED=0 go build -o paczfs-bootenv
+	// ./examples/bootenv), installed as /usr/local/sbin/paczfs-bootenv.
+	Tool string `json:"tool,omitempty"`
+	// KeepGood is how many @good- snapshots each environment keeps
+	// (default 5); Watchdog bounds a trial boot (default 15m).
+	KeepGood int    `json:"keep_good,omitempty"`
+	Watchdog string `json:"watchdog,omitempty"`
+	// Off builds an image without the tool and units: its environments
+	// still have their own entries and bootfs, nothing assesses boots.
+	Off bool `json:"off,omitempty"`
+}
+
+// device is the tool's configuration in the image.
+func (m Manage) device() bootenv.Device {
+	d := bootenv.DefaultDevice()
+	if m.KeepGood != 0 {
+		d.KeepGood = m.KeepGood
+	}
+	if m.Watchdog != "" {
+		d.Watchdog = m.Watchdog
+	}
+	d.ESP = espMountPoint
+	d.Health = HealthScript
+	return d
 }
 
 // Layer names: the snapshots taken after each install stage, and the boot
@@ -293,6 +328,16 @@ func (c *Config) validate() problems {
 		}
 		if slices.Index(c.BootEnvironments, be) != i {
 			p.add(f, "list each once", "%q is repeated", be)
+		}
+	}
+	if !c.Manage.Off {
+		if c.Manage.Tool == "" {
+			p.add("manage.tool", "set it to a static build of the device tool (CGO_ENABLED=0 go build -o paczfs-bootenv ./examples/bootenv), or set manage.off", "no device-side tool: the image could not manage its boot environments")
+		} else if !filepath.IsAbs(c.Manage.Tool) {
+			p.add("manage.tool", "give an absolute path", "%q is relative", c.Manage.Tool)
+		}
+		if err := c.Manage.device().Validate(); err != nil {
+			p.add("manage", "keep_good at least 1, watchdog a duration of a minute or more (15m)", "%v", err)
 		}
 	}
 	if c.MinirootClone != "" && zfs.ValidatePoolName(c.PoolName) == nil {
@@ -466,5 +511,36 @@ func (c *Config) checkFiles(host bool) problems {
 			p.add(fmt.Sprintf("pacman.cache_dirs[%d]", i), "give a directory the build can read and write", "%v", err)
 		}
 	}
+	if !c.Manage.Off && filepath.IsAbs(c.Manage.Tool) {
+		if err := checkStaticTool(c.Manage.Tool); err != nil {
+			p.add("manage.tool", "build it without cgo: CGO_ENABLED=0 go build -o paczfs-bootenv ./examples/bootenv", "%v", err)
+		}
+	}
 	return p
+}
+
+// checkStaticTool checks that path is an x86-64 ELF executable with no
+// program interpreter: it must run in any target, whatever its libc.
+func checkStaticTool(path string) error {
+	f, err := elf.Open(path)
+	if err != nil {
+		return fmt.Errorf("%s: not an ELF executable: %w", path, err)
+	}
+	defer f.Close()
+	if f.Machine != elf.EM_X86_64 || f.Type != elf.ET_EXEC && f.Type != elf.ET_DYN {
+		return fmt.Errorf("%s: %s %s, want an x86-64 executable", path, f.Machine, f.Type)
+	}
+	for _, prog := range f.Progs {
+		if prog.Type == elf.PT_INTERP {
+			return fmt.Errorf("%s is dynamically linked: it may not run in the target", path)
+		}
+	}
+	fi, err := os.Stat(path)
+	if err != nil {
+		return err
+	}
+	if fi.Mode()&0o111 == 0 {
+		return fmt.Errorf("%s is not executable", path)
+	}
+	return nil
 }

@@ -27,6 +27,7 @@ func ExampleNew_invalidConfiguration() {
 	// Output:
 	// image_file: set image_file (a new sparse file) or block_device (a whole disk)
 	// pool_name: use letters, digits, _ - . : starting with a letter, e.g. zroot
+	// manage.tool: set it to a static build of the device tool (CGO_ENABLED=0 go build -o paczfs-bootenv ./examples/bootenv), or set manage.off
 	// system.timezone: use a zoneinfo name such as UTC or Europe/Berlin
 }
 

@@ -24,11 +24,16 @@ const (
 // 1 when not.
 const healthScript = `#!/bin/sh
 # Written by paczfs: is this boot good? See ` + HealthScript + ` --help.
+in_boot=
 case ${1:-} in -h|--help)
-	echo "usage: paczfs-health: wait for the boot to settle (at most \$PACZFS_HEALTH_TIMEOUT s, 300)"
-	echo "then exit 0 if it is healthy: state running, no failed, activating or restarted unit,"
-	echo "and every unit in ` + HealthUnits + ` active; else print the problems and exit 1"
+	echo "usage: paczfs-health [--in-boot]: wait for the boot to settle (at most \$PACZFS_HEALTH_TIMEOUT s, 300)"
+	echo "then exit 0 if it is healthy: / is the dataset the kernel command line names, every pool"
+	echo "ONLINE, state running, no failed, activating or restarted unit, and every unit in"
+	echo "` + HealthUnits + ` active; else print the problems and exit 1."
+	echo "--in-boot: run from a unit ordered before boot-complete.target, which the boot waits"
+	echo "for: wait until no other job is running instead of for the state running."
 	exit 0;;
+--in-boot) in_boot=1;;
 esac
 PATH=${PATH:-/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin}
 units_file=${PACZFS_HEALTH_UNITS:-` + HealthUnits + `}
@@ -36,8 +41,29 @@ limit=${PACZFS_HEALTH_TIMEOUT:-300}
 self=$(sed -n 's|^0::.*/||p' /proc/self/cgroup 2>/dev/null)
 n=0
 problem() { echo "problem: $*"; n=$((n + 1)); }
-state=$(timeout "$limit" systemctl is-system-running --wait 2>/dev/null)
-[ "$state" = running ] || problem "system is ${state:-not settled after ${limit}s}"
+if [ -n "$in_boot" ]; then
+	# The boot cannot be "running" while it waits for this check: wait
+	# until no job but this one runs (the waiting ones wait for it).
+	end=$(( $(date +%s) + limit ))
+	while :; do
+		busy=$(systemctl list-jobs --no-legend --plain 2>/dev/null | awk -v self="$self" '$4 == "running" && $2 != self {print $2}')
+		[ -z "$busy" ] && break
+		if [ "$(date +%s)" -ge "$end" ]; then problem "still starting after ${limit}s:" $busy; break; fi
+		sleep 1
+	done
+	sleep "${PACZFS_HEALTH_SETTLE:-5}"
+else
+	state=$(timeout "$limit" systemctl is-system-running --wait 2>/dev/null)
+	[ "$state" = running ] || problem "system is ${state:-not settled after ${limit}s}"
+fi
+# The root the entry names (root=ZFS=<dataset>, or Arch's zfs=<dataset>).
+want=$(tr ' ' '\n' < "${PACZFS_HEALTH_CMDLINE:-/proc/cmdline}" | sed -n 's/^root=ZFS=//p; s/^zfs=//p' | tail -n 1)
+got=$(findmnt -n -o SOURCE /)
+case $want in ''|bootfs|auto) ;; *) [ "$want" = "$got" ] || problem "/ is $got, the boot entry names $want";; esac
+pools=$(zpool list -H -o name,health 2>&1) || problem "zpool list: $pools"
+for p in $(echo "$pools" | awk -F'\t' 'NF == 2 && $2 != "ONLINE" {print $1 ":" $2}'); do
+	problem "pool ${p%%:*} is ${p#*:}"
+done
 for u in $(systemctl list-units --all --state=failed --no-legend --plain | awk '{print $1}'); do
 	[ "$u" = "$self" ] || problem "$u failed"
 done

@@ -29,18 +29,34 @@ show)
 	*ActiveState,SubState*) printf 'activating\nauto-restart\n';;
 	*ActiveState*) u=$(eval echo \${$#}); for a in $ACTIVE; do [ "${a%%=*}" = "$u" ] && echo "${a#*=}"; done;;
 	esac;;
+list-jobs) for j in $JOBS; do echo "1 ${j%%:*} start ${j##*:}"; done;;
 esac
 `
+
+// fakeZpool and fakeFindmnt answer from POOLS ("name:health ...") and ROOT.
+const (
+	fakeZpool   = "#!/bin/sh\nfor p in $POOLS; do printf '%s\\t%s\\n' \"${p%%:*}\" \"${p##*:}\"; done\n"
+	fakeFindmnt = "#!/bin/sh\necho \"$ROOT\"\n"
+)
 
 func runHealth(t *testing.T, env map[string]string) (string, int) {
 	dir := t.TempDir()
 	require.NoError(t, os.WriteFile(filepath.Join(dir, "systemctl"), []byte(fakeSystemctl), 0o755))
+	require.NoError(t, os.WriteFile(filepath.Join(dir, "zpool"), []byte(fakeZpool), 0o755))
+	require.NoError(t, os.WriteFile(filepath.Join(dir, "findmnt"), []byte(fakeFindmnt), 0o755))
+	cmdline := filepath.Join(dir, "cmdline")
+	require.NoError(t, os.WriteFile(cmdline, []byte("BOOT_IMAGE=/env/b/vmlinuz root=ZFS="+env["WANT"]+" rw quiet\n"), 0o644))
 	script := filepath.Join(dir, "paczfs-health")
 	require.NoError(t, os.WriteFile(script, []byte(healthScript), 0o755))
 	units := filepath.Join(dir, "units")
 	require.NoError(t, os.WriteFile(units, healthUnits([]string{"ssh.service", "zfs.target"}), 0o644))
-	cmd := exec.Command(script)
-	cmd.Env = []string{"PATH=" + dir + ":/usr/bin:/bin", "PACZFS_HEALTH_UNITS=" + units, "PACZFS_HEALTH_TIMEOUT=5"}
+	var args []string
+	if env["IN_BOOT"] != "" {
+		args = append(args, "--in-boot")
+	}
+	cmd := exec.Command(script, args...)
+	cmd.Env = []string{"PATH=" + dir + ":/usr/bin:/bin", "PACZFS_HEALTH_UNITS=" + units, "PACZFS_HEALTH_TIMEOUT=2",
+		"PACZFS_HEALTH_CMDLINE=" + cmdline, "PACZFS_HEALTH_SETTLE=0"}
 	for k, v := range env {
 		cmd.Env = append(cmd.Env, k+"="+v)
 	}
@@ -56,7 +72,15 @@ func runHealth(t *testing.T, env map[string]string) (string, int) {
 
 func TestHealthVerdict(t *testing.T) {
 	good := map[string]string{"STATE": "running", "SERVICES": "ssh.service:0 systemd-journald.service:0",
-		"ACTIVE": "ssh.service=active zfs.target=active"}
+		"ACTIVE": "ssh.service=active zfs.target=active", "POOLS": "zroot:ONLINE", "ROOT": "zroot/system/b", "WANT": "zroot/system/b"}
+	with2 := func(base map[string]string, k, v string) map[string]string {
+		m := map[string]string{}
+		for a, b := range base {
+			m[a] = b
+		}
+		m[k] = v
+		return m
+	}
 	with := func(k, v string) map[string]string {
 		m := map[string]string{}
 		for a, b := range good {
@@ -66,6 +90,10 @@ func TestHealthVerdict(t *testing.T) {
 		return m
 	}
 	out, code := runHealth(t, good)
+	assert.Equal(t, 0, code, out)
+	assert.Equal(t, "healthy\n", out)
+	// In boot: the state is starting, only waiting jobs are left.
+	out, code = runHealth(t, with2(with("STATE", "starting"), "IN_BOOT", "1"))
 	assert.Equal(t, 0, code, out)
 	assert.Equal(t, "healthy\n", out)
 
@@ -81,6 +109,11 @@ func TestHealthVerdict(t *testing.T) {
 		"an enabled unit down":      {with("ACTIVE", "ssh.service=inactive zfs.target=active"), "problem: ssh.service is inactive, want active"},
 		"a boot that never settles": {with("STATE", "starting"), "problem: system is starting"},
 		"a degraded system":         {with("STATE", "degraded"), "problem: system is degraded"},
+		"another root than named":   {with("ROOT", "zroot/system/a"), "problem: / is zroot/system/a, the boot entry names zroot/system/b"},
+		"a degraded pool":           {with("POOLS", "zroot:DEGRADED"), "problem: pool zroot is DEGRADED"},
+		// Before boot-complete.target the state is "starting": --in-boot
+		// waits for the running jobs instead, and gives up after the limit.
+		"in boot, a job never ends": {with2(with("IN_BOOT", "1"), "JOBS", "slow.service:running boot-complete.target:waiting"), "problem: still starting after 2s: slow.service"},
 	} {
 		out, code := runHealth(t, c.env)
 		assert.Equal(t, 1, code, "%s: %s", name, out)

@@ -37,6 +37,9 @@ func labProfile(t *testing.T) image.Config {
 	t.Cleanup(srv.Close)
 	cfg := labrepo.Profile(repo, srv.URL)
 	cfg.Pacman.CacheDirs = []string{packageCache(t)}
+	// The device tool, built by `lab test` for every image.
+	cfg.Manage.Tool = os.Getenv("PACZFS_BOOTENV_TOOL")
+	require.NotEmpty(t, cfg.Manage.Tool, "PACZFS_BOOTENV_TOOL: run the lab tests with `lab test` (make labtest), which builds examples/bootenv")
 	return cfg
 }
 

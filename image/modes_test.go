@@ -15,6 +15,7 @@ import (
 
 	"github.com/paczfs/paczfs/hooks"
 	"github.com/paczfs/paczfs/hooks/hookstest"
+	"github.com/paczfs/paczfs/internal/testutil"
 )
 
 // fakeTarget is the least of an installed root the system stage reads:
@@ -133,6 +134,7 @@ func TestWritersIgnoreTheUmask(t *testing.T) {
 			cfg.ImageFile = filepath.Join(t.TempDir(), "x.img")
 			cfg.System.Timezone = "Europe/Berlin"
 			cfg.Pacman.KeyringDir = t.TempDir()
+			cfg.Manage.Tool = testutil.StaticTool(t)
 			cfg.System.AuthorizedKeys = []string{"ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIF3eCg5ZUjN1pmhJzqp1xNr4AhwyY5yjVB1ASf0sxpE2 test@paczfs"}
 			cfg.System.Files = map[string]string{"/etc/systemd/system/x.service.d/paczfs.conf": "[Service]\n"}
 			cfg.Boot.InitramfsFiles["/etc/initramfs-tools/hooks/paczfs"] = "#!/bin/sh\n"

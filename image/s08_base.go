@@ -6,6 +6,7 @@ import (
 	"path"
 	"path/filepath"
 
+	"github.com/paczfs/paczfs/bootenv"
 	"github.com/paczfs/paczfs/internal/fsx"
 	"github.com/paczfs/paczfs/zfs"
 )
@@ -28,7 +29,9 @@ func (st *build) layerSnapshot(ctx context.Context, layer string) error {
 			clone := st.state.Pool + "/" + path.Dir(st.cfg.RootDataset) + "/" + be
 			// The clone boots with / on it: mountpoint=/ and noauto, like
 			// the root, so only the initramfs mounts it.
-			if err := z.Clone(ctx, snap, clone, zfs.CloneOptions{Props: map[string]string{"canmount": "noauto", "mountpoint": "/"}}); err != nil {
+			// Built environments are listed good (package bootenv).
+			if err := z.Clone(ctx, snap, clone, zfs.CloneOptions{Props: map[string]string{"canmount": "noauto", "mountpoint": "/",
+				bootenv.PropState: string(bootenv.StateGood)}}); err != nil {
 				return err
 			}
 		}

@@ -2,7 +2,9 @@ package image
 
 import (
 	"context"
+	"encoding/json"
 	"fmt"
+	"maps"
 	"os"
 	"path"
 	"path/filepath"
@@ -10,6 +12,8 @@ import (
 	"strings"
 
 	"github.com/paczfs/paczfs/boot"
+	"github.com/paczfs/paczfs/bootenv"
+	"github.com/paczfs/paczfs/internal/fsx"
 )
 
 // environment is the boot package's view of one boot environment.
@@ -71,6 +75,10 @@ func stageBootloader(ctx context.Context, st *build) error {
 			return err
 		}
 		entry := env.Entry(entryTitle(e))
+		entry.SortKey = bootenv.SortOther
+		if e.Layer == "" {
+			entry.SortKey = bootenv.SortDefault
+		}
 		text, err := entry.MarshalText()
 		if err != nil {
 			return err
@@ -79,7 +87,9 @@ func stageBootloader(ctx context.Context, st *build) error {
 			return err
 		}
 	}
-	loader, err := boot.Loader{Default: st.environment(envs[0]).Entry("").ID + ".conf", Timeout: b.Timeout}.MarshalText()
+	// A glob, not one entry: systemd-boot boots the first entry in its
+	// order with tries left (package bootenv).
+	loader, err := boot.Loader{Default: bootenv.LoaderDefault, Timeout: b.Timeout}.MarshalText()
 	if err != nil {
 		return err
 	}
@@ -89,7 +99,59 @@ func stageBootloader(ctx context.Context, st *build) error {
 	if err := st.installESPHook(); err != nil {
 		return err
 	}
+	if err := st.installManagement(ctx); err != nil {
+		return err
+	}
 	return st.layerSnapshot(ctx, LayerBootable)
+}
+
+// installManagement writes, in the target, how its environments boot
+// (bootenv.BootConfig, read when an environment is created on the
+// device) and, unless Manage.Off, the device-side tool, its configuration
+// and the boot-assessment units, enabled.
+func (st *build) installManagement(ctx context.Context) error {
+	root := st.state.Root
+	b := st.cfg.Boot
+	opts := slices.Clone(b.ExtraOptions)
+	if st.cfg.System.SerialConsole {
+		opts = append(opts, "console=tty0", "console=ttyS0,115200")
+	}
+	bf, err := json.MarshalIndent(bootenv.BootFiles{Kernel: b.Kernel, Initrd: b.Initrd, RootOptions: b.RootOptions,
+		ExtraOptions: opts, Title: "Arch Linux on ZFS ({name})"}, "", "  ")
+	if err != nil {
+		return err
+	}
+	if err := writeFile(root, strings.TrimPrefix(bootenv.BootConfig, "/"), append(bf, '\n'), 0o644); err != nil {
+		return err
+	}
+	m := st.cfg.Manage
+	if m.Off {
+		return nil
+	}
+	tool, err := os.ReadFile(m.Tool)
+	if err != nil {
+		return fmt.Errorf("manage.tool: %w", err)
+	}
+	if err := writeFile(root, strings.TrimPrefix(bootenv.ToolPath, "/"), tool, 0o755); err != nil {
+		return err
+	}
+	dev, err := m.device().Marshal()
+	if err != nil {
+		return err
+	}
+	if err := writeFile(root, strings.TrimPrefix(bootenv.DeviceConfig, "/"), dev, 0o644); err != nil {
+		return err
+	}
+	if _, err := fsx.MkdirAll(filepath.Join(root, strings.TrimPrefix(bootenv.ChecksDir, "/")), 0o755); err != nil {
+		return err
+	}
+	units := bootenv.Units()
+	for _, name := range slices.Sorted(maps.Keys(units)) {
+		if err := writeFile(root, strings.TrimPrefix(name, "/"), []byte(units[name]), 0o644); err != nil {
+			return err
+		}
+	}
+	return st.chroot(ctx, append([]string{"systemctl", "enable"}, bootenv.EnableUnits()...)...)
 }
 
 func entryTitle(e bootEnv) string {
@@ -170,15 +232,24 @@ cp "$kernel" "$new/${kernel##*/}"
 cp "$initrd" "$new/${initrd##*/}"
 rm -rf "$dir.old"; [ ! -d "$dir" ] || mv "$dir" "$dir.old"; mv "$new" "$dir"; rm -rf "$dir.old"
 opts=$(echo "$ROOT_OPTIONS" | sed "s|{dataset}|$ds|g")
-entry="$ESP/loader/entries/paczfs-$be.conf"
+# The entry keeps its file name (boot counters: paczfs-$be+N-M.conf), its
+# rank (sort-key) and a trial's options: only the kernel changes.
+entry=
+for e in "$ESP/loader/entries/paczfs-$be.conf" "$ESP"/loader/entries/paczfs-"$be"+*.conf; do
+	[ -e "$e" ] && { entry=$e; break; }
+done
+[ -n "$entry" ] || entry="$ESP/loader/entries/paczfs-$be.conf"
 title=$(sed -n 's/^title *//p' "$entry" 2>/dev/null || true)
+sortkey=$(sed -n 's/^sort-key *//p' "$entry" 2>/dev/null || true)
+trial=
+if grep -q '^options .* paczfs\.trial' "$entry" 2>/dev/null; then trial=" paczfs.trial panic=10"; fi
 {
 	echo "title   ${title:-Arch Linux on ZFS ($be)}"
 	echo "version $kver"
-	echo "sort-key paczfs"
+	echo "sort-key ${sortkey:-paczfs-2}"
 	echo "linux   /env/$be/${kernel##*/}"
 	echo "initrd  /env/$be/${initrd##*/}"
-	echo "options $opts${EXTRA_OPTIONS:+ $EXTRA_OPTIONS}"
+	echo "options $opts${EXTRA_OPTIONS:+ $EXTRA_OPTIONS}$trial"
 } > "$entry.new"
 mv "$entry.new" "$entry"
 sync -f "$ESP" 2>/dev/null || sync

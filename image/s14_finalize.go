@@ -7,6 +7,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/paczfs/paczfs/bootenv"
 	"github.com/paczfs/paczfs/internal/procs"
 	"github.com/paczfs/paczfs/zfs"
 )
@@ -15,6 +16,10 @@ func stageFinalize(ctx context.Context, st *build) error {
 	z := st.zfs()
 	pool := st.state.Pool
 	if err := z.SetPoolProperty(ctx, pool, "bootfs", st.state.RootDataset); err != nil {
+		return err
+	}
+	// The root is the default environment, listed good (package bootenv).
+	if err := z.SetProperties(ctx, st.state.RootDataset, map[string]string{bootenv.PropState: string(bootenv.StateGood)}); err != nil {
 		return err
 	}
 	snap := st.state.RootDataset + "@installed"

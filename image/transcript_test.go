@@ -2,6 +2,7 @@ package image
 
 import (
 	"context"
+	"encoding/json"
 	"flag"
 	"fmt"
 	"os"
@@ -12,9 +13,11 @@ import (
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 
+	"github.com/paczfs/paczfs/bootenv"
 	"github.com/paczfs/paczfs/disk"
 	"github.com/paczfs/paczfs/hooks"
 	"github.com/paczfs/paczfs/hooks/hookstest"
+	"github.com/paczfs/paczfs/internal/testutil"
 )
 
 var update = flag.Bool("update", false, "rewrite testdata/*.golden from this run")
@@ -56,6 +59,7 @@ func stageFixture(t *testing.T, r *transcriptRunner) *build {
 	cfg.ESPSize = 64 * disk.MiB
 	cfg.Pacman.KeyringDir = tmp
 	cfg.GUIDSeed = "transcript"
+	cfg.Manage.Tool = testutil.StaticTool(t)
 	cfg.System.HostID = "00c0ffee"
 	cfg.Outputs = []Output{{Format: QCOW2, Path: filepath.Join(tmp, "x.qcow2"), Compression: CompressZstd}}
 	b, err := New(cfg, hostOK, WithRunner(r))
@@ -125,7 +129,36 @@ func TestStagesTranscript(t *testing.T) {
 	entry, err := esp.ReadFile("/loader/entries/paczfs-bootable.conf")
 	require.NoError(t, err)
 	assert.Contains(t, string(entry), "zfs=zroot/system/bootable rw")
+	assert.Contains(t, string(entry), "sort-key "+bootenv.SortOther+"\n")
+	entry, err = esp.ReadFile("/loader/entries/paczfs-default.conf")
+	require.NoError(t, err)
+	assert.Contains(t, string(entry), "sort-key "+bootenv.SortDefault+"\n", "the root environment ranks default")
+	loader, err := esp.ReadFile("/loader/loader.conf")
+	require.NoError(t, err)
+	assert.Contains(t, string(loader), "default paczfs-*\n", "a glob, never a pinned entry (systemd#31215)")
 	assert.Equal(t, "00c0ffee", st.hostID)
+
+	// Born managed: the tool, its configuration, the units (enabled in
+	// the golden transcript) and how environments boot.
+	root := filepath.Join(r.tmp, "work", "root")
+	tool, err := os.ReadFile(filepath.Join(root, "usr/local/sbin/paczfs-bootenv"))
+	require.NoError(t, err)
+	want, err := os.ReadFile(st.cfg.Manage.Tool)
+	require.NoError(t, err)
+	assert.Equal(t, want, tool)
+	for name := range bootenv.Units() {
+		assert.FileExists(t, filepath.Join(root, name))
+	}
+	var bf bootenv.BootFiles
+	data, err := os.ReadFile(filepath.Join(root, "etc/paczfs/boot.json"))
+	require.NoError(t, err)
+	require.NoError(t, json.Unmarshal(data, &bf))
+	assert.Equal(t, bootenv.BootFiles{Kernel: "/usr/lib/modules/{kver}/vmlinuz", Initrd: "/boot/initramfs-{kver}.img",
+		RootOptions: []string{"zfs={dataset}", "rw"}, Title: "Arch Linux on ZFS ({name})"}, bf)
+	data, err = os.ReadFile(filepath.Join(root, "etc/paczfs/bootenv.json"))
+	require.NoError(t, err)
+	assert.JSONEq(t, `{"esp":"/efi","keep_good":5,"watchdog":"15m","health":"/usr/local/sbin/paczfs-health"}`, string(data))
+	assert.DirExists(t, filepath.Join(root, "etc/paczfs/health.d"))
 }
 
 // A failing command at each stage fails it with its error, and what the

@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"slices"
 	"strconv"
@@ -194,6 +195,18 @@ func (s *settings) defaultValue(spec varSpec) value {
 		return text(c.System.HostID)
 	case "GUID_SEED":
 		return text(c.GUIDSeed)
+	case "MANAGE":
+		if c.Manage.Off {
+			return text("no")
+		}
+		return text("yes")
+	case "BOOTENV_TOOL":
+		return text(c.Manage.Tool)
+	case "KEEP_GOOD":
+		if c.Manage.KeepGood == 0 {
+			return text("")
+		}
+		return text(strconv.Itoa(c.Manage.KeepGood))
 	}
 	for _, o := range c.Outputs {
 		for _, ov := range outputVars {
@@ -380,6 +393,27 @@ func (s *settings) config(readFile func(string) ([]byte, error)) (image.Config, 
 	c.System.RootPasswordHash = s.str("ROOT_PASSWORD_HASH")
 	c.System.HostID = s.str("HOSTID")
 	c.GUIDSeed = s.str("GUID_SEED")
+	switch m := s.str("MANAGE"); m {
+	case "", "yes":
+		c.Manage.Off = false
+	case "no":
+		c.Manage.Off = true
+	default:
+		bad("MANAGE", fmt.Errorf("%q: use yes or no", m))
+	}
+	c.Manage.Tool = s.str("BOOTENV_TOOL")
+	if c.Manage.Tool == "" && !c.Manage.Off {
+		c.Manage.Tool = findTool()
+	}
+	if k := s.str("KEEP_GOOD"); k != "" {
+		n, err := strconv.Atoi(k)
+		if err != nil || n < 1 {
+			bad("KEEP_GOOD", fmt.Errorf("%q: a number, at least 1", k))
+		}
+		c.Manage.KeepGood = n
+	} else {
+		c.Manage.KeepGood = 0
+	}
 	if f := s.str("AUTHORIZED_KEYS_FILE"); f != "" {
 		data, err := readFile(f)
 		if err != nil {
@@ -432,4 +466,21 @@ func (s *settings) print(w io.Writer) error {
 	}
 	_, err := io.WriteString(w, b.String())
 	return err
+}
+
+// findTool finds the device-side tool: paczfs-bootenv beside this
+// program, then in PATH ("" when neither has it; New then says so).
+func findTool() string {
+	if exe, err := os.Executable(); err == nil {
+		p := filepath.Join(filepath.Dir(exe), "paczfs-bootenv")
+		if fi, err := os.Stat(p); err == nil && fi.Mode().IsRegular() {
+			return p
+		}
+	}
+	if p, err := exec.LookPath("paczfs-bootenv"); err == nil {
+		if abs, err := filepath.Abs(p); err == nil {
+			return abs
+		}
+	}
+	return ""
 }

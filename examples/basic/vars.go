@@ -56,6 +56,11 @@ var variables = []varSpec{
 	{Name: "HOSTID", Help: "the target's hostid, 8 hex digits; empty = a random one"},
 	{Name: "GUID_SEED", Help: "derive the disk and partition GUIDs from this text (reproducible tables); empty = random"},
 
+	{Name: "MANAGE", Section: "boot environments",
+		Help: "yes (default): the image carries paczfs-bootenv and boot assessment (trial boots, automatic fallback, a snapshot per good boot); no: neither"},
+	{Name: "BOOTENV_TOOL", Help: "the device-side tool to install, a static build (CGO_ENABLED=0 go build -o paczfs-bootenv ./examples/bootenv); empty = paczfs-bootenv beside this program, or in PATH"},
+	{Name: "KEEP_GOOD", Help: "how many @good- snapshots (one per good boot) each environment keeps; empty = 5"},
+
 	{Name: "HOOKS_DIR", Section: "hooks",
 		Help: "directory of executable hooks named <before|after|replace>-<stage>[.sh]; a .target. part (after-system.target.sh) runs it chrooted in the target"},
 }

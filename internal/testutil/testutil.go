@@ -1,8 +1,10 @@
 package testutil
 
 import (
+	"encoding/binary"
 	"os"
 	"os/exec"
+	"path/filepath"
 	"testing"
 )
 
@@ -32,4 +34,39 @@ func Run(t testing.TB, name string, args ...string) string {
 		t.Fatalf("%s %v: %v\n%s", name, args, err, out)
 	}
 	return string(out)
+}
+
+// StaticTool writes a minimal statically linked x86-64 ELF executable
+// (a header and one loadable segment, never run) where a configuration
+// needs the device-side tool, and returns its path.
+func StaticTool(t testing.TB) string {
+	b := make([]byte, 0, 120)
+	le := binary.LittleEndian
+	b = append(b, 0x7f, 'E', 'L', 'F', 2, 1, 1, 0, 0, 0, 0, 0, 0, 0, 0, 0)
+	b = le.AppendUint16(b, 2)  // ET_EXEC
+	b = le.AppendUint16(b, 62) // EM_X86_64
+	b = le.AppendUint32(b, 1)
+	b = le.AppendUint64(b, 0x400078) // entry
+	b = le.AppendUint64(b, 64)       // program headers
+	b = le.AppendUint64(b, 0)        // no sections
+	b = le.AppendUint32(b, 0)
+	b = le.AppendUint16(b, 64)
+	b = le.AppendUint16(b, 56)
+	b = le.AppendUint16(b, 1)
+	b = le.AppendUint16(b, 64)
+	b = le.AppendUint16(b, 0)
+	b = le.AppendUint16(b, 0)
+	b = le.AppendUint32(b, 1) // PT_LOAD
+	b = le.AppendUint32(b, 5)
+	b = le.AppendUint64(b, 0)
+	b = le.AppendUint64(b, 0x400000)
+	b = le.AppendUint64(b, 0x400000)
+	b = le.AppendUint64(b, 120)
+	b = le.AppendUint64(b, 120)
+	b = le.AppendUint64(b, 0x1000)
+	p := filepath.Join(t.TempDir(), "paczfs-bootenv")
+	if err := os.WriteFile(p, b, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	return p
 }

@@ -56,6 +56,10 @@ func demo(ctx context.Context, l *lab.Lab, src string, stdout, stderr io.Writer)
 	if err != nil {
 		return err
 	}
+	tool, err := buildTool(ctx, src, binDir)
+	if err != nil {
+		return err
+	}
 	hash, err := exec.CommandContext(ctx, "openssl", "passwd", "-6", demoPassword).Output()
 	if err != nil {
 		return fmt.Errorf("hash the demo password (openssl passwd): %w", err)
@@ -65,6 +69,7 @@ func demo(ctx context.Context, l *lab.Lab, src string, stdout, stderr io.Writer)
 		"QCOW2_FILE=/shares/out/demo.qcow2",
 		"QCOW2_COMPRESSION=zstd", // zlib would spend minutes of emulated CPU on lz4 data
 		"POOL_NAME=zroot",
+		"BOOTENV_TOOL=/lab/paczfs-bootenv",
 		"HOSTNAME=paczfs-demo",
 		"ROOT_PASSWORD_HASH="+strings.TrimSpace(string(hash)),
 	)
@@ -74,7 +79,7 @@ func demo(ctx context.Context, l *lab.Lab, src string, stdout, stderr io.Writer)
 		Args:   []string{"/lab/basic", "--profile", "/lab/lab-profile.json"},
 		Src:    src,
 		Stdout: stdout,
-		Files:  map[string]string{"basic": bin, "lab-profile.json": profile},
+		Files:  map[string]string{"basic": bin, "lab-profile.json": profile, "paczfs-bootenv": tool},
 		Env:    env,
 		Shares: shares, Writable: map[string]bool{"out": true},
 	})

@@ -8,6 +8,7 @@ import (
 	"io"
 	"log/slog"
 	"os"
+	"os/exec"
 	"os/signal"
 	"path/filepath"
 	"regexp"
@@ -223,6 +224,13 @@ func labTest(ctx context.Context, l *lab.Lab, src string, pkgs []string, o testO
 		return 1
 	}
 	files := map[string]string{}
+	// The device-side tool every image carries (image.Config.Manage.Tool).
+	tool, err := buildTool(ctx, src, out)
+	if err != nil {
+		fmt.Fprintln(stderr, "lab:", err)
+		return 1
+	}
+	files["paczfs-bootenv"] = tool
 	var script strings.Builder
 	script.WriteString(hangDump)
 	script.WriteString("rc=0\n")
@@ -264,7 +272,7 @@ func labTest(ctx context.Context, l *lab.Lab, src string, pkgs []string, o testO
 	files["tests.sh"] = scriptPath
 	counter := &testCounter{w: stdout}
 	start := time.Now()
-	env := []string{"PACZFS_REQUIRE_LAB=1"}
+	env := []string{"PACZFS_REQUIRE_LAB=1", "PACZFS_BOOTENV_TOOL=/lab/paczfs-bootenv"}
 	if _, ok := o.shares["labrepo"]; ok {
 		env = append(env, "PACZFS_LABREPO=/shares/labrepo")
 	}
@@ -330,4 +338,17 @@ func (c *testCounter) flush() {
 	if len(c.line) > 0 {
 		c.count()
 	}
+}
+
+// buildTool builds examples/bootenv without cgo (it runs in any target)
+// into dir, on the host.
+func buildTool(ctx context.Context, src, dir string) (string, error) {
+	out := filepath.Join(dir, "paczfs-bootenv")
+	cmd := exec.CommandContext(ctx, "go", "build", "-trimpath", "-o", out, "./examples/bootenv")
+	cmd.Dir = src
+	cmd.Env = append(os.Environ(), "CGO_ENABLED=0")
+	if b, err := cmd.CombinedOutput(); err != nil {
+		return "", fmt.Errorf("build the device tool: %w: %s", err, b)
+	}
+	return out, nil
 }

@@ -1,0 +1,417 @@
+package bootenv
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"os"
+	"path"
+	"path/filepath"
+	"regexp"
+	"slices"
+	"strconv"
+	"strings"
+
+	"github.com/paczfs/paczfs/boot"
+)
+
+// Entry naming and ordering on the ESP.
+const (
+	EntryPrefix = "paczfs-"
+	// LoaderDefault is loader.conf's default: a glob, so that systemd-boot
+	// takes the first entry in its order that still has tries.
+	LoaderDefault = EntryPrefix + "*"
+	SortTrial     = EntryPrefix + "0-trial"
+	SortDefault   = EntryPrefix + "1-default"
+	SortOther     = EntryPrefix + "2"
+	// TrialOption marks a trial boot on the kernel command line; TrialPanic
+	// makes a kernel (and initramfs-tools) panic reboot.
+	TrialOption = "paczfs.trial"
+	TrialPanic  = "panic=10"
+	// BootConfig is where an image says how its environments boot.
+	BootConfig = "/etc/paczfs/boot.json"
+)
+
+// BootFiles says where an environment's kernel and initramfs are in its
+// root and what its command line is: written by the image build at
+// BootConfig in every root, read by Create from the environment's own root.
+type BootFiles struct {
+	Kernel       string   `json:"kernel"` // path with {kver}
+	Initrd       string   `json:"initrd"` // path with {kver}
+	RootOptions  []string `json:"root_options"`
+	ExtraOptions []string `json:"extra_options,omitempty"`
+	Title        string   `json:"title,omitempty"` // "{name}" is replaced
+}
+
+// entryFile is one paczfs entry found on the ESP.
+type entryFile struct {
+	file       string // file name in loader/entries
+	left, done int    // counters, -1 = none
+	version    string
+	sortKey    string
+	text       string
+}
+
+var entryRE = regexp.MustCompile(`^` + EntryPrefix + `([A-Za-z0-9._-]+?)(?:\+(\d+)(?:-(\d+))?)?\.conf$`)
+
+// ParseEntryName splits an entry file name into the environment and its
+// counters, as systemd-boot reads "+LEFT[-DONE]" (-1 when absent).
+func ParseEntryName(file string) (env string, left, done int, ok bool) {
+	m := entryRE.FindStringSubmatch(file)
+	if m == nil {
+		return "", 0, 0, false
+	}
+	left, done = -1, -1
+	if m[2] != "" {
+		left, _ = strconv.Atoi(m[2])
+		done = 0
+		if m[3] != "" {
+			done, _ = strconv.Atoi(m[3])
+		}
+	}
+	return m[1], left, done, true
+}
+
+func entryID(name string) string { return EntryPrefix + name + ".conf" }
+
+func (m *Manager) entriesDir() string { return filepath.Join(m.esp, "loader", "entries") }
+
+// entries reads the paczfs entries on the ESP, one per environment. When
+// one environment has several files (a crash between writing and
+// removing), the counted one wins, as it is the newer state.
+func (m *Manager) entries() (map[string]entryFile, error) {
+	des, err := os.ReadDir(m.entriesDir())
+	if err != nil && !os.IsNotExist(err) {
+		return nil, fmt.Errorf("ESP entries: %w", err)
+	}
+	out := map[string]entryFile{}
+	for _, de := range des {
+		name, left, done, ok := ParseEntryName(de.Name())
+		if !ok {
+			continue
+		}
+		data, err := os.ReadFile(filepath.Join(m.entriesDir(), de.Name()))
+		if err != nil {
+			return nil, err
+		}
+		e := entryFile{file: de.Name(), left: left, done: done, text: string(data)}
+		for _, line := range strings.Split(e.text, "\n") {
+			k, v, _ := strings.Cut(strings.TrimSpace(line), " ")
+			switch k {
+			case "version":
+				e.version = strings.TrimSpace(v)
+			case "sort-key":
+				e.sortKey = strings.TrimSpace(v)
+			}
+		}
+		if old, ok := out[name]; ok && old.left >= 0 && e.left < 0 {
+			continue
+		}
+		out[name] = e
+	}
+	return out, nil
+}
+
+// writeEntry replaces every entry file of the environment with one:
+// counted (tries > 0) or not. It writes the new file first and then
+// removes the others, so a crash leaves at least one entry; entries()
+// prefers the counted one if two survive.
+func (m *Manager) writeEntry(name string, e boot.Entry, tries int) error {
+	file := entryID(name)
+	if tries > 0 {
+		file = fmt.Sprintf("%s%s+%d.conf", EntryPrefix, name, tries)
+	}
+	e.ID = strings.TrimSuffix(file, ".conf")
+	text, err := e.MarshalText()
+	if err != nil {
+		return err
+	}
+	dir := m.entriesDir()
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		return err
+	}
+	tmp := filepath.Join(dir, "."+file+".tmp")
+	if err := writeSync(tmp, text); err != nil {
+		return err
+	}
+	if err := os.Rename(tmp, filepath.Join(dir, file)); err != nil {
+		return err
+	}
+	return m.removeEntries(name, file)
+}
+
+// removeEntries removes the environment's entry files but keep.
+func (m *Manager) removeEntries(name, keep string) error {
+	des, err := os.ReadDir(m.entriesDir())
+	if err != nil {
+		return err
+	}
+	for _, de := range des {
+		if n, _, _, ok := ParseEntryName(de.Name()); ok && n == name && de.Name() != keep {
+			if err := os.Remove(filepath.Join(m.entriesDir(), de.Name())); err != nil {
+				return err
+			}
+		}
+	}
+	return syncDir(m.entriesDir())
+}
+
+// readEntry parses an entry file back into a boot.Entry.
+func readEntry(text string) boot.Entry {
+	var e boot.Entry
+	for _, line := range strings.Split(text, "\n") {
+		k, v, _ := strings.Cut(strings.TrimSpace(line), " ")
+		v = strings.TrimSpace(v)
+		switch k {
+		case "title":
+			e.Title = v
+		case "version":
+			e.Version = v
+		case "sort-key":
+			e.SortKey = v
+		case "linux":
+			e.Linux = v
+		case "initrd":
+			e.Initrd = append(e.Initrd, v)
+		case "options":
+			e.Options = append(e.Options, strings.Fields(v)...)
+		}
+	}
+	return e
+}
+
+// withoutTrial drops the trial options from a command line.
+func withoutTrial(opts []string) []string {
+	return slices.DeleteFunc(slices.Clone(opts), func(o string) bool { return o == TrialOption || o == TrialPanic })
+}
+
+// rewrite rewrites the environment's entry with a new rank and counters.
+func (m *Manager) rewrite(name, sortKey string, tries int) error {
+	entries, err := m.entries()
+	if err != nil {
+		return err
+	}
+	en, ok := entries[name]
+	if !ok {
+		return fmt.Errorf("%s: no entry on the ESP: %w", name, ErrNoBootFiles)
+	}
+	e := readEntry(en.text)
+	e.SortKey = sortKey
+	e.Options = withoutTrial(e.Options)
+	if tries > 0 {
+		e.Options = append(e.Options, TrialOption, TrialPanic)
+	}
+	return m.writeEntry(name, e, tries)
+}
+
+// readBootFiles reads BootConfig from a mounted root.
+func readBootFiles(root string) (BootFiles, error) {
+	var bf BootFiles
+	data, err := os.ReadFile(filepathIn(root, BootConfig))
+	if err != nil {
+		return bf, fmt.Errorf("%w: %v (not an environment paczfs built?)", ErrNoBootFiles, err)
+	}
+	if err := json.Unmarshal(data, &bf); err != nil {
+		return bf, fmt.Errorf("%s: %w", BootConfig, err)
+	}
+	if !strings.Contains(bf.Kernel, "{kver}") || !strings.Contains(bf.Initrd, "{kver}") || len(bf.RootOptions) == 0 {
+		return bf, fmt.Errorf("%s: kernel and initrd need {kver}, root_options a value", BootConfig)
+	}
+	return bf, nil
+}
+
+// newestKernel finds the highest kernel version present in root.
+func newestKernel(root, pattern string) (string, error) {
+	pre, suf, _ := strings.Cut(pattern, "{kver}")
+	matches, err := filepath.Glob(filepathIn(root, pre) + "*" + suf)
+	if err != nil {
+		return "", err
+	}
+	var vers []string
+	for _, mt := range matches {
+		v := strings.TrimSuffix(strings.TrimPrefix(mt, filepathIn(root, pre)), suf)
+		if v != "" && !strings.Contains(v, "/") {
+			vers = append(vers, v)
+		}
+	}
+	if len(vers) == 0 {
+		return "", fmt.Errorf("%w: nothing matches %s", ErrNoBootFiles, pattern)
+	}
+	slices.SortFunc(vers, compareVersions)
+	return vers[len(vers)-1], nil
+}
+
+// compareVersions orders versions by their digit runs as numbers.
+func compareVersions(a, b string) int {
+	for a != "" && b != "" {
+		da, db := digits(a), digits(b)
+		if da > 0 && db > 0 {
+			na, _ := strconv.ParseUint(a[:da], 10, 64)
+			nb, _ := strconv.ParseUint(b[:db], 10, 64)
+			if na != nb {
+				if na < nb {
+					return -1
+				}
+				return 1
+			}
+			a, b = a[da:], b[db:]
+			continue
+		}
+		if a[0] != b[0] {
+			if a[0] < b[0] {
+				return -1
+			}
+			return 1
+		}
+		a, b = a[1:], b[1:]
+	}
+	return len(a) - len(b)
+}
+
+func digits(s string) int {
+	i := 0
+	for i < len(s) && s[i] >= '0' && s[i] <= '9' {
+		i++
+	}
+	return i
+}
+
+// installBootFiles copies the environment's newest kernel and its
+// initramfs from its own root to /env/<name>/ on the ESP and writes its
+// entry with the given rank (not counted). The directory is replaced
+// whole: written beside, then renamed.
+func (m *Manager) installBootFiles(ctx context.Context, name, sortKey string) error {
+	root, unmount, err := m.mountEnv(ctx, name, true)
+	if err != nil {
+		return err
+	}
+	defer unmount()
+	bf, err := readBootFiles(root)
+	if err != nil {
+		return fmt.Errorf("%s: %w", name, err)
+	}
+	kver, err := newestKernel(root, bf.Kernel)
+	if err != nil {
+		return fmt.Errorf("%s: %w", name, err)
+	}
+	kernel := strings.ReplaceAll(bf.Kernel, "{kver}", kver)
+	initrd := strings.ReplaceAll(bf.Initrd, "{kver}", kver)
+	dir := filepath.Join(m.esp, "env", name)
+	tmp := dir + ".new"
+	if err := os.RemoveAll(tmp); err != nil {
+		return err
+	}
+	if err := os.MkdirAll(tmp, 0o755); err != nil {
+		return err
+	}
+	for _, f := range []string{kernel, initrd} {
+		data, err := os.ReadFile(filepathIn(root, f))
+		if err != nil {
+			os.RemoveAll(tmp)
+			return fmt.Errorf("%s: %w: %v", name, ErrNoBootFiles, err)
+		}
+		if err := writeSync(filepath.Join(tmp, path.Base(f)), data); err != nil {
+			os.RemoveAll(tmp)
+			return fmt.Errorf("ESP: %w", err)
+		}
+	}
+	old := dir + ".old"
+	os.RemoveAll(old)
+	if _, err := os.Stat(dir); err == nil {
+		if err := os.Rename(dir, old); err != nil {
+			return err
+		}
+	}
+	if err := os.Rename(tmp, dir); err != nil {
+		return err
+	}
+	os.RemoveAll(old)
+	env := boot.Environment{
+		Name: name, Dataset: m.Dataset(name), Kernel: path.Base(kernel), Initrds: []string{path.Base(initrd)},
+		Version: kver, RootOptions: bf.RootOptions, Extra: bf.ExtraOptions,
+	}
+	title := strings.ReplaceAll(bf.Title, "{name}", name)
+	if title == "" {
+		title = "Arch Linux on ZFS (" + name + ")"
+	}
+	e := env.Entry(title)
+	e.SortKey = sortKey
+	return m.writeEntry(name, e, 0)
+}
+
+// InstallBootFiles (re)installs the environment's kernel, initramfs and
+// entry on the ESP from its own root, keeping its rank (for an
+// environment whose root was received or changed).
+func (m *Manager) InstallBootFiles(ctx context.Context, name string) error {
+	if err := ValidName(name); err != nil {
+		return err
+	}
+	sortKey := SortOther
+	if entries, err := m.entries(); err == nil {
+		if en, ok := entries[name]; ok && en.sortKey != "" && en.left < 0 {
+			sortKey = en.sortKey
+		}
+	}
+	return m.installBootFiles(ctx, name, sortKey)
+}
+
+func (m *Manager) removeBootFiles(name string) error {
+	if err := os.RemoveAll(filepath.Join(m.esp, "env", name)); err != nil {
+		return err
+	}
+	return m.removeEntries(name, "")
+}
+
+// writeLoader makes loader.conf's default the glob, keeping its other lines.
+func (m *Manager) writeLoader() error {
+	p := filepath.Join(m.esp, "loader", "loader.conf")
+	data, err := os.ReadFile(p)
+	if err != nil && !os.IsNotExist(err) {
+		return err
+	}
+	var lines []string
+	for _, l := range strings.Split(strings.TrimRight(string(data), "\n"), "\n") {
+		if k, _, _ := strings.Cut(strings.TrimSpace(l), " "); k == "default" || l == "" {
+			continue
+		}
+		lines = append(lines, l)
+	}
+	text := "default " + LoaderDefault + "\n" + strings.Join(lines, "\n")
+	if len(lines) > 0 {
+		text += "\n"
+	}
+	if text == string(data) {
+		return nil
+	}
+	tmp := p + ".tmp"
+	if err := writeSync(tmp, []byte(text)); err != nil {
+		return err
+	}
+	return os.Rename(tmp, p)
+}
+
+func writeSync(p string, data []byte) error {
+	f, err := os.OpenFile(p, os.O_WRONLY|os.O_CREATE|os.O_TRUNC, 0o644)
+	if err != nil {
+		return err
+	}
+	if _, err := f.Write(data); err != nil {
+		f.Close()
+		return err
+	}
+	if err := f.Sync(); err != nil {
+		f.Close()
+		return err
+	}
+	return f.Close()
+}
+
+func syncDir(dir string) error {
+	f, err := os.Open(dir)
+	if err != nil {
+		return err
+	}
+	defer f.Close()
+	_ = f.Sync() // vfat directories may not support fsync; the files were synced
+	return nil
+}
