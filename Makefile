@@ -53,7 +53,7 @@ LONG_TESTS := ^(TestLabKillDuringEachStageThenRecover|TestLabFourBuildsAtOnceOne
 labtest: lab
 	rm -rf $(BOOT_DIR)
 	$(LAB) test -repo -timeout 50m -skip '$(LONG_TESTS)' -out $(BOOT_DIR) $(LAB_PKGS)
-	PACZFS_BOOT_IMAGES=$(BOOT_DIR) PACZFS_REQUIRE_LAB=1 $(GO) test -count=1 -tags boot -run '^TestBoot' -timeout 40m -v ./image
+	PACZFS_BOOT_IMAGES=$(BOOT_DIR) PACZFS_REQUIRE_LAB=1 $(GO) test -count=1 -tags boot -run '^TestBoot' -timeout 70m -v ./image
 
 test: deps lint unit labtest
 

@@ -290,6 +290,12 @@ func TestTrialThatFailsFallsBackAfterNPlusOneBoots(t *testing.T) {
 	s, err := m.Status(ctx)
 	require.NoError(t, err)
 	assert.Equal(t, "default", s.Next)
+	// A second trial leaves the spent one's counters alone.
+	require.NoError(t, m.Create(ctx, "c", CreateOptions{}))
+	require.NoError(t, m.Activate(ctx, "c", ActivateOptions{Mode: Trial, Tries: 1}))
+	assert.ElementsMatch(t, []string{"paczfs-b+0-3.conf", "paczfs-c+1.conf", "paczfs-default.conf"}, r.entryFiles())
+	assert.Equal(t, StateBad, get(t, m, "b").State)
+	require.NoError(t, m.Destroy(ctx, "c"))
 	// Activating the bad one again for good is allowed (a person decides).
 	require.NoError(t, m.Activate(ctx, "b", ActivateOptions{Mode: Permanent}))
 	assert.ElementsMatch(t, []string{"paczfs-b.conf", "paczfs-default.conf"}, r.entryFiles())

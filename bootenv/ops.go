@@ -179,7 +179,9 @@ func (m *Manager) demoteTrials(ctx context.Context, except string) error {
 		return err
 	}
 	for n, en := range entries {
-		if n != except && en.sortKey == SortTrial {
+		// A pending trial (tries left) ends; a spent one (+0-N) keeps its
+		// counters, which are what sorts it last and records its failure.
+		if n != except && en.sortKey == SortTrial && en.left != 0 {
 			if err := m.rewrite(n, SortOther, 0); err != nil {
 				return err
 			}

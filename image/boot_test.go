@@ -116,6 +116,9 @@ func checkBooted(t *testing.T, r map[string]string, env string) {
 	for _, want := range []string{"ActiveState=active,", "SubState=running,", "NRestarts=0,"} {
 		assert.Contains(t, r["enabled ssh.service"], want, "ssh.service")
 	}
+	assert.Equal(t, "active,active", r["assess"], "paczfs-boot-check and paczfs-boot-good ran and passed")
+	assert.Equal(t, "good", r["bestate"], "the booted environment is marked good")
+	assert.Equal(t, "1", r["goodsnaps"], "a @good- snapshot of this boot")
 	assert.Equal(t, "ran", r["shellhook"])
 	assert.Equal(t, "33", r["machineid"], "machine-id generated at first boot")
 	assert.Contains(t, r["cmdline"], "root=ZFS=labpool/system/"+env)
@@ -156,7 +159,9 @@ func TestBootLabImageUnderOVMF(t *testing.T) {
 		require.NoError(t, err)
 		loader, err := esp.ReadFile("/loader/loader.conf")
 		require.NoError(t, err)
-		conf := strings.Replace(string(loader), "default paczfs-default.conf", "default paczfs-bootable.conf", 1)
+		// Pinned, for this test: images default to the glob paczfs-*.
+		conf := regexp.MustCompile(`(?m)^default .*$`).ReplaceAllString(string(loader), "default paczfs-bootable.conf")
+		require.Contains(t, conf, "default paczfs-bootable.conf")
 		require.NoError(t, esp.WriteFile("/loader/loader.conf", strings.NewReader(conf)))
 		// Ask the report unit to run the ESP refresh in this environment.
 		entry, err := esp.ReadFile("/loader/entries/paczfs-bootable.conf")

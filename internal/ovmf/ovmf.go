@@ -40,6 +40,15 @@ type Options struct {
 	// Expect types on the serial console: each step waits for its text
 	// to appear, then sends its input (a login, a command).
 	Expect []Step
+	// Writable writes the guest's changes to Image (by default they go
+	// to a temporary overlay and are lost): for several boots of one
+	// machine.
+	Writable bool
+	// VarsFile, when set, is the machine's EFI variable store, kept
+	// between boots (one-shot entries, boot counting's variables): made
+	// from the firmware's template when missing. Empty: a fresh store
+	// per boot.
+	VarsFile string
 }
 
 // Step is one exchange on the serial console.
@@ -82,7 +91,7 @@ func Args(o Options, code, vars string) []string {
 		"-nodefaults", "-display", "none", "-no-reboot", "-serial", "stdio",
 		"-drive", "if=pflash,format=raw,unit=0,readonly=on,file=" + code,
 		"-drive", "if=pflash,format=raw,unit=1,file=" + vars,
-		"-drive", "file=" + o.Image + ",format=" + o.Format + ",if=virtio,snapshot=on",
+		"-drive", "file=" + o.Image + ",format=" + o.Format + ",if=virtio" + map[bool]string{false: ",snapshot=on", true: ""}[o.Writable],
 		"-netdev", "user,id=net0", "-device", "virtio-net-pci,netdev=net0",
 		"-device", "virtio-rng-pci",
 	}
@@ -104,13 +113,18 @@ func Boot(ctx context.Context, o Options) (string, error) {
 		return "", err
 	}
 	defer os.RemoveAll(dir)
-	vars := filepath.Join(dir, "vars.fd")
-	data, err := os.ReadFile(varsTemplate)
-	if err != nil {
-		return "", err
+	vars := o.VarsFile
+	if vars == "" {
+		vars = filepath.Join(dir, "vars.fd")
 	}
-	if err := os.WriteFile(vars, data, 0o600); err != nil {
-		return "", err
+	if _, err := os.Stat(vars); o.VarsFile == "" || os.IsNotExist(err) {
+		data, err := os.ReadFile(varsTemplate)
+		if err != nil {
+			return "", err
+		}
+		if err := os.WriteFile(vars, data, 0o600); err != nil {
+			return "", err
+		}
 	}
 	timeout := o.Timeout
 	if timeout == 0 {

@@ -15,6 +15,9 @@ func TestArgsBootTheImageReadOnlyUnderUEFI(t *testing.T) {
 	assert.Contains(t, args, "-drive file=/x/lab.vdi,format=vdi,if=virtio,snapshot=on")
 	assert.Contains(t, args, "-serial stdio")
 	assert.Contains(t, args, "-no-reboot")
+	// One machine over several boots: its disk keeps what the guest wrote.
+	args = strings.Join(Args(Options{Image: "/x/m.raw", Format: "raw", Writable: true}, "/fw/code.fd", "/m/vars.fd"), " ")
+	assert.Contains(t, args, "-drive file=/x/m.raw,format=raw,if=virtio -netdev")
 }
 
 func TestExpecterSendsEachStepAfterItsText(t *testing.T) {
