@@ -569,3 +569,28 @@ func TestDeviceConfig(t *testing.T) {
 var _ = errors.Is
 
 func cmd(args ...string) hooks.Cmd { return hooks.Cmd{Args: args} }
+
+func TestNspawnBootsAnEphemeralCopyReadOnly(t *testing.T) {
+	r := newRig(t)
+	ctx := context.Background()
+	m := r.manager("zroot/system/default", "")
+	require.NoError(t, m.Create(ctx, "b", CreateOptions{}))
+	r.f.calls = nil
+	require.NoError(t, m.Nspawn(ctx, "b", hooks.Cmd{}, "systemd.unit=multi-user.target"))
+	var nspawn string
+	var order []string
+	for _, c := range r.f.Calls() {
+		switch f := strings.Fields(c); f[0] {
+		case "mount":
+			order = append(order, "mount "+f[4])
+		case "umount", "systemd-nspawn":
+			order = append(order, f[0]+" ")
+		}
+		if strings.HasPrefix(c, "systemd-nspawn ") {
+			nspawn = c
+		}
+	}
+	assert.Equal(t, []string{"mount zfsutil,ro", "systemd-nspawn ", "umount "}, order, "read-only, unmounted after")
+	assert.Regexp(t, `^systemd-nspawn --quiet --ephemeral --boot --machine paczfs-b -D \S+/paczfs-be-b-\d+ systemd.unit=multi-user.target$`, nspawn)
+	assert.ErrorIs(t, m.Nspawn(ctx, "default", hooks.Cmd{}), ErrRefused, "the booted one runs already")
+}

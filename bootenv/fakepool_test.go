@@ -328,6 +328,8 @@ func (f *fakePool) Run(ctx context.Context, c hooks.Cmd) ([]byte, error) {
 		return nil, nil
 	case len(a) >= 2 && a[0] == "systemctl" && a[1] == "show":
 		return []byte(f.bootComplete + "\n"), nil
+	case a[0] == "systemd-nspawn":
+		return nil, nil
 	case len(a) >= 2 && a[0] == "systemctl" && a[1] == "reboot":
 		return nil, nil
 	}

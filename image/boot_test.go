@@ -125,6 +125,7 @@ func checkBooted(t *testing.T, r map[string]string, env string) {
 }
 
 func TestBootLabImageUnderOVMF(t *testing.T) {
+	t.Parallel()
 	dir := bootImages(t)
 	for _, f := range []struct{ file, format string }{{"lab.raw", "raw"}, {"lab.qcow2", "qcow2"}, {"lab.vdi", "vdi"}} {
 		t.Run(f.format, func(t *testing.T) {

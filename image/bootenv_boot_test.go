@@ -223,6 +223,9 @@ esac
 `
 
 func TestBootEnvironments(t *testing.T) {
+	// Beside TestBootLabImageUnderOVMF: every boot is one emulated CPU,
+	// and the long scenarios fill what the short boots leave idle.
+	t.Parallel()
 	dir := bootImages(t)
 	t.Run("lifecycle", func(t *testing.T) {
 		t.Parallel()
@@ -289,6 +292,7 @@ func TestBootEnvironments(t *testing.T) {
 		assert.Contains(t, b6.line("cmd zpool set"), "rc=0")
 		// The hand-made clone booted: bootfs was followed at shutdown.
 		assert.Contains(t, b7.line("entries "), "paczfs-clone.conf")
+		assert.Contains(t, b7.line("entries "), "paczfs-t1+0-2.conf", "a spent trial keeps its counters when another starts")
 		assert.Equal(t, "good", b7.env("clone")[1])
 		assert.Contains(t, b7.env("clone")[2], "default")
 		// Boots from activation until the default runs again.
