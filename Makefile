@@ -5,7 +5,7 @@ GO        ?= go
 LAB       := $(GO) run ./internal/lab/cmd/lab
 # Packages whose tests need the lab VM (files with the `lab` build tag).
 # The lab package repository is shared in with -repo.
-LAB_PKGS  := ./disk ./zfs ./pacman ./image
+LAB_PKGS  := ./disk ./zfs ./pacman ./release ./image
 # Images the lab builds for the boot tests, which run on this host (qemu
 # with OVMF): outside the repository, beside the lab's other caches.
 BOOT_DIR  ?= $(or $(PACZFS_CACHE),$(or $(XDG_CACHE_HOME),$(HOME)/.cache)/paczfs)/boot

@@ -544,7 +544,7 @@ func TestEFIStringRoundTrip(t *testing.T) {
 
 func TestCompareVersions(t *testing.T) {
 	vs := []string{"6.12.10-1", "6.9.2", "6.12.9-arch1", "6.12.10-2"}
-	sort.Slice(vs, func(i, j int) bool { return compareVersions(vs[i], vs[j]) < 0 })
+	sort.Slice(vs, func(i, j int) bool { return CompareVersions(vs[i], vs[j]) < 0 })
 	assert.Equal(t, []string{"6.9.2", "6.12.9-arch1", "6.12.10-1", "6.12.10-2"}, vs)
 }
 

@@ -237,12 +237,13 @@ func newestKernel(root, pattern string) (string, error) {
 	if len(vers) == 0 {
 		return "", fmt.Errorf("%w: nothing matches %s", ErrNoBootFiles, pattern)
 	}
-	slices.SortFunc(vers, compareVersions)
+	slices.SortFunc(vers, CompareVersions)
 	return vers[len(vers)-1], nil
 }
 
-// compareVersions orders versions by their digit runs as numbers.
-func compareVersions(a, b string) int {
+// CompareVersions orders versions (kernels, releases) by their runs of
+// digits as numbers and the rest byte by byte: 6.9 < 6.12, 2 < 10.
+func CompareVersions(a, b string) int {
 	for a != "" && b != "" {
 		da, db := digits(a), digits(b)
 		if da > 0 && db > 0 {

@@ -73,7 +73,7 @@ func TestLibraryAndExamplesBuildOutsideTheModule(t *testing.T) {
 	require.NoError(t, err)
 	write("go.sum", string(sum))
 	write("main.go", userProgram)
-	for _, ex := range []string{"basic", "storage", "bootenv"} {
+	for _, ex := range []string{"basic", "storage", "bootenv", "release"} {
 		files, err := filepath.Glob(filepath.Join(repo, "examples", ex, "*.go"))
 		require.NoError(t, err)
 		for _, f := range files {

@@ -171,6 +171,10 @@ type Manage struct {
 	// (default 5); Watchdog bounds a trial boot (default 15m).
 	KeepGood int    `json:"keep_good,omitempty"`
 	Watchdog string `json:"watchdog,omitempty"`
+	// ReleaseKeys are armored OpenPGP public key files on the build host
+	// (release.GenerateKey): the image applies releases signed by them
+	// and no other (installed in release.KeysDir).
+	ReleaseKeys []string `json:"release_keys,omitempty"`
 	// Off builds an image without the tool and units: its environments
 	// still have their own entries and bootfs, nothing assesses boots.
 	Off bool `json:"off,omitempty"`
@@ -509,6 +513,11 @@ func (c *Config) checkFiles(host bool) problems {
 			p.add(fmt.Sprintf("pacman.cache_dirs[%d]", i), "give a directory", "%s is not a directory", d)
 		case err != nil && !errors.Is(err, os.ErrNotExist):
 			p.add(fmt.Sprintf("pacman.cache_dirs[%d]", i), "give a directory the build can read and write", "%v", err)
+		}
+	}
+	for i, k := range c.Manage.ReleaseKeys {
+		if _, err := pacman.KeyFileFingerprints(k); err != nil {
+			p.add(fmt.Sprintf("manage.release_keys[%d]", i), "name an armored OpenPGP public key file (release.GenerateKey's public half)", "%v", err)
 		}
 	}
 	if !c.Manage.Off && filepath.IsAbs(c.Manage.Tool) {

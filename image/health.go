@@ -72,9 +72,14 @@ for u in $(systemctl list-units --all --state=activating,deactivating --no-legen
 done
 services=$(systemctl list-units --all --type=service --no-legend --plain | awk '{print $1}')
 if [ -n "$services" ]; then
+	# systemctl show prints the properties in its own order (NRestarts
+	# before Id), one blank line between units: pair them per block.
 	systemctl show -p Id -p NRestarts $services | awk -F= -v self="$self" '
+		function flush() { if (n + 0 > 0 && id != self) print id " " n; id = ""; n = 0 }
 		$1 == "Id" { id = $2 }
-		$1 == "NRestarts" && $2 + 0 > 0 && id != self { print id " " $2 }' > /tmp/paczfs-health.$$
+		$1 == "NRestarts" { n = $2 }
+		/^$/ { flush() }
+		END { flush() }' > /tmp/paczfs-health.$$
 	while read -r u count; do problem "$u restarted $count times"; done < /tmp/paczfs-health.$$
 	rm -f /tmp/paczfs-health.$$
 fi

@@ -25,7 +25,7 @@ list-units)
 	esac;;
 show)
 	case "$*" in
-	*"-p Id -p NRestarts"*) for s in $SERVICES; do printf 'Id=%s\nNRestarts=%s\n\n' "${s%%:*}" "${s##*:}"; done;;
+	*"-p Id -p NRestarts"*) for s in $SERVICES; do printf 'NRestarts=%s\nId=%s\n\n' "${s##*:}" "${s%%:*}"; done;; # systemd's order
 	*ActiveState,SubState*) printf 'activating\nauto-restart\n';;
 	*ActiveState*) u=$(eval echo \${$#}); for a in $ACTIVE; do [ "${a%%=*}" = "$u" ] && echo "${a#*=}"; done;;
 	esac;;

@@ -86,6 +86,7 @@ func Profile(name string) (Config, error) {
 // each other.
 func (c Config) Clone() Config {
 	c.Outputs = slices.Clone(c.Outputs)
+	c.Manage.ReleaseKeys = slices.Clone(c.Manage.ReleaseKeys)
 	c.PoolProperties = maps.Clone(c.PoolProperties)
 	c.FSProperties = maps.Clone(c.FSProperties)
 	ds := make([]zfs.DatasetSpec, len(c.Datasets))

@@ -14,6 +14,7 @@ import (
 	"github.com/paczfs/paczfs/boot"
 	"github.com/paczfs/paczfs/bootenv"
 	"github.com/paczfs/paczfs/internal/fsx"
+	"github.com/paczfs/paczfs/release"
 )
 
 // environment is the boot package's view of one boot environment.
@@ -144,6 +145,16 @@ func (st *build) installManagement(ctx context.Context) error {
 	}
 	if _, err := fsx.MkdirAll(filepath.Join(root, strings.TrimPrefix(bootenv.ChecksDir, "/")), 0o755); err != nil {
 		return err
+	}
+	for i, k := range m.ReleaseKeys {
+		data, err := os.ReadFile(k)
+		if err != nil {
+			return fmt.Errorf("manage.release_keys[%d]: %w", i, err)
+		}
+		name := fmt.Sprintf("%s/%02d-%s", strings.TrimPrefix(release.KeysDir, "/"), i, strings.TrimSuffix(filepath.Base(k), filepath.Ext(k))+".asc")
+		if err := writeFile(root, name, data, 0o644); err != nil {
+			return err
+		}
 	}
 	units := bootenv.Units()
 	for _, name := range slices.Sorted(maps.Keys(units)) {

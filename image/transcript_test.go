@@ -18,6 +18,7 @@ import (
 	"github.com/paczfs/paczfs/hooks"
 	"github.com/paczfs/paczfs/hooks/hookstest"
 	"github.com/paczfs/paczfs/internal/testutil"
+	"github.com/paczfs/paczfs/release"
 )
 
 var update = flag.Bool("update", false, "rewrite testdata/*.golden from this run")
@@ -60,6 +61,10 @@ func stageFixture(t *testing.T, r *transcriptRunner) *build {
 	cfg.Pacman.KeyringDir = tmp
 	cfg.GUIDSeed = "transcript"
 	cfg.Manage.Tool = testutil.StaticTool(t)
+	_, pub, err := release.GenerateKey("transcript", "")
+	require.NoError(t, err)
+	cfg.Manage.ReleaseKeys = []string{filepath.Join(tmp, "releases.asc")}
+	require.NoError(t, os.WriteFile(cfg.Manage.ReleaseKeys[0], pub, 0o644))
 	cfg.System.HostID = "00c0ffee"
 	cfg.Outputs = []Output{{Format: QCOW2, Path: filepath.Join(tmp, "x.qcow2"), Compression: CompressZstd}}
 	b, err := New(cfg, hostOK, WithRunner(r))
@@ -159,6 +164,9 @@ func TestStagesTranscript(t *testing.T) {
 	require.NoError(t, err)
 	assert.JSONEq(t, `{"esp":"/efi","keep_good":5,"watchdog":"15m","health":"/usr/local/sbin/paczfs-health"}`, string(data))
 	assert.DirExists(t, filepath.Join(root, "etc/paczfs/health.d"))
+	keys, err := release.TrustedKeys(filepath.Join(root, "etc/paczfs/release-keys"))
+	require.NoError(t, err, "the release key is baked in")
+	assert.Len(t, keys, 1)
 }
 
 // A failing command at each stage fails it with its error, and what the

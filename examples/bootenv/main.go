@@ -11,6 +11,7 @@
 //	paczfs-bootenv rollback NAME
 //	paczfs-bootenv mount NAME DIR [--ro]; paczfs-bootenv umount DIR
 //	paczfs-bootenv nspawn NAME [ARG...]
+//	paczfs-bootenv apply DIR [--name N] [--try N]
 //	paczfs-bootenv check [--reboot-trial] | good | sync | watchdog   (run by the image's units)
 //
 // Build it without cgo, so it runs on any target: CGO_ENABLED=0 go build
@@ -35,6 +36,7 @@ import (
 
 	"github.com/paczfs/paczfs/bootenv"
 	"github.com/paczfs/paczfs/hooks"
+	"github.com/paczfs/paczfs/release"
 )
 
 const usage = `usage: paczfs-bootenv [global flags] COMMAND [ARGS]
@@ -53,6 +55,8 @@ Commands:
   rollback NAME            a new environment from NAME's last good snapshot, activated
   mount NAME DIR [--ro]    mount an environment for inspection; umount DIR
   nspawn NAME [ARG...]     boot it in systemd-nspawn on an ephemeral copy
+  apply DIR                a signed release (manifest.json, .sig, streams): verified, received, a trial
+      --name N --try N     ... its environment's name, its tries
   check [--reboot-trial]   run by paczfs-boot-check.service: is this boot good?
   good                     run by paczfs-boot-good.service: record a good boot
   sync                     run at shutdown: make the loader boot what bootfs names
@@ -145,6 +149,8 @@ func dispatch(ctx context.Context, g globals, cmd string, args []string, stdout,
 	try := sub.Int("try", 0, "activate: as a trial with N tries")
 	ro := sub.Bool("ro", false, "mount: read-only")
 	rebootTrial := sub.Bool("reboot-trial", false, "check: reboot a failing trial boot")
+	envName := sub.String("name", "", "apply: the new environment's name (default release-<version>)")
+	keys := sub.String("keys", release.KeysDir, "apply: the directory of trusted release keys")
 	sub.BoolVar(&g.json, "json", g.json, "print JSON")
 	var pos []string
 	for len(args) > 0 {
@@ -264,6 +270,22 @@ func dispatch(ctx context.Context, g globals, cmd string, args []string, stdout,
 			return usageError("want nspawn NAME [ARG...]")
 		}
 		return m.Nspawn(ctx, pos[0], hooks.Cmd{Stdin: os.Stdin, Stdout: stdout}, pos[1:]...)
+	case "apply":
+		if err := need(1, "apply DIR [--name N] [--try N]"); err != nil {
+			return err
+		}
+		trusted, err := release.TrustedKeys(*keys)
+		if err != nil {
+			return err
+		}
+		r, err := release.Apply(ctx, m, release.ApplyOptions{Dir: pos[0], Trusted: trusted, Name: *envName, Tries: *try,
+			Runner: &hooks.ExecRunner{Logger: log}, Logger: log})
+		if err != nil {
+			return err
+		}
+		return out(r, func(w io.Writer) {
+			fmt.Fprintf(w, "release %s (%s stream, signed by %s) is %s, a trial: reboot to try it\n", r.Version, r.Stream, r.Signer, r.Env)
+		})
 	case "check":
 		res, err := m.Check(ctx, bootenv.CheckOptions{Health: dev.Health, Dir: bootenv.ChecksDir, Reboot: *rebootTrial})
 		_ = out(res, func(w io.Writer) {

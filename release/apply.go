@@ -1,0 +1,277 @@
+package release
+
+import (
+	"context"
+	"crypto/sha256"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"os"
+	"path"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"syscall"
+
+	"github.com/paczfs/paczfs/bootenv"
+	"github.com/paczfs/paczfs/hooks"
+	"github.com/paczfs/paczfs/zfs"
+)
+
+// Release file names in a release directory.
+const (
+	ManifestFile  = "manifest.json"
+	SignatureFile = "manifest.json.sig"
+	// PropVersion records an environment's release version on the pool.
+	PropVersion = "org.paczfs:version"
+)
+
+// Errors Apply refuses with, before anything is created.
+var (
+	ErrDowngrade = errors.New("not newer than the booted release")
+	ErrNoBase    = errors.New("the release's base snapshot is not on this pool and it has no full stream")
+	ErrStream    = errors.New("stream does not match the manifest")
+	ErrSpace     = errors.New("not enough space")
+)
+
+// ApplyOptions say what to apply and how.
+type ApplyOptions struct {
+	// Dir holds manifest.json, manifest.json.sig and the stream files.
+	Dir string
+	// Trusted are the armored public keys a release must be signed by.
+	Trusted [][]byte
+	// Name of the new environment (default release-<version>).
+	Name string
+	// Tries for the trial (default 3).
+	Tries int
+	// Runner runs zfs (default hooks.ExecRunner); Logger logs.
+	Runner hooks.Runner
+	Logger *slog.Logger
+}
+
+// Result says what Apply did.
+type Result struct {
+	Env     string `json:"env"`
+	Version string `json:"version"`
+	Stream  string `json:"stream"`  // full or incremental
+	Signer  string `json:"signer"`  // the signing key's fingerprint
+	Resumed bool   `json:"resumed"` // the stream had been received by an earlier, interrupted run
+}
+
+// Apply applies the release in o.Dir to the system m manages: checks,
+// receive, boot files, trial (see the package documentation). Reboot to
+// try it; the boot decides.
+func Apply(ctx context.Context, m *bootenv.Manager, o ApplyOptions) (Result, error) {
+	var r Result
+	log := o.Logger
+	if log == nil {
+		log = slog.New(slog.DiscardHandler)
+	}
+	run := o.Runner
+	if run == nil {
+		run = &hooks.ExecRunner{Logger: log}
+	}
+	z := zfs.New(zfs.WithRunner(run), zfs.WithLogger(log))
+
+	// 1. The signature, over the exact bytes read.
+	manifest, err := os.ReadFile(filepath.Join(o.Dir, ManifestFile))
+	if err != nil {
+		return r, err
+	}
+	sig, err := os.ReadFile(filepath.Join(o.Dir, SignatureFile))
+	if err != nil {
+		return r, err
+	}
+	if r.Signer, err = Verify(manifest, sig, o.Trusted...); err != nil {
+		return r, err
+	}
+	mf, err := ParseManifest(manifest)
+	if err != nil {
+		return r, err
+	}
+	r.Version = mf.Version
+	name := o.Name
+	if name == "" {
+		name = "release-" + mf.Version
+	}
+	if err := bootenv.ValidName(name); err != nil {
+		return r, err
+	}
+	r.Env = name
+	pool := m.Pool()
+	container := pool + "/system"
+
+	// 2. Where this pool stands: its snapshots by guid, the booted version.
+	snaps, err := z.List(ctx, container, zfs.ListOptions{Types: []string{"snapshot"}, Recursive: true, Props: []string{"guid"}})
+	if err != nil {
+		return r, err
+	}
+	byGUID := map[string]string{}
+	for _, s := range snaps {
+		byGUID[s.Props["guid"]] = s.Name
+	}
+	if have, ok := byGUID[mf.GUID]; ok {
+		// Received already (a run that was interrupted after the receive):
+		// carry on with that environment, if it is the one wanted.
+		ds := have[:strings.Index(have, "@")]
+		if ds != m.Dataset(name) {
+			return r, fmt.Errorf("release %s is on this pool already, as %s", mf.Version, have)
+		}
+		r.Resumed = true
+		log.Info("release received by an earlier run; continuing", "env", name)
+	} else {
+		if booted := m.Booted(); booted != "" {
+			p, err := z.Properties(ctx, m.Dataset(booted), PropVersion)
+			if err != nil {
+				return r, err
+			}
+			if cur := p[PropVersion].Value; cur != "" && cur != "-" && bootenv.CompareVersions(mf.Version, cur) <= 0 {
+				return r, fmt.Errorf("release %s: %w (%s)", mf.Version, ErrDowngrade, cur)
+			}
+		}
+		if ok, err := z.Exists(ctx, m.Dataset(name)); err != nil {
+			return r, err
+		} else if ok {
+			return r, fmt.Errorf("%s exists and is not this release: %w", m.Dataset(name), bootenv.ErrExists)
+		}
+		// 3. Which stream: the incremental one when its base is here.
+		st, base, err := pick(mf, byGUID)
+		if err != nil {
+			return r, err
+		}
+		r.Stream = st.Kind
+		file := filepath.Join(o.Dir, st.File)
+		// 4. The stream's bytes, before the kernel parses any of them.
+		if err := checkStream(file, st); err != nil {
+			return r, err
+		}
+		// 5. Space: the stream's size and a margin on the pool; the
+		// booted environment's boot files on the ESP.
+		if err := checkSpace(ctx, z, m, container, st.Size); err != nil {
+			return r, err
+		}
+		// 6. Receive, unmounted; interrupted, ZFS keeps nothing of it.
+		props := map[string]string{"canmount": "noauto", "mountpoint": "/", bootenv.PropState: string(bootenv.StateNew), PropVersion: mf.Version}
+		if base != "" {
+			props["origin"] = base
+		}
+		f, err := os.Open(file)
+		if err != nil {
+			return r, err
+		}
+		err = z.Receive(ctx, f, m.Dataset(name), zfs.ReceiveOptions{Props: props})
+		f.Close()
+		if err != nil {
+			return r, err
+		}
+	}
+	// 7. Boot files from its own root, then the trial.
+	if err := m.InstallBootFiles(ctx, name); err != nil {
+		return r, err
+	}
+	tries := o.Tries
+	if tries == 0 {
+		tries = 3
+	}
+	if err := m.Activate(ctx, name, bootenv.ActivateOptions{Mode: bootenv.Trial, Tries: tries}); err != nil {
+		return r, err
+	}
+	return r, nil
+}
+
+// pick chooses the incremental stream when its base snapshot is present,
+// else the full stream.
+func pick(mf *Manifest, byGUID map[string]string) (Stream, string, error) {
+	if s, ok := mf.Stream(Incremental); ok {
+		if base, ok := byGUID[mf.BaseGUID]; ok {
+			return s, base, nil
+		}
+	}
+	if s, ok := mf.Stream(Full); ok {
+		return s, "", nil
+	}
+	return Stream{}, "", fmt.Errorf("release %s: %w (base guid %s)", mf.Version, ErrNoBase, mf.BaseGUID)
+}
+
+// checkStream compares a stream file's size and SHA-256 with the manifest.
+func checkStream(file string, st Stream) error {
+	f, err := os.Open(file)
+	if err != nil {
+		return fmt.Errorf("%w: %v", ErrStream, err)
+	}
+	defer f.Close()
+	h := sha256.New()
+	n, err := io.Copy(h, f)
+	if err != nil {
+		return fmt.Errorf("%w: %v", ErrStream, err)
+	}
+	if n != st.Size {
+		return fmt.Errorf("%w: %s is %d bytes, the manifest says %d", ErrStream, path.Base(file), n, st.Size)
+	}
+	if got := hex.EncodeToString(h.Sum(nil)); got != st.SHA256 {
+		return fmt.Errorf("%w: %s has sha256 %s, the manifest says %s", ErrStream, path.Base(file), got, st.SHA256)
+	}
+	return nil
+}
+
+// spaceMargin is kept free on the pool beyond the stream's size.
+const spaceMargin = 64 << 20
+
+func checkSpace(ctx context.Context, z *zfs.Client, m *bootenv.Manager, container string, size int64) error {
+	p, err := z.Properties(ctx, container, "available")
+	if err != nil {
+		return err
+	}
+	avail, err := strconv.ParseInt(p["available"].Value, 10, 64)
+	if err != nil {
+		return fmt.Errorf("available space of %s: %q", container, p["available"].Value)
+	}
+	if avail < size+spaceMargin {
+		return fmt.Errorf("%w on %s: %d bytes free, the stream needs %d and %d kept free", ErrSpace, container, avail, size, spaceMargin)
+	}
+	need := dirSize(filepath.Join(m.ESP(), "env", m.Booted()))
+	var st syscall.Statfs_t
+	if err := syscall.Statfs(m.ESP(), &st); err != nil {
+		return fmt.Errorf("ESP %s: %w", m.ESP(), err)
+	}
+	if free := int64(st.Bavail) * st.Bsize; free < need {
+		return fmt.Errorf("%w on the ESP: %d bytes free, a kernel and initramfs need about %d (destroy an environment)", ErrSpace, free, need)
+	}
+	return nil
+}
+
+func dirSize(dir string) int64 {
+	var n int64
+	_ = filepath.Walk(dir, func(_ string, fi os.FileInfo, err error) error {
+		if err == nil && fi.Mode().IsRegular() {
+			n += fi.Size()
+		}
+		return nil
+	})
+	return n
+}
+
+// KeysDir is where an image keeps the public keys it trusts releases from.
+const KeysDir = "/etc/paczfs/release-keys"
+
+// TrustedKeys reads the armored public keys (*.asc) in dir.
+func TrustedKeys(dir string) ([][]byte, error) {
+	files, err := filepath.Glob(filepath.Join(dir, "*.asc"))
+	if err != nil {
+		return nil, err
+	}
+	var keys [][]byte
+	for _, f := range files {
+		b, err := os.ReadFile(f)
+		if err != nil {
+			return nil, err
+		}
+		keys = append(keys, b)
+	}
+	if len(keys) == 0 {
+		return nil, fmt.Errorf("%w: no keys in %s (image.Config.Manage.ReleaseKeys)", ErrSignature, dir)
+	}
+	return keys, nil
+}

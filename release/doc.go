@@ -1,0 +1,40 @@
+// Package release makes, signs, verifies and applies paczfs releases:
+// a boot environment shipped as a ZFS send stream (full, or incremental
+// from the previous release) with a manifest that says what it is.
+//
+// It is a package of its own: it joins the zfs and bootenv packages with
+// cryptography and the rules of an update transaction, which belong to
+// neither.
+//
+// # Manifest and signature
+//
+// The manifest is JSON (Manifest): version, previous version, the target
+// snapshot's guid and the base snapshot's guid for the incremental
+// stream, each stream's file name, size and SHA-256, the kernel version,
+// the package list with versions and its difference from the previous
+// release, and the pool features the stream needs. It is signed with a
+// detached, armored OpenPGP signature (manifest.json.sig), the format of
+// pacman's own database and package signatures, so a person checks a
+// release with a standard tool:
+//
+//	gpg --import release-key.asc && gpg --verify manifest.json.sig manifest.json
+//
+// Keys are Ed25519 OpenPGP keys (GenerateKey); an image trusts the public
+// keys baked into it (image.Config.Manage.ReleaseKeys, installed under
+// /etc/paczfs/release-keys/) and no other.
+//
+// # Apply
+//
+// Apply works in this order, and nothing is created before the checks
+// pass: the signature against the trusted keys; the manifest; no
+// downgrade (the version must be newer than the booted environment's);
+// the stream's size and SHA-256 (the kernel parses what zfs receive
+// reads, so it reads only verified bytes); the base snapshot present for
+// an incremental stream (else the full one, else a refusal); space on the
+// pool. Then zfs receive -u into <pool>/system/<name> (as a clone of the
+// base for an incremental stream); a receive that is interrupted leaves
+// nothing, ZFS discards it. Its kernel and initramfs go on the ESP and it
+// becomes a trial (package bootenv): a boot that fails falls back by
+// itself. Running Apply again after a power cut finds the received
+// environment by its snapshot's guid and carries on from there.
+package release

@@ -1,0 +1,202 @@
+//go:build lab
+
+package release_test
+
+import (
+	"bytes"
+	"context"
+	"crypto/sha256"
+	"encoding/hex"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+
+	"github.com/paczfs/paczfs/bootenv"
+	"github.com/paczfs/paczfs/disk"
+	"github.com/paczfs/paczfs/internal/labtest"
+	"github.com/paczfs/paczfs/release"
+	"github.com/paczfs/paczfs/zfs"
+)
+
+func pool(t *testing.T, z *zfs.Client, prefix string) string {
+	image, plan := labtest.Image(t, 1*disk.GiB)
+	loop := labtest.Attach(t, image, plan)
+	name := labtest.Name(prefix)
+	require.NoError(t, z.CreatePool(t.Context(), zfs.PoolSpec{Name: prefix, TempName: name, AltRoot: t.TempDir(), Vdevs: []string{loop.PartitionPath(2)}}))
+	t.Cleanup(func() { _ = z.ExportPool(context.Background(), name, zfs.ExportOptions{Force: true}) })
+	require.NoError(t, z.CreateDataset(t.Context(), name+"/system", map[string]string{"canmount": "off", "mountpoint": "none"}, zfs.CreateOptions{}))
+	return name
+}
+
+// edit mounts a root dataset, runs fn on it, unmounts.
+func edit(t *testing.T, ds string, fn func(root string)) {
+	dir := t.TempDir()
+	labtest.Run(t, "mount", "-t", "zfs", "-o", "zfsutil", ds, dir)
+	fn(dir)
+	labtest.Run(t, "umount", dir)
+}
+
+func write(t *testing.T, root, name, content string) {
+	p := filepath.Join(root, name)
+	require.NoError(t, os.MkdirAll(filepath.Dir(p), 0o755))
+	require.NoError(t, os.WriteFile(p, []byte(content), 0o644))
+}
+
+func guid(t *testing.T, snap string) string {
+	return strings.TrimSpace(labtest.Run(t, "zfs", "get", "-H", "-p", "-o", "value", "guid", snap))
+}
+
+func send(t *testing.T, z *zfs.Client, dir, file, snap string, o zfs.SendOptions) release.Stream {
+	var b bytes.Buffer
+	require.NoError(t, z.Send(t.Context(), &b, snap, o))
+	require.NoError(t, os.WriteFile(filepath.Join(dir, file), b.Bytes(), 0o644))
+	sum := sha256.Sum256(b.Bytes())
+	kind := release.Full
+	if o.From != "" {
+		kind = release.Incremental
+	}
+	return release.Stream{Kind: kind, File: file, Size: int64(b.Len()), SHA256: hex.EncodeToString(sum[:])}
+}
+
+// v1 on a device (received from its full stream, the default), v2 made
+// on a build pool as a descendant of v1, released (incremental and full
+// streams, a signed manifest) and applied on the device: received as a
+// clone of v1's snapshot, its boot files on the ESP, a trial.
+func TestLabApplyIncrementalReleaseOnADevice(t *testing.T) {
+	labtest.Require(t)
+	ctx := t.Context()
+	z := zfs.New()
+	build := pool(t, z, "relbuild")
+	dev := pool(t, z, "reldev")
+	out := t.TempDir()
+
+	// Build side: v1, then v2 from it.
+	v1 := build + "/system/v1"
+	require.NoError(t, z.CreateDataset(ctx, v1, map[string]string{"canmount": "noauto", "mountpoint": "/"}, zfs.CreateOptions{}))
+	edit(t, v1, func(root string) {
+		write(t, root, "etc/paczfs/boot.json", `{"kernel":"/boot/vmlinuz-{kver}","initrd":"/boot/initrd.img-{kver}","root_options":["boot=zfs","root=ZFS={dataset}","rw"]}`)
+		write(t, root, "boot/vmlinuz-6.12.1", "kernel 6.12.1")
+		write(t, root, "boot/initrd.img-6.12.1", "initrd 6.12.1")
+		write(t, root, "usr/share/big", strings.Repeat("paczfs release data\n", 200_000)) // 4 MB
+	})
+	require.NoError(t, z.Snapshot(ctx, zfs.SnapshotOptions{}, v1+"@v1"))
+	v2 := build + "/system/v2"
+	require.NoError(t, z.Clone(ctx, v1+"@v1", v2, zfs.CloneOptions{Props: map[string]string{"canmount": "noauto", "mountpoint": "/"}}))
+	edit(t, v2, func(root string) { write(t, root, "etc/v2-marker", "v2\n") })
+	require.NoError(t, z.Snapshot(ctx, zfs.SnapshotOptions{}, v2+"@v2"))
+	v1dir := t.TempDir()
+	fullV1 := send(t, z, v1dir, "v1.zstream", v1+"@v1", zfs.SendOptions{Compressed: true, LargeBlocks: true})
+	secret, public, err := release.GenerateKey("paczfs lab releases", "")
+	require.NoError(t, err)
+	m, err := release.Write(ctx, z, release.WriteOptions{Snapshot: v2 + "@v2", Base: v1 + "@v1", Dir: out, Name: "lab",
+		Version: "2", Previous: "1", Kernel: "6.12.1", Secret: secret,
+		Packages:         []release.Package{{Name: "linux", Version: "6.12.1"}, {Name: "tmux", Version: "3.5"}},
+		PreviousPackages: []release.Package{{Name: "linux", Version: "6.12.0"}}})
+	require.NoError(t, err)
+	incr, ok := m.Stream(release.Incremental)
+	require.True(t, ok)
+	full, ok := m.Stream(release.Full)
+	require.True(t, ok)
+	t.Logf("FIGURE stream bytes: full %d, incremental %d (%.2f%%)", full.Size, incr.Size, 100*float64(incr.Size)/float64(full.Size))
+	assert.Less(t, incr.Size, full.Size/20, "the incremental stream carries the change only")
+	assert.Equal(t, guid(t, v2+"@v2"), m.GUID)
+	assert.Equal(t, guid(t, v1+"@v1"), m.BaseGUID)
+	assert.NotEmpty(t, m.Features, "the pool features the stream needs")
+	t.Logf("features: %v", m.Features)
+	assert.Equal(t, release.Changes{Added: []release.Package{{Name: "tmux", Version: "3.5"}}, Upgraded: []release.Upgrade{{Name: "linux", From: "6.12.0", To: "6.12.1"}}}, m.Changes)
+	// What a person checks with gpg: the signature over these bytes.
+	data, err := os.ReadFile(filepath.Join(out, release.ManifestFile))
+	require.NoError(t, err)
+	sig, err := os.ReadFile(filepath.Join(out, release.SignatureFile))
+	require.NoError(t, err)
+	_, err = release.Verify(data, sig, public)
+	require.NoError(t, err)
+
+	// The device at v1: received from v1's full stream, the default.
+	f, err := os.Open(filepath.Join(v1dir, fullV1.File))
+	require.NoError(t, err)
+	require.NoError(t, z.Receive(ctx, f, dev+"/system/v1", zfs.ReceiveOptions{Props: map[string]string{"canmount": "noauto", "mountpoint": "/", release.PropVersion: "1"}}))
+	f.Close()
+	esp := t.TempDir()
+	be, err := bootenv.New(ctx, bootenv.WithImage(), bootenv.WithPool(dev), bootenv.WithESP(esp), bootenv.WithLogger(labtest.Logger(t)))
+	require.NoError(t, err)
+	require.NoError(t, be.InstallBootFiles(ctx, "v1"))
+	require.NoError(t, be.Activate(ctx, "v1", bootenv.ActivateOptions{Mode: bootenv.Permanent}))
+
+	// A receive cut short (a power cut mid-stream) leaves nothing.
+	part, err := os.ReadFile(filepath.Join(out, incr.File))
+	require.NoError(t, err)
+	err = z.Receive(ctx, bytes.NewReader(part[:len(part)/2]), dev+"/system/cut", zfs.ReceiveOptions{Props: map[string]string{"origin": dev + "/system/v1@v1"}})
+	require.Error(t, err)
+	ok, err = z.Exists(ctx, dev+"/system/cut")
+	require.NoError(t, err)
+	assert.False(t, ok, "an interrupted receive keeps no dataset")
+
+	// A flipped byte in the stream, on a real pool: refused, nothing made.
+	bad := t.TempDir()
+	for _, name := range []string{release.ManifestFile, release.SignatureFile, incr.File, full.File} {
+		b, err := os.ReadFile(filepath.Join(out, name))
+		require.NoError(t, err)
+		if name == incr.File {
+			b[len(b)/2] ^= 0x40
+		}
+		require.NoError(t, os.WriteFile(filepath.Join(bad, name), b, 0o644))
+	}
+	_, err = release.Apply(ctx, be, release.ApplyOptions{Dir: bad, Trusted: [][]byte{public}, Name: "tampered"})
+	assert.ErrorIs(t, err, release.ErrStream)
+	ok, err = z.Exists(ctx, dev+"/system/tampered")
+	require.NoError(t, err)
+	assert.False(t, ok)
+
+	start := time.Now()
+	res, err := release.Apply(ctx, be, release.ApplyOptions{Dir: out, Trusted: [][]byte{public}, Tries: 2, Logger: labtest.Logger(t)})
+	require.NoError(t, err)
+	took := time.Since(start)
+	assert.Equal(t, release.Result{Env: "release-2", Version: "2", Stream: release.Incremental, Signer: res.Signer}, res)
+	ds := dev + "/system/release-2"
+	props, err := z.Properties(ctx, ds, "origin", "canmount", "mountpoint", "mounted", release.PropVersion, bootenv.PropState)
+	require.NoError(t, err)
+	assert.Equal(t, dev+"/system/v1@v1", props["origin"].Value, "received as a clone of the device's v1")
+	assert.Equal(t, "noauto", props["canmount"].Value)
+	assert.Equal(t, "no", props["mounted"].Value)
+	assert.Equal(t, "2", props[release.PropVersion].Value)
+	assert.Equal(t, "trying", props[bootenv.PropState].Value)
+	assert.Equal(t, m.GUID, guid(t, ds+"@v2"), "the snapshot keeps the release's guid")
+	entry, err := os.ReadFile(filepath.Join(esp, "loader/entries/paczfs-release-2+2.conf"))
+	require.NoError(t, err, "a trial entry with 2 tries")
+	assert.Contains(t, string(entry), "root=ZFS="+ds+" rw paczfs.trial panic=10")
+	kernel, err := os.ReadFile(filepath.Join(esp, "env/release-2/vmlinuz-6.12.1"))
+	require.NoError(t, err)
+	assert.Equal(t, "kernel 6.12.1", string(kernel))
+	edit(t, ds, func(root string) {
+		b, err := os.ReadFile(filepath.Join(root, "etc/v2-marker"))
+		require.NoError(t, err)
+		assert.Equal(t, "v2\n", string(b))
+	})
+	bootfs, err := z.PoolProperties(ctx, dev, "bootfs")
+	require.NoError(t, err)
+	assert.Equal(t, dev+"/system/v1", bootfs["bootfs"].Value, "v1 stays the default until v2 boots well")
+
+	// Applying again (after a power cut once the stream was received)
+	// carries on with what is there: nothing received twice.
+	res, err = release.Apply(ctx, be, release.ApplyOptions{Dir: out, Trusted: [][]byte{public}, Tries: 2})
+	require.NoError(t, err)
+	assert.True(t, res.Resumed)
+
+	// A bare zfs receive of the same stream (in place of release-2), for
+	// the apply figure.
+	require.NoError(t, z.Destroy(ctx, ds, zfs.DestroyOptions{Recursive: true}))
+	f, err = os.Open(filepath.Join(out, incr.File))
+	require.NoError(t, err)
+	start = time.Now()
+	require.NoError(t, z.Receive(ctx, f, dev+"/system/bare", zfs.ReceiveOptions{Props: map[string]string{"origin": dev + "/system/v1@v1"}}))
+	bare := time.Since(start)
+	f.Close()
+	t.Logf("FIGURE apply (verify + receive + ESP + trial) %.2fs, bare zfs receive %.2fs: ratio %.2f", took.Seconds(), bare.Seconds(), took.Seconds()/bare.Seconds())
+
+}

@@ -1,0 +1,184 @@
+package release
+
+import (
+	"bytes"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"strings"
+	"time"
+)
+
+// FormatVersion is the manifest format this package writes and reads.
+const FormatVersion = 1
+
+// Stream kinds.
+const (
+	Full        = "full"
+	Incremental = "incremental"
+)
+
+// Manifest describes one release.
+type Manifest struct {
+	Format   int       `json:"format"`
+	Name     string    `json:"name"`    // the product, e.g. "paczfs-lab"
+	Version  string    `json:"version"` // compared by numeric runs: 1.10 > 1.9
+	Previous string    `json:"previous,omitempty"`
+	Created  time.Time `json:"created"`
+	// Snapshot is the release's snapshot name (dataset@Snapshot on the
+	// build side) and GUID its guid, which a received copy keeps.
+	Snapshot string `json:"snapshot"`
+	GUID     string `json:"guid"`
+	// BaseGUID is the guid of the previous release's snapshot, the base
+	// of the incremental stream.
+	BaseGUID string    `json:"base_guid,omitempty"`
+	Kernel   string    `json:"kernel"`
+	Packages []Package `json:"packages"`
+	Changes  Changes   `json:"changes"`
+	// Features are the pool features the stream needs (zpool get).
+	Features []string `json:"features,omitempty"`
+	Streams  []Stream `json:"streams"`
+}
+
+// Package is one installed package.
+type Package struct {
+	Name    string `json:"name"`
+	Version string `json:"version"`
+}
+
+// Changes is the package list's difference from the previous release.
+type Changes struct {
+	Added    []Package `json:"added,omitempty"`
+	Removed  []Package `json:"removed,omitempty"`
+	Upgraded []Upgrade `json:"upgraded,omitempty"`
+}
+
+// Upgrade is one package whose version changed.
+type Upgrade struct {
+	Name string `json:"name"`
+	From string `json:"from"`
+	To   string `json:"to"`
+}
+
+// Stream is one send stream of the release.
+type Stream struct {
+	Kind   string `json:"kind"` // full or incremental
+	File   string `json:"file"` // its file name beside the manifest
+	Size   int64  `json:"size"`
+	SHA256 string `json:"sha256"`
+}
+
+// ErrManifest: the manifest is malformed.
+var ErrManifest = errors.New("bad release manifest")
+
+// Validate checks a manifest's fields.
+func (m *Manifest) Validate() error {
+	var errs []string
+	if m.Format != FormatVersion {
+		errs = append(errs, fmt.Sprintf("format %d, want %d", m.Format, FormatVersion))
+	}
+	if m.Version == "" || strings.ContainsAny(m.Version, " /@\n") {
+		errs = append(errs, fmt.Sprintf("version %q: a version such as 2 or 2026.12.1", m.Version))
+	}
+	if !isGUID(m.GUID) {
+		errs = append(errs, fmt.Sprintf("guid %q: a decimal snapshot guid", m.GUID))
+	}
+	if m.Snapshot == "" || strings.ContainsAny(m.Snapshot, "@/ ") {
+		errs = append(errs, fmt.Sprintf("snapshot %q: a snapshot name", m.Snapshot))
+	}
+	full, incr := 0, 0
+	for i, s := range m.Streams {
+		switch s.Kind {
+		case Full:
+			full++
+		case Incremental:
+			incr++
+			if !isGUID(m.BaseGUID) {
+				errs = append(errs, "an incremental stream needs base_guid")
+			}
+		default:
+			errs = append(errs, fmt.Sprintf("streams[%d]: kind %q, want full or incremental", i, s.Kind))
+		}
+		if s.File == "" || strings.ContainsAny(s.File, "/\\") || s.File == "." || s.File == ".." {
+			errs = append(errs, fmt.Sprintf("streams[%d]: file %q: a plain file name", i, s.File))
+		}
+		if s.Size <= 0 || len(s.SHA256) != 64 {
+			errs = append(errs, fmt.Sprintf("streams[%d]: size and sha256 are required", i))
+		}
+	}
+	if full > 1 || incr > 1 || full+incr == 0 {
+		errs = append(errs, "streams: one full and/or one incremental stream")
+	}
+	if len(errs) > 0 {
+		return fmt.Errorf("%w: %s", ErrManifest, strings.Join(errs, "; "))
+	}
+	return nil
+}
+
+func isGUID(s string) bool {
+	if s == "" || len(s) > 20 {
+		return false
+	}
+	for _, r := range s {
+		if r < '0' || r > '9' {
+			return false
+		}
+	}
+	return true
+}
+
+// Stream returns the stream of a kind, if the release has one.
+func (m *Manifest) Stream(kind string) (Stream, bool) {
+	for _, s := range m.Streams {
+		if s.Kind == kind {
+			return s, true
+		}
+	}
+	return Stream{}, false
+}
+
+// Marshal renders the manifest as the bytes that are signed.
+func (m *Manifest) Marshal() ([]byte, error) {
+	if err := m.Validate(); err != nil {
+		return nil, err
+	}
+	b, err := json.MarshalIndent(m, "", "  ")
+	return append(b, '\n'), err
+}
+
+// ParseManifest reads a manifest (verify its signature first: Verify).
+func ParseManifest(data []byte) (*Manifest, error) {
+	var m Manifest
+	dec := json.NewDecoder(bytes.NewReader(data))
+	dec.DisallowUnknownFields()
+	if err := dec.Decode(&m); err != nil {
+		return nil, fmt.Errorf("%w: %v", ErrManifest, err)
+	}
+	return &m, m.Validate()
+}
+
+// Diff is the change from one package list to the next.
+func Diff(from, to []Package) Changes {
+	old := map[string]string{}
+	for _, p := range from {
+		old[p.Name] = p.Version
+	}
+	var c Changes
+	seen := map[string]bool{}
+	for _, p := range to {
+		seen[p.Name] = true
+		v, ok := old[p.Name]
+		switch {
+		case !ok:
+			c.Added = append(c.Added, p)
+		case v != p.Version:
+			c.Upgraded = append(c.Upgraded, Upgrade{Name: p.Name, From: v, To: p.Version})
+		}
+	}
+	for _, p := range from {
+		if !seen[p.Name] {
+			c.Removed = append(c.Removed, p)
+		}
+	}
+	return c
+}
