@@ -14,7 +14,7 @@ BOOT_DIR  ?= $(or $(PACZFS_CACHE),$(or $(XDG_CACHE_HOME),$(HOME)/.cache)/paczfs)
 # for host-side checks of written images.
 HOST_DEPS := qemu-system-x86 qemu-utils ovmf debootstrap gdisk dosfstools e2fsprogs util-linux libalpm-dev libarchive-dev gnupg zstd openssl
 
-.PHONY: all deps lab test test-long unit lint labtest labtest-long bench bench-pacman bench-image demo clean-lab
+.PHONY: all deps lab test test-long test-full unit lint labtest labtest-long boottest-full bench bench-pacman bench-image demo clean-lab
 
 all: test
 
@@ -48,17 +48,27 @@ unit:
 # hold a cold make test near an hour.
 LONG_TESTS := ^(TestLabKillDuringEachStageThenRecover|TestLabFourBuildsAtOnceOneKilled)$$
 
+# Boot tests that only test-full runs: a signed update applied on a booted
+# machine over four boots (about 10 minutes).
+FULL_BOOTS := ^TestBootReleaseUpdate$$
+
 # Tests that need a real kernel run inside the lab VM; the images the
 # image package's lab test builds are then booted here under OVMF.
 labtest: lab
 	rm -rf $(BOOT_DIR)
 	$(LAB) test -repo -timeout 50m -skip '$(LONG_TESTS)' -out $(BOOT_DIR) $(LAB_PKGS)
-	PACZFS_BOOT_IMAGES=$(BOOT_DIR) PACZFS_REQUIRE_LAB=1 $(GO) test -count=1 -tags boot -run '^TestBoot' -timeout 70m -v ./image
+	PACZFS_BOOT_IMAGES=$(BOOT_DIR) PACZFS_REQUIRE_LAB=1 $(GO) test -count=1 -tags boot -run '^TestBoot' -skip '$(FULL_BOOTS)' -timeout 70m -v ./image
+
+# The boots only test-full runs, on the images labtest left.
+boottest-full:
+	PACZFS_BOOT_IMAGES=$(BOOT_DIR) PACZFS_REQUIRE_LAB=1 $(GO) test -count=1 -tags boot -run '$(FULL_BOOTS)' -timeout 40m -v ./image
 
 test: deps lint unit labtest
 
-# The per-stop suite, then the longer lab tests (recovery after SIGKILL).
-test-long: test labtest-long
+# The per-stop suite, then the longer lab tests (recovery after SIGKILL)
+# and the longer boots (a signed update on a booted machine).
+test-full: test labtest-long boottest-full
+test-long: test-full
 
 labtest-long: lab
 	$(LAB) test -repo -timeout 30m -run '$(LONG_TESTS)' ./image

@@ -5,6 +5,7 @@ package release_test
 import (
 	"bytes"
 	"context"
+	"crypto/rand"
 	"crypto/sha256"
 	"encoding/hex"
 	"os"
@@ -82,7 +83,10 @@ func TestLabApplyIncrementalReleaseOnADevice(t *testing.T) {
 		write(t, root, "etc/paczfs/boot.json", `{"kernel":"/boot/vmlinuz-{kver}","initrd":"/boot/initrd.img-{kver}","root_options":["boot=zfs","root=ZFS={dataset}","rw"]}`)
 		write(t, root, "boot/vmlinuz-6.12.1", "kernel 6.12.1")
 		write(t, root, "boot/initrd.img-6.12.1", "initrd 6.12.1")
-		write(t, root, "usr/share/big", strings.Repeat("paczfs release data\n", 200_000)) // 4 MB
+		big := make([]byte, 4<<20) // 4 MiB that do not compress, as binaries nearly do not
+		_, err := rand.Read(big)
+		require.NoError(t, err)
+		write(t, root, "usr/share/big", string(big))
 	})
 	require.NoError(t, z.Snapshot(ctx, zfs.SnapshotOptions{}, v1+"@v1"))
 	v2 := build + "/system/v2"
