@@ -156,6 +156,9 @@ func (st *build) installManagement(ctx context.Context) error {
 			return err
 		}
 	}
+	if _, err := os.Stat(filepath.Join(root, "usr/bin/systemctl")); err != nil {
+		return fmt.Errorf("manage: the target has no systemctl: boot assessment needs systemd in the packages (or set manage.off)")
+	}
 	units := bootenv.Units()
 	for _, name := range slices.Sorted(maps.Keys(units)) {
 		if err := writeFile(root, strings.TrimPrefix(name, "/"), []byte(units[name]), 0o644); err != nil {

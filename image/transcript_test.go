@@ -91,6 +91,7 @@ func fakeRoot(t *testing.T, root string) {
 	for name, data := range map[string]string{
 		"etc/shadow":                                   "root:*:19000::::::\n",
 		"usr/sbin/locale-gen":                          "",
+		"usr/bin/systemctl":                            "",
 		"usr/share/zoneinfo/UTC":                       "TZif",
 		"usr/lib/modules/6.12.1/vmlinuz":               "kernel",
 		"boot/initramfs-6.12.1.img":                    "initramfs",
