@@ -57,8 +57,10 @@ FULL_BOOTS := ^TestBootReleaseUpdate$$
 labtest: lab
 	rm -rf $(BOOT_DIR)
 	$(LAB) test -repo -timeout 50m -skip '$(LONG_TESTS)' -out $(BOOT_DIR) $(LAB_PKGS)
-	PACZFS_BOOT_IMAGES=$(BOOT_DIR) PACZFS_REQUIRE_LAB=1 $(GO) test -count=1 -tags boot -run '^TestBoot' -skip '$(FULL_BOOTS)' -timeout 70m -v ./image
+	PACZFS_BOOT_IMAGES=$(BOOT_DIR) PACZFS_REQUIRE_LAB=1 $(GO) test -count=1 -tags boot -run '^TestBoot' -skip '$(FULL_BOOTS)' -parallel 3 -timeout 70m -v ./image
 
+# (-parallel 3: three machines at once on two CPUs, so the seven-boot
+# scenario does not wait for a slot behind the single boots.)
 # The boots only test-full runs, on the images labtest left.
 boottest-full:
 	PACZFS_BOOT_IMAGES=$(BOOT_DIR) PACZFS_REQUIRE_LAB=1 $(GO) test -count=1 -tags boot -run '$(FULL_BOOTS)' -timeout 40m -v ./image
