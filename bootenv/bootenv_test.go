@@ -2,10 +2,10 @@ package bootenv
 
 import (
 	"context"
-	"errors"
 	"os"
 	"path/filepath"
 	"sort"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -63,13 +63,10 @@ func (r *rig) firmwareBoot() string {
 	}
 	var cs []cand
 	for _, de := range des {
-		name, left, done, ok := ParseEntryName(de.Name())
+		_, left, _, ok := ParseEntryName(de.Name())
 		require.True(r.t, ok, de.Name())
 		data, _ := os.ReadFile(filepath.Join(r.esp, "loader", "entries", de.Name()))
-		key := readEntry(string(data)).SortKey
-		_ = name
-		_ = done
-		cs = append(cs, cand{de.Name(), key, left})
+		cs = append(cs, cand{de.Name(), readEntry(string(data)).SortKey, left})
 	}
 	sort.SliceStable(cs, func(i, j int) bool {
 		if (cs[i].left == 0) != (cs[j].left == 0) {
@@ -80,13 +77,11 @@ func (r *rig) firmwareBoot() string {
 	c := cs[0]
 	name, left, done, _ := ParseEntryName(c.file)
 	if left > 0 {
-		next := filepath.Join(r.esp, "loader", "entries", EntryPrefix+name+"+"+itoa(left-1)+"-"+itoa(done+1)+".conf")
+		next := filepath.Join(r.esp, "loader", "entries", EntryPrefix+name+"+"+strconv.Itoa(left-1)+"-"+strconv.Itoa(done+1)+".conf")
 		require.NoError(r.t, os.Rename(filepath.Join(r.esp, "loader", "entries", c.file), next))
 	}
 	return name
 }
-
-func itoa(i int) string { return strings.TrimSpace(strings.Repeat(" ", 0) + string(rune('0'+i))) }
 
 func (r *rig) entryFiles() []string {
 	des, _ := os.ReadDir(filepath.Join(r.esp, "loader", "entries"))
@@ -565,8 +560,6 @@ func TestDeviceConfig(t *testing.T) {
 	assert.Contains(t, units["/etc/systemd/system/paczfs-boot-good.service"], "DefaultDependencies=no")
 	assert.Contains(t, units["/etc/systemd/system/paczfs-trial-watchdog.service"], "ConditionKernelCommandLine=paczfs.trial")
 }
-
-var _ = errors.Is
 
 func cmd(args ...string) hooks.Cmd { return hooks.Cmd{Args: args} }
 

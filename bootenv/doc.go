@@ -53,4 +53,11 @@
 // bootfs names another environment than the default (zpool set bootfs=...,
 // as the original README documents), that environment gets its kernel,
 // initramfs and entry and becomes the default, so the reboot boots it.
+//
+// # Needs
+//
+// Root; OpenZFS's zfs and zpool, mount and umount (util-linux); the ESP
+// mounted (/efi by default, or WithESP); efivarfs for one-shot activation
+// and for reading what the firmware booted; systemd-nspawn for Nspawn.
+// The boot-time units need systemd in the image.
 package bootenv

@@ -37,4 +37,10 @@
 // becomes a trial (package bootenv): a boot that fails falls back by
 // itself. Running Apply again after a power cut finds the received
 // environment by its snapshot's guid and carries on from there.
+//
+// # Needs
+//
+// Write and Apply: root and OpenZFS's zfs and zpool; Apply also the
+// ESP mounted and what package bootenv needs. Keys, signing and
+// verifying need nothing (pure Go).
 package release

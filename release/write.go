@@ -104,7 +104,7 @@ func Write(ctx context.Context, z *zfs.Client, o WriteOptions) (*Manifest, error
 				m.Features = append(m.Features, f)
 			}
 		}
-		sortStrings(m.Features)
+		slices.Sort(m.Features)
 	}
 	data, err := m.Marshal()
 	if err != nil {
@@ -130,5 +130,3 @@ func (c *countWriter) Write(p []byte) (int, error) {
 	c.n += int64(n)
 	return n, err
 }
-
-func sortStrings(s []string) { slices.Sort(s) }
