@@ -49,21 +49,24 @@ unit:
 LONG_TESTS := ^(TestLabKillDuringEachStageThenRecover|TestLabFourBuildsAtOnceOneKilled)$$
 
 # Boot tests that only test-full runs: a signed update applied on a booted
-# machine over four boots (about 10 minutes).
-FULL_BOOTS := ^TestBootReleaseUpdate$$
+# machine over four boots (about 15 minutes), the boot-environment
+# lifecycle over five (about 15), and the QCOW2 and VDI conversions
+# (about 5 each). Per stop: the raw image, the bootable environment, a
+# restart loop found unhealthy, and the seven-boot automatic fallback.
+FULL_BOOTS := ^(TestBootReleaseUpdate|TestBootEnvironmentLifecycle|TestBootConvertedImages)$$
 
 # Tests that need a real kernel run inside the lab VM; the images the
 # image package's lab test builds are then booted here under OVMF.
 labtest: lab
 	rm -rf $(BOOT_DIR)
 	$(LAB) test -repo -timeout 50m -skip '$(LONG_TESTS)' -out $(BOOT_DIR) $(LAB_PKGS)
-	PACZFS_BOOT_IMAGES=$(BOOT_DIR) PACZFS_REQUIRE_LAB=1 $(GO) test -count=1 -tags boot -run '^TestBoot' -skip '$(FULL_BOOTS)' -parallel 3 -timeout 70m -v ./image
+	PACZFS_BOOT_IMAGES=$(BOOT_DIR) PACZFS_REQUIRE_LAB=1 $(GO) test -count=1 -tags boot -run '^TestBoot' -skip '$(FULL_BOOTS)' -parallel 2 -timeout 70m -v ./image
 
-# (-parallel 3: three machines at once on two CPUs, so the seven-boot
-# scenario does not wait for a slot behind the single boots.)
+# (-parallel 2: one emulated machine per CPU. Three at once on two CPUs
+# slowed udev past systemd's device timeouts.)
 # The boots only test-full runs, on the images labtest left.
 boottest-full:
-	PACZFS_BOOT_IMAGES=$(BOOT_DIR) PACZFS_REQUIRE_LAB=1 $(GO) test -count=1 -tags boot -run '$(FULL_BOOTS)' -timeout 40m -v ./image
+	PACZFS_BOOT_IMAGES=$(BOOT_DIR) PACZFS_REQUIRE_LAB=1 $(GO) test -count=1 -tags boot -run '$(FULL_BOOTS)' -parallel 2 -timeout 40m -v ./image
 
 test: deps lint unit labtest
 

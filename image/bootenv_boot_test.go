@@ -222,82 +222,85 @@ t1|t2) r "trial $be booted: the scenario does nothing"; state ;;
 esac
 `
 
-func TestBootEnvironments(t *testing.T) {
-	// Beside TestBootLabImageUnderOVMF: every boot is one emulated CPU,
-	// and the long scenarios fill what the short boots leave idle.
+// TestBootEnvironmentLifecycle (make test-full): create, activate for
+// good and once, rename, destroy, rollback, over five boots.
+func TestBootEnvironmentLifecycle(t *testing.T) {
+	// Beside the other boot tests: every boot is one emulated CPU.
 	t.Parallel()
 	dir := bootImages(t)
-	t.Run("lifecycle", func(t *testing.T) {
-		t.Parallel()
-		m := newMachine(t, dir, "lab-lifecycle", lifecycleScenario)
-		m.run(7)
-		roots := m.roots()
-		require.Len(t, roots, 5, "boots: %v", roots)
-		assert.Equal(t, []string{"default", "b", "default", "b"}, roots[:4])
-		assert.Regexp(t, `^b-rollback-\d{8}T\d{6}Z$`, roots[4])
-		b1, b2, b3, b4, b5 := m.boots[0], m.boots[1], m.boots[2], m.boots[3], m.boots[4]
-		assert.Contains(t, b1.line("cmd bootenv create b"), "rc=0")
-		assert.Contains(t, b1.line("cmd bootenv destroy default"), "rc=1", "the booted default cannot be destroyed")
-		assert.Contains(t, b1.line("cmd bootenv destroy default"), "refused")
-		assert.Contains(t, b1.line("entries "), "paczfs-b+2.conf", "the trial's entry is counted")
-		assert.Equal(t, "trying", b1.env("b")[1])
-		// The trial booted well: blessed (no counter), the default, good.
-		assert.Equal(t, "marker from-b", b2.line("marker"), "the file changed in b before it booted")
-		assert.Equal(t, "shared shared-data", b2.line("shared"), "/home is shared by every environment")
-		assert.Equal(t, "good", b2.env("b")[1])
-		assert.Contains(t, b2.env("b")[2], "booted")
-		assert.Contains(t, b2.env("b")[2], "default")
-		assert.NotContains(t, b2.line("entries "), "+", "no counters left")
-		assert.Contains(t, b2.line("entries "), "paczfs-b.conf")
-		assert.Equal(t, "bootfs labpool/system/b", b2.line("bootfs"))
-		assert.Regexp(t, `b@good-\d{8}T\d{6}Z`, b2.line("goodsnaps"))
-		assert.Contains(t, b2.line("cmd bootenv destroy b"), "refused")
-		assert.Contains(t, b2.line("cmd bootenv activate default --once"), "rc=0")
-		// The one-shot boot went to default; the next to b again.
-		assert.Equal(t, "good", b3.env("default")[1])
-		assert.Contains(t, b3.env("b")[2], "default")
-		assert.Contains(t, b4.line("cmd bootenv rollback b"), "rc=0")
-		assert.Equal(t, "marker from-b", b5.line("marker"))
-		assert.Equal(t, "shared shared-data", b5.line("shared"))
-		assert.Contains(t, b5.env(roots[4])[2], "default")
-		// Figures (printed, not asserted: emulated boots are slow).
-		var since int
-		fmt.Sscanf(b2.line("since-activate "), "since-activate %d", &since)
-		var envBytes, espSize int64
-		fmt.Sscanf(b2.line("esp "), "esp env=%d size=%d", &envBytes, &espSize)
-		t.Logf("FIGURE seconds from activate to the new root running (one reboot, emulated): %d", since)
-		if envBytes > 0 {
-			fit := func(esp int64) int64 { return (esp - 2<<20) / envBytes } // less the loader and its files (under 2 MiB)
-			t.Logf("FIGURE ESP bytes per environment: %d (%.1f MiB, the lab's initramfs-tools MODULES=most); environments that fit: %d in this %d MiB ESP, %d in the default 550 MiB ESP",
-				envBytes, float64(envBytes)/(1<<20), fit(espSize), espSize>>20, fit(550<<20))
-		}
-	})
-	t.Run("fallback", func(t *testing.T) {
-		t.Parallel()
-		m := newMachine(t, dir, "lab-fallback", fallbackScenario)
-		m.run(9)
-		roots := m.roots()
-		require.Equal(t, []string{"default", "t1", "t1", "default", "t2", "default", "clone"}, roots,
-			"t1 (2 tries, failing check) and t2 (1 try, panics) each fall back after tries+1 boots, with no input")
-		b1, b4, b6, b7 := m.boots[0], m.boots[3], m.boots[5], m.boots[6]
-		assert.Contains(t, b1.line("entries "), "paczfs-t1+2.conf")
-		// After t1's two failed tries: its counters as systemd documents
-		// them (+0-2), marked bad, and bootfs never left default.
-		assert.Contains(t, b4.line("entries "), "paczfs-t1+0-2.conf")
-		assert.Equal(t, "bad", b4.env("t1")[1])
-		assert.Equal(t, "bootfs labpool/system/default", b4.line("bootfs"))
-		assert.Empty(t, m.boots[4].line("boot be="), "t2 never reached its root")
-		assert.Contains(t, b6.line("entries "), "paczfs-t2+0-1.conf")
-		assert.Equal(t, "bad", b6.env("t2")[1])
-		assert.Contains(t, b6.line("cmd zpool set"), "rc=0")
-		// The hand-made clone booted: bootfs was followed at shutdown.
-		assert.Contains(t, b7.line("entries "), "paczfs-clone.conf")
-		assert.Contains(t, b7.line("entries "), "paczfs-t1+0-2.conf", "a spent trial keeps its counters when another starts")
-		assert.Equal(t, "good", b7.env("clone")[1])
-		assert.Contains(t, b7.env("clone")[2], "default")
-		// Boots from activation until the default runs again.
-		t.Logf("FIGURE boots to fall back: t1 (2 tries, failing check) %d, t2 (1 try, kernel panic) %d; target N+1", back(roots, 0), back(roots, 3))
-	})
+	m := newMachine(t, dir, "lab-lifecycle", lifecycleScenario)
+	m.run(7)
+	roots := m.roots()
+	require.Len(t, roots, 5, "boots: %v", roots)
+	assert.Equal(t, []string{"default", "b", "default", "b"}, roots[:4])
+	assert.Regexp(t, `^b-rollback-\d{8}T\d{6}Z$`, roots[4])
+	b1, b2, b3, b4, b5 := m.boots[0], m.boots[1], m.boots[2], m.boots[3], m.boots[4]
+	assert.Contains(t, b1.line("cmd bootenv create b"), "rc=0")
+	assert.Contains(t, b1.line("cmd bootenv destroy default"), "rc=1", "the booted default cannot be destroyed")
+	assert.Contains(t, b1.line("cmd bootenv destroy default"), "refused")
+	assert.Contains(t, b1.line("entries "), "paczfs-b+2.conf", "the trial's entry is counted")
+	assert.Equal(t, "trying", b1.env("b")[1])
+	// The trial booted well: blessed (no counter), the default, good.
+	assert.Equal(t, "marker from-b", b2.line("marker"), "the file changed in b before it booted")
+	assert.Equal(t, "shared shared-data", b2.line("shared"), "/home is shared by every environment")
+	assert.Equal(t, "good", b2.env("b")[1])
+	assert.Contains(t, b2.env("b")[2], "booted")
+	assert.Contains(t, b2.env("b")[2], "default")
+	assert.NotContains(t, b2.line("entries "), "+", "no counters left")
+	assert.Contains(t, b2.line("entries "), "paczfs-b.conf")
+	assert.Equal(t, "bootfs labpool/system/b", b2.line("bootfs"))
+	assert.Regexp(t, `b@good-\d{8}T\d{6}Z`, b2.line("goodsnaps"))
+	assert.Contains(t, b2.line("cmd bootenv destroy b"), "refused")
+	assert.Contains(t, b2.line("cmd bootenv activate default --once"), "rc=0")
+	// The one-shot boot went to default; the next to b again.
+	assert.Equal(t, "good", b3.env("default")[1])
+	assert.Contains(t, b3.env("b")[2], "default")
+	assert.Contains(t, b4.line("cmd bootenv rollback b"), "rc=0")
+	assert.Equal(t, "marker from-b", b5.line("marker"))
+	assert.Equal(t, "shared shared-data", b5.line("shared"))
+	assert.Contains(t, b5.env(roots[4])[2], "default")
+	// Figures (printed, not asserted: emulated boots are slow).
+	var since int
+	fmt.Sscanf(b2.line("since-activate "), "since-activate %d", &since)
+	var envBytes, espSize int64
+	fmt.Sscanf(b2.line("esp "), "esp env=%d size=%d", &envBytes, &espSize)
+	t.Logf("FIGURE seconds from activate to the new root running (one reboot, emulated): %d", since)
+	if envBytes > 0 {
+		fit := func(esp int64) int64 { return (esp - 2<<20) / envBytes } // less the loader and its files (under 2 MiB)
+		t.Logf("FIGURE ESP bytes per environment: %d (%.1f MiB, the lab's initramfs-tools MODULES=most); environments that fit: %d in this %d MiB ESP, %d in the default 550 MiB ESP",
+			envBytes, float64(envBytes)/(1<<20), fit(espSize), espSize>>20, fit(550<<20))
+	}
+}
+
+// TestBootEnvironmentFallback (make test): two trials that fail (a failing
+// health check, a kernel panic) fall back by themselves; zpool set bootfs
+// followed by a reboot boots that dataset.
+func TestBootEnvironmentFallback(t *testing.T) {
+	t.Parallel()
+	dir := bootImages(t)
+	m := newMachine(t, dir, "lab-fallback", fallbackScenario)
+	m.run(9)
+	roots := m.roots()
+	require.Equal(t, []string{"default", "t1", "t1", "default", "t2", "default", "clone"}, roots,
+		"t1 (2 tries, failing check) and t2 (1 try, panics) each fall back after tries+1 boots, with no input")
+	b1, b4, b6, b7 := m.boots[0], m.boots[3], m.boots[5], m.boots[6]
+	assert.Contains(t, b1.line("entries "), "paczfs-t1+2.conf")
+	// After t1's two failed tries: its counters as systemd documents
+	// them (+0-2), marked bad, and bootfs never left default.
+	assert.Contains(t, b4.line("entries "), "paczfs-t1+0-2.conf")
+	assert.Equal(t, "bad", b4.env("t1")[1])
+	assert.Equal(t, "bootfs labpool/system/default", b4.line("bootfs"))
+	assert.Empty(t, m.boots[4].line("boot be="), "t2 never reached its root")
+	assert.Contains(t, b6.line("entries "), "paczfs-t2+0-1.conf")
+	assert.Equal(t, "bad", b6.env("t2")[1])
+	assert.Contains(t, b6.line("cmd zpool set"), "rc=0")
+	// The hand-made clone booted: bootfs was followed at shutdown.
+	assert.Contains(t, b7.line("entries "), "paczfs-clone.conf")
+	assert.Contains(t, b7.line("entries "), "paczfs-t1+0-2.conf", "a spent trial keeps its counters when another starts")
+	assert.Equal(t, "good", b7.env("clone")[1])
+	assert.Contains(t, b7.env("clone")[2], "default")
+	// Boots from activation until the default runs again.
+	t.Logf("FIGURE boots to fall back: t1 (2 tries, failing check) %d, t2 (1 try, kernel panic) %d; target N+1", back(roots, 0), back(roots, 3))
 }
 
 // back counts the boots after the one at index from until the default

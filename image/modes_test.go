@@ -157,6 +157,14 @@ func TestWritersIgnoreTheUmask(t *testing.T) {
 			// What a chrooted command would make: under the chroot's
 			// fixed umask, the same modes (checked in the lab for real).
 			require.NoError(t, writeFile(root, "etc/systemd/system/multi-user.target.wants/x.svc", nil, 0o644))
+			// The ESP waits longer than systemd's 90 s for its device,
+			// and a boot without it mounted is not healthy.
+			fstab, err := os.ReadFile(filepath.Join(root, "etc/fstab"))
+			require.NoError(t, err)
+			assert.Regexp(t, `(?m)^PARTUUID=[0-9a-f-]* /efi vfat \S*nofail,x-systemd\.device-timeout=5min 0 2$`, string(fstab))
+			units, err := os.ReadFile(filepath.Join(root, "etc/paczfs/units"))
+			require.NoError(t, err)
+			assert.Regexp(t, `(?m)^efi\.mount$`, string(units))
 			shadow, err := os.Stat(filepath.Join(root, "etc/shadow"))
 			require.NoError(t, err)
 			assert.Equal(t, shadowBefore.Mode(), shadow.Mode(), "/etc/shadow keeps the target's mode")

@@ -13,6 +13,7 @@ import (
 	"io/fs"
 	"os"
 	"path/filepath"
+	"slices"
 	"sort"
 	"strings"
 
@@ -25,6 +26,9 @@ import (
 // each boot environment's own root, so environments never share kernels
 // and the ESP holds a copy per environment.
 const espMountPoint = "/efi"
+
+// espMountUnit is systemd's name for the mount at espMountPoint.
+const espMountUnit = "efi.mount"
 
 func (st *build) chroot(ctx context.Context, argv ...string) error {
 	_, err := st.b.runner.Run(ctx, hooks.Cmd{Args: chrootArgs(st.state.Root, argv...)})
@@ -80,7 +84,14 @@ func stageSystem(ctx context.Context, st *build) error {
 			return fmt.Errorf("enable units %v: %w", units, err)
 		}
 	}
-	if err := writeFile(root, strings.TrimPrefix(HealthUnits, "/"), healthUnits(units), 0o644); err != nil {
+	// The ESP must be mounted for a boot to count as good: without it
+	// nothing can bless the entry or install a kernel, and with nofail
+	// a missing ESP fails no unit.
+	healthy := units
+	if _, ok := st.target.plan.Find(disk.RoleESP); ok {
+		healthy = append(slices.Clip(healthy), espMountUnit)
+	}
+	if err := writeFile(root, strings.TrimPrefix(HealthUnits, "/"), healthUnits(healthy), 0o644); err != nil {
 		return err
 	}
 	if err := writeFile(root, strings.TrimPrefix(HealthScript, "/"), []byte(healthScript), 0o755); err != nil {
@@ -258,12 +269,15 @@ func writeHostID(root, hostID string) (string, error) {
 
 // fstab mounts the ESP at /efi and the swap partition, by partition UUID.
 // There are no ZFS lines: the initramfs mounts the root, zfs-mount the rest.
+// The ESP may wait five minutes for its device, not systemd's 90 s: it is
+// on the disk the firmware booted from, so a late device means a slow
+// udev (an emulated machine under load), and boot assessment needs it.
 func (st *build) fstab() []byte {
 	var b bytes.Buffer
 	b.WriteString("# Written by paczfs. The root is mounted by the initramfs (see the kernel\n" +
 		"# command line), the other datasets by zfs-mount.service.\n")
 	if p, ok := st.target.plan.Find(disk.RoleESP); ok {
-		fmt.Fprintf(&b, "PARTUUID=%s %s vfat rw,relatime,fmask=0077,dmask=0077,nofail 0 2\n", strings.ToLower(p.GUID), espMountPoint)
+		fmt.Fprintf(&b, "PARTUUID=%s %s vfat rw,relatime,fmask=0077,dmask=0077,nofail,x-systemd.device-timeout=5min 0 2\n", strings.ToLower(p.GUID), espMountPoint)
 	}
 	if p, ok := st.target.plan.Find(disk.RoleSwap); ok {
 		fmt.Fprintf(&b, "PARTUUID=%s none swap defaults,nofail 0 0\n", strings.ToLower(p.GUID))
