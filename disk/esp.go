@@ -172,7 +172,7 @@ func (e *ESP) Close() error {
 	if oerr != nil {
 		return errors.Join(err, fmt.Errorf("esp close: reopen %s: %w", e.path, oerr))
 	}
-	ferr := fixDotDot(f, e.part.Offset())
+	ferr := fixDotDot(f, int64(e.part.Offset()))
 	return errors.Join(err, ferr, f.Close())
 }
 

@@ -8,7 +8,7 @@ import (
 
 // Plan the default disk: a 550 MiB ESP, 1 GiB swap and ZFS on the rest.
 func ExampleLayout_Plan() {
-	plan, err := disk.DefaultLayout(550*disk.MiB, disk.GiB, "zroot").Plan(int64(20 * disk.GiB))
+	plan, err := disk.DefaultLayout(550*disk.MiB, disk.GiB, "zroot").Plan(20 * disk.GiB)
 	if err != nil {
 		fmt.Println(err)
 		return

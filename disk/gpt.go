@@ -26,7 +26,7 @@ func WriteGPT(path string, plan Plan) error {
 		return fmt.Errorf("write gpt: open %s: %w", path, err)
 	}
 	defer d.Close()
-	if d.Size < plan.DiskSize {
+	if Size(d.Size) < plan.DiskSize {
 		return fmt.Errorf("write gpt: %s has %d bytes, the plan needs %d: %w", path, d.Size, plan.DiskSize, ErrTooSmall)
 	}
 	table := &gpt.Table{
@@ -61,7 +61,7 @@ func ReadGPT(path string) (Plan, error) {
 	if !ok {
 		return Plan{}, fmt.Errorf("read gpt from %s: not a GPT (%s)", path, t.Type())
 	}
-	plan := Plan{DiskSize: d.Size, DiskGUID: gt.GUID}
+	plan := Plan{DiskSize: Size(d.Size), DiskGUID: gt.GUID}
 	for _, p := range gt.Partitions {
 		if p.Type == gpt.Unused {
 			continue
@@ -95,11 +95,12 @@ func fileSize(f *os.File) (int64, error) {
 }
 
 // DiskSize returns the size in bytes of an image file or a block device.
-func DiskSize(path string) (int64, error) {
+func DiskSize(path string) (Size, error) {
 	f, err := os.Open(path)
 	if err != nil {
 		return 0, err
 	}
 	defer f.Close()
-	return fileSize(f)
+	n, err := fileSize(f)
+	return Size(n), err
 }

@@ -22,7 +22,7 @@ import (
 func newImage(t *testing.T, size disk.Size, seed string) (string, disk.Plan) {
 	t.Helper()
 	path := filepath.Join(t.TempDir(), "disk.img")
-	plan, err := disk.DefaultLayout(512*disk.MiB, 0, "zroot").Plan(int64(size))
+	plan, err := disk.DefaultLayout(512*disk.MiB, 0, "zroot").Plan(size)
 	require.NoError(t, err)
 	if seed != "" {
 		plan = plan.SeededGUIDs(seed)
@@ -94,7 +94,7 @@ func TestWriteGPTReadBack(t *testing.T) {
 func TestSeededImagesAreByteIdentical(t *testing.T) {
 	sum := func() [32]byte {
 		path := filepath.Join(t.TempDir(), "disk.img")
-		plan, err := disk.DefaultLayout(64*disk.MiB, 0, "zroot").Plan(int64(256 * disk.MiB))
+		plan, err := disk.DefaultLayout(64*disk.MiB, 0, "zroot").Plan(256 * disk.MiB)
 		require.NoError(t, err)
 		_, err = disk.CreateImage(path, 256*disk.MiB, disk.ImageOptions{})
 		require.NoError(t, err)
@@ -152,7 +152,7 @@ func TestESPPassesFsckFat(t *testing.T) {
 	require.NoError(t, err)
 	defer img.Close()
 	buf := make([]byte, part.Size())
-	_, err = img.ReadAt(buf, part.Offset())
+	_, err = img.ReadAt(buf, int64(part.Offset()))
 	require.NoError(t, err)
 	esp := filepath.Join(t.TempDir(), "esp.fat")
 	require.NoError(t, os.WriteFile(esp, buf, 0o644))

@@ -42,7 +42,7 @@ func TestLabGPTAttachedPartitionNodesAppear(t *testing.T) {
 		st, err := os.Stat(node)
 		require.NoError(t, err)
 		assert.NotZero(t, st.Mode()&os.ModeDevice, node)
-		assert.Equal(t, p.Size(), sysSize(t, node), node)
+		assert.Equal(t, int64(p.Size()), sysSize(t, node), node)
 	}
 	out := labtest.Run(t, "sgdisk", "-v", l.Path)
 	assert.Contains(t, out, "No problems found")
@@ -165,7 +165,7 @@ func TestLabBlockDeviceChecks(t *testing.T) {
 
 	tgt, err := disk.OpenBlockDevice(t.Context(), l.Path, disk.BlockDeviceOptions{Runner: r})
 	require.NoError(t, err, "an empty device is accepted")
-	assert.Equal(t, int64(512*disk.MiB), tgt.Size)
+	assert.Equal(t, 512*disk.MiB, tgt.Size)
 	assert.True(t, tgt.BlockDevice)
 
 	labtest.Run(t, "mkfs.ext4", "-q", l.Path)

@@ -105,14 +105,14 @@ type Partition struct {
 }
 
 // Offset returns the partition's first byte.
-func (p Partition) Offset() int64 { return int64(p.Start) * SectorSize }
+func (p Partition) Offset() Size { return Size(p.Start) * SectorSize }
 
 // Size returns the partition's length in bytes.
-func (p Partition) Size() int64 { return int64(p.End-p.Start+1) * SectorSize }
+func (p Partition) Size() Size { return Size(p.End-p.Start+1) * SectorSize }
 
 // Plan is a concrete GPT for a disk of a given size.
 type Plan struct {
-	DiskSize   int64 // bytes
+	DiskSize   Size
 	DiskGUID   string
 	Partitions []Partition
 }
@@ -129,7 +129,7 @@ func (p Plan) Find(r Role) (Partition, bool) {
 
 // Plan places the layout on a disk of diskSize bytes. It is pure: it reads
 // and writes nothing. Every problem is reported, joined, with the field.
-func (l Layout) Plan(diskSize int64) (Plan, error) {
+func (l Layout) Plan(diskSize Size) (Plan, error) {
 	var errs []error
 	bad := func(err error, format string, a ...any) {
 		errs = append(errs, fmt.Errorf("%w: %s", err, fmt.Sprintf(format, a...)))
@@ -218,7 +218,7 @@ func (l Layout) Plan(diskSize int64) (Plan, error) {
 	if len(errs) > 0 {
 		return Plan{}, errors.Join(errs...)
 	}
-	if z, ok := plan.Find(RoleZFS); ok && z.Size() < int64(MinZFS) {
+	if z, ok := plan.Find(RoleZFS); ok && z.Size() < MinZFS {
 		return Plan{}, fmt.Errorf("%w: the zfs partition gets %v, below OpenZFS's minimum of 64M; enlarge the disk", ErrTooSmall, Size(z.Size()))
 	}
 	if err := plan.Validate(); err != nil {

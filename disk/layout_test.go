@@ -50,12 +50,12 @@ func TestSizeTextRoundTrip(t *testing.T) {
 }
 
 func TestDefaultLayoutPlan(t *testing.T) {
-	plan, err := disk.DefaultLayout(550*disk.MiB, 0, "zroot").Plan(int64(20 * disk.GiB))
+	plan, err := disk.DefaultLayout(550*disk.MiB, 0, "zroot").Plan(20 * disk.GiB)
 	require.NoError(t, err)
 	require.Len(t, plan.Partitions, 2)
 	esp, zfs := plan.Partitions[0], plan.Partitions[1]
 	assert.Equal(t, uint64(2048), esp.Start)
-	assert.Equal(t, int64(550*disk.MiB), esp.Size())
+	assert.Equal(t, 550*disk.MiB, esp.Size())
 	assert.Equal(t, disk.TypeESP, esp.Type)
 	assert.Equal(t, esp.End+1, zfs.Start)
 	assert.Equal(t, disk.TypeZFS, zfs.Type)
@@ -68,11 +68,11 @@ func TestDefaultLayoutPlan(t *testing.T) {
 }
 
 func TestLayoutWithSwap(t *testing.T) {
-	plan, err := disk.DefaultLayout(550*disk.MiB, 2*disk.GiB, "zroot").Plan(int64(8 * disk.GiB))
+	plan, err := disk.DefaultLayout(550*disk.MiB, 2*disk.GiB, "zroot").Plan(8 * disk.GiB)
 	require.NoError(t, err)
 	require.Len(t, plan.Partitions, 3)
 	assert.Equal(t, disk.RoleSwap, plan.Partitions[1].Role)
-	assert.Equal(t, int64(2*disk.GiB), plan.Partitions[1].Size())
+	assert.Equal(t, 2*disk.GiB, plan.Partitions[1].Size())
 	assert.Equal(t, 3, plan.Partitions[2].Number)
 }
 
@@ -105,7 +105,7 @@ func TestLayoutRejections(t *testing.T) {
 	}
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {
-			_, err := c.layout.Plan(int64(c.disk))
+			_, err := c.layout.Plan(c.disk)
 			require.Error(t, err)
 			assert.True(t, errors.Is(err, c.sentinel), "want %v, got %v", c.sentinel, err)
 			assert.Contains(t, err.Error(), c.want)
@@ -117,7 +117,7 @@ func TestLayoutReportsEveryProblem(t *testing.T) {
 	_, err := disk.Layout{Partitions: []disk.PartitionSpec{
 		{Name: "esp", Role: disk.RoleESP, Size: 10 * disk.MiB},
 		{Name: "x", Role: "btrfs"},
-	}}.Plan(int64(4 * disk.GiB))
+	}}.Plan(4 * disk.GiB)
 	require.Error(t, err)
 	for _, want := range []string{"FAT32 minimum", "unknown partition role", "0 zfs partitions"} {
 		assert.Contains(t, err.Error(), want)
@@ -125,7 +125,7 @@ func TestLayoutReportsEveryProblem(t *testing.T) {
 }
 
 func TestSeededGUIDsAreStable(t *testing.T) {
-	plan, err := disk.DefaultLayout(512*disk.MiB, 0, "zroot").Plan(int64(4 * disk.GiB))
+	plan, err := disk.DefaultLayout(512*disk.MiB, 0, "zroot").Plan(4 * disk.GiB)
 	require.NoError(t, err)
 	a, b := plan.SeededGUIDs("seed-1"), plan.SeededGUIDs("seed-1")
 	c := plan.SeededGUIDs("seed-2")

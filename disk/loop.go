@@ -21,8 +21,8 @@ var ErrLoopBusy = errors.New("loop device still in use")
 // LoopOptions says how to attach a file.
 type LoopOptions struct {
 	ReadOnly  bool
-	Offset    int64 // bytes into the file
-	SizeLimit int64 // bytes; 0 = to the end of the file
+	Offset    Size // bytes into the file
+	SizeLimit Size // bytes; 0 = to the end of the file
 	// PartScan asks the kernel to create partition nodes (/dev/loopNpM).
 	PartScan bool
 }

@@ -34,7 +34,7 @@ var (
 type Target struct {
 	Path        string
 	BlockDevice bool
-	Size        int64 // bytes
+	Size        Size
 	// Created is true when this call created the file: only then may a
 	// failed build remove it.
 	Created bool
@@ -76,7 +76,7 @@ func CreateImage(path string, size Size, opt ImageOptions) (*Target, error) {
 	if err := f.Close(); err != nil {
 		return nil, fmt.Errorf("image %s: %w", path, err)
 	}
-	return &Target{Path: path, Size: int64(size), Created: true}, nil
+	return &Target{Path: path, Size: size, Created: true}, nil
 }
 
 // CheckImagePath reports, without writing, whether CreateImage would
@@ -121,7 +121,7 @@ func OpenBlockDevice(ctx context.Context, path string, opt BlockDeviceOptions) (
 			}
 		}
 	}
-	return &Target{Path: path, BlockDevice: true, Size: size}, nil
+	return &Target{Path: path, BlockDevice: true, Size: Size(size)}, nil
 }
 
 // BlockDeviceOptions tune OpenBlockDevice and CheckBlockDevice.
@@ -142,10 +142,10 @@ func (o BlockDeviceOptions) runner() hooks.Runner {
 
 // CheckBlockDevice runs OpenBlockDevice's checks and writes nothing: it
 // returns the device's size, or the reason it may not be written.
-func CheckBlockDevice(ctx context.Context, path string, opt BlockDeviceOptions) (int64, error) {
+func CheckBlockDevice(ctx context.Context, path string, opt BlockDeviceOptions) (Size, error) {
 	wipe, r := opt.Wipe, opt.runner()
 	size, _, _, err := inspectBlockDevice(ctx, r, path, wipe)
-	return size, err
+	return Size(size), err
 }
 
 func inspectBlockDevice(ctx context.Context, r hooks.Runner, path string, wipe bool) (int64, []blockDev, []string, error) {

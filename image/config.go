@@ -280,7 +280,7 @@ func (c *Config) validate() problems {
 		p.add("size", "set size, e.g. 20 GiB", "image size must be positive, got %d", c.Size)
 	}
 	if c.ImageFile != "" && c.Size > 0 {
-		if _, err := c.layout().Plan(int64(c.Size)); err != nil {
+		if _, err := c.layout().Plan(c.Size); err != nil {
 			p.add("size", "make size larger or esp_size/swap_size smaller", "the layout does not fit: %v", err)
 		}
 	}

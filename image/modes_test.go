@@ -146,7 +146,7 @@ func TestWritersIgnoreTheUmask(t *testing.T) {
 			require.NoError(t, err)
 			st := b.newBuild()
 			st.state.Root = root
-			plan, err := st.cfg.layout().Plan(int64(cfg.Size))
+			plan, err := st.cfg.layout().Plan(cfg.Size)
 			require.NoError(t, err)
 			st.target = &targetInfo{plan: plan}
 			st.cfg.Boot.Initrd = "/usr/lib/modules/{kver}/vmlinuz" // exists: the fake generator writes nothing

@@ -59,7 +59,7 @@ func notProvided(field, fix string) error {
 // adoptChecks: the hook checked the host; the builder still needs the
 // plan of what it will create, which is pure (the configuration alone).
 func adoptChecks(ctx context.Context, st *build) error {
-	plan, err := st.cfg.layout().Plan(int64(st.cfg.Size))
+	plan, err := st.cfg.layout().Plan(st.cfg.Size)
 	if err != nil && st.cfg.BlockDevice == "" {
 		return fmt.Errorf("layout: %w", err)
 	}

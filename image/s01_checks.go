@@ -61,7 +61,7 @@ func tempPoolName(name string) string {
 
 func stageChecks(ctx context.Context, st *build) error {
 	cfg := st.cfg
-	size := int64(cfg.Size)
+	size := cfg.Size
 	if cfg.BlockDevice != "" {
 		s, err := disk.CheckBlockDevice(ctx, cfg.BlockDevice, disk.BlockDeviceOptions{Wipe: cfg.Overwrite, Runner: st.b.runner})
 		if err != nil {

@@ -13,7 +13,7 @@ type targetInfo struct {
 	path    string
 	block   bool
 	created bool // this build created the file (only then may it remove it)
-	size    int64
+	size    disk.Size
 	loop    *disk.Loop
 	plan    disk.Plan
 }

@@ -264,7 +264,7 @@ func storageBuild(ctx context.Context, c *zfs.Client, image, marker string, fail
 	if _, err := disk.CreateImage(image, disk.GiB, disk.ImageOptions{}); err != nil {
 		return "", err
 	}
-	plan, err := disk.DefaultLayout(512*disk.MiB, 0, "zroot").Plan(int64(disk.GiB))
+	plan, err := disk.DefaultLayout(512*disk.MiB, 0, "zroot").Plan(disk.GiB)
 	if err != nil {
 		return "", err
 	}

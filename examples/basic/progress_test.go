@@ -123,7 +123,7 @@ warning: no way to log in
 func TestDryRunPlanPrintout(t *testing.T) {
 	s := load(t, "WORKSTATION_PKGS=()\nVDI_FILE='./vm.vdi'\n", map[string]string{"HOSTNAME": "web"})
 	cfg := config(t, s)
-	dplan, err := disk.DefaultLayout(cfg.ESPSize, cfg.SwapSize, cfg.PoolName).Plan(int64(cfg.Size))
+	dplan, err := disk.DefaultLayout(cfg.ESPSize, cfg.SwapSize, cfg.PoolName).Plan(cfg.Size)
 	require.NoError(t, err)
 	plan := &image.BuildPlan{
 		Disk:            dplan,

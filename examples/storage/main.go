@@ -48,7 +48,7 @@ func run(ctx context.Context, args []string, out io.Writer) (err error) {
 		return fmt.Errorf("-esp: %w", err)
 	}
 	// Validate everything before writing anything.
-	plan, err := disk.DefaultLayout(espSize, 0, *poolName).Plan(int64(size))
+	plan, err := disk.DefaultLayout(espSize, 0, *poolName).Plan(size)
 	if err != nil {
 		return err
 	}

@@ -42,7 +42,7 @@ func Name(prefix string) string {
 func Image(t testing.TB, size disk.Size) (string, disk.Plan) {
 	t.Helper()
 	path := filepath.Join(t.TempDir(), "disk.img")
-	plan, err := disk.DefaultLayout(512*disk.MiB, 0, "zroot").Plan(int64(size))
+	plan, err := disk.DefaultLayout(512*disk.MiB, 0, "zroot").Plan(size)
 	if err != nil {
 		t.Fatal(err)
 	}
