@@ -512,6 +512,24 @@ func TestLabUnknownPackageFailsBeforeWriting(t *testing.T) {
 	assert.ErrorIs(t, statErr, os.ErrNotExist)
 }
 
+// A locale no planned package has a source for fails in the checks
+// stage, read from the repository's file lists (paczfs-lab.files), with
+// the field named; the locales the lab ships pass the same check.
+func TestLabLocaleNoPackageShipsFailsBeforeWriting(t *testing.T) {
+	labtest.Require(t)
+	cfg := smallProfile(t)
+	cfg.ImageFile = filepath.Join(t.TempDir(), "x.img")
+	cfg.System.Locales = []string{"en_US.UTF-8 UTF-8", "xx_YY.UTF-8 UTF-8"}
+	err := failsInChecks(t, cfg)
+	var ce *image.ConfigError
+	require.ErrorAs(t, err, &ce, "%v", err)
+	require.Len(t, ce.Problems, 1, "%v", err)
+	assert.Equal(t, "system.locales[1]", ce.Problems[0].Field)
+	assert.Contains(t, ce.Problems[0].Problem, "/usr/share/i18n/locales/xx_YY")
+	_, statErr := os.Stat(cfg.ImageFile)
+	assert.ErrorIs(t, statErr, os.ErrNotExist)
+}
+
 // BenchmarkLabBuildImage builds the lab-profile image (cold package cache)
 // and prints each stage's seconds, the total, the image's allocated bytes
 // and the compressed QCOW2's size. It asserts nothing about speed.

@@ -91,6 +91,9 @@ func stageChecks(ctx context.Context, st *build) error {
 	if err != nil {
 		return fmt.Errorf("packages: %w", err)
 	}
+	if err := st.checkLocales(ctx, pplan); err != nil {
+		return err
+	}
 	st.plan = &buildPlan{Disk: dplan, PoolArgs: poolArgs, Datasets: dsArgs, Packages: pplan, Temp: temp}
 	if cfg.System.RootPasswordHash == "" && len(cfg.System.AuthorizedKeys) == 0 {
 		st.warn("the image has no way to log in: root's password is locked and no ssh key is given (set system.root_password_hash or system.authorized_keys)")

@@ -9,6 +9,7 @@ import (
 	"os"
 	"path"
 	"path/filepath"
+	"slices"
 	"regexp"
 	"strconv"
 	"strings"
@@ -44,6 +45,10 @@ var (
 	ErrLocked = errors.New("pacman database is locked")
 	// ErrDownload: a file could not be downloaded; see the DownloadError.
 	ErrDownload = errors.New("download failed")
+	// ErrNoFileLists: a repository offers no files database (<repo>.files,
+	// what pacman -F reads), so what its packages hold cannot be known
+	// before they are installed.
+	ErrNoFileLists = errors.New("repository offers no file lists")
 )
 
 // Installer installs packages into roots with libalpm. It holds only
@@ -156,7 +161,7 @@ func (in *Installer) Plan(ctx context.Context, names []string) (*Plan, error) {
 	}
 	var plan *Plan
 	err = onOwnThread(func() error {
-		s, err := in.open(ctx, scratch, dbpath, false, true)
+		s, err := in.open(ctx, scratch, dbpath, false, true, "")
 		if err != nil {
 			return err
 		}
@@ -170,6 +175,51 @@ func (in *Installer) Plan(ctx context.Context, names []string) (*Plan, error) {
 		return nil
 	})
 	return plan, err
+}
+
+// Files returns the paths each named package of repo installs (relative
+// to the root; directories end in "/"), read from the repository's files
+// database in a scratch directory as Plan reads its database: no target
+// is touched. Only that repository's file lists are fetched (Arch's core
+// is about 1 MB, extra tens). A repository without them gives
+// ErrNoFileLists; a name repo does not have is left out of the map.
+func (in *Installer) Files(ctx context.Context, repo string, names []string) (map[string][]string, error) {
+	if !alpm.Available {
+		return nil, ErrUnavailable
+	}
+	if !slices.ContainsFunc(in.cfg.Repos, func(r Repo) bool { return r.Name == repo }) {
+		return nil, fmt.Errorf("file lists: %q is not a configured repository", repo)
+	}
+	scratch, err := os.MkdirTemp(in.scratch, "paczfs-files-")
+	if err != nil {
+		return nil, err
+	}
+	defer os.RemoveAll(scratch)
+	dbpath := filepath.Join(scratch, "var/lib/pacman")
+	if err := fsx.Mkdir(dbpath, 0o755); err != nil {
+		return nil, err
+	}
+	out := map[string][]string{}
+	err = onOwnThread(func() error {
+		s, err := in.open(ctx, scratch, dbpath, false, true, repo)
+		if err != nil {
+			if errors.Is(err, ErrDownload) {
+				return fmt.Errorf("%s: %w: %w", repo, ErrNoFileLists, err)
+			}
+			return err
+		}
+		defer s.close()
+		for _, n := range names {
+			if files, ok := s.h.Files(repo, n); ok {
+				out[n] = files
+			}
+		}
+		return nil
+	})
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
 }
 
 func toPlan(pkgs []alpm.Package) *Plan {
@@ -234,7 +284,7 @@ func (in *Installer) Install(ctx context.Context, root string, names []string) (
 				err = errors.Join(err, s.fixModes(created))
 			}
 		}()
-		s, err = in.open(ctx, root, filepath.Join(root, "var/lib/pacman"), true, false)
+		s, err = in.open(ctx, root, filepath.Join(root, "var/lib/pacman"), true, false, "")
 		if err != nil {
 			return err
 		}
@@ -284,6 +334,7 @@ type session struct {
 	cache    []string
 	repos    map[string]Repo
 	rootDir  string
+	dbext    string // ".db", or ".files" for file lists
 	release  func()                 // the process-wide libalpm lock (see alpm.AcquireGPGDir)
 	gpgdir   string                 // the stable link libalpm's gpgme uses
 	dirModes map[string]os.FileMode // from libalpm's "directory permissions differ" warnings
@@ -301,8 +352,10 @@ func (in *Installer) cacheDirs(root string) []string {
 
 // open makes a handle for root. verify turns signature checking on (the
 // target's keyring); plan mode checks nothing and writes only dbpath.
-func (in *Installer) open(ctx context.Context, root, dbpath string, verify, plan bool) (*session, error) {
-	s := &session{in: in, ctx: ctx, repos: map[string]Repo{}, rootDir: root}
+// open starts a libalpm session on root. filesRepo, when set, registers
+// only that repository, with its files database (.files) instead of .db.
+func (in *Installer) open(ctx context.Context, root, dbpath string, verify, plan bool, filesRepo string) (*session, error) {
+	s := &session{in: in, ctx: ctx, repos: map[string]Repo{}, rootDir: root, dbext: ".db"}
 	s.fetch = newFetcher(ctx, in.client, in.emit)
 	level, err := alpm.ParseSigLevel(in.cfg.SigLevel, alpm.DefaultSigLevel)
 	if err != nil {
@@ -344,6 +397,9 @@ func (in *Installer) open(ctx context.Context, root, dbpath string, verify, plan
 		// get, never the build host's (LANG, TZ, HOME, PATH order...).
 		ChildEnv: chroot.Environ(),
 	}
+	if filesRepo != "" {
+		o.DBExt, s.dbext = ".files", ".files"
+	}
 	if !plan {
 		o.LogFile = filepath.Join(root, "var/log/pacman.log")
 		o.HookDirs = []string{filepath.Join(root, "etc/pacman.d/hooks")}
@@ -362,6 +418,9 @@ func (in *Installer) open(ctx context.Context, root, dbpath string, verify, plan
 		return nil, err
 	}
 	for _, r := range in.cfg.Repos {
+		if filesRepo != "" && r.Name != filesRepo {
+			continue
+		}
 		rl := alpm.SigUseDefault
 		if r.SigLevel != "" && verify {
 			if rl, err = alpm.ParseSigLevel(r.SigLevel, level); err != nil {
@@ -412,8 +471,11 @@ func (s *session) dbError(err error) error {
 		return fmt.Errorf("refresh databases: %w", s.ctx.Err())
 	}
 	for _, r := range s.in.cfg.Repos {
+		if _, ok := s.repos[r.Name]; !ok {
+			continue
+		}
 		for _, sv := range r.Servers {
-			u := ExpandServer(sv, r.Name, s.in.cfg.Architecture) + "/" + r.Name + ".db"
+			u := ExpandServer(sv, r.Name, s.in.cfg.Architecture) + "/" + r.Name + s.dbext
 			if ferr := s.fetch.lastError(u); ferr != nil {
 				return fmt.Errorf("refresh databases: %w: %w", ErrDownload, &DownloadError{Repo: r.Name, URL: u, Err: ferr})
 			}

@@ -427,6 +427,11 @@ func (a *Handle) apply(o Options) error {
 			return err
 		}
 	}
+	if o.DBExt != "" {
+		if err := str("set dbext", func(c *C.char) C.int { return C.alpm_option_set_dbext(h, c) }, o.DBExt); err != nil {
+			return err
+		}
+	}
 	if o.GPGDir != "" {
 		if err := str("set gpgdir", func(c *C.char) C.int { return C.alpm_option_set_gpgdir(h, c) }, o.GPGDir); err != nil {
 			return err
@@ -674,6 +679,35 @@ func (a *Handle) Interrupt() {
 	if !a.closed {
 		C.alpm_trans_interrupt(a.h)
 	}
+}
+
+// Files returns the paths (relative, directories with a trailing slash)
+// of package name in sync database repo, from a files database (DBExt
+// ".files"); false when the repository or the package is not there.
+func (a *Handle) Files(repo, name string) ([]string, bool) {
+	cn := cstr(name)
+	defer C.free(unsafe.Pointer(cn))
+	for i := C.alpm_get_syncdbs(a.h); i != nil; i = i.next {
+		db := (*C.alpm_db_t)(i.data)
+		if C.GoString(C.alpm_db_get_name(db)) != repo {
+			continue
+		}
+		p := C.alpm_db_get_pkg(db, cn)
+		if p == nil {
+			return nil, false
+		}
+		fl := C.alpm_pkg_get_files(p)
+		if fl == nil || fl.count == 0 {
+			return nil, true
+		}
+		files := unsafe.Slice(fl.files, int(fl.count))
+		out := make([]string, 0, len(files))
+		for _, f := range files {
+			out = append(out, C.GoString(f.name))
+		}
+		return out, true
+	}
+	return nil, false
 }
 
 // Installed lists the packages in the local database.

@@ -36,6 +36,7 @@ func (*Handle) Commit() error                            { return ErrUnavailable
 func (*Handle) Release()                                 {}
 func (*Handle) Interrupt()                               {}
 func (*Handle) Installed() []Package                     { return nil }
+func (*Handle) Files(string, string) ([]string, bool)    { return nil, false }
 
 // Error codes: without libalpm no error carries them.
 const (

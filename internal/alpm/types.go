@@ -24,6 +24,9 @@ type Options struct {
 	IgnorePkgs        []string
 	NoExtract         []string
 	CheckSpace        bool
+	// DBExt is the sync databases' file name extension: "" for
+	// ".db", ".files" for the databases with file lists (pacman -F).
+	DBExt string
 	// ChildEnv, when not nil, is the whole environment of every process
 	// libalpm forks (scriptlets, hooks, gpg) from the thread that calls
 	// Open, until Close, which must run on the same thread.
