@@ -167,11 +167,9 @@ func run(ctx context.Context, args []string, e env) int {
 		}
 	}
 	rep := newReporter(e.Stderr, e.TTY, o.verbose, e.Width)
-	stopTick := rep.tick(time.Second)
 	var stack cleanup.Stack
 	stack.Logger = log
 	code, err := build(ctx, o, s, e, log, rep, &stack)
-	stopTick()
 	// The release actions (the sshfs cache) run after the build has
 	// released its own; their failures join the build's error.
 	if cerr := stack.Unwind(ctx); cerr != nil {

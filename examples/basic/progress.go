@@ -5,35 +5,41 @@ import (
 	"io"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
-	"unicode/utf8"
+
+	"github.com/vbauerster/mpb/v8"
+	"github.com/vbauerster/mpb/v8/decor"
 
 	"github.com/paczfs/paczfs/hooks"
 	"github.com/paczfs/paczfs/image"
 	"github.com/paczfs/paczfs/pacman"
 )
 
-// reporter shows a build's progress on stderr. On a terminal it redraws
-// one line per stage (downloads with bytes and percent, then installs);
-// otherwise it writes plain lines: [stage] started, [stage] done in 1.2s,
-// one line per installed package, warnings. image.WithProgress calls it
-// from several goroutines.
+// reporter shows a build's progress on stderr. On a terminal one bar per
+// stage, drawn by mpb (downloads with bytes and percent, the signature
+// checks, installs, then the running hook), with the stage's other lines
+// printed above it; otherwise plain lines: [stage] started, [stage] done
+// in 1.2s, one line per installed package, warnings. image.WithProgress
+// calls it from several goroutines.
 type reporter struct {
 	mu      sync.Mutex
 	w       io.Writer
 	tty     bool
 	verbose bool
-	width   int
-	now     func() time.Time
 
-	stage    hooks.Stage
-	active   bool // between the stage's start and finish
-	started  time.Time
-	files    map[string]*download
-	order    []string      // file names as downloads started
-	phase    *pacman.Event // the latest check, install or hook event: what libalpm is doing now
-	lastDraw time.Time
-	open     bool // a progress line is drawn and not ended
+	stage   hooks.Stage
+	active  bool // between the stage's start and finish
+	started time.Time
+	files   map[string]*download
+	order   []string      // file names as downloads started
+	phase   *pacman.Event // the latest check, install or hook event: what libalpm is doing now
+
+	// On a terminal: mpb's container and the running stage's bar, and
+	// what that bar shows (read by mpb's render goroutine, set under mu).
+	p    *mpb.Progress
+	bar  *mpb.Bar
+	show atomic.Pointer[view]
 }
 
 type download struct {
@@ -41,11 +47,30 @@ type download struct {
 	done         bool
 }
 
+// view is what the bar shows: after "[stage] 12.3s", head; then, when
+// frac is set, a bar; then tail.
+type view struct {
+	stage      hooks.Stage
+	started    time.Time
+	head, tail string
+	frac       float64
+	hasBar     bool
+}
+
+// barScale is the bar's total: its fraction in thousandths.
+const barScale = 1000
+
 func newReporter(w io.Writer, tty, verbose bool, width int) *reporter {
 	if width < 20 {
 		width = 80
 	}
-	return &reporter{w: w, tty: tty && !verbose, verbose: verbose, width: width, now: time.Now}
+	r := &reporter{w: w, tty: tty && !verbose, verbose: verbose}
+	if r.tty {
+		// mpb asks the terminal for its width at every redraw (a resized
+		// window is followed); width applies where it cannot (tests).
+		r.p = mpb.New(mpb.WithOutput(w), mpb.WithWidth(width), mpb.WithRefreshRate(100*time.Millisecond), mpb.ForceTTY(), mpb.WithAutoRefresh())
+	}
+	return r
 }
 
 // handle is the image.WithProgress callback.
@@ -54,15 +79,16 @@ func (r *reporter) handle(p image.Progress) {
 	defer r.mu.Unlock()
 	switch p.Kind {
 	case image.StageStarted:
-		r.stage, r.active, r.started = p.Stage, true, r.now()
+		r.stage, r.active, r.started = p.Stage, true, time.Now()
 		r.files, r.order, r.phase = map[string]*download{}, nil, nil
 		if r.tty {
-			r.draw(true)
+			r.startBar()
 		} else {
 			r.line("[%s] started", p.Stage)
 		}
 	case image.StageFinished:
 		r.active = false
+		r.endBar()
 		r.line("[%s] done in %s%s", p.Stage, seconds(p.Took), r.downloaded())
 	case image.Message:
 		st := p.Stage
@@ -101,21 +127,21 @@ func (r *reporter) pkg(e pacman.Event) {
 	switch e.Kind {
 	case pacman.EventDownloadStart:
 		file()
-		r.draw(false)
+		r.draw()
 	case pacman.EventDownloadProgress:
 		d := file()
 		d.bytes, d.total = e.Bytes, e.Total
-		r.draw(false)
+		r.draw()
 	case pacman.EventDownloadDone:
 		d := file()
 		d.bytes, d.total, d.done = e.Bytes, e.Total, true
-		r.draw(false)
+		r.draw()
 	case pacman.EventCheck, pacman.EventInstall:
 		r.phase = &e
-		r.draw(false)
+		r.draw()
 	case pacman.EventInstalled:
 		if r.tty {
-			r.draw(false)
+			r.draw()
 		} else {
 			r.line("[%s] installed %s %s", st, e.Package, e.Version)
 		}
@@ -132,7 +158,7 @@ func (r *reporter) pkg(e pacman.Event) {
 		if r.verbose {
 			r.line("[%s] pacman hook %s", st, e.Message)
 		} else {
-			r.draw(true)
+			r.draw()
 		}
 	case pacman.EventDatabase:
 		if r.verbose {
@@ -157,92 +183,102 @@ func (r *reporter) downloaded() string {
 	return fmt.Sprintf(" (downloaded %d files, %s)", n, human(bytes))
 }
 
-// line ends any progress line and writes one line; on a terminal it
-// then redraws the progress of a running stage.
+// line writes one line: on a terminal above the bar (mpb prints it at
+// its next redraw), else straight to the output.
 func (r *reporter) line(format string, args ...any) {
-	if r.open {
-		io.WriteString(r.w, "\r\x1b[K")
-		r.open = false
+	msg := fmt.Sprintf(format+"\n", args...)
+	if r.p != nil {
+		if _, err := r.p.Write([]byte(msg)); err == nil {
+			return
+		}
 	}
-	fmt.Fprintf(r.w, format+"\n", args...)
-	if r.tty && r.active {
-		r.draw(true)
-	}
+	io.WriteString(r.w, msg)
 }
 
-// finish ends a progress line, before the summary or an error; nothing
-// is drawn after it.
+// finish removes a running bar and stops mpb, before the summary or an
+// error: its lines are all printed, and nothing is drawn after it.
 func (r *reporter) finish() {
 	r.mu.Lock()
-	defer r.mu.Unlock()
 	r.active = false
-	if r.open {
-		io.WriteString(r.w, "\r\x1b[K")
-		r.open = false
+	if r.bar != nil {
+		r.bar.Abort(true)
+		r.bar = nil
+	}
+	p := r.p
+	r.p = nil
+	r.mu.Unlock()
+	if p != nil {
+		p.Wait()
 	}
 }
 
-// tick redraws the progress line every interval on a terminal, so the
-// time of a stage without package events moves too. The returned
-// function stops it.
-func (r *reporter) tick(interval time.Duration) (stop func()) {
-	if !r.tty {
-		return func() {}
-	}
-	done := make(chan struct{})
-	var wg sync.WaitGroup
-	wg.Go(func() {
-		t := time.NewTicker(interval)
-		defer t.Stop()
-		for {
-			select {
-			case <-done:
-				return
-			case <-t.C:
-				r.mu.Lock()
-				r.draw(true)
-				r.mu.Unlock()
-			}
-		}
-	})
-	return func() {
-		close(done)
-		wg.Wait()
-	}
-}
-
-// draw redraws the progress line, at most ten times a second unless
-// forced.
-func (r *reporter) draw(force bool) {
-	if !r.tty || !r.active {
+// startBar adds the stage's bar: "[stage] 12.3s", what it does, a bar
+// while there is a fraction to show, and the package it is at. Called
+// with mu held.
+func (r *reporter) startBar() {
+	if r.p == nil {
 		return
 	}
-	now := r.now()
-	if !force && now.Sub(r.lastDraw) < 100*time.Millisecond {
-		return
-	}
-	r.lastDraw = now
-	s := r.progressLine(now)
-	if utf8.RuneCountInString(s) > r.width-1 {
-		s = string([]rune(s)[:r.width-1])
-	}
-	io.WriteString(r.w, "\r"+s+"\x1b[K")
-	r.open = true
+	r.endBar()
+	r.show.Store(&view{stage: r.stage, started: r.started})
+	style := mpb.BarStyle().Lbound("[").Filler("#").Tip("#").Padding("-").Rbound("]")
+	r.bar = r.p.New(barScale, style,
+		mpb.BarWidth(22),
+		mpb.BarRemoveOnComplete(),
+		mpb.BarFillerMiddleware(func(f mpb.BarFiller) mpb.BarFiller {
+			return mpb.BarFillerFunc(func(w io.Writer, st decor.Statistics) error {
+				if v := r.show.Load(); v == nil || !v.hasBar {
+					return nil
+				}
+				return f.Fill(w, st)
+			})
+		}),
+		mpb.PrependDecorators(decor.Any(func(decor.Statistics) string {
+			v := r.show.Load()
+			return fmt.Sprintf("[%s] %s%s", v.stage, seconds(time.Since(v.started)), v.head)
+		})),
+		mpb.AppendDecorators(decor.Any(func(decor.Statistics) string { return r.show.Load().tail })),
+	)
 }
 
-func (r *reporter) progressLine(now time.Time) string {
-	head := fmt.Sprintf("[%s] %s", r.stage, seconds(now.Sub(r.started)))
+// endBar completes the running bar, which mpb then removes. Called with
+// mu held.
+func (r *reporter) endBar() {
+	if r.bar != nil {
+		r.bar.SetTotal(-1, true)
+		r.bar = nil
+	}
+}
+
+// draw hands the bar what it should show now. Called with mu held.
+func (r *reporter) draw() {
+	if r.bar == nil || !r.active {
+		return
+	}
+	v := r.view()
+	r.show.Store(&v)
+	r.bar.SetCurrent(int64(v.frac * barScale))
+}
+
+// view says what the running stage's bar shows.
+func (r *reporter) view() view {
+	v := view{stage: r.stage, started: r.started}
 	switch e := r.phase; {
 	case e == nil:
 	case e.Kind == pacman.EventInstall && e.Count > 0:
-		frac := (float64(e.Current-1) + float64(e.Percent)/100) / float64(e.Count)
-		return fmt.Sprintf("%s  installing %d/%d %s %s", head, e.Current, e.Count, bar(frac, 20), e.Package)
+		v.head = fmt.Sprintf("  installing %d/%d", e.Current, e.Count)
+		v.frac, v.hasBar = (float64(e.Current-1)+float64(e.Percent)/100)/float64(e.Count), true
+		v.tail = e.Package
+		return v
 	case e.Kind == pacman.EventCheck:
-		return fmt.Sprintf("%s  %s %s", head, e.Message, bar(float64(e.Percent)/100, 20))
+		v.head = "  " + e.Message
+		v.frac, v.hasBar = float64(e.Percent)/100, true
+		return v
 	case e.Kind == pacman.EventHook:
 		// Hooks (depmod, initramfs, systemd's) can run for a minute
 		// after the last package: say which one.
-		return fmt.Sprintf("%s  hook %d/%d %s", head, e.Current, e.Count, strings.TrimSuffix(e.Message, "..."))
+		v.head = fmt.Sprintf("  hook %d/%d %s", e.Current, e.Count, strings.TrimSuffix(e.Message, "..."))
+		return v
 	}
 	if len(r.files) > 0 {
 		var done int
@@ -254,20 +290,14 @@ func (r *reporter) progressLine(now time.Time) string {
 				done++
 			}
 		}
-		frac := 0.0
 		if total > 0 {
-			frac = float64(bytes) / float64(total)
+			v.frac = float64(bytes) / float64(total)
 		}
-		return fmt.Sprintf("%s  downloading %d/%d files %s/%s %3.0f%% %s", head, done, len(r.files),
-			human(bytes), human(total), 100*frac, bar(frac, 20))
+		v.hasBar = true
+		v.head = fmt.Sprintf("  downloading %d/%d files %s/%s %3.0f%%", done, len(r.files), human(bytes), human(total), 100*v.frac)
 	}
-	return head
-}
-
-func bar(frac float64, width int) string {
-	frac = min(max(frac, 0), 1)
-	n := int(frac * float64(width))
-	return "[" + strings.Repeat("#", n) + strings.Repeat("-", width-n) + "]"
+	v.frac = min(max(v.frac, 0), 1)
+	return v
 }
 
 // seconds renders a duration as 12.3s.

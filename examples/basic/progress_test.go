@@ -2,6 +2,7 @@ package main
 
 import (
 	"bytes"
+	"regexp"
 	"strings"
 	"sync"
 	"testing"
@@ -61,26 +62,66 @@ func TestVerboseProgressShowsScriptletsAndNoBar(t *testing.T) {
 	assert.NotContains(t, out.String(), "\r")
 }
 
-func TestTerminalProgressRedrawsOneLine(t *testing.T) {
-	var out bytes.Buffer
+// TestTerminalViewFollowsLibalpm: what the bar shows at each step.
+func TestTerminalViewFollowsLibalpm(t *testing.T) {
+	r := newReporter(&syncBuffer{}, true, false, 100)
+	defer r.finish()
+	step := func(e pacman.Event) view {
+		r.handle(pkgEvent(e))
+		r.mu.Lock()
+		defer r.mu.Unlock()
+		return r.view()
+	}
+	r.handle(image.Progress{Kind: image.StageStarted, Stage: hooks.StageBase})
+	step(pacman.Event{Kind: pacman.EventDownloadStart, File: "bash.pkg.tar.zst"})
+	step(pacman.Event{Kind: pacman.EventDownloadStart, File: "less.pkg.tar.zst"})
+	step(pacman.Event{Kind: pacman.EventDownloadProgress, File: "bash.pkg.tar.zst", Bytes: 1 << 20, Total: 2 << 20})
+	v := step(pacman.Event{Kind: pacman.EventDownloadProgress, File: "less.pkg.tar.zst", Bytes: 0, Total: 2 << 20})
+	assert.Equal(t, view{stage: hooks.StageBase, started: v.started, head: "  downloading 0/2 files 1.0 MiB/4.0 MiB  25%", frac: 0.25, hasBar: true}, v)
+	v = step(pacman.Event{Kind: pacman.EventCheck, Message: "checking package integrity", Current: 1, Count: 2, Percent: 40})
+	assert.Equal(t, "  checking package integrity", v.head, "signature checks show, not the last download")
+	assert.InDelta(t, 0.4, v.frac, 1e-9)
+	v = step(pacman.Event{Kind: pacman.EventInstall, Package: "bash", Current: 1, Count: 2, Percent: 50})
+	assert.Equal(t, [2]string{"  installing 1/2", "bash"}, [2]string{v.head, v.tail})
+	assert.InDelta(t, 0.25, v.frac, 1e-9)
+	v = step(pacman.Event{Kind: pacman.EventHook, Package: "60-depmod", Message: "Updating module dependencies...", Current: 1, Count: 2})
+	assert.Equal(t, "  hook 1/2 Updating module dependencies", v.head, "after the last package, the running hook shows")
+	assert.False(t, v.hasBar, "a hook has no fraction: no bar")
+}
+
+// TestTerminalProgressDrawsTheBarAndLinesAbove runs mpb on a buffer: the
+// bar appears while the stage runs, the other lines are printed whole,
+// and nothing of the bar is drawn after finish.
+func TestTerminalProgressDrawsTheBarAndLinesAbove(t *testing.T) {
+	var out syncBuffer
 	r := newReporter(&out, true, false, 100)
-	clock := time.Unix(0, 0)
-	r.now = func() time.Time { clock = clock.Add(time.Second); return clock }
+	r.handle(image.Progress{Kind: image.StageStarted, Stage: hooks.StageBase})
+	r.handle(pkgEvent(pacman.Event{Kind: pacman.EventDownloadProgress, File: "bash.pkg.tar.zst", Bytes: 1 << 20, Total: 4 << 20}))
+	require.Eventually(t, func() bool {
+		return strings.Contains(out.String(), "[base] ") && strings.Contains(out.String(), "downloading 0/1 files 1.0 MiB/4.0 MiB  25% [#####")
+	}, 5*time.Second, 10*time.Millisecond, "%q", out.String())
 	feedBase(r)
 	r.finish()
 	s := out.String()
-	assert.Contains(t, s, "\r[base] ")
-	assert.Contains(t, s, "downloading 0/2 files 1.0 MiB/4.0 MiB  25% [#####---------------]")
-	assert.Contains(t, s, "checking package integrity [########------------]", "signature checks show, not the last download")
-	assert.Contains(t, s, "installing 1/2 [#####---------------] bash")
-	assert.Contains(t, s, "hook 1/2 Updating module dependencies\x1b[K", "after the last package, the running hook shows")
-	assert.Contains(t, s, "\r\x1b[K[base] warning: something\n")
-	assert.True(t, strings.HasSuffix(s, "[base] done in 12.3s (downloaded 2 files, 4.0 MiB)\n"), "%q", s)
+	assert.Contains(t, s, "[base] warning: something\n")
+	assert.Contains(t, s, "[base] pacman warning: directory permissions differ\n")
+	assert.Contains(t, s, "[base] done in 12.3s (downloaded 2 files, 4.0 MiB)\n")
 	assert.NotContains(t, s, "installed bash", "installed packages show in the bar only")
-	for _, l := range strings.Split(s, "\r") {
-		assert.LessOrEqual(t, len([]rune(strings.TrimSuffix(l, "\x1b[K"))), 100)
+	n := len(out.String())
+	r.handle(image.Progress{Kind: image.Message, Stage: hooks.StageBase, Message: "after"})
+	time.Sleep(300 * time.Millisecond)
+	assert.Equal(t, "[base] after\n", out.String()[n:], "after finish, lines go straight to the output and no bar is drawn")
+	for _, l := range strings.Split(s, "\n") {
+		assert.LessOrEqual(t, len([]rune(stripCSI(l))), 100, "%q", l)
 	}
 }
+
+// stripCSI drops terminal control sequences (ESC [ ... letter) and \r.
+func stripCSI(s string) string {
+	return csi.ReplaceAllString(s, "")
+}
+
+var csi = regexp.MustCompile("\x1b\\[[0-9;?]*[A-Za-z]|\r")
 
 func TestHumanSizes(t *testing.T) {
 	for n, want := range map[int64]string{0: "0 B", 1023: "1023 B", 1024: "1.0 KiB", 1536: "1.5 KiB", 5 << 20: "5.0 MiB", 3 << 30: "3.0 GiB", 2 << 40: "2.0 TiB"} {
@@ -154,20 +195,6 @@ func TestDryRunPlanPrintout(t *testing.T) {
 	} {
 		assert.Contains(t, text, want)
 	}
-}
-
-func TestTickRedrawsUntilFinished(t *testing.T) {
-	var out syncBuffer
-	r := newReporter(&out, true, false, 80)
-	stop := r.tick(time.Millisecond)
-	r.handle(image.Progress{Kind: image.StageStarted, Stage: hooks.StageConvert})
-	require.Eventually(t, func() bool { return strings.Count(out.String(), "\r[convert]") > 2 }, 5*time.Second, time.Millisecond)
-	r.finish()
-	n := len(out.String())
-	time.Sleep(20 * time.Millisecond)
-	stop()
-	assert.Len(t, out.String(), n, "nothing is drawn after finish")
-	assert.True(t, strings.HasSuffix(out.String(), "\r\x1b[K"))
 }
 
 // syncBuffer is a bytes.Buffer safe for the ticker and the test.
