@@ -9,8 +9,8 @@ import (
 	"os"
 	"path"
 	"path/filepath"
-	"slices"
 	"regexp"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -334,7 +334,7 @@ type session struct {
 	cache    []string
 	repos    map[string]Repo
 	rootDir  string
-	dbext    string // ".db", or ".files" for file lists
+	dbext    string                 // ".db", or ".files" for file lists
 	release  func()                 // the process-wide libalpm lock (see alpm.AcquireGPGDir)
 	gpgdir   string                 // the stable link libalpm's gpgme uses
 	dirModes map[string]os.FileMode // from libalpm's "directory permissions differ" warnings

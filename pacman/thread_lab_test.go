@@ -11,8 +11,9 @@ import (
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 
-	"github.com/paczfs/paczfs/internal/labtest"
 	"log/slog"
+
+	"github.com/paczfs/paczfs/internal/labtest"
 )
 
 func TestLabAPIMountsArePrivateToTheInstallThread(t *testing.T) {
