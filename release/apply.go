@@ -36,10 +36,24 @@ var (
 	ErrSpace     = errors.New("not enough space")
 )
 
+// DefaultWorkDir is where Apply keeps what a Source delivers: kept across
+// reboots (a download cut by a power loss resumes), emptied of the
+// stream once it is received.
+const DefaultWorkDir = "/var/tmp/paczfs-release"
+
+// maxManifest bounds a manifest or signature read from a Source.
+const maxManifest = 4 << 20
+
 // ApplyOptions say what to apply and how.
 type ApplyOptions struct {
-	// Dir holds manifest.json, manifest.json.sig and the stream files.
+	// Dir holds manifest.json, manifest.json.sig and the stream files;
+	// with Source, it is where they are fetched to (default
+	// DefaultWorkDir).
 	Dir string
+	// Source, when set, delivers the release (HTTPSource, ArchiveSource,
+	// release/oci): the manifest and signature are fetched and verified
+	// before the one stream Apply needs is fetched.
+	Source Source
 	// Trusted are the armored public keys a release must be signed by.
 	Trusted [][]byte
 	// Name of the new environment (default release-<version>).
@@ -75,12 +89,29 @@ func Apply(ctx context.Context, m *bootenv.Manager, o ApplyOptions) (Result, err
 	}
 	z := zfs.New(zfs.WithRunner(run), zfs.WithLogger(log))
 
+	dir := o.Dir
+	if o.Source != nil {
+		if dir == "" {
+			dir = DefaultWorkDir
+		}
+		if err := os.MkdirAll(dir, 0o700); err != nil {
+			return r, err
+		}
+		// The manifest and signature are fetched whole every time: a
+		// release republished since the last try is read afresh.
+		for _, n := range []string{ManifestFile, SignatureFile} {
+			os.Remove(filepath.Join(dir, n+".part"))
+			if _, err := fetch(ctx, o.Source, dir, n, maxManifest, -1); err != nil {
+				return r, err
+			}
+		}
+	}
 	// 1. The signature, over the exact bytes read.
-	manifest, err := os.ReadFile(filepath.Join(o.Dir, ManifestFile))
+	manifest, err := os.ReadFile(filepath.Join(dir, ManifestFile))
 	if err != nil {
 		return r, err
 	}
-	sig, err := os.ReadFile(filepath.Join(o.Dir, SignatureFile))
+	sig, err := os.ReadFile(filepath.Join(dir, SignatureFile))
 	if err != nil {
 		return r, err
 	}
@@ -102,6 +133,7 @@ func Apply(ctx context.Context, m *bootenv.Manager, o ApplyOptions) (Result, err
 	r.Env = name
 	pool := m.Pool()
 	container := pool + "/system"
+	var fetched string // the stream file fetched from o.Source
 
 	// 2. Where this pool stands: its snapshots by guid, the booted version.
 	snaps, err := z.List(ctx, container, zfs.ListOptions{Types: []string{"snapshot"}, Recursive: true, Props: []string{"guid"}})
@@ -142,14 +174,27 @@ func Apply(ctx context.Context, m *bootenv.Manager, o ApplyOptions) (Result, err
 			return r, err
 		}
 		r.Stream = st.Kind
-		file := filepath.Join(o.Dir, st.File)
-		// 4. The stream's bytes, before the kernel parses any of them.
-		if err := checkStream(file, st); err != nil {
+		file := filepath.Join(dir, st.File)
+		// 4. Space: the stream's size and a margin on the pool; the
+		// booted environment's boot files on the ESP; and, to fetch it,
+		// the stream in the work directory.
+		if err := checkSpace(ctx, z, m, container, st.Size); err != nil {
 			return r, err
 		}
-		// 5. Space: the stream's size and a margin on the pool; the
-		// booted environment's boot files on the ESP.
-		if err := checkSpace(ctx, z, m, container, st.Size); err != nil {
+		if o.Source != nil {
+			if err := checkDirSpace(dir, st); err != nil {
+				return r, err
+			}
+			if file, err = fetch(ctx, o.Source, dir, st.File, st.Size, st.Size); err != nil {
+				return r, err
+			}
+			fetched = file
+		}
+		// 5. The stream's bytes, before the kernel parses any of them.
+		if err := checkStream(file, st); err != nil {
+			if fetched != "" {
+				os.Remove(fetched) // fetched anew by the next run
+			}
 			return r, err
 		}
 		// 6. Receive, unmounted; interrupted, ZFS keeps nothing of it.
@@ -167,6 +212,11 @@ func Apply(ctx context.Context, m *bootenv.Manager, o ApplyOptions) (Result, err
 			return r, err
 		}
 	}
+	if fetched != "" {
+		// Received: the copy is not needed again (a rerun finds the
+		// snapshot by its guid).
+		os.Remove(fetched)
+	}
 	// 7. Boot files from its own root, then the trial.
 	if err := m.InstallBootFiles(ctx, name); err != nil {
 		return r, err
@@ -179,6 +229,25 @@ func Apply(ctx context.Context, m *bootenv.Manager, o ApplyOptions) (Result, err
 		return r, err
 	}
 	return r, nil
+}
+
+// checkDirSpace refuses to fetch st into dir when its file system cannot
+// hold what is still missing of it.
+func checkDirSpace(dir string, st Stream) error {
+	var have int64
+	for _, n := range []string{st.File, st.File + ".part"} {
+		if fi, err := os.Stat(filepath.Join(dir, n)); err == nil {
+			have = max(have, fi.Size())
+		}
+	}
+	var fs syscall.Statfs_t
+	if err := syscall.Statfs(dir, &fs); err != nil {
+		return err
+	}
+	if free := int64(fs.Bavail) * int64(fs.Bsize); free < st.Size-have {
+		return fmt.Errorf("%w: %s has %d bytes free, the %s stream needs %d more", ErrSpace, dir, free, st.Kind, st.Size-have)
+	}
+	return nil
 }
 
 // pick chooses the incremental stream when its base snapshot is present,
