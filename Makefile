@@ -30,6 +30,18 @@ deps:
 lab: deps
 	$(LAB) build
 
+# docker-registry (distribution 2.8), for the OCI release tests on
+# loopback: the binary alone, taken out of Debian's package into the
+# cache. Installing the package would start a registry on port 5000.
+TOOLS_DIR ?= $(or $(PACZFS_CACHE),$(or $(XDG_CACHE_HOME),$(HOME)/.cache)/paczfs)/tools
+REGISTRY  := $(TOOLS_DIR)/docker-registry
+
+$(REGISTRY):
+	rm -rf $(TOOLS_DIR)/deb && mkdir -p $(TOOLS_DIR)/deb
+	cd $(TOOLS_DIR)/deb && { apt-get download docker-registry || { apt-get update -q && apt-get download docker-registry; }; } && \
+		dpkg-deb -x docker-registry_*.deb x && install -m 0755 x/usr/bin/docker-registry $(REGISTRY)
+	rm -rf $(TOOLS_DIR)/deb
+
 lint:
 	@out=$$(gofmt -l .); if [ -n "$$out" ]; then echo "gofmt needed:"; echo "$$out"; exit 1; fi
 	$(GO) vet ./...
@@ -39,9 +51,9 @@ lint:
 
 # Tests that need no privileges and no lab; -race on everything; and the
 # build without cgo (no libalpm), which must work and say so.
-unit:
-	$(GO) test -race -count=1 ./...
-	CGO_ENABLED=0 $(GO) test -count=1 ./...
+unit: $(REGISTRY)
+	PACZFS_REQUIRE_TOOLS=1 PACZFS_REGISTRY=$(REGISTRY) $(GO) test -race -count=1 ./...
+	PACZFS_REQUIRE_TOOLS=1 PACZFS_REGISTRY=$(REGISTRY) CGO_ENABLED=0 $(GO) test -count=1 ./...
 
 # Lab tests that only test-long runs: killing builds with SIGKILL at every
 # stage and recovering (about 4 minutes), kept out of the per-stop run to
