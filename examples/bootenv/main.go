@@ -11,7 +11,7 @@
 //	paczfs-bootenv rollback NAME
 //	paczfs-bootenv mount NAME DIR [--ro]; paczfs-bootenv umount DIR
 //	paczfs-bootenv nspawn NAME [ARG...]
-//	paczfs-bootenv apply DIR [--name N] [--try N]
+//	paczfs-bootenv apply DIR|URL|oci://REF|- [--name N] [--try N] [--work DIR] [--insecure-registry]
 //	paczfs-bootenv check [--reboot-trial] | good | sync | watchdog   (run by the image's units)
 //
 // Build it without cgo, so it runs on any target: CGO_ENABLED=0 go build
@@ -37,6 +37,7 @@ import (
 	"github.com/paczfs/paczfs/bootenv"
 	"github.com/paczfs/paczfs/hooks"
 	"github.com/paczfs/paczfs/release"
+	"github.com/paczfs/paczfs/release/oci"
 )
 
 const usage = `usage: paczfs-bootenv [global flags] COMMAND [ARGS]
@@ -55,8 +56,11 @@ Commands:
   rollback NAME            a new environment from NAME's last good snapshot, activated
   mount NAME DIR [--ro]    mount an environment for inspection; umount DIR
   nspawn NAME [ARG...]     boot it in systemd-nspawn on an ephemeral copy
-  apply DIR                a signed release (manifest.json, .sig, streams): verified, received, a trial
+  apply SRC                a signed release: verified, received, a trial. SRC is a directory
+                           (manifest.json, .sig, streams), an http(s):// URL of one (a cut
+                           download resumes), oci://REGISTRY/REPO:TAG, or - (an archive on stdin)
       --name N --try N     ... its environment's name, its tries
+      --work DIR           ... where a fetched release is kept until received
   check [--reboot-trial]   run by paczfs-boot-check.service: is this boot good?
   good                     run by paczfs-boot-good.service: record a good boot
   sync                     run at shutdown: make the loader boot what bootfs names
@@ -151,6 +155,8 @@ func dispatch(ctx context.Context, g globals, cmd string, args []string, stdout,
 	rebootTrial := sub.Bool("reboot-trial", false, "check: reboot a failing trial boot")
 	envName := sub.String("name", "", "apply: the new environment's name (default release-<version>)")
 	keys := sub.String("keys", release.KeysDir, "apply: the directory of trusted release keys")
+	work := sub.String("work", release.DefaultWorkDir, "apply: where a fetched release is kept until received")
+	insecure := sub.Bool("insecure-registry", false, "apply: reach an oci:// registry over plain HTTP")
 	sub.BoolVar(&g.json, "json", g.json, "print JSON")
 	var pos []string
 	for len(args) > 0 {
@@ -271,15 +277,30 @@ func dispatch(ctx context.Context, g globals, cmd string, args []string, stdout,
 		}
 		return m.Nspawn(ctx, pos[0], hooks.Cmd{Stdin: os.Stdin, Stdout: stdout}, pos[1:]...)
 	case "apply":
-		if err := need(1, "apply DIR [--name N] [--try N]"); err != nil {
+		if err := need(1, "apply DIR|URL|oci://REF|- [--name N] [--try N]"); err != nil {
 			return err
 		}
 		trusted, err := release.TrustedKeys(*keys)
 		if err != nil {
 			return err
 		}
-		r, err := release.Apply(ctx, m, release.ApplyOptions{Dir: pos[0], Trusted: trusted, Name: *envName, Tries: *try,
-			Runner: &hooks.ExecRunner{Logger: log}, Logger: log})
+		o := release.ApplyOptions{Dir: pos[0], Trusted: trusted, Name: *envName, Tries: *try,
+			Runner: &hooks.ExecRunner{Logger: log}, Logger: log}
+		// A directory is applied in place; anything else is fetched
+		// into the work directory first.
+		if ref, ok := strings.CutPrefix(pos[0], "oci://"); ok {
+			if o.Source, err = oci.NewSource(ctx, ref, oci.Options{Insecure: *insecure}); err != nil {
+				return err
+			}
+		} else if !isDir(pos[0]) {
+			if o.Source, err = release.OpenSource(pos[0], os.Stdin); err != nil {
+				return err
+			}
+		}
+		if o.Source != nil {
+			o.Dir = *work
+		}
+		r, err := release.Apply(ctx, m, o)
 		if err != nil {
 			return err
 		}
@@ -375,4 +396,10 @@ func human(b uint64) string {
 		exp++
 	}
 	return fmt.Sprintf("%.1f%c", float64(b)/float64(div), "KMGTPE"[exp])
+}
+
+// isDir reports whether path is a directory on this machine.
+func isDir(path string) bool {
+	st, err := os.Stat(path)
+	return err == nil && st.IsDir()
 }

@@ -4,9 +4,14 @@
 //	paczfs-release keygen NAME PREFIX      # PREFIX.key (secret, 0600) and PREFIX.asc (public)
 //	paczfs-release write --snapshot POOL/system/default@v2 [--base POOL/system/default@v1] \
 //	    --version 2 [--previous 1] --key PREFIX.key --dir OUT
+//	paczfs-release archive DIR > release.tar   # for paczfs-bootenv apply - (a pipe, ssh)
+//	paczfs-release push DIR REGISTRY/REPO:TAG [--insecure]
+//	paczfs-release pull SRC DIR [--keys DIR] [--insecure]   # SRC: oci://REF, an http(s) URL, a directory
 //
 // write needs root and the pool imported; the release directory it makes
-// holds manifest.json, manifest.json.sig and the streams.
+// holds manifest.json, manifest.json.sig and the streams. A directory can
+// be served as it is by any HTTP server; devices apply it from there, or
+// from a registry after push.
 package main
 
 import (
@@ -16,9 +21,11 @@ import (
 	"io"
 	"os"
 	"os/signal"
+	"strings"
 	"syscall"
 
 	"github.com/paczfs/paczfs/release"
+	"github.com/paczfs/paczfs/release/oci"
 	"github.com/paczfs/paczfs/zfs"
 )
 
@@ -33,7 +40,7 @@ func main() {
 
 func run(ctx context.Context, args []string, stdout io.Writer) error {
 	if len(args) == 0 {
-		return fmt.Errorf("usage: paczfs-release keygen NAME PREFIX | write --snapshot DS@SNAP [--base DS@SNAP] --version V [--previous V] --key FILE --dir OUT")
+		return fmt.Errorf("usage: paczfs-release keygen NAME PREFIX | write --snapshot DS@SNAP [--base DS@SNAP] --version V [--previous V] --key FILE --dir OUT | archive DIR | push DIR REF [--insecure] | pull SRC DIR [--keys DIR] [--insecure]")
 	}
 	switch args[0] {
 	case "keygen":
@@ -79,6 +86,58 @@ func run(ctx context.Context, args []string, stdout io.Writer) error {
 			fmt.Fprintf(stdout, "%s stream %s: %d bytes, sha256 %s\n", s.Kind, s.File, s.Size, s.SHA256)
 		}
 		fmt.Fprintf(stdout, "release %s written to %s (check it: gpg --verify %s/manifest.json.sig %s/manifest.json)\n", m.Version, o.Dir, o.Dir, o.Dir)
+		return nil
+	case "archive":
+		if len(args) != 2 {
+			return fmt.Errorf("usage: paczfs-release archive DIR > release.tar")
+		}
+		return release.WriteArchive(stdout, args[1])
+	case "push":
+		fs := flag.NewFlagSet("push", flag.ContinueOnError)
+		insecure := fs.Bool("insecure", false, "plain HTTP to the registry")
+		if err := fs.Parse(args[1:]); err != nil {
+			return err
+		}
+		if fs.NArg() != 2 {
+			return fmt.Errorf("usage: paczfs-release push DIR REGISTRY/REPO:TAG [--insecure]")
+		}
+		digest, err := oci.Push(ctx, fs.Arg(0), fs.Arg(1), oci.Options{Insecure: *insecure})
+		if err != nil {
+			return err
+		}
+		fmt.Fprintf(stdout, "pushed %s as %s (devices: paczfs-bootenv apply oci://%s)\n", fs.Arg(0), digest, fs.Arg(1))
+		return nil
+	case "pull":
+		fs := flag.NewFlagSet("pull", flag.ContinueOnError)
+		insecure := fs.Bool("insecure", false, "plain HTTP to the registry")
+		keys := fs.String("keys", "", "a directory of trusted release keys: verify the signature")
+		if err := fs.Parse(args[1:]); err != nil {
+			return err
+		}
+		if fs.NArg() != 2 {
+			return fmt.Errorf("usage: paczfs-release pull SRC DIR [--keys DIR] [--insecure]")
+		}
+		var src release.Source
+		var err error
+		if ref, ok := strings.CutPrefix(fs.Arg(0), "oci://"); ok {
+			src, err = oci.NewSource(ctx, ref, oci.Options{Insecure: *insecure})
+		} else {
+			src, err = release.OpenSource(fs.Arg(0), os.Stdin)
+		}
+		if err != nil {
+			return err
+		}
+		var trusted [][]byte
+		if *keys != "" {
+			if trusted, err = release.TrustedKeys(*keys); err != nil {
+				return err
+			}
+		}
+		m, err := release.Download(ctx, src, fs.Arg(1), trusted)
+		if err != nil {
+			return err
+		}
+		fmt.Fprintf(stdout, "release %s from %s in %s (%d streams checked)\n", m.Version, src, fs.Arg(1), len(m.Streams))
 		return nil
 	}
 	return fmt.Errorf("unknown command %q", args[0])
