@@ -63,7 +63,24 @@ type ApplyOptions struct {
 	// Runner runs zfs (default hooks.ExecRunner); Logger logs.
 	Runner hooks.Runner
 	Logger *slog.Logger
+	// Step, when set, is called as Apply reaches each Step: progress for
+	// a caller, and the points where tests cut the power.
+	Step func(Step)
 }
+
+// Step is a point Apply reaches, in this order (the fetch steps only
+// with a Source; a resumed apply skips to StepReceived).
+type Step string
+
+const (
+	StepVerified  Step = "verified"  // the manifest's signature is good
+	StepFetching  Step = "fetching"  // half the stream is fetched
+	StepFetched   Step = "fetched"   // the stream is here and matches the manifest
+	StepReceiving Step = "receiving" // half the stream is in zfs receive
+	StepReceived  Step = "received"  // the new environment exists, unmounted, state new
+	StepBootFiles Step = "boot-files"
+	StepActivated Step = "activated" // a trial: the next boot tries it
+)
 
 // Result says what Apply did.
 type Result struct {
@@ -118,6 +135,13 @@ func Apply(ctx context.Context, m *bootenv.Manager, o ApplyOptions) (Result, err
 	if r.Signer, err = Verify(manifest, sig, o.Trusted...); err != nil {
 		return r, err
 	}
+	step := func(s Step) {
+		log.Debug("apply", "step", s)
+		if o.Step != nil {
+			o.Step(s)
+		}
+	}
+	step(StepVerified)
 	mf, err := ParseManifest(manifest)
 	if err != nil {
 		return r, err
@@ -185,7 +209,8 @@ func Apply(ctx context.Context, m *bootenv.Manager, o ApplyOptions) (Result, err
 			if err := checkDirSpace(dir, st); err != nil {
 				return r, err
 			}
-			if file, err = fetch(ctx, o.Source, dir, st.File, st.Size, st.Size); err != nil {
+			src := halfway(o.Source, st.File, st.Size, func() { step(StepFetching) })
+			if file, err = fetch(ctx, src, dir, st.File, st.Size, st.Size); err != nil {
 				return r, err
 			}
 			fetched = file
@@ -197,6 +222,9 @@ func Apply(ctx context.Context, m *bootenv.Manager, o ApplyOptions) (Result, err
 			}
 			return r, err
 		}
+		if fetched != "" {
+			step(StepFetched)
+		}
 		// 6. Receive, unmounted; interrupted, ZFS keeps nothing of it.
 		props := map[string]string{"canmount": "noauto", "mountpoint": "/", bootenv.PropState: string(bootenv.StateNew), PropVersion: mf.Version}
 		if base != "" {
@@ -206,7 +234,7 @@ func Apply(ctx context.Context, m *bootenv.Manager, o ApplyOptions) (Result, err
 		if err != nil {
 			return r, err
 		}
-		err = z.Receive(ctx, f, m.Dataset(name), zfs.ReceiveOptions{Props: props})
+		err = z.Receive(ctx, &halfReader{r: f, half: st.Size / 2, at: func() { step(StepReceiving) }}, m.Dataset(name), zfs.ReceiveOptions{Props: props})
 		f.Close()
 		if err != nil {
 			return r, err
@@ -217,10 +245,12 @@ func Apply(ctx context.Context, m *bootenv.Manager, o ApplyOptions) (Result, err
 		// snapshot by its guid).
 		os.Remove(fetched)
 	}
+	step(StepReceived)
 	// 7. Boot files from its own root, then the trial.
 	if err := m.InstallBootFiles(ctx, name); err != nil {
 		return r, err
 	}
+	step(StepBootFiles)
 	tries := o.Tries
 	if tries == 0 {
 		tries = 3
@@ -228,7 +258,53 @@ func Apply(ctx context.Context, m *bootenv.Manager, o ApplyOptions) (Result, err
 	if err := m.Activate(ctx, name, bootenv.ActivateOptions{Mode: bootenv.Trial, Tries: tries}); err != nil {
 		return r, err
 	}
+	step(StepActivated)
 	return r, nil
+}
+
+// halfReader calls at once, when half of what it reads has passed.
+type halfReader struct {
+	r    io.Reader
+	half int64
+	n    int64
+	at   func()
+}
+
+func (h *halfReader) Read(p []byte) (int, error) {
+	if h.at != nil && h.n < h.half && h.n+int64(len(p)) > h.half {
+		p = p[:h.half-h.n] // stop at half, so what follows has not been read
+	}
+	n, err := h.r.Read(p)
+	h.n += int64(n)
+	if h.at != nil && h.n >= h.half {
+		at := h.at
+		h.at = nil
+		at()
+	}
+	return n, err
+}
+
+// halfway wraps src so that reading file name past half its size calls at.
+func halfway(src Source, name string, size int64, at func()) Source {
+	return &halfSource{Source: src, name: name, size: size, at: at}
+}
+
+type halfSource struct {
+	Source
+	name string
+	size int64
+	at   func()
+}
+
+func (h *halfSource) Open(ctx context.Context, name string, offset int64) (io.ReadCloser, int64, error) {
+	rc, start, err := h.Source.Open(ctx, name, offset)
+	if err != nil || name != h.name || start >= h.size/2 {
+		return rc, start, err
+	}
+	return struct {
+		io.Reader
+		io.Closer
+	}{&halfReader{r: rc, half: h.size/2 - start, at: h.at}, rc}, start, nil
 }
 
 // checkDirSpace refuses to fetch st into dir when its file system cannot

@@ -201,3 +201,21 @@ func TestDownloadCopiesAndChecksTheWholeRelease(t *testing.T) {
 	_, err = os.Stat(filepath.Join(out, "v1-v2.zstream"))
 	assert.ErrorIs(t, err, os.ErrNotExist)
 }
+
+// Apply reports its steps in order: what a caller shows, and where the
+// power-cut tests stop it. (The fake runner cannot mount the received
+// root, so this apply ends at the boot files.)
+func TestApplyReportsItsSteps(t *testing.T) {
+	secret, public := key(t)
+	stream := make([]byte, 64<<10)
+	_, _ = rand.Read(stream)
+	srv := serve(t, release(t, secret, stream, nil), nil)
+	src, err := HTTPSource(srv.URL+"/rel", nil)
+	require.NoError(t, err)
+	m, f := device(t)
+	var steps []Step
+	_, err = Apply(context.Background(), m, ApplyOptions{Source: src, Dir: t.TempDir(), Trusted: [][]byte{public}, Runner: f,
+		Step: func(s Step) { steps = append(steps, s) }})
+	require.Error(t, err)
+	assert.Equal(t, []Step{StepVerified, StepFetching, StepFetched, StepReceiving, StepReceived}, steps)
+}
