@@ -61,17 +61,18 @@ unit: $(REGISTRY)
 LONG_TESTS := ^(TestLabKillDuringEachStageThenRecover|TestLabFourBuildsAtOnceOneKilled)$$
 
 # Boot tests that only test-full runs: a signed update applied on a booted
-# machine over four boots (about 15 minutes), the boot-environment
+# machine over four boots (about 15 minutes), the power-cut matrix over
+# six (about 15), the boot-environment
 # lifecycle over five (about 15), and the QCOW2 and VDI conversions
 # (about 5 each). Per stop: the raw image, the bootable environment, a
 # restart loop found unhealthy, and the seven-boot automatic fallback.
-FULL_BOOTS := ^(TestBootReleaseUpdate|TestBootEnvironmentLifecycle|TestBootConvertedImages)$$
+FULL_BOOTS := ^(TestBootReleaseUpdate|TestBootReleasePowerCuts|TestBootEnvironmentLifecycle|TestBootConvertedImages)$$
 
 # Tests that need a real kernel run inside the lab VM; the images the
 # image package's lab test builds are then booted here under OVMF.
-labtest: lab
+labtest: lab $(REGISTRY)
 	rm -rf $(BOOT_DIR)
-	$(LAB) test -repo -timeout 50m -skip '$(LONG_TESTS)' -out $(BOOT_DIR) $(LAB_PKGS)
+	PACZFS_REGISTRY=$(REGISTRY) $(LAB) test -repo -timeout 50m -skip '$(LONG_TESTS)' -out $(BOOT_DIR) $(LAB_PKGS)
 	PACZFS_BOOT_IMAGES=$(BOOT_DIR) PACZFS_REQUIRE_LAB=1 $(GO) test -count=1 -tags boot -run '^TestBoot' -skip '$(FULL_BOOTS)' -parallel 2 -timeout 70m -v ./image
 
 # (-parallel 2: one emulated machine per CPU. Three at once on two CPUs
@@ -91,8 +92,8 @@ labtest-long: lab
 	$(LAB) test -repo -timeout 30m -run '$(LONG_TESTS)' ./image
 
 # One package's lab tests alone, e.g. make labtest-pacman.
-labtest-%: lab
-	$(LAB) test -repo ./$*
+labtest-%: lab $(REGISTRY)
+	PACZFS_REGISTRY=$(REGISTRY) $(LAB) test -repo ./$*
 
 # Benchmarks print figures; they assert nothing about speed.
 bench: bench-pacman bench-image

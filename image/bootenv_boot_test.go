@@ -12,6 +12,7 @@ package image_test
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"os"
 	"path/filepath"
@@ -54,6 +55,7 @@ type bootRecord struct {
 	root  string   // the dataset the kernel command line named
 	lines []string // the scenario's PACZFS-S lines
 	took  time.Duration
+	cut   bool // the host cut the power (machine.cuts)
 }
 
 func (b bootRecord) line(prefix string) string {
@@ -81,6 +83,9 @@ type machine struct {
 	console   *os.File
 	boots     []bootRecord
 	start     time.Time
+	// cuts: boot number (from 1) -> the console text at which the host
+	// cuts that boot's power.
+	cuts map[int]string
 }
 
 // newMachine copies the raw lab image and leaves the scenario on its ESP.
@@ -107,9 +112,12 @@ func (m *machine) run(max int) {
 	for i := 1; i <= max; i++ {
 		start := time.Now()
 		transcript, err := ovmf.Boot(context.Background(), ovmf.Options{Image: m.img, Format: "raw", Writable: true,
-			VarsFile: m.vars, CPUs: 1, Console: m.console, Timeout: 12 * time.Minute})
-		require.NoError(t, err, "boot %d; console:\n%s", i, tail(transcript, 60))
-		rec := bootRecord{took: time.Since(start)}
+			VarsFile: m.vars, CPUs: 1, Console: m.console, Timeout: 12 * time.Minute, CutPower: m.cuts[i]})
+		cut := errors.Is(err, ovmf.ErrPowerCut)
+		if !cut {
+			require.NoError(t, err, "boot %d; console:\n%s", i, tail(transcript, 60))
+		}
+		rec := bootRecord{took: time.Since(start), cut: cut}
 		if mt := cmdlineRoot.FindStringSubmatch(transcript); mt != nil {
 			rec.root = mt[1]
 		}
@@ -122,6 +130,10 @@ func (m *machine) run(max int) {
 		t.Logf("boot %d: %s in %s", i, rec.root, rec.took.Round(time.Second))
 		for _, l := range rec.lines {
 			t.Logf("  %s", l)
+		}
+		if cut {
+			t.Logf("  (power cut at %q)", m.cuts[i])
+			continue
 		}
 		if strings.Contains(transcript, "reboot: Power down") {
 			return

@@ -300,6 +300,9 @@ func dispatch(ctx context.Context, g globals, cmd string, args []string, stdout,
 		if o.Source != nil {
 			o.Dir = *work
 		}
+		if at := os.Getenv("PACZFS_TEST_PAUSE"); at != "" {
+			o.Step = pauseAt(release.Step(at))
+		}
 		r, err := release.Apply(ctx, m, o)
 		if err != nil {
 			return err
@@ -402,4 +405,25 @@ func human(b uint64) string {
 func isDir(path string) bool {
 	st, err := os.Stat(path)
 	return err == nil && st.IsDir()
+}
+
+// pauseAt is fault injection for the power-cut tests
+// (PACZFS_TEST_PAUSE=STEP): at that step of apply it says so on the
+// kernel log (the serial console) and waits to be killed, as a machine
+// whose power is cut there would stop.
+func pauseAt(at release.Step) func(release.Step) {
+	return func(s release.Step) {
+		if s != at {
+			return
+		}
+		msg := "PACZFS-PAUSE " + string(s) + "\n"
+		if f, err := os.OpenFile("/dev/kmsg", os.O_WRONLY, 0); err == nil {
+			f.WriteString("<2>" + msg)
+			f.Close()
+		}
+		os.Stderr.WriteString(msg)
+		for {
+			time.Sleep(time.Hour)
+		}
+	}
 }

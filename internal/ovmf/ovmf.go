@@ -49,7 +49,15 @@ type Options struct {
 	// from the firmware's template when missing. Empty: a fresh store
 	// per boot.
 	VarsFile string
+	// CutPower, when set, stops qemu as soon as the console shows this
+	// text (a signal: qemu quits at once, the guest is not told, what it
+	// had not written is lost, as in a power cut); Boot then returns
+	// ErrPowerCut.
+	CutPower string
 }
+
+// ErrPowerCut: Boot killed the machine where Options.CutPower said.
+var ErrPowerCut = errors.New("power cut")
 
 // Step is one exchange on the serial console.
 type Step struct {
@@ -148,7 +156,18 @@ func Boot(ctx context.Context, o Options) (string, error) {
 		stdin = pr
 		w = io.MultiWriter(w, &expecter{steps: o.Expect, input: pw})
 	}
+	var cut *cutter
+	if o.CutPower != "" {
+		var cancelRun context.CancelFunc
+		ctx, cancelRun = context.WithCancel(ctx)
+		defer cancelRun()
+		cut = &cutter{text: []byte(o.CutPower), cut: cancelRun}
+		w = io.MultiWriter(w, cut)
+	}
 	_, err = r.Run(ctx, hooks.Cmd{Args: Args(o, code, vars), Stdout: w, Stdin: stdin})
+	if cut != nil && cut.done {
+		return transcript.String(), fmt.Errorf("boot %s: %w at %q", o.Image, ErrPowerCut, o.CutPower)
+	}
 	if err != nil {
 		if ctx.Err() != nil {
 			err = fmt.Errorf("boot %s: no power-off within %s: %w", o.Image, timeout, err)
@@ -173,6 +192,29 @@ func (b *syncBuffer) String() string {
 	b.mu.Lock()
 	defer b.mu.Unlock()
 	return b.buf.String()
+}
+
+// cutter cancels the run (qemu is killed) once its text appears.
+type cutter struct {
+	text []byte
+	seen []byte
+	cut  func()
+	done bool
+}
+
+func (c *cutter) Write(p []byte) (int, error) {
+	if c.done {
+		return len(p), nil
+	}
+	c.seen = append(c.seen, p...)
+	if bytes.Contains(c.seen, c.text) {
+		c.done = true
+		c.cut()
+	}
+	if keep := len(c.text) + 4096; len(c.seen) > keep {
+		c.seen = c.seen[len(c.seen)-keep:]
+	}
+	return len(p), nil
 }
 
 // expecter watches the console and sends each step's input once its text
