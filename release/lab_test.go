@@ -8,9 +8,13 @@ import (
 	"crypto/rand"
 	"crypto/sha256"
 	"encoding/hex"
+	"net/http"
+	"net/http/httptest"
 	"os"
 	"path/filepath"
+	"strconv"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -20,7 +24,9 @@ import (
 	"github.com/paczfs/paczfs/bootenv"
 	"github.com/paczfs/paczfs/disk"
 	"github.com/paczfs/paczfs/internal/labtest"
+	"github.com/paczfs/paczfs/internal/testutil"
 	"github.com/paczfs/paczfs/release"
+	"github.com/paczfs/paczfs/release/oci"
 	"github.com/paczfs/paczfs/zfs"
 )
 
@@ -192,9 +198,70 @@ func TestLabApplyIncrementalReleaseOnADevice(t *testing.T) {
 	require.NoError(t, err)
 	assert.True(t, res.Resumed)
 
+	// The same release over the wire, each time into a pool without it:
+	// over HTTP from a server on the guest's loopback, the first
+	// download cut halfway (resumed by the second apply), then from an
+	// OCI registry (Debian's docker-registry, on loopback).
+	require.NoError(t, be.Destroy(ctx, "release-2"))
+	var mu sync.Mutex
+	var requests []string
+	cut := true
+	files := http.FileServer(http.Dir(out))
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		mu.Lock()
+		requests = append(requests, strings.TrimSpace(r.URL.Path+" "+r.Header.Get("Range")))
+		cutNow := cut && r.URL.Path == "/"+incr.File
+		if cutNow {
+			cut = false
+		}
+		mu.Unlock()
+		if cutNow {
+			data, _ := os.ReadFile(filepath.Join(out, incr.File))
+			w.Header().Set("Content-Length", strconv.Itoa(len(data)))
+			w.Write(data[:len(data)/2])
+			conn, _, _ := w.(http.Hijacker).Hijack()
+			conn.Close()
+			return
+		}
+		files.ServeHTTP(w, r)
+	}))
+	defer srv.Close()
+	httpSrc, err := release.HTTPSource(srv.URL, nil)
+	require.NoError(t, err)
+	work := t.TempDir()
+	_, err = release.Apply(ctx, be, release.ApplyOptions{Source: httpSrc, Dir: work, Trusted: [][]byte{public}, Name: "http-2"})
+	require.ErrorIs(t, err, release.ErrSource, "the cut download")
+	ok, err = z.Exists(ctx, dev+"/system/http-2")
+	require.NoError(t, err)
+	assert.False(t, ok, "nothing is received from a cut download")
+	res, err = release.Apply(ctx, be, release.ApplyOptions{Source: httpSrc, Dir: work, Trusted: [][]byte{public}, Name: "http-2"})
+	require.NoError(t, err)
+	assert.Equal(t, release.Incremental, res.Stream)
+	assert.Equal(t, m.GUID, guid(t, dev+"/system/http-2@v2"))
+	mu.Lock()
+	t.Logf("HTTP requests: %v", requests)
+	assert.Contains(t, strings.Join(requests, "\n"), "/"+incr.File+" bytes=", "the second apply resumed with a Range request")
+	mu.Unlock()
+	require.NoError(t, be.Destroy(ctx, "http-2"))
+
+	reg := testutil.Registry(t)
+	ref := reg + "/paczfs/lab:2"
+	digest, err := oci.Push(ctx, out, ref, oci.Options{Insecure: true})
+	require.NoError(t, err)
+	ociSrc, err := oci.NewSource(ctx, ref, oci.Options{Insecure: true})
+	require.NoError(t, err)
+	res, err = release.Apply(ctx, be, release.ApplyOptions{Source: ociSrc, Dir: t.TempDir(), Trusted: [][]byte{public}, Name: "oci-2"})
+	require.NoError(t, err)
+	t.Logf("pushed %s as %s, applied as %s", out, digest, res.Env)
+	props, err = z.Properties(ctx, dev+"/system/oci-2", "origin", bootenv.PropState)
+	require.NoError(t, err)
+	assert.Equal(t, dev+"/system/v1@v1", props["origin"].Value)
+	assert.Equal(t, "trying", props[bootenv.PropState].Value)
+	assert.Equal(t, m.GUID, guid(t, dev+"/system/oci-2@v2"))
+	require.NoError(t, be.Destroy(ctx, "oci-2"))
+
 	// A bare zfs receive of the same stream (in place of release-2), for
 	// the apply figure.
-	require.NoError(t, z.Destroy(ctx, ds, zfs.DestroyOptions{Recursive: true}))
 	f, err = os.Open(filepath.Join(out, incr.File))
 	require.NoError(t, err)
 	start = time.Now()

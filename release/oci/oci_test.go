@@ -5,12 +5,8 @@ import (
 	"crypto/rand"
 	"crypto/sha256"
 	"encoding/hex"
-	"fmt"
 	"io"
-	"net"
-	"net/http"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -24,55 +20,10 @@ import (
 
 	"github.com/paczfs/paczfs/bootenv"
 	"github.com/paczfs/paczfs/hooks/hookstest"
+	"github.com/paczfs/paczfs/internal/testutil"
 	"github.com/paczfs/paczfs/release"
 	"github.com/paczfs/paczfs/release/oci"
 )
-
-// registry starts Debian's docker-registry (distribution 2.8) on a
-// loopback port with its storage in a temporary directory, and returns
-// its host:port. The binary is $PACZFS_REGISTRY or on PATH; without it
-// the test fails when PACZFS_REQUIRE_TOOLS is set (make unit sets both)
-// and is skipped, saying so, otherwise.
-func registry(t *testing.T) string {
-	t.Helper()
-	bin := os.Getenv("PACZFS_REGISTRY")
-	if bin == "" {
-		var err error
-		if bin, err = exec.LookPath("docker-registry"); err != nil {
-			if os.Getenv("PACZFS_REQUIRE_TOOLS") != "" {
-				t.Fatalf("no docker-registry: set PACZFS_REGISTRY to its binary (make unit takes it out of Debian's package): %v", err)
-			}
-			t.Skip("no docker-registry (PACZFS_REGISTRY or PATH): the OCI tests need a real registry; make unit provides it")
-		}
-	}
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	require.NoError(t, err)
-	addr := l.Addr().String()
-	l.Close()
-	dir := t.TempDir()
-	cfg := fmt.Sprintf("version: 0.1\nlog:\n  level: warn\nstorage:\n  filesystem:\n    rootdirectory: %s\nhttp:\n  addr: %s\n", filepath.Join(dir, "data"), addr)
-	require.NoError(t, os.WriteFile(filepath.Join(dir, "config.yml"), []byte(cfg), 0o644))
-	cmd := exec.Command(bin, "serve", filepath.Join(dir, "config.yml"))
-	var logs strings.Builder
-	cmd.Stdout, cmd.Stderr = &logs, &logs
-	require.NoError(t, cmd.Start())
-	t.Cleanup(func() {
-		cmd.Process.Kill()
-		cmd.Wait()
-		if t.Failed() {
-			t.Logf("registry log:\n%s", logs.String())
-		}
-	})
-	require.Eventually(t, func() bool {
-		resp, err := http.Get("http://" + addr + "/v2/")
-		if err != nil {
-			return false
-		}
-		resp.Body.Close()
-		return resp.StatusCode == http.StatusOK
-	}, 20*time.Second, 50*time.Millisecond, "the registry answers on %s", addr)
-	return addr
-}
 
 // signedRelease writes a release directory with an incremental stream of
 // random bytes, as release.Write would lay it out.
@@ -112,7 +63,7 @@ func device(t *testing.T) (*bootenv.Manager, *hookstest.FakeRunner) {
 // A release pushed to a real registry comes back byte for byte, by tag
 // and by digest, and release.Apply receives the verified stream from it.
 func TestPushPullApplyThroughARegistry(t *testing.T) {
-	addr := registry(t)
+	addr := testutil.Registry(t)
 	ctx := context.Background()
 	dir, stream, public := signedRelease(t)
 	o := oci.Options{Insecure: true}
@@ -164,7 +115,7 @@ func TestPushPullApplyThroughARegistry(t *testing.T) {
 // (the digest is the manifest's sha256); an artifact that is not a
 // release is refused by NewSource.
 func TestRegistryRefusesWhatIsNotTheRelease(t *testing.T) {
-	addr := registry(t)
+	addr := testutil.Registry(t)
 	ctx := context.Background()
 	dir, stream, _ := signedRelease(t)
 	stream[0] ^= 1

@@ -231,6 +231,12 @@ func labTest(ctx context.Context, l *lab.Lab, src string, pkgs []string, o testO
 		return 1
 	}
 	files["paczfs-bootenv"] = tool
+	// A registry for the OCI release tests (make puts Debian's binary in
+	// the cache and names it in PACZFS_REGISTRY).
+	registry := os.Getenv("PACZFS_REGISTRY")
+	if registry != "" {
+		files["docker-registry"] = registry
+	}
 	var script strings.Builder
 	script.WriteString(hangDump)
 	script.WriteString("rc=0\n")
@@ -273,6 +279,9 @@ func labTest(ctx context.Context, l *lab.Lab, src string, pkgs []string, o testO
 	counter := &testCounter{w: stdout}
 	start := time.Now()
 	env := []string{"PACZFS_REQUIRE_LAB=1", "PACZFS_BOOTENV_TOOL=/lab/paczfs-bootenv"}
+	if registry != "" {
+		env = append(env, "PACZFS_REGISTRY=/lab/docker-registry")
+	}
 	if _, ok := o.shares["labrepo"]; ok {
 		env = append(env, "PACZFS_LABREPO=/shares/labrepo")
 	}
