@@ -14,7 +14,7 @@ BOOT_DIR  ?= $(or $(PACZFS_CACHE),$(or $(XDG_CACHE_HOME),$(HOME)/.cache)/paczfs)
 # for host-side checks of written images.
 HOST_DEPS := qemu-system-x86 qemu-utils ovmf debootstrap gdisk dosfstools e2fsprogs util-linux libalpm-dev libarchive-dev gnupg zstd openssl
 
-.PHONY: all deps lab test test-long test-full unit lint labtest labtest-long boottest-full bench bench-pacman bench-image demo clean-lab
+.PHONY: all deps lab test test-long test-full unit lint labtest labtest-long boottest-full bench bench-pacman bench-image bench-update demo clean-lab
 
 all: test
 
@@ -96,7 +96,7 @@ labtest-%: lab $(REGISTRY)
 	PACZFS_REGISTRY=$(REGISTRY) $(LAB) test -repo ./$*
 
 # Benchmarks print figures; they assert nothing about speed.
-bench: bench-pacman bench-image
+bench: bench-pacman bench-image bench-update
 
 # paczfs versus pacman -Sy installing the lab base set, in one VM run.
 bench-pacman: lab
@@ -111,6 +111,11 @@ demo: deps
 
 clean-lab:
 	rm -rf $${PACZFS_CACHE:-$${XDG_CACHE_HOME:-$$HOME/.cache}/paczfs}/lab
+
+# A release's figures: full and incremental stream bytes, apply against
+# a bare zfs receive (three runs each, alternating, medians), in one VM run.
+bench-update: lab
+	$(LAB) test -bench BenchmarkLabUpdate -run '^$$' ./release
 
 # Builds the lab-profile image and prints seconds per stage, the total,
 # the image's allocated bytes and the QCOW2 size.

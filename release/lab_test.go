@@ -8,10 +8,12 @@ import (
 	"crypto/rand"
 	"crypto/sha256"
 	"encoding/hex"
+	"fmt"
 	"net/http"
 	"net/http/httptest"
 	"os"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -30,7 +32,7 @@ import (
 	"github.com/paczfs/paczfs/zfs"
 )
 
-func pool(t *testing.T, z *zfs.Client, prefix string) string {
+func pool(t testing.TB, z *zfs.Client, prefix string) string {
 	image, plan := labtest.Image(t, 1*disk.GiB)
 	loop := labtest.Attach(t, image, plan)
 	name := labtest.Name(prefix)
@@ -41,24 +43,24 @@ func pool(t *testing.T, z *zfs.Client, prefix string) string {
 }
 
 // edit mounts a root dataset, runs fn on it, unmounts.
-func edit(t *testing.T, ds string, fn func(root string)) {
+func edit(t testing.TB, ds string, fn func(root string)) {
 	dir := t.TempDir()
 	labtest.Run(t, "mount", "-t", "zfs", "-o", "zfsutil", ds, dir)
 	fn(dir)
 	labtest.Run(t, "umount", dir)
 }
 
-func write(t *testing.T, root, name, content string) {
+func write(t testing.TB, root, name, content string) {
 	p := filepath.Join(root, name)
 	require.NoError(t, os.MkdirAll(filepath.Dir(p), 0o755))
 	require.NoError(t, os.WriteFile(p, []byte(content), 0o644))
 }
 
-func guid(t *testing.T, snap string) string {
+func guid(t testing.TB, snap string) string {
 	return strings.TrimSpace(labtest.Run(t, "zfs", "get", "-H", "-p", "-o", "value", "guid", snap))
 }
 
-func send(t *testing.T, z *zfs.Client, dir, file, snap string, o zfs.SendOptions) release.Stream {
+func send(t testing.TB, z *zfs.Client, dir, file, snap string, o zfs.SendOptions) release.Stream {
 	var b bytes.Buffer
 	require.NoError(t, z.Send(t.Context(), &b, snap, o))
 	require.NoError(t, os.WriteFile(filepath.Join(dir, file), b.Bytes(), 0o644))
@@ -270,4 +272,98 @@ func TestLabApplyIncrementalReleaseOnADevice(t *testing.T) {
 	f.Close()
 	t.Logf("FIGURE apply (verify + receive + ESP + trial) %.2fs, bare zfs receive %.2fs: ratio %.2f", took.Seconds(), bare.Seconds(), took.Seconds()/bare.Seconds())
 
+}
+
+// BenchmarkLabUpdate (make bench-update) prints a release's figures: the
+// full and incremental stream bytes for a change of one file beside a
+// 64 MiB root (what a package upgrade is to a root), and the seconds to
+// apply the incremental stream (verify, receive, boot files, trial)
+// against a bare zfs receive of it, three runs each in alternating
+// order: every run, the medians and the ratio of the medians. It asserts
+// nothing about speed.
+func BenchmarkLabUpdate(b *testing.B) {
+	labtest.Require(b)
+	ctx := context.Background()
+	z := zfs.New()
+	build := pool(b, z, "benchbuild")
+	dev := pool(b, z, "benchdev")
+	v1 := build + "/system/v1"
+	require.NoError(b, z.CreateDataset(ctx, v1, map[string]string{"canmount": "noauto", "mountpoint": "/"}, zfs.CreateOptions{}))
+	edit(b, v1, func(root string) {
+		write(b, root, "etc/paczfs/boot.json", `{"kernel":"/boot/vmlinuz-{kver}","initrd":"/boot/initrd.img-{kver}","root_options":["boot=zfs","root=ZFS={dataset}","rw"]}`)
+		write(b, root, "boot/vmlinuz-6.12.1", "kernel 6.12.1")
+		write(b, root, "boot/initrd.img-6.12.1", "initrd 6.12.1")
+		for i := 0; i < 16; i++ {
+			big := make([]byte, 4<<20)
+			_, _ = rand.Read(big)
+			write(b, root, "usr/lib/pkg"+strconv.Itoa(i)+"/lib.so", string(big))
+		}
+	})
+	require.NoError(b, z.Snapshot(ctx, zfs.SnapshotOptions{}, v1+"@v1"))
+	v2 := build + "/system/v2"
+	require.NoError(b, z.Clone(ctx, v1+"@v1", v2, zfs.CloneOptions{Props: map[string]string{"canmount": "noauto", "mountpoint": "/"}}))
+	edit(b, v2, func(root string) {
+		up := make([]byte, 1<<20) // one package's new library
+		_, _ = rand.Read(up)
+		write(b, root, "usr/lib/pkg3/lib.so", string(up))
+	})
+	require.NoError(b, z.Snapshot(ctx, zfs.SnapshotOptions{}, v2+"@v2"))
+	v1dir, out := b.TempDir(), b.TempDir()
+	fullV1 := send(b, z, v1dir, "v1.zstream", v1+"@v1", zfs.SendOptions{Compressed: true, LargeBlocks: true})
+	secret, public, err := release.GenerateKey("paczfs bench releases", "")
+	require.NoError(b, err)
+	m, err := release.Write(ctx, z, release.WriteOptions{Snapshot: v2 + "@v2", Base: v1 + "@v1", Dir: out, Name: "bench",
+		Version: "2", Previous: "1", Kernel: "6.12.1", Secret: secret})
+	require.NoError(b, err)
+	incr, _ := m.Stream(release.Incremental)
+	full, _ := m.Stream(release.Full)
+	f, err := os.Open(filepath.Join(v1dir, fullV1.File))
+	require.NoError(b, err)
+	require.NoError(b, z.Receive(ctx, f, dev+"/system/v1", zfs.ReceiveOptions{Props: map[string]string{"canmount": "noauto", "mountpoint": "/", release.PropVersion: "1"}}))
+	f.Close()
+	be, err := bootenv.New(ctx, bootenv.WithImage(), bootenv.WithPool(dev), bootenv.WithESP(b.TempDir()))
+	require.NoError(b, err)
+	require.NoError(b, be.InstallBootFiles(ctx, "v1"))
+	require.NoError(b, be.Activate(ctx, "v1", bootenv.ActivateOptions{Mode: bootenv.Permanent}))
+
+	applyOnce := func() time.Duration {
+		start := time.Now()
+		_, err := release.Apply(ctx, be, release.ApplyOptions{Dir: out, Trusted: [][]byte{public}, Name: "bench"})
+		took := time.Since(start)
+		require.NoError(b, err)
+		require.NoError(b, be.Destroy(ctx, "bench"))
+		return took
+	}
+	bareOnce := func() time.Duration {
+		f, err := os.Open(filepath.Join(out, incr.File))
+		require.NoError(b, err)
+		defer f.Close()
+		start := time.Now()
+		require.NoError(b, z.Receive(ctx, f, dev+"/system/bare", zfs.ReceiveOptions{Props: map[string]string{"origin": dev + "/system/v1@v1"}}))
+		took := time.Since(start)
+		require.NoError(b, z.Destroy(ctx, dev+"/system/bare", zfs.DestroyOptions{Recursive: true}))
+		return took
+	}
+	var apply, bare []time.Duration
+	for i := 0; i < 3; i++ {
+		if i%2 == 0 {
+			apply, bare = append(apply, applyOnce()), append(bare, bareOnce())
+		} else {
+			bare, apply = append(bare, bareOnce()), append(apply, applyOnce())
+		}
+	}
+	median := func(d []time.Duration) time.Duration {
+		s := slices.Clone(d)
+		slices.Sort(s)
+		return s[len(s)/2]
+	}
+	spread := func(d []time.Duration) time.Duration { return slices.Max(d) - slices.Min(d) }
+	fmt.Printf("update figures (one run of the lab):\n")
+	fmt.Printf("  full stream %d bytes, incremental %d bytes: %.2f%% of the full (target under 5%%)\n", full.Size, incr.Size, 100*float64(incr.Size)/float64(full.Size))
+	fmt.Printf("  apply  runs %v: median %.3fs, spread %.3fs\n", apply, median(apply).Seconds(), spread(apply).Seconds())
+	fmt.Printf("  bare   runs %v: median %.3fs, spread %.3fs\n", bare, median(bare).Seconds(), spread(bare).Seconds())
+	fmt.Printf("  ratio apply/bare receive (medians): %.2f (target at most 1.2)\n", median(apply).Seconds()/median(bare).Seconds())
+	fmt.Printf("  derive v2 from v1 against a build from scratch: not measured (deriving a build from a release is not built yet)\n")
+	b.ReportMetric(float64(incr.Size)/float64(full.Size), "incr/full")
+	b.ReportMetric(median(apply).Seconds()/median(bare).Seconds(), "apply/receive")
 }
