@@ -325,6 +325,118 @@ func (in *Installer) Install(ctx context.Context, root string, names []string) (
 	return res, err
 }
 
+// SyncResult reports a Sync.
+type SyncResult struct {
+	Result
+	// Removed are the packages Sync removed: those installed by name
+	// that the new set does not name, and the dependencies nothing needs
+	// any more.
+	Removed []PlannedPackage
+}
+
+// Sync brings root's installed packages to the set names describes, as
+// one release derived from the previous one does: it installs what is
+// missing and upgrades every package that has a newer version (pacman
+// -Syu), then removes the packages installed by name that names no
+// longer covers, with the dependencies nothing needs any more (pacman
+// -Rs), and the orphans the upgrade left (pacman -Qdtq | pacman -Rs -).
+// root holds an installed system (Install's, with its keyring); its
+// scriptlets and hooks run as Install's do.
+func (in *Installer) Sync(ctx context.Context, root string, names []string) (*SyncResult, error) {
+	if !alpm.Available {
+		return nil, ErrUnavailable
+	}
+	start := time.Now()
+	root, err := filepath.Abs(root)
+	if err != nil {
+		return nil, err
+	}
+	if _, err := os.Stat(filepath.Join(root, "var/lib/pacman/local")); err != nil {
+		return nil, fmt.Errorf("sync %s: no installed system (var/lib/pacman/local): %w", root, err)
+	}
+	res := &SyncResult{}
+	err = onOwnThread(func() (err error) {
+		unmount, _, err := mountAPI(root, in.log)
+		if err != nil {
+			return err
+		}
+		defer func() { err = errors.Join(err, unmount()) }()
+		s, err := in.open(ctx, root, filepath.Join(root, "var/lib/pacman"), true, false, "")
+		if err != nil {
+			return err
+		}
+		defer s.close()
+		defer func() { res.Downloaded = s.fetch.bytes.Load(); res.Warnings = s.warnings }()
+		stop := context.AfterFunc(ctx, s.h.Interrupt)
+		defer stop()
+		commit := func(what string) error {
+			if err := s.h.Commit(); err != nil {
+				if ctx.Err() != nil {
+					return fmt.Errorf("sync: %s: %w (%v)", what, ctx.Err(), err)
+				}
+				return s.classify(err)
+			}
+			return nil
+		}
+		// 1. Install and upgrade (nothing to do is no transaction).
+		pkgs, err := s.h.PrepareUpgrade(names, alpm.TransNeeded)
+		if err != nil {
+			return s.classify(err)
+		}
+		if len(pkgs) > 0 {
+			if err := s.prefetch(pkgs); err != nil {
+				s.h.Release()
+				return err
+			}
+			s.h.Release()
+			if pkgs, err = s.h.PrepareUpgrade(names, alpm.TransNeeded); err != nil {
+				return s.classify(err)
+			}
+			if err := commit("install"); err != nil {
+				return err
+			}
+			res.Installed = append(res.Installed, toPlan(pkgs).Packages...)
+		} else {
+			s.h.Release()
+		}
+		// 2. What the set no longer covers: packages no name is satisfied
+		// by (nor a named group has) that nothing installed needs, in
+		// passes from the leaves (what a removed package needed is
+		// removed by the next pass, or with it when it was a dependency).
+		keep := map[string]bool{}
+		for _, n := range names {
+			if p := s.h.Satisfier(n); p != "" {
+				keep[p] = true
+			}
+			for _, m := range s.h.GroupMembers(n) {
+				keep[m] = true
+			}
+		}
+		for pass := 0; pass < 100; pass++ {
+			var drop []string
+			for _, p := range s.h.Local() {
+				if !keep[p.Name] && !p.Required {
+					drop = append(drop, p.Name)
+				}
+			}
+			if len(drop) == 0 {
+				return nil
+			}
+			gone, err := s.h.PrepareRemove(drop, alpm.TransRecurse)
+			if err != nil {
+				return s.classify(err)
+			}
+			if err := commit("remove"); err != nil {
+				return err
+			}
+			res.Removed = append(res.Removed, toPlan(gone).Packages...)
+		}
+		return errors.New("sync: removals did not settle in 100 passes")
+	})
+	res.Took = time.Since(start)
+	return res, err
+}
+
 // session is one libalpm handle at work.
 type session struct {
 	in       *Installer

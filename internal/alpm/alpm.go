@@ -581,6 +581,16 @@ const (
 // install. Unknown targets and unsatisfiable dependencies are errors that
 // name them. On error no transaction is left open.
 func (a *Handle) Prepare(targets []string, flags int) (_ []Package, err error) {
+	return a.prepare(targets, flags, false)
+}
+
+// PrepareUpgrade is Prepare with every installed package that has a
+// newer version in the sync databases added too (pacman -Su).
+func (a *Handle) PrepareUpgrade(targets []string, flags int) ([]Package, error) {
+	return a.prepare(targets, flags, true)
+}
+
+func (a *Handle) prepare(targets []string, flags int, upgrade bool) (_ []Package, err error) {
 	if C.alpm_trans_init(a.h, C.int(flags)) != 0 {
 		return nil, a.err("start transaction")
 	}
@@ -589,6 +599,11 @@ func (a *Handle) Prepare(targets []string, flags int) (_ []Package, err error) {
 			C.alpm_trans_release(a.h)
 		}
 	}()
+	if upgrade {
+		if C.alpm_sync_sysupgrade(a.h, 0) != 0 {
+			return nil, a.err("system upgrade")
+		}
+	}
 	dbs := C.alpm_get_syncdbs(a.h)
 	var missing []string
 	for _, t := range targets {
@@ -708,6 +723,101 @@ func (a *Handle) Files(repo, name string) ([]string, bool) {
 		return out, true
 	}
 	return nil, false
+}
+
+// TransRecurse: a removal also removes the dependencies of what it removes
+// that nothing else needs and were installed as dependencies (pacman -Rs).
+const TransRecurse = C.ALPM_TRANS_FLAG_RECURSE
+
+// PrepareRemove starts a transaction that removes the installed packages
+// names (with flags, e.g. TransRecurse) and returns what it removes.
+// Commit carries it out. A name not installed is an error naming it.
+func (a *Handle) PrepareRemove(names []string, flags int) (_ []Package, err error) {
+	if C.alpm_trans_init(a.h, C.int(flags)) != 0 {
+		return nil, a.err("start transaction")
+	}
+	defer func() {
+		if err != nil {
+			C.alpm_trans_release(a.h)
+		}
+	}()
+	local := C.alpm_get_localdb(a.h)
+	var missing []string
+	for _, n := range names {
+		cn := cstr(n)
+		p := C.alpm_db_get_pkg(local, cn)
+		C.free(unsafe.Pointer(cn))
+		if p == nil {
+			missing = append(missing, n)
+			continue
+		}
+		if C.alpm_remove_pkg(a.h, p) != 0 {
+			return nil, a.err("remove " + n)
+		}
+	}
+	if len(missing) > 0 {
+		return nil, &Error{Op: "remove", Code: int(C.ALPM_ERR_PKG_NOT_FOUND), Msg: "not installed", Details: missing}
+	}
+	var data *C.alpm_list_t
+	if C.alpm_trans_prepare(a.h, &data) != 0 {
+		return nil, a.detailed("prepare removal", data)
+	}
+	var out []Package
+	for i := C.alpm_trans_get_remove(a.h); i != nil; i = i.next {
+		out = append(out, pkgInfo((*C.alpm_pkg_t)(i.data)))
+	}
+	return out, nil
+}
+
+// LocalPackage is an installed package as a removal decision needs it.
+type LocalPackage struct {
+	Name     string
+	Explicit bool // installed by name, not as a dependency
+	Required bool // another installed package depends on it
+}
+
+// Local lists the installed packages with their install reason and
+// whether anything installed requires them (pacman -Qe, -Qdt).
+func (a *Handle) Local() []LocalPackage {
+	var out []LocalPackage
+	for i := C.alpm_db_get_pkgcache(C.alpm_get_localdb(a.h)); i != nil; i = i.next {
+		p := (*C.alpm_pkg_t)(i.data)
+		req := C.alpm_pkg_compute_requiredby(p)
+		out = append(out, LocalPackage{
+			Name:     C.GoString(C.alpm_pkg_get_name(p)),
+			Explicit: C.alpm_pkg_get_reason(p) == C.ALPM_PKG_REASON_EXPLICIT,
+			Required: req != nil,
+		})
+		C.alpm_list_free_inner(req, (*[0]byte)(C.free))
+		C.alpm_list_free(req)
+	}
+	return out
+}
+
+// Satisfier returns the installed package that satisfies dep (a name, a
+// provision, "name>=version"), or "".
+func (a *Handle) Satisfier(dep string) string {
+	cd := cstr(dep)
+	defer C.free(unsafe.Pointer(cd))
+	p := C.alpm_find_satisfier(C.alpm_db_get_pkgcache(C.alpm_get_localdb(a.h)), cd)
+	if p == nil {
+		return ""
+	}
+	return C.GoString(C.alpm_pkg_get_name(p))
+}
+
+// GroupMembers lists the names of the sync databases' packages in group
+// (none when it is no group).
+func (a *Handle) GroupMembers(group string) []string {
+	cg := cstr(group)
+	defer C.free(unsafe.Pointer(cg))
+	l := C.alpm_find_group_pkgs(C.alpm_get_syncdbs(a.h), cg)
+	var out []string
+	for i := l; i != nil; i = i.next {
+		out = append(out, C.GoString(C.alpm_pkg_get_name((*C.alpm_pkg_t)(i.data))))
+	}
+	C.alpm_list_free(l)
+	return out
 }
 
 // Installed lists the packages in the local database.
