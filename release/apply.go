@@ -209,6 +209,11 @@ func Apply(ctx context.Context, m *bootenv.Manager, o ApplyOptions) (Result, err
 			if err := checkDirSpace(dir, st); err != nil {
 				return r, err
 			}
+			// A complete copy left by an earlier run is kept only if it
+			// is this release's stream.
+			if _, err := os.Stat(file); err == nil && checkStream(file, st) != nil {
+				os.Remove(file)
+			}
 			src := halfway(o.Source, st.File, st.Size, func() { step(StepFetching) })
 			if file, err = fetch(ctx, src, dir, st.File, st.Size, st.Size); err != nil {
 				return r, err

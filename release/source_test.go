@@ -219,3 +219,19 @@ func TestApplyReportsItsSteps(t *testing.T) {
 	require.Error(t, err)
 	assert.Equal(t, []Step{StepVerified, StepFetching, StepFetched, StepReceiving, StepReceived}, steps)
 }
+
+// A stream file of the same name and size left in the work directory by
+// another release is not taken for this one's: it is fetched again.
+func TestApplyRefetchesAStaleCopy(t *testing.T) {
+	secret, public := key(t)
+	stream := []byte("a send stream")
+	srv := serve(t, release(t, secret, stream, nil), nil)
+	src, err := HTTPSource(srv.URL+"/rel", nil)
+	require.NoError(t, err)
+	work := t.TempDir()
+	require.NoError(t, os.WriteFile(filepath.Join(work, "v1-v2.zstream"), []byte("another strea"), 0o600))
+	m, f := device(t)
+	_, err = Apply(context.Background(), m, ApplyOptions{Source: src, Dir: work, Trusted: [][]byte{public}, Runner: f})
+	require.True(t, received(f), "%v", err)
+	assert.Contains(t, srv.log(), "GET v1-v2.zstream")
+}
