@@ -12,6 +12,8 @@ import (
 	"strconv"
 	"strings"
 
+	"golang.org/x/sys/unix"
+
 	"github.com/paczfs/paczfs/boot"
 )
 
@@ -153,7 +155,7 @@ func (m *Manager) removeEntries(name, keep string) error {
 			}
 		}
 	}
-	return syncDir(m.entriesDir())
+	return m.syncESP()
 }
 
 // readEntry parses an entry file back into a boot.Entry.
@@ -327,6 +329,12 @@ func (m *Manager) installBootFiles(ctx context.Context, name, sortKey string) er
 		return err
 	}
 	os.RemoveAll(old)
+	// The kernel and initramfs, and the directory's new name, on the disk
+	// before an entry names them: a power cut must never leave an entry
+	// whose files are not there (the firmware would not offer it).
+	if err := m.syncESP(); err != nil {
+		return err
+	}
 	env := boot.Environment{
 		Name: name, Dataset: m.Dataset(name), Kernel: path.Base(kernel), Initrds: []string{path.Base(initrd)},
 		Version: kver, RootOptions: bf.RootOptions, Extra: bf.ExtraOptions,
@@ -388,7 +396,26 @@ func (m *Manager) writeLoader() error {
 	if err := writeSync(tmp, []byte(text)); err != nil {
 		return err
 	}
-	return os.Rename(tmp, p)
+	if err := os.Rename(tmp, p); err != nil {
+		return err
+	}
+	return m.syncESP()
+}
+
+// syncESP writes back everything of the ESP's file system (syncfs): file
+// data, directory entries, the FAT. vfat renames and removals are not
+// durable by themselves, and a power cut after an apply or an activation
+// must find the ESP as the call left it.
+func (m *Manager) syncESP() error {
+	f, err := os.Open(m.esp)
+	if err != nil {
+		return err
+	}
+	defer f.Close()
+	if err := unix.Syncfs(int(f.Fd())); err != nil {
+		return fmt.Errorf("ESP %s: syncfs: %w", m.esp, err)
+	}
+	return nil
 }
 
 func writeSync(p string, data []byte) error {
@@ -405,14 +432,4 @@ func writeSync(p string, data []byte) error {
 		return err
 	}
 	return f.Close()
-}
-
-func syncDir(dir string) error {
-	f, err := os.Open(dir)
-	if err != nil {
-		return err
-	}
-	defer f.Close()
-	_ = f.Sync() // vfat directories may not support fsync; the files were synced
-	return nil
 }
