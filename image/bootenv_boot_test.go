@@ -104,7 +104,9 @@ func newMachine(t *testing.T, dir, name, scenario string) *machine {
 	return &machine{t: t, img: img, vars: filepath.Join(t.TempDir(), "vars.fd"), console: console, start: time.Now()}
 }
 
-var cmdlineRoot = regexp.MustCompile(`Kernel command line:.*root=ZFS=(\S+)`)
+// The kernel prints its command line early ("Command line:") and again
+// ("Kernel command line:"): the first is there even in a boot cut short.
+var cmdlineRoot = regexp.MustCompile(`[Cc]ommand line:.*root=ZFS=(\S+)`)
 
 // run boots the machine until it powers itself off, at most max boots.
 func (m *machine) run(max int) {
