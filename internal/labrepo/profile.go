@@ -39,6 +39,11 @@ func Profile(repo *Repo, url string) image.Config {
 		// The packaged ExecStartPre (sshd -t) needs the keys: reset the
 		// list and make them first.
 		"/etc/systemd/system/ssh.service.d/paczfs-host-keys.conf": "[Service]\nExecStartPre=\nExecStartPre=/usr/bin/ssh-keygen -A\nExecStartPre=/usr/sbin/sshd -t\n",
+		// The lab's machines are emulated (TCG), two at a time on two
+		// CPUs: udev's coldplug has taken over systemd's 90 s for
+		// /dev/ttyS0, and the serial getty then never started. Lab
+		// images only; a real machine keeps systemd's default.
+		"/etc/systemd/system.conf.d/paczfs-lab.conf": "[Manager]\nDefaultDeviceTimeoutSec=300s\n",
 	}
 	c.Boot = image.Boot{
 		Kernel:           "/boot/vmlinuz-{kver}",
