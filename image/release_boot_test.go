@@ -80,22 +80,8 @@ esac
 func TestBootReleaseUpdate(t *testing.T) {
 	t.Parallel()
 	dir := bootImages(t)
-	tool := filepath.Join(t.TempDir(), "paczfs-release")
-	build := exec.Command("go", "build", "-o", tool, "./examples/release")
-	build.Dir = ".."
-	build.Env = append(os.Environ(), "CGO_ENABLED=0")
-	out, err := build.CombinedOutput()
-	require.NoError(t, err, "%s", out)
 	m := newMachine(t, dir, "lab-release", releaseScenario)
-	plan, err := disk.ReadGPT(m.img)
-	require.NoError(t, err)
-	esp, err := disk.OpenESP(m.img, plan)
-	require.NoError(t, err)
-	f, err := os.Open(tool)
-	require.NoError(t, err)
-	require.NoError(t, esp.WriteFile("/paczfs-test/paczfs-release", f))
-	f.Close()
-	require.NoError(t, esp.Close())
+	toolsOnESP(t, m.img, map[string]string{"paczfs-release": "./examples/release"})
 
 	m.run(6)
 	roots := m.roots()
@@ -172,23 +158,7 @@ func TestBootReleasePowerCuts(t *testing.T) {
 	t.Parallel()
 	dir := bootImages(t)
 	m := newMachine(t, dir, "lab-powercut", powerCutScenario)
-	plan, err := disk.ReadGPT(m.img)
-	require.NoError(t, err)
-	esp, err := disk.OpenESP(m.img, plan)
-	require.NoError(t, err)
-	for name, pkg := range map[string]string{"paczfs-release": "./examples/release", "paczfs-bootenv": "./examples/bootenv"} {
-		tool := filepath.Join(t.TempDir(), name)
-		build := exec.Command("go", "build", "-o", tool, pkg)
-		build.Dir = ".."
-		build.Env = append(os.Environ(), "CGO_ENABLED=0")
-		out, err := build.CombinedOutput()
-		require.NoError(t, err, "%s", out)
-		f, err := os.Open(tool)
-		require.NoError(t, err)
-		require.NoError(t, esp.WriteFile("/paczfs-test/"+name, f))
-		f.Close()
-	}
-	require.NoError(t, esp.Close())
+	toolsOnESP(t, m.img, map[string]string{"paczfs-release": "./examples/release", "paczfs-bootenv": "./examples/bootenv"})
 	m.cuts = map[int]string{1: "PACZFS-PAUSE", 2: "PACZFS-PAUSE", 3: "PACZFS-PAUSE", 4: "PACZFS-PAUSE",
 		5: "root=ZFS=labpool/system/release-2"}
 
@@ -219,4 +189,26 @@ func TestBootReleasePowerCuts(t *testing.T) {
 	// What of the fetch survived the cut depends on what the guest had
 	// written back when it lost power (the next apply fetches afresh).
 	t.Logf("after the cut while fetching: %s", b[1].line("work "))
+}
+
+// toolsOnESP builds each named command of this tree (static, no cgo) and
+// leaves it in /paczfs-test on img's ESP, for a scenario to run.
+func toolsOnESP(t *testing.T, img string, tools map[string]string) {
+	plan, err := disk.ReadGPT(img)
+	require.NoError(t, err)
+	esp, err := disk.OpenESP(img, plan)
+	require.NoError(t, err)
+	for name, pkg := range tools {
+		tool := filepath.Join(t.TempDir(), name)
+		build := exec.Command("go", "build", "-o", tool, pkg)
+		build.Dir = ".."
+		build.Env = append(os.Environ(), "CGO_ENABLED=0")
+		out, err := build.CombinedOutput()
+		require.NoError(t, err, "%s", out)
+		f, err := os.Open(tool)
+		require.NoError(t, err)
+		require.NoError(t, esp.WriteFile("/paczfs-test/"+name, f))
+		f.Close()
+	}
+	require.NoError(t, esp.Close())
 }

@@ -234,6 +234,15 @@ func labTest(ctx context.Context, l *lab.Lab, src string, pkgs []string, o testO
 	// A registry for the OCI release tests (make puts Debian's binary in
 	// the cache and names it in PACZFS_REGISTRY).
 	registry := os.Getenv("PACZFS_REGISTRY")
+	if registry == "" {
+		// Where make puts it, else an installed one.
+		cached := filepath.Join(lab.DefaultCacheDir(), "tools", "docker-registry")
+		if _, err := os.Stat(cached); err == nil {
+			registry = cached
+		} else if p, err := exec.LookPath("docker-registry"); err == nil {
+			registry = p
+		}
+	}
 	if registry != "" {
 		files["docker-registry"] = registry
 	}
