@@ -19,6 +19,11 @@
 //
 //	gpg --import release-key.asc && gpg --verify manifest.json.sig manifest.json
 //
+// Format 1 may gain fields: a reader ignores the ones it does not know
+// (the manifest is signed, so they are the publisher's), and refuses a
+// higher format number. A build writes Disk, its disk's GPT GUIDs, which
+// a build derived from the release gives its own disk (image.Release).
+//
 // Keys are Ed25519 OpenPGP keys (GenerateKey); an image trusts the public
 // keys baked into it (image.Config.Manage.ReleaseKeys, installed under
 // /etc/paczfs/release-keys/) and no other.

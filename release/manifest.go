@@ -1,10 +1,11 @@
 package release
 
 import (
-	"bytes"
 	"encoding/json"
 	"errors"
 	"fmt"
+	"os"
+	"path/filepath"
 	"strings"
 	"time"
 )
@@ -38,6 +39,19 @@ type Manifest struct {
 	// Features are the pool features the stream needs (zpool get).
 	Features []string `json:"features,omitempty"`
 	Streams  []Stream `json:"streams"`
+	// Disk is the identity of the disk a build made the release on (its
+	// GPT GUIDs): a build derived from this release gives its own disk
+	// the same GUIDs, so the root's /etc/fstab names the same partitions
+	// as on every device the earlier image was written to. Absent in a
+	// release written from a snapshot alone.
+	Disk *Disk `json:"disk,omitempty"`
+}
+
+// Disk is a disk's GPT identity.
+type Disk struct {
+	GUID string `json:"guid"`
+	// Partitions are the partitions' unique GUIDs by partition number.
+	Partitions map[int]string `json:"partitions"`
 }
 
 // Package is one installed package.
@@ -147,11 +161,13 @@ func (m *Manifest) Marshal() ([]byte, error) {
 }
 
 // ParseManifest reads a manifest (verify its signature first: Verify).
+// Fields this version does not know are ignored when the format is
+// FormatVersion: a format's later fields are additions an older device
+// may skip (it is signed, so they are the publisher's). A newer format
+// is refused.
 func ParseManifest(data []byte) (*Manifest, error) {
 	var m Manifest
-	dec := json.NewDecoder(bytes.NewReader(data))
-	dec.DisallowUnknownFields()
-	if err := dec.Decode(&m); err != nil {
+	if err := json.Unmarshal(data, &m); err != nil {
 		return nil, fmt.Errorf("%w: %v", ErrManifest, err)
 	}
 	return &m, m.Validate()
@@ -181,4 +197,32 @@ func Diff(from, to []Package) Changes {
 		}
 	}
 	return c
+}
+
+// Open reads the release in dir (a directory Write made, or Download
+// fetched): its manifest, verified against its detached signature with
+// the trusted keys, and parsed. It returns the signer's fingerprint. The
+// streams are not read: VerifyStream checks one before it is used.
+func Open(dir string, trusted [][]byte) (*Manifest, string, error) {
+	data, err := os.ReadFile(filepath.Join(dir, ManifestFile))
+	if err != nil {
+		return nil, "", err
+	}
+	sig, err := os.ReadFile(filepath.Join(dir, SignatureFile))
+	if err != nil {
+		return nil, "", err
+	}
+	signer, err := Verify(data, sig, trusted...)
+	if err != nil {
+		return nil, "", err
+	}
+	m, err := ParseManifest(data)
+	return m, signer, err
+}
+
+// VerifyStream checks that st's file in dir has the size and SHA-256 the
+// manifest gives (ErrStream when not): run it before zfs receive reads
+// the file, since the kernel parses what it receives.
+func VerifyStream(dir string, st Stream) error {
+	return checkStream(filepath.Join(dir, st.File), st)
 }

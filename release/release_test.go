@@ -4,6 +4,7 @@ import (
 	"context"
 	"crypto/sha256"
 	"encoding/hex"
+	"encoding/json"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -121,7 +122,27 @@ func TestManifestValidateAndDiff(t *testing.T) {
 		assert.ErrorIs(t, m.Validate(), ErrManifest, name)
 	}
 	_, err = ParseManifest([]byte(`{"format":1,"unknown":true}`))
+	assert.ErrorIs(t, err, ErrManifest, "an empty manifest")
+
+	// A field a later paczfs adds is skipped by this one; a newer format
+	// is refused.
+	m = manifest([]byte("x"))
+	data, err = m.Marshal()
+	require.NoError(t, err)
+	var raw map[string]any
+	require.NoError(t, json.Unmarshal(data, &raw))
+	raw["added_later"] = map[string]any{"x": 1}
+	later, err := json.Marshal(raw)
+	require.NoError(t, err)
+	got, err := ParseManifest(later)
+	require.NoError(t, err)
+	assert.Equal(t, m.Version, got.Version)
+	raw["format"] = FormatVersion + 1
+	newer, err := json.Marshal(raw)
+	require.NoError(t, err)
+	_, err = ParseManifest(newer)
 	assert.ErrorIs(t, err, ErrManifest)
+	assert.ErrorContains(t, err, "format 2")
 }
 
 // device is a booted system with version 1 and the base snapshot (guid
