@@ -54,6 +54,16 @@ type Options struct {
 	// had not written is lost, as in a power cut); Boot then returns
 	// ErrPowerCut.
 	CutPower string
+	// Disks are more disks for the guest, read-only raw files: each is
+	// /dev/disk/by-id/virtio-<Serial> there (a release handed to the
+	// guest as a file).
+	Disks []Disk
+}
+
+// Disk is an extra read-only disk.
+type Disk struct {
+	Path   string
+	Serial string // at most 20 characters: letters, digits, - and _
 }
 
 // ErrPowerCut: Boot killed the machine where Options.CutPower said.
@@ -93,7 +103,7 @@ func Args(o Options, code, vars string) []string {
 	if a := os.Getenv("PACZFS_LAB_ACCEL"); a != "" && a != "tcg" {
 		accel, cpu = a, "host"
 	}
-	return []string{
+	args := []string{
 		"qemu-system-x86_64", "-machine", "q35", "-accel", accel, "-cpu", cpu,
 		"-m", strconv.Itoa(mem), "-smp", strconv.Itoa(cpus),
 		"-nodefaults", "-display", "none", "-no-reboot", "-serial", "stdio",
@@ -103,6 +113,12 @@ func Args(o Options, code, vars string) []string {
 		"-netdev", "user,id=net0", "-device", "virtio-net-pci,netdev=net0",
 		"-device", "virtio-rng-pci",
 	}
+	for i, d := range o.Disks {
+		id := "extra" + strconv.Itoa(i)
+		args = append(args, "-drive", "file="+d.Path+",format=raw,if=none,readonly=on,id="+id,
+			"-device", "virtio-blk-pci,drive="+id+",serial="+d.Serial)
+	}
+	return args
 }
 
 // Boot boots the image and returns the serial console's transcript once

@@ -18,6 +18,9 @@ func TestArgsBootTheImageReadOnlyUnderUEFI(t *testing.T) {
 	// One machine over several boots: its disk keeps what the guest wrote.
 	args = strings.Join(Args(Options{Image: "/x/m.raw", Format: "raw", Writable: true}, "/fw/code.fd", "/m/vars.fd"), " ")
 	assert.Contains(t, args, "-drive file=/x/m.raw,format=raw,if=virtio -netdev")
+	// A release handed to the guest as a disk.
+	args = strings.Join(Args(Options{Image: "/x/m.raw", Format: "raw", Disks: []Disk{{Path: "/x/r.tar", Serial: "release"}}}, "/fw/code.fd", "/m/vars.fd"), " ")
+	assert.Contains(t, args, "-drive file=/x/r.tar,format=raw,if=none,readonly=on,id=extra0 -device virtio-blk-pci,drive=extra0,serial=release")
 }
 
 func TestExpecterSendsEachStepAfterItsText(t *testing.T) {
