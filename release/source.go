@@ -10,6 +10,7 @@ import (
 	"net/url"
 	"os"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 )
@@ -162,7 +163,10 @@ func (a *archiveSource) Open(_ context.Context, name string, _ int64) (io.ReadCl
 // WriteArchive writes the release in dir as a tar archive for
 // ArchiveSource: the manifest, its signature, then the incremental stream
 // (what most devices want, so they stop reading early) and the full one.
-func WriteArchive(w io.Writer, dir string) error {
+// kinds, when given, are the streams to put in (Incremental alone makes
+// a small archive for the devices that have the previous release); each
+// must be in the manifest and in dir.
+func WriteArchive(w io.Writer, dir string, kinds ...string) error {
 	data, err := os.ReadFile(filepath.Join(dir, ManifestFile))
 	if err != nil {
 		return err
@@ -173,10 +177,15 @@ func WriteArchive(w io.Writer, dir string) error {
 	}
 	names := []string{ManifestFile, SignatureFile}
 	for _, kind := range []string{Incremental, Full} {
-		for _, s := range mf.Streams {
-			if s.Kind == kind {
-				names = append(names, s.File)
-			}
+		if len(kinds) > 0 && !slices.Contains(kinds, kind) {
+			continue
+		}
+		s, ok := mf.Stream(kind)
+		if !ok && len(kinds) > 0 {
+			return fmt.Errorf("archive: release %s has no %s stream", mf.Version, kind)
+		}
+		if ok {
+			names = append(names, s.File)
 		}
 	}
 	tw := tar.NewWriter(w)

@@ -154,6 +154,23 @@ func TestApplyFromAnArchiveOnAPipe(t *testing.T) {
 	assert.ErrorIs(t, err, ErrSource)
 	assert.Contains(t, err.Error(), "no v1-v2.zstream after \"manifest.json.sig\"")
 	assert.False(t, received(f))
+
+	// The incremental stream alone: what a device with the base needs.
+	var small bytes.Buffer
+	require.NoError(t, WriteArchive(&small, dir, Incremental))
+	var names []string
+	tr := tar.NewReader(bytes.NewReader(small.Bytes()))
+	for h, err := tr.Next(); err == nil; h, err = tr.Next() {
+		names = append(names, h.Name)
+	}
+	assert.Equal(t, []string{ManifestFile, SignatureFile, "v1-v2.zstream"}, names)
+	m, f = device(t)
+	_, err = Apply(context.Background(), m, ApplyOptions{Source: ArchiveSource(&small), Dir: t.TempDir(), Trusted: [][]byte{public}, Runner: f})
+	require.Error(t, err, "the fake runner cannot mount the received root")
+	assert.True(t, received(f), "%v", err)
+	// A kind the release does not have is an error, not an empty archive.
+	os.Remove(filepath.Join(dir, "v1-v2.zstream"))
+	assert.Error(t, WriteArchive(io.Discard, dir, Incremental))
 }
 
 // writeTar writes dir's named files, in that order.

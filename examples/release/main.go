@@ -4,7 +4,7 @@
 //	paczfs-release keygen NAME PREFIX      # PREFIX.key (secret, 0600) and PREFIX.asc (public)
 //	paczfs-release write --snapshot POOL/system/default@v2 [--base POOL/system/default@v1] \
 //	    --version 2 [--previous 1] --key PREFIX.key --dir OUT
-//	paczfs-release archive DIR > release.tar   # for paczfs-bootenv apply - (a pipe, ssh)
+//	paczfs-release archive DIR [--only incremental] > release.tar   # for paczfs-bootenv apply - (a pipe, ssh)
 //	paczfs-release push DIR REGISTRY/REPO:TAG [--insecure]
 //	paczfs-release pull SRC DIR [--keys DIR] [--insecure]   # SRC: oci://REF, an http(s) URL, a directory
 //
@@ -40,7 +40,7 @@ func main() {
 
 func run(ctx context.Context, args []string, stdout io.Writer) error {
 	if len(args) == 0 {
-		return fmt.Errorf("usage: paczfs-release keygen NAME PREFIX | write --snapshot DS@SNAP [--base DS@SNAP] --version V [--previous V] --key FILE --dir OUT | archive DIR | push DIR REF [--insecure] | pull SRC DIR [--keys DIR] [--insecure]")
+		return fmt.Errorf("usage: paczfs-release keygen NAME PREFIX | write --snapshot DS@SNAP [--base DS@SNAP] --version V [--previous V] --key FILE --dir OUT | archive DIR [--only KIND] | push DIR REF [--insecure] | pull SRC DIR [--keys DIR] [--insecure]")
 	}
 	switch args[0] {
 	case "keygen":
@@ -88,10 +88,14 @@ func run(ctx context.Context, args []string, stdout io.Writer) error {
 		fmt.Fprintf(stdout, "release %s written to %s (check it: gpg --verify %s/manifest.json.sig %s/manifest.json)\n", m.Version, o.Dir, o.Dir, o.Dir)
 		return nil
 	case "archive":
-		if len(args) != 2 {
-			return fmt.Errorf("usage: paczfs-release archive DIR > release.tar")
+		usage := fmt.Errorf("usage: paczfs-release archive DIR [--only incremental|full] > release.tar")
+		switch {
+		case len(args) == 2:
+			return release.WriteArchive(stdout, args[1])
+		case len(args) == 4 && args[2] == "--only" && (args[3] == release.Incremental || args[3] == release.Full):
+			return release.WriteArchive(stdout, args[1], args[3])
 		}
-		return release.WriteArchive(stdout, args[1])
+		return usage
 	case "push":
 		fs := flag.NewFlagSet("push", flag.ContinueOnError)
 		insecure := fs.Bool("insecure", false, "plain HTTP to the registry")
