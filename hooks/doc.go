@@ -76,4 +76,12 @@
 //	system      the configured root                       reads the hostid for the result
 //	initramfs   the initramfs in the root                 reads the kernel version from the root
 //	others      their work                                nothing more
+//
+// In a build derived from a previous release (image.Release.From) the
+// same stages run with the same contract, but datasets receives the
+// release's full stream as the root instead of creating it, pacman keeps
+// the received keyring, base brings the packages of every layer to the
+// new sets in one transaction, bootable and workstation have nothing
+// left to do, initramfs keeps the received one when nothing it is made
+// from changed, and finalize also writes the release.
 package hooks

@@ -22,6 +22,8 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/paczfs/paczfs/disk"
+	"github.com/paczfs/paczfs/hooks"
+	"github.com/paczfs/paczfs/image"
 	"github.com/paczfs/paczfs/internal/ovmf"
 )
 
@@ -124,15 +126,20 @@ func checkBooted(t *testing.T, r map[string]string, env string) {
 	assert.Contains(t, r["cmdline"], "root=ZFS=labpool/system/"+env)
 }
 
-// TestBootConvertedImages boots the QCOW2 and VDI conversions of the
-// raw image (make test-full; the per-stop run boots the raw one).
+// TestBootConvertedImages boots the QCOW2 (zstd) and VDI conversions of
+// the raw image, made here by image.Convert as a build's outputs are
+// (make test-full; the per-stop run boots the raw one).
 func TestBootConvertedImages(t *testing.T) {
 	t.Parallel()
 	dir := bootImages(t)
-	for _, f := range []struct{ file, format string }{{"lab.qcow2", "qcow2"}, {"lab.vdi", "vdi"}} {
-		t.Run(f.format, func(t *testing.T) {
+	for _, o := range []image.Output{
+		{Format: image.QCOW2, Path: filepath.Join(t.TempDir(), "lab.qcow2"), Compression: image.CompressZstd},
+		{Format: image.VDI, Path: filepath.Join(t.TempDir(), "lab.vdi")},
+	} {
+		t.Run(string(o.Format), func(t *testing.T) {
 			t.Parallel()
-			checkBooted(t, boot(t, filepath.Join(dir, f.file), f.format, 1), "default")
+			require.NoError(t, image.WriteOutput(context.Background(), &hooks.ExecRunner{}, filepath.Join(dir, "lab.raw"), o))
+			checkBooted(t, boot(t, o.Path, string(o.Format), 1), "default")
 		})
 	}
 }
@@ -160,10 +167,17 @@ func TestBootLabImageUnderOVMF(t *testing.T) {
 		assert.Contains(t, r["enabled paczfs-boot-report.service"], "active", "the report ran")
 		t.Logf("problems: %s (state %s, failed %q)", r["problems"], r["state"], r["failed"])
 	})
-	// The bootable environment: a copy of the raw image whose loader.conf
-	// defaults to its entry, written without mounting the ESP.
-	t.Run("bootable-environment", func(t *testing.T) {
-		t.Parallel()
+}
+
+// TestBootBootableEnvironment (make test-full) boots the bootable
+// environment: a copy of the raw image whose loader.conf defaults to its
+// entry, written without mounting the ESP; the boot also refreshes its
+// files on the ESP (paczfs-update-esp). The per-stop run boots other
+// environments than default in the fallback and update scenarios.
+func TestBootBootableEnvironment(t *testing.T) {
+	t.Parallel()
+	dir := bootImages(t)
+	{
 		img := copyRaw(t, dir, "lab-bootable.raw")
 		plan, err := disk.ReadGPT(img)
 		require.NoError(t, err)
@@ -186,7 +200,7 @@ func TestBootLabImageUnderOVMF(t *testing.T) {
 		r := boot(t, img, "raw", 2)
 		checkBooted(t, r, "bootable")
 		assert.Equal(t, "ok", r["updateesp"], "paczfs-update-esp refreshed this environment's files only")
-	})
+	}
 }
 
 // copyRaw copies the raw lab image (sparse) for a boot that changes it.

@@ -86,6 +86,8 @@ type machine struct {
 	// cuts: boot number (from 1) -> the console text at which the host
 	// cuts that boot's power.
 	cuts map[int]string
+	// disks are handed to every boot (ovmf.Options.Disks).
+	disks []ovmf.Disk
 }
 
 // newMachine copies the raw lab image and leaves the scenario on its ESP.
@@ -114,7 +116,7 @@ func (m *machine) run(max int) {
 	for i := 1; i <= max; i++ {
 		start := time.Now()
 		transcript, err := ovmf.Boot(context.Background(), ovmf.Options{Image: m.img, Format: "raw", Writable: true,
-			VarsFile: m.vars, CPUs: 1, Console: m.console, Timeout: 12 * time.Minute, CutPower: m.cuts[i]})
+			VarsFile: m.vars, CPUs: 1, Console: m.console, Timeout: 12 * time.Minute, CutPower: m.cuts[i], Disks: m.disks})
 		cut := errors.Is(err, ovmf.ErrPowerCut)
 		if !cut {
 			require.NoError(t, err, "boot %d; console:\n%s", i, tail(transcript, 60))

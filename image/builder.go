@@ -17,6 +17,7 @@ import (
 	"github.com/paczfs/paczfs/disk"
 	"github.com/paczfs/paczfs/hooks"
 	"github.com/paczfs/paczfs/pacman"
+	"github.com/paczfs/paczfs/release"
 )
 
 // Version is paczfs's version, recorded in every image (/etc/paczfs/version).
@@ -92,6 +93,11 @@ type Result struct {
 	Kernel       string // kernel version on the ESP
 	HostID       string
 	Warnings     []string
+	// Release is the manifest of the release written (Config.Release).
+	Release *release.Manifest
+	// InitramfsReused: a derived build kept the previous release's
+	// initramfs, since nothing it is made from changed.
+	InitramfsReused bool
 }
 
 // Option configures a Builder.
@@ -336,6 +342,11 @@ type build struct {
 	record   *stateFile // what this build holds, for Recover (nil in Plan)
 	packages []pacman.PlannedPackage
 	warnings []string
+	// a derived build (Config.Release.From)
+	previous *release.Manifest
+	changed  []string // files of the packages the sync changed
+	// releaseDir: the build began writing Config.Release.Dir
+	releaseDir bool
 }
 
 // Build runs every stage in order, with the hooks, and releases everything
@@ -516,6 +527,12 @@ func (st *build) removePartial() error {
 	}
 	for _, o := range st.res.Outputs {
 		if err := os.Remove(o.Path); err != nil && !errors.Is(err, os.ErrNotExist) {
+			errs = append(errs, err)
+		}
+	}
+	if st.releaseDir {
+		// The checks found it absent or empty: all of it is this build's.
+		if err := removeReleaseFiles(st.cfg.Release.Dir); err != nil {
 			errs = append(errs, err)
 		}
 	}

@@ -81,6 +81,10 @@ type Config struct {
 	Boot     Boot          `json:"boot"`
 	// Manage is how the image manages its boot environments once it runs.
 	Manage Manage `json:"manage"`
+	// Release, when its Dir is set, makes the build write a signed
+	// release of its root environment; From starts the build from a
+	// previous release instead of an empty root.
+	Release Release `json:"release,omitempty"`
 	// Profile names the profile the configuration started from.
 	Profile string `json:"profile"`
 }
@@ -148,6 +152,13 @@ type Boot struct {
 	// drop-ins (mkinitcpio.conf.d, initramfs-tools/conf.d, hooks), never
 	// package files. Content starting with #! is made executable.
 	InitramfsFiles map[string]string `json:"initramfs_files,omitempty"`
+	// InitramfsTriggers are the files (pacman hook Path targets, * for
+	// any run of characters) whose change by a package means the
+	// initramfs is out of date, as the distribution's own package hook
+	// decides: a build derived from a release keeps its initramfs when
+	// the package sync touched none of them, the kernels are the same
+	// and InitramfsFiles are unchanged. Empty: always rebuilt.
+	InitramfsTriggers []string `json:"initramfs_triggers,omitempty"`
 	// RootOptions name the root on the kernel command line; {dataset} is
 	// the environment's root dataset ("zfs={dataset} rw" for Arch).
 	RootOptions []string `json:"root_options"`
@@ -179,6 +190,36 @@ type Manage struct {
 	// still have their own entries and bootfs, nothing assesses boots.
 	Off bool `json:"off,omitempty"`
 }
+
+// Release is a release the build writes (package release): the root
+// environment's streams and a signed manifest, for devices to apply.
+type Release struct {
+	// Dir is where the release goes (created; it must not exist or be
+	// empty). Empty: no release is written.
+	Dir string `json:"dir,omitempty"`
+	// Name is the product (default: the pool name); Version this
+	// release's version, newer than From's (compared by numeric runs:
+	// 1.10 > 1.9).
+	Name    string `json:"name,omitempty"`
+	Version string `json:"version,omitempty"`
+	// SigningKey is the armored secret key file on the build host that
+	// signs the manifest (release.GenerateKey; paczfs-release keygen).
+	SigningKey string `json:"signing_key,omitempty"`
+	// From is the previous release's directory on the build host. The
+	// build then receives its full stream as the root environment
+	// instead of installing from scratch, brings the packages to this
+	// configuration's set through libalpm (install, upgrade, remove),
+	// configures the system again, rebuilds the initramfs only when its
+	// inputs changed, and writes the incremental stream From -> Version
+	// beside the full one. The disk gets From's GUIDs and the root keeps
+	// its /etc/hostid, so the root's files name the same disk on every
+	// device of the fleet. Its manifest must be signed by one of
+	// manage.release_keys, the keys the image trusts.
+	From string `json:"from,omitempty"`
+}
+
+// derived reports whether the build starts from a previous release.
+func (r Release) derived() bool { return r.From != "" }
 
 // device is the tool's configuration in the image.
 func (m Manage) device() bootenv.Device {
@@ -443,8 +484,60 @@ func (c *Config) validate() problems {
 	if c.WorkDir != "" && !filepath.IsAbs(c.WorkDir) {
 		p.add("work_dir", "give an absolute path", "%q is relative", c.WorkDir)
 	}
+	p = append(p, c.validateRelease()...)
 	return p
 }
+
+func (c *Config) validateRelease() problems {
+	var p problems
+	r := c.Release
+	if r.Dir == "" {
+		for _, f := range []struct{ field, val string }{{"release.version", r.Version}, {"release.signing_key", r.SigningKey}, {"release.from", r.From}} {
+			if f.val != "" {
+				p.add(f.field, "set release.dir, where the release is written", "%s without release.dir", f.field)
+			}
+		}
+		return p
+	}
+	if !filepath.IsAbs(r.Dir) {
+		p.add("release.dir", "give an absolute path", "%q is relative", r.Dir)
+	}
+	if r.Version == "" || !snapNameRE.MatchString(r.Version) {
+		p.add("release.version", "give a version such as 2 or 2026.12.1 (letters, digits, . _ - :)", "%q", r.Version)
+	}
+	if r.SigningKey == "" {
+		p.add("release.signing_key", "name the armored secret key that signs the manifest (paczfs-release keygen)", "empty")
+	}
+	if r.Name != "" && !snapNameRE.MatchString(r.Name) {
+		p.add("release.name", "letters, digits, . _ - :", "%q", r.Name)
+	}
+	if !r.derived() {
+		return p
+	}
+	if !filepath.IsAbs(r.From) {
+		p.add("release.from", "give the previous release's directory as an absolute path", "%q is relative", r.From)
+	}
+	if len(c.BootEnvironments) > 0 {
+		p.add("boot_environments", "leave it empty: a release is the root environment alone, so a derived build has no layer snapshots to clone", "%v with release.from", c.BootEnvironments)
+	}
+	if c.MinirootClone != "" {
+		p.add("miniroot_clone", "leave it empty: a derived build has no base layer snapshot", "set with release.from")
+	}
+	if c.GUIDSeed != "" {
+		p.add("guid_seed", "leave it empty: a derived build takes its disk's GUIDs from release.from", "set with release.from")
+	}
+	if c.System.HostID != "" {
+		p.add("system.hostid", "leave it empty: a derived build keeps the previous release's /etc/hostid, the one its devices' pools carry", "set with release.from")
+	}
+	if len(c.Manage.ReleaseKeys) == 0 {
+		p.add("manage.release_keys", "name the public key that signed release.from: the previous release is verified with the keys the image trusts", "none, with release.from")
+	}
+	return p
+}
+
+// snapNameRE is what a release version or name may hold: it becomes a
+// snapshot name (@v<version>) and part of environment names.
+var snapNameRE = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9._:-]*$`)
 
 // layout returns the disk layout the build writes.
 func (c *Config) layout() disk.Layout {
@@ -519,6 +612,9 @@ func (c *Config) checkFiles(host bool) problems {
 		if _, err := pacman.KeyFileFingerprints(k); err != nil {
 			p.add(fmt.Sprintf("manage.release_keys[%d]", i), "name an armored OpenPGP public key file (release.GenerateKey's public half)", "%v", err)
 		}
+	}
+	if host {
+		p = append(p, c.checkReleaseFiles()...)
 	}
 	if !c.Manage.Off && filepath.IsAbs(c.Manage.Tool) {
 		if err := checkStaticTool(c.Manage.Tool); err != nil {

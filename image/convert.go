@@ -108,6 +108,12 @@ func ConvertProgress(ctx context.Context, r hooks.Runner, src, dst string, f For
 	return writeOutput(ctx, r, src, Output{Format: f, Path: dst}, percent)
 }
 
+// WriteOutput writes one output of the raw image src as a build's
+// convert stage does, its compression included (QCOW2 zstd, say).
+func WriteOutput(ctx context.Context, r hooks.Runner, src string, o Output) error {
+	return writeOutput(ctx, r, src, o, nil)
+}
+
 func writeOutput(ctx context.Context, r hooks.Runner, src string, o Output, percent func(int)) error {
 	args, err := OutputArgs(src, o)
 	if err != nil {

@@ -58,6 +58,14 @@ func TestConvertRoundTrip(t *testing.T) {
 		assert.NoError(t, err, "%s: %s", fm, out)
 		assert.Contains(t, string(out), "Images are identical", fm)
 	}
+	// An output as a build writes it, compression included.
+	dst := filepath.Join(dir, "zstd.qcow2")
+	require.NoError(t, image.WriteOutput(context.Background(), &hooks.ExecRunner{}, src, image.Output{Format: image.QCOW2, Path: dst, Compression: image.CompressZstd}))
+	out, err := exec.Command(qemuImg, "compare", "-f", "raw", src, dst).CombinedOutput()
+	assert.NoError(t, err, "%s", out)
+	info, err := exec.Command(qemuImg, "info", dst).CombinedOutput()
+	require.NoError(t, err, "%s", info)
+	assert.Contains(t, string(info), "compression type: zstd")
 }
 
 func TestOutputArgsCompression(t *testing.T) {

@@ -17,6 +17,20 @@
 // output unless [WithKeepOnFailure]. [Convert] writes VDI, QCOW, QCOW2,
 // VMDK, VHDX or raw copies through qemu-img.
 //
+// With [Release] set, a build also writes a signed release of its root
+// environment (package release): its full ZFS stream and manifest. A
+// build whose Release.From names the previous release starts from it
+// instead of from scratch: its full stream, verified, is received as the
+// root; one libalpm transaction brings the packages to the new sets
+// (pacman.Installer.Sync: installs, upgrades, removals); the system is
+// configured again; the initramfs is kept unless a kernel was added or
+// removed, a package changed one of [Boot].InitramfsTriggers (the
+// distribution's own rule for rebuilding it) or its drop-ins changed;
+// and the incremental stream from the previous release is written beside
+// the full one. The disk gets the previous release's GPT GUIDs and the
+// root keeps its /etc/hostid, so the fstab and the pools on the devices
+// of the earlier release agree with the new root.
+//
 // Building needs root, OpenZFS (zpool, zfs), util-linux (unshare, mount,
 // mkswap for swap), cgo with libalpm (pacman-key, gpg, gpgconf for the
 // keyring) and qemu-img for outputs. The checks that need them report

@@ -63,6 +63,13 @@ func ArchProfile() Config {
 			"/etc/mkinitcpio.conf.d/paczfs.conf": "# Written by paczfs: a portable initramfs (no autodetect) with ZFS.\n" +
 				"HOOKS=(base udev modconf kms keyboard keymap consolefont block zfs filesystems fsck)\n",
 		},
+		// mkinitcpio's own pacman hook (90-mkinitcpio-install.hook)
+		// rebuilds on these paths and on mkinitcpio itself; the kernel
+		// modules (zfs-linux-lts's extramodules) and the configuration
+		// files are added.
+		InitramfsTriggers: []string{"usr/lib/initcpio/*", "usr/lib/firmware/*", "usr/src/*/dkms.conf",
+			"usr/lib/systemd/systemd", "usr/bin/cryptsetup", "usr/bin/lvm", "usr/lib/modules/*", "usr/bin/mkinitcpio",
+			"etc/mkinitcpio.conf", "etc/mkinitcpio.d/*", "etc/mkinitcpio.conf.d/*"},
 		RootOptions:    []string{"zfs={dataset}", "rw"},
 		SystemdBootEFI: "/usr/lib/systemd/boot/efi/systemd-bootx64.efi",
 		Timeout:        3,
@@ -105,6 +112,7 @@ func (c Config) Clone() Config {
 	c.System.Units = slices.Clone(c.System.Units)
 	c.Boot.InitramfsCommand = slices.Clone(c.Boot.InitramfsCommand)
 	c.Boot.InitramfsFiles = maps.Clone(c.Boot.InitramfsFiles)
+	c.Boot.InitramfsTriggers = slices.Clone(c.Boot.InitramfsTriggers)
 	c.Boot.RootOptions = slices.Clone(c.Boot.RootOptions)
 	c.Boot.ExtraOptions = slices.Clone(c.Boot.ExtraOptions)
 	if c.Layout != nil {

@@ -49,6 +49,9 @@ type record struct {
 	Pools []string `json:"pools,omitempty"`
 	// WorkDir holds the pool's altroot: every mount of the build is below.
 	WorkDir string `json:"work_dir,omitempty"`
+	// ReleaseDir is the release the build began writing (Config.Release:
+	// it was new or empty, so its release files are the build's).
+	ReleaseDir string `json:"release_dir,omitempty"`
 }
 
 // stateFile is a live build's record, locked for the build's life.
@@ -302,6 +305,13 @@ func (r *recoverer) one(ctx context.Context, name string) (*Recovered, error) {
 			errs = append(errs, err)
 		} else if _, err := os.Stat(rec.WorkDir); errors.Is(err, fs.ErrNotExist) {
 			done("removed " + rec.WorkDir)
+		}
+	}
+	if rec.ReleaseDir != "" && len(errs) == 0 {
+		if err := removeReleaseFiles(rec.ReleaseDir); err != nil {
+			errs = append(errs, err)
+		} else {
+			done("removed partial release " + rec.ReleaseDir)
 		}
 	}
 	if rec.Created && rec.Image != "" && len(errs) == 0 {

@@ -73,6 +73,20 @@ func stageChecks(ctx context.Context, st *build) error {
 	if err != nil {
 		return fmt.Errorf("layout: %w", err)
 	}
+	if cfg.Release.derived() {
+		// Checked by New too; read again, as the files may have changed.
+		prev, err := cfg.previousRelease()
+		if err != nil {
+			return fmt.Errorf("release.from: %w", err)
+		}
+		if prev.Disk == nil {
+			return fmt.Errorf("release.from: release %s records no disk identity", prev.Version)
+		}
+		if dplan, err = identityPlan(dplan, prev.Disk); err != nil {
+			return fmt.Errorf("release.from: %w", err)
+		}
+		st.previous = prev
+	}
 	temp := tempPoolName(cfg.PoolName)
 	poolArgs, err := zfs.CreatePoolArgs(st.poolSpec(temp, "/ALTROOT", []string{"/dev/DISK-zfs-partition"}))
 	if err != nil {

@@ -49,6 +49,12 @@ func stageTarget(ctx context.Context, st *build) error {
 	if err != nil {
 		return fmt.Errorf("layout: %w", err)
 	}
+	if st.previous != nil {
+		// A derived build's disk has the previous release's GUIDs.
+		if plan, err = identityPlan(plan, st.previous.Disk); err != nil {
+			return fmt.Errorf("release.from: %w", err)
+		}
+	}
 	st.target = &targetInfo{path: t.Path, block: t.BlockDevice, created: t.Created, size: t.Size, plan: plan}
 	st.res.Disk = t.Path
 	if !t.BlockDevice {

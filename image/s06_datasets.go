@@ -4,6 +4,9 @@ import "context"
 
 func stageDatasets(ctx context.Context, st *build) error {
 	z := st.zfs()
+	if st.previous != nil {
+		return st.receiveRoot(ctx)
+	}
 	if err := z.CreateDatasets(ctx, st.state.Pool, st.cfg.Datasets); err != nil {
 		return err
 	}

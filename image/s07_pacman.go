@@ -15,7 +15,13 @@ import (
 // own those files (pacman, pacman-mirrorlist) are installed: written
 // before, they would be file conflicts. The installs use the build's own
 // configuration, never the target's file.
+//
+// A derived build keeps the previous release's keyring: the target's
+// keys change through its keyring package, as on the devices.
 func stagePacman(ctx context.Context, st *build) error {
+	if st.previous != nil {
+		return nil
+	}
 	return st.b.installer.InitKeyring(ctx, st.state.Root)
 }
 

@@ -49,7 +49,12 @@ func emptyMachineID(root string) error {
 	return fsx.WriteFile(p, nil, 0o444)
 }
 
+// stageBase installs the base layer; a derived build instead brings the
+// received root to the whole package set at once (it has no layers).
 func stageBase(ctx context.Context, st *build) error {
+	if st.previous != nil {
+		return st.syncPackages(ctx)
+	}
 	if err := st.install(ctx, st.cfg.Packages.Base); err != nil {
 		return err
 	}

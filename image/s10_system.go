@@ -103,7 +103,14 @@ func stageSystem(ctx context.Context, st *build) error {
 	if err := emptyMachineID(root); err != nil {
 		return err
 	}
-	hostID, err := writeHostID(root, s.HostID)
+	var hostID string
+	var err error
+	if st.previous != nil {
+		// The devices' pools carry the previous release's hostid.
+		hostID, err = keepHostID(root)
+	} else {
+		hostID, err = writeHostID(root, s.HostID)
+	}
 	if err != nil {
 		return err
 	}
@@ -144,12 +151,17 @@ func (st *build) setLocales(ctx context.Context) error {
 	for _, l := range locales {
 		gen.WriteString(l + "\n")
 	}
+	oldGen, _ := os.ReadFile(filepath.Join(root, "etc/locale.gen"))
 	if err := writeFile(root, "etc/locale.gen", gen.Bytes(), 0o644); err != nil {
 		return err
 	}
 	lang := strings.Fields(locales[0])[0]
 	if err := writeFile(root, "etc/locale.conf", []byte("LANG="+lang+"\n"), 0o644); err != nil {
 		return err
+	}
+	if st.localesStillBuilt(oldGen, gen.Bytes()) {
+		st.b.log.Debug("locales kept from the previous release: locale.gen and the locale packages are unchanged")
+		return nil
 	}
 	if !exists(root, "usr/sbin/locale-gen") && !exists(root, "usr/bin/locale-gen") {
 		return errors.New("system.locales: the target has no locale-gen (install glibc on Arch, locales on Debian)")
@@ -265,6 +277,15 @@ func writeHostID(root, hostID string) (string, error) {
 		return "", err
 	}
 	return fmt.Sprintf("%08x", binary.LittleEndian.Uint32(id[:])), nil
+}
+
+// keepHostID reads the received root's /etc/hostid (a derived build).
+func keepHostID(root string) (string, error) {
+	b, err := os.ReadFile(filepath.Join(root, "etc/hostid"))
+	if err != nil || len(b) != 4 {
+		return "", fmt.Errorf("the previous release's /etc/hostid is missing or not 4 bytes (%v): a derived build keeps it", err)
+	}
+	return fmt.Sprintf("%08x", binary.LittleEndian.Uint32(b)), nil
 }
 
 // fstab mounts the ESP at /efi and the swap partition, by partition UUID.

@@ -64,6 +64,14 @@ func stageInitramfs(ctx context.Context, st *build) error {
 	if len(kvers) == 0 {
 		return fmt.Errorf("no kernel at %s in the target: is the kernel in packages.bootable?", b.Kernel)
 	}
+	if why := st.initramfsRebuildReason(kvers); why == "" {
+		st.b.log.Info("initramfs kept from the previous release: its kernel, packages and configuration are unchanged")
+		st.res.InitramfsReused = true
+		st.kver = kvers[len(kvers)-1]
+		return nil
+	} else if st.previous != nil {
+		st.b.log.Info("initramfs rebuilt", "why", why)
+	}
 	for name, content := range b.InitramfsFiles {
 		mode := os.FileMode(0o644)
 		if strings.HasPrefix(content, "#!") {

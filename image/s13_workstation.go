@@ -3,7 +3,7 @@ package image
 import "context"
 
 func stageWorkstation(ctx context.Context, st *build) error {
-	if len(st.cfg.Packages.Workstation) == 0 {
+	if len(st.cfg.Packages.Workstation) == 0 || st.previous != nil {
 		return nil
 	}
 	if err := st.install(ctx, st.cfg.Packages.Workstation); err != nil {

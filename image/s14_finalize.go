@@ -9,6 +9,7 @@ import (
 
 	"github.com/paczfs/paczfs/bootenv"
 	"github.com/paczfs/paczfs/internal/procs"
+	"github.com/paczfs/paczfs/release"
 	"github.com/paczfs/paczfs/zfs"
 )
 
@@ -28,6 +29,15 @@ func stageFinalize(ctx context.Context, st *build) error {
 	}
 	if err := z.Hold(ctx, st.cfg.HoldTag, snap, zfs.HoldOptions{}); err != nil {
 		return err
+	}
+	if st.cfg.Release.Dir != "" {
+		// The release version apply compares against (no downgrade).
+		if err := z.SetProperties(ctx, st.state.RootDataset, map[string]string{release.PropVersion: st.cfg.Release.Version}); err != nil {
+			return err
+		}
+		if err := st.writeRelease(ctx); err != nil {
+			return err
+		}
 	}
 	for _, e := range st.cfg.environments() {
 		st.res.Environments = append(st.res.Environments, e.Dataset)

@@ -1,6 +1,7 @@
 package image
 
 import (
+	"bytes"
 	"fmt"
 	"os"
 	"path/filepath"
@@ -26,9 +27,18 @@ func (st *build) zfs() *zfs.Client {
 }
 
 // writeFile writes name (relative to root) with exactly mode, and any
-// missing parent directory with 0755, whatever the caller's umask.
+// missing parent directory with 0755, whatever the caller's umask. A
+// regular file that already holds data with mode is left alone: in a
+// build derived from a release, rewriting it would put its blocks in the
+// incremental stream again (the device tool alone is 12 MB).
 func writeFile(root, name string, data []byte, mode os.FileMode) error {
-	return fsx.WriteFile(filepath.Join(root, name), data, mode)
+	p := filepath.Join(root, name)
+	if fi, err := os.Lstat(p); err == nil && fi.Mode().IsRegular() && fi.Mode().Perm() == mode.Perm() && fi.Size() == int64(len(data)) {
+		if have, err := os.ReadFile(p); err == nil && bytes.Equal(have, data) {
+			return nil
+		}
+	}
+	return fsx.WriteFile(p, data, mode)
 }
 
 // removeEmptyDirs removes dir and its subdirectories bottom-up, only while

@@ -32,7 +32,9 @@ type WriteOptions struct {
 	PreviousPackages []Package
 	// Secret is the armored secret key that signs the manifest.
 	Secret []byte
-	Now    func() time.Time
+	// Disk is recorded in the manifest (Manifest.Disk) when set.
+	Disk *Disk
+	Now  func() time.Time
 }
 
 // Write sends the release's streams (full, and incremental from Base;
@@ -58,7 +60,7 @@ func Write(ctx context.Context, z *zfs.Client, o WriteOptions) (*Manifest, error
 	}
 	snapName := o.Snapshot[strings.Index(o.Snapshot, "@")+1:]
 	m := &Manifest{Format: FormatVersion, Name: o.Name, Version: o.Version, Previous: o.Previous,
-		Created: now().UTC().Truncate(time.Second), Snapshot: snapName, Kernel: o.Kernel, Packages: o.Packages}
+		Created: now().UTC().Truncate(time.Second), Snapshot: snapName, Kernel: o.Kernel, Packages: o.Packages, Disk: o.Disk}
 	if o.PreviousPackages != nil {
 		m.Changes = Diff(o.PreviousPackages, o.Packages)
 	}

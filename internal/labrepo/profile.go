@@ -57,6 +57,13 @@ func Profile(repo *Repo, url string) image.Config {
 			// copying binaries and their libraries.)
 			"/etc/initramfs-tools/conf.d/paczfs.conf": "# Written by paczfs: a portable initramfs.\nMODULES=most\n",
 		},
+		// What initramfs-tools copies in: its scripts and hooks (every
+		// package's, such as zfs-initramfs's), the kernel's modules and
+		// firmware, and the binaries its hooks take (ZFS, udev, busybox).
+		InitramfsTriggers: []string{"usr/share/initramfs-tools/*", "etc/initramfs-tools/*", "usr/sbin/mkinitramfs",
+			"usr/lib/modules/*", "lib/modules/*", "usr/lib/firmware/*", "lib/firmware/*", "usr/sbin/zpool", "usr/sbin/zfs",
+			"usr/lib/x86_64-linux-gnu/libzfs*", "usr/lib/x86_64-linux-gnu/libzpool*", "usr/lib/x86_64-linux-gnu/libnvpair*",
+			"usr/lib/udev/*", "lib/udev/*", "usr/bin/busybox", "bin/busybox"},
 		RootOptions:    []string{"boot=zfs", "root=ZFS={dataset}", "rw"},
 		SystemdBootEFI: "/usr/lib/systemd/boot/efi/systemd-bootx64.efi",
 		Timeout:        1,
