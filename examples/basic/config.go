@@ -202,6 +202,18 @@ func (s *settings) defaultValue(spec varSpec) value {
 		return text("yes")
 	case "BOOTENV_TOOL":
 		return text(c.Manage.Tool)
+	case "RELEASE_KEYS":
+		return list(c.Manage.ReleaseKeys)
+	case "RELEASE_DIR":
+		return text(c.Release.Dir)
+	case "RELEASE_VERSION":
+		return text(c.Release.Version)
+	case "RELEASE_SIGNING_KEY":
+		return text(c.Release.SigningKey)
+	case "RELEASE_NAME":
+		return text(c.Release.Name)
+	case "RELEASE_FROM":
+		return text(c.Release.From)
 	case "KEEP_GOOD":
 		if c.Manage.KeepGood == 0 {
 			return text("")
@@ -404,6 +416,32 @@ func (s *settings) config(readFile func(string) ([]byte, error)) (image.Config, 
 	c.Manage.Tool = s.str("BOOTENV_TOOL")
 	if c.Manage.Tool == "" && !c.Manage.Off {
 		c.Manage.Tool = findTool()
+	}
+	c.Manage.ReleaseKeys = nil
+	for _, k := range s.list("RELEASE_KEYS") {
+		abs, err := filepath.Abs(k)
+		if err != nil {
+			bad("RELEASE_KEYS", err)
+		}
+		c.Manage.ReleaseKeys = append(c.Manage.ReleaseKeys, abs)
+	}
+	abs := func(name string) string {
+		v := s.str(name)
+		if v == "" {
+			return ""
+		}
+		a, err := filepath.Abs(v)
+		if err != nil {
+			bad(name, err)
+		}
+		return a
+	}
+	c.Release = image.Release{Dir: abs("RELEASE_DIR"), Version: s.str("RELEASE_VERSION"), SigningKey: abs("RELEASE_SIGNING_KEY"),
+		Name: s.str("RELEASE_NAME"), From: abs("RELEASE_FROM")}
+	if c.Release.From != "" {
+		// A release is the root environment alone: a build from one has
+		// no layer snapshots to clone (image.Release).
+		c.BootEnvironments, c.MinirootClone = nil, ""
 	}
 	if k := s.str("KEEP_GOOD"); k != "" {
 		n, err := strconv.Atoi(k)

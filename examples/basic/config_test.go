@@ -340,6 +340,19 @@ HOSTID='0a1b2c3d'
 	assert.Equal(t, []string{"ssh-ed25519 AAAAC3Nza a@b", "ssh-rsa AAAAB3Nza c@d"}, c.System.AuthorizedKeys)
 	assert.Equal(t, "0a1b2c3d", c.System.HostID)
 
+	// A release derived from the previous one.
+	c = config(t, load(t, `RELEASE_KEYS=( /etc/rel.asc )
+RELEASE_DIR='/srv/rel/2'
+RELEASE_VERSION='2'
+RELEASE_SIGNING_KEY='/srv/rel.key'
+RELEASE_FROM='/srv/rel/1'
+RELEASE_NAME='lab'
+`, nil))
+	assert.Equal(t, []string{"/etc/rel.asc"}, c.Manage.ReleaseKeys)
+	assert.Equal(t, image.Release{Dir: "/srv/rel/2", Version: "2", SigningKey: "/srv/rel.key", From: "/srv/rel/1", Name: "lab"}, c.Release)
+	assert.Empty(t, c.BootEnvironments, "a derived build has the root environment only")
+	assert.Empty(t, c.MinirootClone)
+
 	_, err := load(t, "IMAGE_SIZE='20X'\nAUTHORIZED_KEYS_FILE='/nonexistent/keys'\n", nil).config(os.ReadFile)
 	require.Error(t, err)
 	assert.Contains(t, err.Error(), "test.conf:1: IMAGE_SIZE: size \"20X\"")

@@ -60,6 +60,14 @@ var variables = []varSpec{
 		Help: "yes (default): the image carries paczfs-bootenv and boot assessment (trial boots, automatic fallback, a snapshot per good boot); no: neither"},
 	{Name: "BOOTENV_TOOL", Help: "the device-side tool to install, a static build (CGO_ENABLED=0 go build -o paczfs-bootenv ./examples/bootenv); empty = paczfs-bootenv beside this program, or in PATH"},
 	{Name: "KEEP_GOOD", Help: "how many @good- snapshots (one per good boot) each environment keeps; empty = 5"},
+	{Name: "RELEASE_KEYS", List: true, Help: "armored public keys (paczfs-release keygen's .asc) whose signed releases the image applies"},
+
+	{Name: "RELEASE_DIR", Section: "release",
+		Help: "also write a signed release of the root environment here (new or empty directory): its ZFS streams and manifest, for paczfs-bootenv apply"},
+	{Name: "RELEASE_VERSION", Help: "the release's version, e.g. 2 or 2026.12.1 (newer than RELEASE_FROM's)"},
+	{Name: "RELEASE_SIGNING_KEY", Help: "the armored secret key that signs the release (paczfs-release keygen's .key)"},
+	{Name: "RELEASE_NAME", Help: "the product the release is of; empty = the pool name"},
+	{Name: "RELEASE_FROM", Help: "build from this previous release (a directory) instead of from scratch: its full stream becomes the root, the packages are synced to these sets, and the incremental stream from it is written too; needs RELEASE_KEYS to trust it; the image then has the root environment only (no bootable/workstation clones, no miniroot)"},
 
 	{Name: "HOOKS_DIR", Section: "hooks",
 		Help: "directory of executable hooks named <before|after|replace>-<stage>[.sh]; a .target. part (after-system.target.sh) runs it chrooted in the target"},
