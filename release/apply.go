@@ -178,8 +178,19 @@ func Apply(ctx context.Context, m *bootenv.Manager, o ApplyOptions) (Result, err
 		r.Resumed = true
 		log.Info("release received by an earlier run; continuing", "env", name)
 	} else {
-		if booted := m.Booted(); booted != "" {
-			p, err := z.Properties(ctx, m.Dataset(booted), PropVersion)
+		current := m.Booted()
+		if current == "" {
+			// An image, not a running system: what it boots by default.
+			bf, err := z.PoolProperties(ctx, pool, "bootfs")
+			if err != nil {
+				return r, err
+			}
+			if v := bf["bootfs"].Value; strings.HasPrefix(v, container+"/") {
+				current = strings.TrimPrefix(v, container+"/")
+			}
+		}
+		if current != "" {
+			p, err := z.Properties(ctx, m.Dataset(current), PropVersion)
 			if err != nil {
 				return r, err
 			}

@@ -230,6 +230,22 @@ func TestApplyRefusesBeforeReceive(t *testing.T) {
 	}
 }
 
+// On an image (not a running system) the default environment's version
+// decides what is a downgrade.
+func TestApplyOnAnImageComparesWithTheDefault(t *testing.T) {
+	secret, public := key(t)
+	f := &hookstest.FakeRunner{}
+	f.On("zfs list -H -p -o name,type,guid -t snapshot -r zroot/system", hookstest.Response{Stdout: "zroot/system/v1@v1\tsnapshot\t999\n"})
+	f.On("zpool get -H -p -o property,value,source bootfs zroot", hookstest.Response{Stdout: "bootfs\tzroot/system/v1\tlocal\n"})
+	f.On("zfs get -H -p -o property,value,source org.paczfs:version zroot/system/v1", hookstest.Response{Stdout: "org.paczfs:version\t1\tlocal\n"})
+	m, err := bootenv.New(context.Background(), bootenv.WithRunner(f), bootenv.WithImage(), bootenv.WithPool("zroot"), bootenv.WithESP(t.TempDir()))
+	require.NoError(t, err)
+	dir := release(t, secret, []byte("a send stream"), func(m *Manifest) { m.Version = "1" })
+	_, err = Apply(context.Background(), m, ApplyOptions{Dir: dir, Trusted: [][]byte{public}, Runner: f})
+	assert.ErrorIs(t, err, ErrDowngrade)
+	assert.False(t, received(f))
+}
+
 // A good release: received as a clone of its base, unmounted, new, with
 // its version; then its boot files and the trial.
 func TestApplyReceivesIncrementalAsACloneOfItsBase(t *testing.T) {
