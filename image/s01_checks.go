@@ -8,6 +8,7 @@ import (
 
 	"github.com/paczfs/paczfs/disk"
 	"github.com/paczfs/paczfs/pacman"
+	"github.com/paczfs/paczfs/release"
 	"github.com/paczfs/paczfs/zfs"
 )
 
@@ -31,7 +32,7 @@ func (b *Builder) Plan(ctx context.Context) (*BuildPlan, error) {
 	}
 	p := st.plan
 	return &BuildPlan{Disk: p.Disk, PoolCommand: p.PoolArgs, DatasetCommands: p.Datasets, Packages: p.Packages,
-		Environments: st.envNames()}, nil
+		Environments: st.envNames(), From: st.previous}, nil
 }
 
 // BuildPlan is the plan a dry run shows.
@@ -41,6 +42,10 @@ type BuildPlan struct {
 	DatasetCommands [][]string
 	Packages        *pacman.Plan
 	Environments    []string
+	// From is the release a derived build starts from (Config.Release):
+	// its full stream is what the root's dataset command receives on
+	// standard input, and Packages is the whole set the sync reaches.
+	From *release.Manifest
 }
 
 func (st *build) envNames() []string {
@@ -95,6 +100,9 @@ func stageChecks(ctx context.Context, st *build) error {
 	var dsArgs [][]string
 	for _, d := range cfg.Datasets {
 		a, err := zfs.CreateDatasetArgs(temp+"/"+d.Name, d.Props, zfs.CreateOptions{Parents: true})
+		if cfg.Release.derived() && d.Name == cfg.RootDataset {
+			a, err = zfs.ReceiveArgs(temp+"/"+d.Name, zfs.ReceiveOptions{Props: d.Props})
+		}
 		if err != nil {
 			return fmt.Errorf("datasets: %w", err)
 		}

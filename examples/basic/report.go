@@ -8,6 +8,7 @@ import (
 
 	"github.com/paczfs/paczfs/hooks"
 	"github.com/paczfs/paczfs/image"
+	"github.com/paczfs/paczfs/release"
 )
 
 // printSummary writes what a build did: the time per stage with the hooks
@@ -56,6 +57,14 @@ func printPlan(w io.Writer, s *settings, cfg image.Config, plan *image.BuildPlan
 	fmt.Fprintln(w, "\ndatasets:")
 	for _, d := range plan.DatasetCommands {
 		fmt.Fprintf(w, "  %s\n", hooks.QuoteArgs(d))
+	}
+	if r := cfg.Release; r.Dir != "" {
+		fmt.Fprintf(w, "\nrelease %s, signed, written to %s\n", r.Version, r.Dir)
+		if f := plan.From; f != nil {
+			full, _ := f.Stream(release.Full)
+			fmt.Fprintf(w, "  derived from release %s (%s): the root receives %s, the packages are synced to the sets below, the incremental stream %s -> %s is written too\n",
+				f.Version, r.From, full.File, f.Version, r.Version)
+		}
 	}
 	if p := plan.Packages; p != nil {
 		fmt.Fprintf(w, "\npackages (%d):\n", len(p.Packages))
