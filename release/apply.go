@@ -159,15 +159,15 @@ func Apply(ctx context.Context, m *bootenv.Manager, o ApplyOptions) (Result, err
 	container := pool + "/system"
 	var fetched string // the stream file fetched from o.Source
 
-	// 2. Where this pool stands: its snapshots by guid, the booted version.
-	snaps, err := z.List(ctx, container, zfs.ListOptions{Types: []string{"snapshot"}, Recursive: true, Props: []string{"guid"}})
+	// 2. Where this pool stands, in one zfs list: its snapshots by guid,
+	// the environments with their versions, the space left. (Each zfs
+	// command is a process and a pool walk; apply's own cost beside
+	// zfs receive is mostly such commands.)
+	st, err := survey(ctx, z, container)
 	if err != nil {
 		return r, err
 	}
-	byGUID := map[string]string{}
-	for _, s := range snaps {
-		byGUID[s.Props["guid"]] = s.Name
-	}
+	byGUID := st.byGUID
 	if have, ok := byGUID[mf.GUID]; ok {
 		// Received already (a run that was interrupted after the receive):
 		// carry on with that environment, if it is the one wanted.
@@ -190,49 +190,43 @@ func Apply(ctx context.Context, m *bootenv.Manager, o ApplyOptions) (Result, err
 			}
 		}
 		if current != "" {
-			p, err := z.Properties(ctx, m.Dataset(current), PropVersion)
-			if err != nil {
-				return r, err
-			}
-			if cur := p[PropVersion].Value; cur != "" && cur != "-" && bootenv.CompareVersions(mf.Version, cur) <= 0 {
+			if cur := st.versions[m.Dataset(current)]; cur != "" && cur != "-" && bootenv.CompareVersions(mf.Version, cur) <= 0 {
 				return r, fmt.Errorf("release %s: %w (%s)", mf.Version, ErrDowngrade, cur)
 			}
 		}
-		if ok, err := z.Exists(ctx, m.Dataset(name)); err != nil {
-			return r, err
-		} else if ok {
+		if _, ok := st.versions[m.Dataset(name)]; ok {
 			return r, fmt.Errorf("%s exists and is not this release: %w", m.Dataset(name), bootenv.ErrExists)
 		}
 		// 3. Which stream: the incremental one when its base is here.
-		st, base, err := pick(mf, byGUID)
+		stream, base, err := pick(mf, byGUID)
 		if err != nil {
 			return r, err
 		}
-		r.Stream = st.Kind
-		file := filepath.Join(dir, st.File)
+		r.Stream = stream.Kind
+		file := filepath.Join(dir, stream.File)
 		// 4. Space: the stream's size and a margin on the pool; the
 		// booted environment's boot files on the ESP; and, to fetch it,
 		// the stream in the work directory.
-		if err := checkSpace(ctx, z, m, container, st.Size); err != nil {
+		if err := checkSpace(m, container, st.available, stream.Size); err != nil {
 			return r, err
 		}
 		if o.Source != nil {
-			if err := checkDirSpace(dir, st); err != nil {
+			if err := checkDirSpace(dir, stream); err != nil {
 				return r, err
 			}
 			// A complete copy left by an earlier run is kept only if it
 			// is this release's stream.
-			if _, err := os.Stat(file); err == nil && checkStream(file, st) != nil {
+			if _, err := os.Stat(file); err == nil && checkStream(file, stream) != nil {
 				os.Remove(file)
 			}
-			src := halfway(o.Source, st.File, st.Size, func() { step(StepFetching) })
-			if file, err = fetch(ctx, src, dir, st.File, st.Size, st.Size); err != nil {
+			src := halfway(o.Source, stream.File, stream.Size, func() { step(StepFetching) })
+			if file, err = fetch(ctx, src, dir, stream.File, stream.Size, stream.Size); err != nil {
 				return r, err
 			}
 			fetched = file
 		}
 		// 5. The stream's bytes, before the kernel parses any of them.
-		if err := checkStream(file, st); err != nil {
+		if err := checkStream(file, stream); err != nil {
 			if fetched != "" {
 				os.Remove(fetched) // fetched anew by the next run
 			}
@@ -250,7 +244,7 @@ func Apply(ctx context.Context, m *bootenv.Manager, o ApplyOptions) (Result, err
 		if err != nil {
 			return r, err
 		}
-		err = z.Receive(ctx, &halfReader{r: f, half: st.Size / 2, at: func() { step(StepReceiving) }}, m.Dataset(name), zfs.ReceiveOptions{Props: props})
+		err = z.Receive(ctx, &halfReader{r: f, half: stream.Size / 2, at: func() { step(StepReceiving) }}, m.Dataset(name), zfs.ReceiveOptions{Props: props})
 		f.Close()
 		if err != nil {
 			return r, err
@@ -323,6 +317,42 @@ func (h *halfSource) Open(ctx context.Context, name string, offset int64) (io.Re
 	}{&halfReader{r: rc, half: h.size/2 - start, at: h.at}, rc}, start, nil
 }
 
+// poolState is what Apply needs to know of the pool before it receives.
+type poolState struct {
+	byGUID    map[string]string // snapshot guid -> name
+	versions  map[string]string // environment dataset -> org.paczfs:version ("-" when unset)
+	available int64             // bytes free for the container's children
+}
+
+// survey reads the container's filesystems and snapshots in one zfs list.
+func survey(ctx context.Context, z *zfs.Client, container string) (poolState, error) {
+	st := poolState{byGUID: map[string]string{}, versions: map[string]string{}}
+	list, err := z.List(ctx, container, zfs.ListOptions{Types: []string{"filesystem", "snapshot"}, Recursive: true,
+		Props: []string{"guid", PropVersion, "available"}})
+	if err != nil {
+		return st, err
+	}
+	found := false
+	for _, d := range list {
+		switch {
+		case d.Type == "snapshot":
+			st.byGUID[d.Props["guid"]] = d.Name
+		case d.Name == container:
+			found = true
+			v := d.Props["available"]
+			if st.available, err = strconv.ParseInt(v, 10, 64); err != nil {
+				return st, fmt.Errorf("available space of %s: %q", container, v)
+			}
+		default:
+			st.versions[d.Name] = d.Props[PropVersion]
+		}
+	}
+	if !found {
+		return st, fmt.Errorf("%s: %w", container, zfs.ErrNotFound)
+	}
+	return st, nil
+}
+
 // checkDirSpace refuses to fetch st into dir when its file system cannot
 // hold what is still missing of it.
 func checkDirSpace(dir string, st Stream) error {
@@ -380,15 +410,7 @@ func checkStream(file string, st Stream) error {
 // spaceMargin is kept free on the pool beyond the stream's size.
 const spaceMargin = 64 << 20
 
-func checkSpace(ctx context.Context, z *zfs.Client, m *bootenv.Manager, container string, size int64) error {
-	p, err := z.Properties(ctx, container, "available")
-	if err != nil {
-		return err
-	}
-	avail, err := strconv.ParseInt(p["available"].Value, 10, 64)
-	if err != nil {
-		return fmt.Errorf("available space of %s: %q", container, p["available"].Value)
-	}
+func checkSpace(m *bootenv.Manager, container string, avail, size int64) error {
 	if avail < size+spaceMargin {
 		return fmt.Errorf("%w on %s: %d bytes free, the stream needs %d and %d kept free", ErrSpace, container, avail, size, spaceMargin)
 	}

@@ -8,6 +8,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -145,14 +146,22 @@ func TestManifestValidateAndDiff(t *testing.T) {
 	assert.ErrorContains(t, err, "format 2")
 }
 
+// surveyCmd is the one zfs list Apply reads the pool with.
+const surveyCmd = "zfs list -H -p -o name,type,guid,org.paczfs:version,available -t filesystem,snapshot -r zroot/system"
+
+// pool is surveyCmd's answer: v1 with version 1 and its snapshot (guid
+// 999), and avail bytes free.
+func pool(avail int64) string {
+	return "zroot/system\tfilesystem\t11\t-\t" + strconv.FormatInt(avail, 10) + "\n" +
+		"zroot/system/v1\tfilesystem\t12\t1\t" + strconv.FormatInt(avail, 10) + "\n" +
+		"zroot/system/v1@v1\tsnapshot\t999\t1\t-\n"
+}
+
 // device is a booted system with version 1 and the base snapshot (guid
 // 999), as far as the commands Apply runs before receive see it.
 func device(t *testing.T) (*bootenv.Manager, *hookstest.FakeRunner) {
 	f := &hookstest.FakeRunner{}
-	f.On("zfs list -H -p -o name,type,guid -t snapshot -r zroot/system", hookstest.Response{Stdout: "zroot/system/v1@v1\tsnapshot\t999\n"})
-	f.On("zfs get -H -p -o property,value,source org.paczfs:version zroot/system/v1", hookstest.Response{Stdout: "org.paczfs:version\t1\tlocal\n"})
-	f.On("zfs list -H -o name -t all zroot/system/release-", hookstest.Response{ExitCode: 1, Stderr: "cannot open: dataset does not exist"})
-	f.On("zfs get -H -p -o property,value,source available zroot/system", hookstest.Response{Stdout: "available\t10000000000\t-\n"})
+	f.On(surveyCmd, hookstest.Response{Stdout: pool(10000000000)})
 	esp := t.TempDir()
 	m, err := bootenv.New(context.Background(), bootenv.WithRunner(f), bootenv.WithBooted("zroot/system/v1", ""), bootenv.WithESP(esp), bootenv.WithEFIVars(""))
 	require.NoError(t, err)
@@ -220,7 +229,7 @@ func TestApplyRefusesBeforeReceive(t *testing.T) {
 		t.Run(name, func(t *testing.T) {
 			m, f := device(t)
 			if name == "a full pool" {
-				f.On("zfs get -H -p -o property,value,source available zroot/system", hookstest.Response{Stdout: "available\t1000\t-\n"})
+				f.On(surveyCmd, hookstest.Response{Stdout: pool(1000)})
 				c.want = ErrSpace
 			}
 			_, err := Apply(context.Background(), m, ApplyOptions{Dir: c.dir(), Trusted: [][]byte{c.trusted}, Runner: f})
@@ -235,9 +244,8 @@ func TestApplyRefusesBeforeReceive(t *testing.T) {
 func TestApplyOnAnImageComparesWithTheDefault(t *testing.T) {
 	secret, public := key(t)
 	f := &hookstest.FakeRunner{}
-	f.On("zfs list -H -p -o name,type,guid -t snapshot -r zroot/system", hookstest.Response{Stdout: "zroot/system/v1@v1\tsnapshot\t999\n"})
+	f.On(surveyCmd, hookstest.Response{Stdout: pool(10000000000)})
 	f.On("zpool get -H -p -o property,value,source bootfs zroot", hookstest.Response{Stdout: "bootfs\tzroot/system/v1\tlocal\n"})
-	f.On("zfs get -H -p -o property,value,source org.paczfs:version zroot/system/v1", hookstest.Response{Stdout: "org.paczfs:version\t1\tlocal\n"})
 	m, err := bootenv.New(context.Background(), bootenv.WithRunner(f), bootenv.WithImage(), bootenv.WithPool("zroot"), bootenv.WithESP(t.TempDir()))
 	require.NoError(t, err)
 	dir := release(t, secret, []byte("a send stream"), func(m *Manifest) { m.Version = "1" })
@@ -264,4 +272,36 @@ func TestApplyReceivesIncrementalAsACloneOfItsBase(t *testing.T) {
 		}
 	}
 	assert.Equal(t, "zfs receive -u -o canmount=noauto -o mountpoint=/ -o org.paczfs:state=new -o org.paczfs:version=2 -o origin=zroot/system/v1@v1 zroot/system/release-2", recv)
+}
+
+// Before zfs receive, apply on a booted device runs one zfs command: the
+// survey that gives the snapshots by guid, the booted version, an
+// existing environment of the name and the space (each command is a
+// process and a pool walk, the bulk of apply's cost beside the receive).
+func TestApplyReadsThePoolOnceBeforeReceiving(t *testing.T) {
+	secret, public := key(t)
+	m, f := device(t)
+	dir := release(t, secret, []byte("a send stream"), nil)
+	_, _ = Apply(context.Background(), m, ApplyOptions{Dir: dir, Trusted: [][]byte{public}, Runner: f})
+	var before []string
+	for _, c := range f.Calls() {
+		if strings.HasPrefix(c, "zfs receive") {
+			break
+		}
+		before = append(before, c)
+	}
+	assert.Equal(t, []string{surveyCmd}, before)
+}
+
+// An environment of the release's name that is not the release is
+// refused, not received over.
+func TestApplyRefusesAnEnvironmentOfTheSameName(t *testing.T) {
+	secret, public := key(t)
+	f := &hookstest.FakeRunner{}
+	f.On(surveyCmd, hookstest.Response{Stdout: pool(10000000000) + "zroot/system/release-2\tfilesystem\t13\t-\t10000000000\n"})
+	m, err := bootenv.New(context.Background(), bootenv.WithRunner(f), bootenv.WithBooted("zroot/system/v1", ""), bootenv.WithESP(t.TempDir()), bootenv.WithEFIVars(""))
+	require.NoError(t, err)
+	_, err = Apply(context.Background(), m, ApplyOptions{Dir: release(t, secret, []byte("a send stream"), nil), Trusted: [][]byte{public}, Runner: f})
+	assert.ErrorIs(t, err, bootenv.ErrExists)
+	assert.False(t, received(f))
 }
