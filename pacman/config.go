@@ -23,6 +23,13 @@ type Repo struct {
 	// Mirrorlist, when set, makes the target's pacman.conf read the
 	// servers from /etc/pacman.d/<Mirrorlist> instead of listing them.
 	Mirrorlist string `json:"mirrorlist,omitempty"`
+	// RefreshRetries is how many times a refresh whose download of this
+	// repository's database failed (a 404, a 5xx, a network error) is
+	// tried again, after waits of 5, 15, 40 and then 60 seconds. 0 fails
+	// at once, which is what a wrong URL wants. ArchZFSRepo sets it:
+	// archzfs recreates its release on every publish, and its database
+	// answers 404 meanwhile.
+	RefreshRetries int `json:"refresh_retries,omitempty"`
 }
 
 // TrustedKey is a key to import into the target's keyring and locally
@@ -103,7 +110,7 @@ func ArchConfig(withZFS bool) Config {
 
 // ArchZFSRepo is the archzfs repository (ZFS modules for Arch kernels).
 func ArchZFSRepo() Repo {
-	return Repo{Name: "archzfs", Servers: []string{ArchZFSServer}}
+	return Repo{Name: "archzfs", Servers: []string{ArchZFSServer}, RefreshRetries: 4}
 }
 
 var (
@@ -166,6 +173,9 @@ func (c Config) Validate() error {
 		}
 		if r.Mirrorlist != "" && strings.ContainsAny(r.Mirrorlist, "/ ") {
 			bad(f+".mirrorlist", "%q must be a file name in /etc/pacman.d", r.Mirrorlist)
+		}
+		if r.RefreshRetries < 0 || r.RefreshRetries > 30 {
+			bad(f+".refresh_retries", "%d: want 0 to 30 (each waits up to a minute)", r.RefreshRetries)
 		}
 	}
 	if err := ValidateSigLevel(c.SigLevel); err != nil {

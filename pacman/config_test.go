@@ -49,7 +49,7 @@ func TestValidateNamesEveryField(t *testing.T) {
 		Repos: []pacman.Repo{
 			{Name: "core", Servers: []string{"ftp://x/y"}},
 			{Name: "core", SigLevel: "Sometimes"},
-			{Name: "bad name", Servers: []string{"https://m/$repo"}, Mirrorlist: "../etc/x"},
+			{Name: "bad name", Servers: []string{"https://m/$repo"}, Mirrorlist: "../etc/x", RefreshRetries: -1},
 		},
 		SigLevel:          "Required Maybe",
 		ParallelDownloads: 0,
@@ -65,6 +65,7 @@ func TestValidateNamesEveryField(t *testing.T) {
 		`pacman.repos[1].sig_level: unknown word "Sometimes"`,
 		`pacman.repos[2].name: "bad name" is not a valid`,
 		`pacman.repos[2].mirrorlist`,
+		`pacman.repos[2].refresh_retries: -1: want 0 to 30`,
 		`pacman.sig_level: unknown word "Maybe"`,
 		"pacman.parallel_downloads: 0",
 		"pacman.trusted_keys[0]: give exactly one",

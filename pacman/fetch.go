@@ -76,6 +76,13 @@ func (f *fetcher) lastError(u string) error {
 	return f.errs[u]
 }
 
+// forget drops the recorded errors (before a new try).
+func (f *fetcher) forget() {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	clear(f.errs)
+}
+
 func (f *fetcher) record(u string, err error) {
 	f.mu.Lock()
 	defer f.mu.Unlock()

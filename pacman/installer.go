@@ -61,6 +61,14 @@ type Installer struct {
 	emit    func(Event)
 	client  *http.Client
 	scratch string
+	retry   []time.Duration
+}
+
+// RefreshWaits are the waits before each new try of a database refresh
+// whose download of a repository with Repo.RefreshRetries failed; past
+// the last, the last again.
+func RefreshWaits() []time.Duration {
+	return []time.Duration{5 * time.Second, 15 * time.Second, 40 * time.Second, 60 * time.Second}
 }
 
 // Option configures an Installer.
@@ -92,6 +100,12 @@ func WithEvents(fn func(Event)) Option {
 // WithHTTPClient replaces the download client (NewHTTPClient()).
 func WithHTTPClient(c *http.Client) Option { return func(i *Installer) { i.client = c } }
 
+// WithRefreshWaits replaces RefreshWaits (tests wait less). How many
+// tries there are is each repository's RefreshRetries.
+func WithRefreshWaits(waits ...time.Duration) Option {
+	return func(i *Installer) { i.retry = slices.Clone(waits) }
+}
+
 // WithScratchDir sets where Plan keeps its temporary database (os.TempDir()).
 func WithScratchDir(dir string) Option { return func(i *Installer) { i.scratch = dir } }
 
@@ -100,7 +114,7 @@ func New(cfg Config, opts ...Option) (*Installer, error) {
 	if err := cfg.Validate(); err != nil {
 		return nil, err
 	}
-	in := &Installer{cfg: cfg, log: slog.New(slog.DiscardHandler), emit: func(Event) {}}
+	in := &Installer{cfg: cfg, log: slog.New(slog.DiscardHandler), emit: func(Event) {}, retry: RefreshWaits()}
 	for _, o := range opts {
 		o(in)
 	}
@@ -554,11 +568,43 @@ func (in *Installer) open(ctx context.Context, root, dbpath string, verify, plan
 		closeAll()
 		return nil, err
 	}
-	if err := h.UpdateDBs(false); err != nil {
+	if err := s.refresh(); err != nil {
 		closeAll()
-		return nil, s.dbError(err)
+		return nil, err
 	}
 	return s, nil
+}
+
+// refresh updates the sync databases. While the failure is the download
+// of a repository's database (not a signature, not a cancellation) and
+// that repository has RefreshRetries left, it waits and tries again,
+// naming the repository each time. A files database (Files) is never
+// waited for: without one, the locale check only warns.
+func (s *session) refresh() error {
+	for try := 0; ; try++ {
+		err := s.h.UpdateDBs(false)
+		if err == nil {
+			return nil
+		}
+		err = s.dbError(err)
+		var de *DownloadError
+		if !errors.Is(err, ErrDownload) || errors.Is(err, ErrSignature) || s.ctx.Err() != nil || !errors.As(err, &de) ||
+			s.dbext != ".db" || try >= s.repos[de.Repo].RefreshRetries || len(s.in.retry) == 0 {
+			return err
+		}
+		wait := s.in.retry[min(try, len(s.in.retry)-1)]
+		msg := fmt.Sprintf("repository %s: database not available (%v); trying again in %v (%d of %d)", de.Repo, de.Err, wait, try+1, s.repos[de.Repo].RefreshRetries)
+		s.in.log.Warn(msg)
+		s.in.emit(Event{Kind: EventLog, Level: "warning", Repo: de.Repo, URL: de.URL, Message: msg})
+		t := time.NewTimer(wait)
+		select {
+		case <-s.ctx.Done():
+			t.Stop()
+			return fmt.Errorf("refresh databases: %w (%w)", s.ctx.Err(), err)
+		case <-t.C:
+		}
+		s.fetch.forget()
+	}
 }
 
 func (s *session) close() {
