@@ -159,6 +159,12 @@ type Boot struct {
 	// the package sync touched none of them, the kernels are the same
 	// and InitramfsFiles are unchanged. Empty: always rebuilt.
 	InitramfsTriggers []string `json:"initramfs_triggers,omitempty"`
+	// InitramfsList runs in the target and lists the files of {initrd}
+	// (lsinitcpio {initrd}, lsinitramfs {initrd}); InitramfsMust are
+	// paths the list must have (etc/hostid): the initramfs stage fails
+	// when one is missing, instead of an image that boots wrong.
+	InitramfsList []string `json:"initramfs_list,omitempty"`
+	InitramfsMust []string `json:"initramfs_must,omitempty"`
 	// RootOptions name the root on the kernel command line; {dataset} is
 	// the environment's root dataset ("zfs={dataset} rw" for Arch).
 	RootOptions []string `json:"root_options"`
@@ -471,6 +477,9 @@ func (c *Config) validate() problems {
 	}
 	if len(b.InitramfsCommand) == 0 {
 		p.add("boot.initramfs_command", "give the command that writes {initrd} for {kver}", "empty")
+	}
+	if len(b.InitramfsMust) > 0 && len(b.InitramfsList) == 0 {
+		p.add("boot.initramfs_list", "give the command that lists {initrd}'s files (lsinitcpio {initrd}), or leave boot.initramfs_must empty", "empty")
 	}
 	if !slices.ContainsFunc(b.RootOptions, func(o string) bool { return strings.Contains(o, "{dataset}") }) {
 		p.add("boot.root_options", "name the root with {dataset}, e.g. zfs={dataset} rw", "no option names the root dataset")

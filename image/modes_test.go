@@ -139,6 +139,7 @@ func TestWritersIgnoreTheUmask(t *testing.T) {
 			cfg.System.Files = map[string]string{"/etc/systemd/system/x.service.d/paczfs.conf": "[Service]\n"}
 			cfg.Boot.InitramfsFiles["/etc/initramfs-tools/hooks/paczfs"] = "#!/bin/sh\n"
 			cfg.Boot.InitramfsCommand = []string{"true"}
+			cfg.Boot.InitramfsMust = nil // the fake generator writes no image to list
 			// The commands are faked; systemctl enable's link is made as
 			// a stand-in for what it would write, by the runner's umask.
 			fake := &hookstest.FakeRunner{}

@@ -45,8 +45,12 @@ func ArchProfile() Config {
 	c.Profile = ProfileArch
 	c.Pacman = pacman.ArchConfig(true)
 	c.Packages = Packages{
-		Base:     []string{"base"},
-		Bootable: []string{"linux-lts", "zfs-linux-lts", "zfs-utils", "mkinitcpio", "openssh"},
+		Base: []string{"base"},
+		// linux-firmware (a meta package of the split firmware since
+		// 2025) and both vendors' microcode: a portable image boots on
+		// real hardware, not only in a VM (the Arch installation guide
+		// installs linux-firmware; the kernel only suggests it).
+		Bootable: []string{"linux-lts", "zfs-linux-lts", "zfs-utils", "mkinitcpio", "linux-firmware", "intel-ucode", "amd-ucode", "openssh"},
 		Workstation: []string{"rsync", "vim", "htop", "iftop", "tmux", "pv", "sshfs", "gdisk", "pkgfile",
 			"arch-install-scripts", "dosfstools", "parted", "bash-completion"},
 	}
@@ -57,12 +61,14 @@ func ArchProfile() Config {
 		// -k/-g build one image for the version, outside the presets, so
 		// the build does not depend on preset file names.
 		InitramfsCommand: []string{"mkinitcpio", "-k", "{kver}", "-g", "{initrd}"},
-		// No autodetect: the image must boot on other hardware than the
-		// build host's. A drop-in, not an edit of the packaged file.
-		InitramfsFiles: map[string]string{
-			"/etc/mkinitcpio.conf.d/paczfs.conf": "# Written by paczfs: a portable initramfs (no autodetect) with ZFS.\n" +
-				"HOOKS=(base udev modconf kms keyboard keymap consolefont block zfs filesystems fsck)\n",
-		},
+		// A drop-in, not an edit of the packaged file, written before the
+		// bootable layer so that mkinitcpio's own pacman hook builds with
+		// it there too (ArchInitramfsDropIn says what is in it and why).
+		InitramfsFiles: map[string]string{ArchInitramfsDropIn: ArchInitramfsConf},
+		// archzfs's zfs hook adds no /etc/hostid and mkinitcpio does not
+		// either: the drop-in's FILES does, and the build checks it.
+		InitramfsList: []string{"lsinitcpio", "{initrd}"},
+		InitramfsMust: []string{"etc/hostid"},
 		// mkinitcpio's own pacman hook (90-mkinitcpio-install.hook)
 		// rebuilds on these paths and on mkinitcpio itself; the kernel
 		// modules (zfs-linux-lts's extramodules) and the configuration
@@ -76,6 +82,26 @@ func ArchProfile() Config {
 	}
 	return c
 }
+
+// ArchInitramfsDropIn is the mkinitcpio drop-in ArchProfile writes
+// (mkinitcpio sources /etc/mkinitcpio.conf.d/*.conf after
+// mkinitcpio.conf, so it overrides HOOKS without editing a packaged file).
+const ArchInitramfsDropIn = "/etc/mkinitcpio.conf.d/paczfs.conf"
+
+// ArchInitramfsConf is its content:
+//   - no autodetect: the image must boot on other hardware than the
+//     build host's;
+//   - udev, not systemd: archzfs's zfs hook is a busybox-init hook;
+//   - microcode (mkinitcpio's default since v38): early microcode from
+//     intel-ucode and amd-ucode;
+//   - no consolefont (it warns at every build without FONT=) and no fsck
+//     (with no root= it prints "ERROR: device  not found" at every boot; ZFS
+//     has no fsck);
+//   - FILES=(/etc/hostid): the pool is imported with the image's hostid,
+//     not 0 (archzfs's hook stopped adding it in its d571b3f).
+const ArchInitramfsConf = "# Written by paczfs: a portable initramfs (no autodetect) with ZFS and this system's hostid.\n" +
+	"HOOKS=(base udev microcode modconf kms keyboard keymap block zfs filesystems)\n" +
+	"FILES=(/etc/hostid)\n"
 
 // Profile returns the named profile: "arch" (or "") is ArchProfile.
 // Other profiles are Configs of their own (the lab's is built where its
@@ -113,6 +139,8 @@ func (c Config) Clone() Config {
 	c.Boot.InitramfsCommand = slices.Clone(c.Boot.InitramfsCommand)
 	c.Boot.InitramfsFiles = maps.Clone(c.Boot.InitramfsFiles)
 	c.Boot.InitramfsTriggers = slices.Clone(c.Boot.InitramfsTriggers)
+	c.Boot.InitramfsList = slices.Clone(c.Boot.InitramfsList)
+	c.Boot.InitramfsMust = slices.Clone(c.Boot.InitramfsMust)
 	c.Boot.RootOptions = slices.Clone(c.Boot.RootOptions)
 	c.Boot.ExtraOptions = slices.Clone(c.Boot.ExtraOptions)
 	if c.Layout != nil {

@@ -1,10 +1,50 @@
 package image
 
-import "context"
+import (
+	"context"
+	"os"
+	"strings"
+)
 
 func stageBootable(ctx context.Context, st *build) error {
 	if st.previous != nil {
 		return nil // the base stage synced every layer's packages
 	}
+	if err := st.beforeBootable(); err != nil {
+		return err
+	}
 	return st.install(ctx, st.cfg.Packages.Bootable)
+}
+
+// beforeBootable writes what the bootable layer's own package hooks read
+// before that layer is installed: the initramfs generator's drop-ins and
+// /etc/hostid. Arch's mkinitcpio runs its pacman hook
+// (90-mkinitcpio-install) in that transaction and builds the kernel
+// preset's initramfs; written later, that image would have neither the
+// zfs hook nor the hostid, and every environment would carry it.
+func (st *build) beforeBootable() error {
+	if err := st.writeInitramfsFiles(); err != nil {
+		return err
+	}
+	id, err := writeHostID(st.state.Root, st.cfg.System.HostID)
+	if err != nil {
+		return err
+	}
+	st.hostID = id
+	return nil
+}
+
+// writeInitramfsFiles writes boot.initramfs_files into the target
+// (content starting with #! executable). Unchanged files are left alone.
+func (st *build) writeInitramfsFiles() error {
+	for name, content := range st.cfg.Boot.InitramfsFiles {
+		mode := os.FileMode(0o644)
+		if strings.HasPrefix(content, "#!") {
+			mode = 0o755
+		}
+		if err := writeFile(st.state.Root, strings.TrimPrefix(name, "/"), []byte(content), mode); err != nil {
+			return err
+		}
+	}
+	return nil
 }

@@ -105,10 +105,17 @@ func stageSystem(ctx context.Context, st *build) error {
 	}
 	var hostID string
 	var err error
-	if st.previous != nil {
+	switch {
+	case st.previous != nil:
 		// The devices' pools carry the previous release's hostid.
 		hostID, err = keepHostID(root)
-	} else {
+	case st.hostID != "":
+		// Written before the bootable layer (its initramfs has it).
+		hostID, err = keepHostID(root)
+		if err == nil && hostID != st.hostID {
+			err = fmt.Errorf("/etc/hostid changed since the bootable layer: %s, not %s", hostID, st.hostID)
+		}
+	default:
 		hostID, err = writeHostID(root, s.HostID)
 	}
 	if err != nil {
@@ -279,11 +286,12 @@ func writeHostID(root, hostID string) (string, error) {
 	return fmt.Sprintf("%08x", binary.LittleEndian.Uint32(id[:])), nil
 }
 
-// keepHostID reads the received root's /etc/hostid (a derived build).
+// keepHostID reads the root's /etc/hostid: a derived build's (received
+// from the previous release) or the one written before the bootable layer.
 func keepHostID(root string) (string, error) {
 	b, err := os.ReadFile(filepath.Join(root, "etc/hostid"))
 	if err != nil || len(b) != 4 {
-		return "", fmt.Errorf("the previous release's /etc/hostid is missing or not 4 bytes (%v): a derived build keeps it", err)
+		return "", fmt.Errorf("/etc/hostid is missing or not 4 bytes (%v): the build keeps the one written before the bootable layer, or a derived build the previous release's", err)
 	}
 	return fmt.Sprintf("%08x", binary.LittleEndian.Uint32(b)), nil
 }

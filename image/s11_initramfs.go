@@ -2,11 +2,14 @@ package image
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"os"
 	"path/filepath"
 	"slices"
 	"strings"
+
+	"github.com/paczfs/paczfs/hooks"
 )
 
 // kernelVersions finds the kernels installed in root, by the profile's
@@ -72,14 +75,8 @@ func stageInitramfs(ctx context.Context, st *build) error {
 	} else if st.previous != nil {
 		st.b.log.Info("initramfs rebuilt", "why", why)
 	}
-	for name, content := range b.InitramfsFiles {
-		mode := os.FileMode(0o644)
-		if strings.HasPrefix(content, "#!") {
-			mode = 0o755
-		}
-		if err := writeFile(root, strings.TrimPrefix(name, "/"), []byte(content), mode); err != nil {
-			return err
-		}
+	if err := st.writeInitramfsFiles(); err != nil {
+		return err
 	}
 	for _, k := range kvers {
 		initrd := expand(b.Initrd, k, "")
@@ -93,7 +90,52 @@ func stageInitramfs(ctx context.Context, st *build) error {
 		if fi, err := os.Stat(filepath.Join(root, initrd)); err != nil || fi.Size() == 0 {
 			return fmt.Errorf("initramfs for %s: %s was not written by %v", k, initrd, argv)
 		}
+		if err := st.checkInitramfs(ctx, k, initrd); err != nil {
+			return err
+		}
 	}
 	st.kver = kvers[len(kvers)-1]
 	return nil
+}
+
+// ErrInitramfsContent: the initramfs lacks a file boot.initramfs_must
+// names.
+var ErrInitramfsContent = errors.New("the initramfs lacks a file it must have")
+
+// checkInitramfs lists initrd's files with boot.initramfs_list, in the
+// target, and requires every path of boot.initramfs_must.
+func (st *build) checkInitramfs(ctx context.Context, kver, initrd string) error {
+	b := st.cfg.Boot
+	if len(b.InitramfsMust) == 0 {
+		return nil
+	}
+	var argv []string
+	for _, a := range b.InitramfsList {
+		argv = append(argv, expand(a, kver, initrd))
+	}
+	out, err := st.b.runner.Run(ctx, hooks.Cmd{Args: chrootArgs(st.state.Root, argv...)})
+	if err != nil {
+		return fmt.Errorf("initramfs for %s: list its files: %w", kver, err)
+	}
+	if missing := missingFiles(string(out), b.InitramfsMust); len(missing) > 0 {
+		return fmt.Errorf("initramfs for %s: %w: %s (listed by %v; boot.initramfs_files should add them)", kver, ErrInitramfsContent, strings.Join(missing, ", "), argv)
+	}
+	return nil
+}
+
+// missingFiles returns the paths of must that a listing (one path a line,
+// with or without a leading ./ or /) does not have.
+func missingFiles(listing string, must []string) []string {
+	have := map[string]bool{}
+	for _, l := range strings.Split(listing, "\n") {
+		l = strings.TrimPrefix(strings.TrimPrefix(strings.TrimSpace(l), "./"), "/")
+		have[strings.TrimSuffix(l, "/")] = true
+	}
+	var missing []string
+	for _, m := range must {
+		if !have[strings.Trim(m, "/")] {
+			missing = append(missing, m)
+		}
+	}
+	return missing
 }

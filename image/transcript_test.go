@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 
@@ -30,6 +31,9 @@ type transcriptRunner struct {
 	hookstest.FakeRunner
 	tmp   string
 	lines []string
+	// lsinit is what the initramfs lister prints ("" = a listing with
+	// etc/hostid, as an mkinitcpio image with the profile's drop-in has).
+	lsinit *string
 }
 
 func (r *transcriptRunner) Run(ctx context.Context, c hooks.Cmd) ([]byte, error) {
@@ -40,6 +44,12 @@ func (r *transcriptRunner) Run(ctx context.Context, c hooks.Cmd) ([]byte, error)
 	}
 	r.lines = append(r.lines, strings.ReplaceAll(line, r.tmp, "$TMP"))
 	out, err := r.FakeRunner.Run(ctx, c)
+	if err == nil && strings.HasPrefix(line, "chroot ") && slices.Contains(args, "lsinitcpio") {
+		out = []byte("./\nbin\netc/\netc/hostid\nhooks/zfs\ninit\nusr/lib/modules/6.12.1/extramodules/zfs.ko.zst\n")
+		if r.lsinit != nil {
+			out = []byte(*r.lsinit)
+		}
+	}
 	if err == nil && args[0] == "qemu-img" && args[1] == "convert" {
 		err = os.WriteFile(args[len(args)-1], []byte("converted"), 0o644)
 	}
@@ -227,4 +237,33 @@ func golden(t *testing.T, name, got string) {
 	want, err := os.ReadFile(p)
 	require.NoError(t, err, "run go test ./image -run %s -update to write %s", t.Name(), p)
 	assert.Equal(t, string(want), got, fmt.Sprintf("%s differs (go test ./image -update rewrites it after a deliberate change)", p))
+}
+
+// An initramfs without a file boot.initramfs_must names (an mkinitcpio
+// image without /etc/hostid, as archzfs's hook makes when nothing adds
+// it) fails the initramfs stage, naming the file, the command that listed
+// it and the field that fixes it.
+func TestInitramfsWithoutTheHostIDFailsItsStage(t *testing.T) {
+	lsinit := "./\nbin\netc/\netc/fstab\nhooks/zfs\ninit\n"
+	r := &transcriptRunner{lsinit: &lsinit}
+	st := stageFixture(t, r)
+	ctx := context.Background()
+	for _, fn := range []stageFunc{stageESP, stagePool} {
+		require.NoError(t, fn(ctx, st))
+	}
+	fakeRoot(t, st.state.Root)
+	for _, fn := range []stageFunc{stageDatasets, stageSystem} {
+		require.NoError(t, fn(ctx, st))
+	}
+	err := stageInitramfs(ctx, st)
+	require.ErrorIs(t, err, ErrInitramfsContent)
+	assert.ErrorContains(t, err, "etc/hostid (listed by [lsinitcpio /boot/initramfs-6.12.1.img]")
+	require.NoError(t, st.stack.Unwind(ctx))
+}
+
+func TestMissingFiles(t *testing.T) {
+	listing := "./\n./etc/hostid\nusr/lib/modules/\n/usr/bin/zpool\n"
+	assert.Empty(t, missingFiles(listing, []string{"etc/hostid", "/usr/bin/zpool", "usr/lib/modules"}))
+	assert.Equal(t, []string{"etc/zfs/zpool.cache"}, missingFiles(listing, []string{"etc/hostid", "etc/zfs/zpool.cache"}))
+	assert.Equal(t, []string{"etc/hostid"}, missingFiles("etc/hostid.bak\nmy-etc/hostid\n", []string{"etc/hostid"}), "whole paths, not parts")
 }

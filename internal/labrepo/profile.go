@@ -57,6 +57,9 @@ func Profile(repo *Repo, url string) image.Config {
 			// copying binaries and their libraries.)
 			"/etc/initramfs-tools/conf.d/paczfs.conf": "# Written by paczfs: a portable initramfs.\nMODULES=most\n",
 		},
+		// Debian's zfs hook copies /etc/hostid; the build checks it.
+		InitramfsList: []string{"lsinitramfs", "{initrd}"},
+		InitramfsMust: []string{"etc/hostid"},
 		// What initramfs-tools copies in: its scripts and hooks (every
 		// package's, such as zfs-initramfs's), the kernel's modules and
 		// firmware, and the binaries its hooks take (ZFS, udev, busybox).

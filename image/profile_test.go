@@ -1,0 +1,99 @@
+package image
+
+import (
+	"context"
+	"os"
+	"path/filepath"
+	"regexp"
+	"slices"
+	"strings"
+	"testing"
+
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+
+	"github.com/paczfs/paczfs/hooks/hookstest"
+	"github.com/paczfs/paczfs/internal/testutil"
+)
+
+// mkinitcpioArray reads NAME=(a b c) from a mkinitcpio configuration.
+func mkinitcpioArray(t *testing.T, conf, name string) []string {
+	t.Helper()
+	m := regexp.MustCompile(`(?m)^` + name + `=\(([^)]*)\)$`).FindStringSubmatch(conf)
+	require.NotNil(t, m, "%s=(...) in %q", name, conf)
+	return strings.Fields(m[1])
+}
+
+// The Arch initramfs: portable, ZFS, the hostid, early microcode, and
+// nothing that errs or warns at every boot or build (mkinitcpio v41,
+// archzfs's zfs hook).
+func TestArchInitramfsConfiguration(t *testing.T) {
+	c := ArchProfile()
+	conf := c.Boot.InitramfsFiles[ArchInitramfsDropIn]
+	require.NotEmpty(t, conf)
+	hooks := mkinitcpioArray(t, conf, "HOOKS")
+	assert.Equal(t, []string{"base", "udev", "microcode", "modconf", "kms", "keyboard", "keymap", "block", "zfs", "filesystems"}, hooks)
+	assert.NotContains(t, hooks, "autodetect", "portable: not only the build host's modules")
+	assert.NotContains(t, hooks, "systemd", "archzfs's zfs hook is a busybox-init hook")
+	assert.NotContains(t, hooks, "fsck", "no root=: 'device  not found' at every boot")
+	assert.NotContains(t, hooks, "consolefont", "no FONT=: a warning at every build")
+	assert.Less(t, slices.Index(hooks, "block"), slices.Index(hooks, "zfs"))
+	assert.Less(t, slices.Index(hooks, "zfs"), slices.Index(hooks, "filesystems"))
+	// The hostid reaches the initramfs, and the build checks that it did.
+	assert.Equal(t, []string{"/etc/hostid"}, mkinitcpioArray(t, conf, "FILES"))
+	assert.Equal(t, []string{"lsinitcpio", "{initrd}"}, c.Boot.InitramfsList)
+	assert.Equal(t, []string{"etc/hostid"}, c.Boot.InitramfsMust)
+	// Firmware and microcode: an image that boots on real hardware.
+	for _, p := range []string{"linux-firmware", "intel-ucode", "amd-ucode"} {
+		assert.Contains(t, c.Packages.Bootable, p)
+	}
+	c.ImageFile = "/var/tmp/x.img"
+	for _, pr := range c.validate() {
+		assert.NotContains(t, pr.Field, "boot.", "%v", pr)
+	}
+	c.Boot.InitramfsList = nil
+	var fields []string
+	for _, pr := range c.validate() {
+		fields = append(fields, pr.Field)
+	}
+	assert.Contains(t, fields, "boot.initramfs_list", "a file to check needs the command that lists the image")
+}
+
+// The generator's drop-in and /etc/hostid are in the target before the
+// bootable layer is installed (Arch's mkinitcpio builds the kernel
+// preset's initramfs in that transaction), and the system stage keeps
+// that hostid.
+func TestDropInAndHostIDComeBeforeTheBootableLayer(t *testing.T) {
+	root := fakeTarget(t)
+	cfg := ArchProfile()
+	cfg.ImageFile = filepath.Join(t.TempDir(), "x.img")
+	cfg.Pacman.KeyringDir = t.TempDir()
+	cfg.Manage.Tool = testutil.StaticTool(t)
+	b, err := New(cfg, hostOK, WithRunner(&hookstest.FakeRunner{}))
+	require.NoError(t, err)
+	st := b.newBuild()
+	st.state.Root = root
+	plan, err := st.cfg.layout().Plan(cfg.Size)
+	require.NoError(t, err)
+	st.target = &targetInfo{plan: plan}
+
+	require.NoError(t, st.beforeBootable())
+	conf, err := os.ReadFile(filepath.Join(root, strings.TrimPrefix(ArchInitramfsDropIn, "/")))
+	require.NoError(t, err)
+	assert.Equal(t, ArchInitramfsConf, string(conf))
+	id, err := os.ReadFile(filepath.Join(root, "etc/hostid"))
+	require.NoError(t, err)
+	require.Len(t, id, 4)
+	written := st.hostID
+	require.NotEmpty(t, written)
+
+	require.NoError(t, stageSystem(context.Background(), st))
+	assert.Equal(t, written, st.hostID, "the system stage keeps it")
+	again, err := os.ReadFile(filepath.Join(root, "etc/hostid"))
+	require.NoError(t, err)
+	assert.Equal(t, id, again)
+
+	// Something that replaced it in between is caught.
+	require.NoError(t, os.WriteFile(filepath.Join(root, "etc/hostid"), []byte{1, 2, 3, 4}, 0o644))
+	assert.ErrorContains(t, stageSystem(context.Background(), st), "/etc/hostid changed since the bootable layer")
+}
