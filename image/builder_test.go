@@ -348,8 +348,10 @@ func TestEnvironmentsAndESPHook(t *testing.T) {
 	assert.Contains(t, hook, "Exec = /usr/local/sbin/paczfs-update-esp\n")
 	assert.True(t, strings.HasPrefix(updateESPScript, "#!/bin/sh\n"))
 	// The script runs in booted systems only: at least parse it here.
-	out, err := exec.Command("sh", "-n", "-c", updateESPScript).CombinedOutput()
-	assert.NoError(t, err, "%s", out)
+	for _, script := range []string{updateESPScript, updateBootloaderScript} {
+		out, err := exec.Command("sh", "-n", "-c", script).CombinedOutput()
+		assert.NoError(t, err, "%s", out)
+	}
 }
 
 func TestKernelVersionsSortNumerically(t *testing.T) {
@@ -457,4 +459,62 @@ func TestCancelledStageKeepsTheCommandError(t *testing.T) {
 	var ce *hooks.CmdError
 	require.ErrorAs(t, err, &ce)
 	assert.Equal(t, "zpool", ce.Args[0])
+}
+
+// A systemd-boot upgrade updates systemd-boot on the ESP: its own hook on
+// the binary (the kernel hook no longer fires on it, which rebuilt the
+// initramfs and left the loader stale), and a script that runs bootctl
+// update, or without bootctl replaces both copies when they differ.
+func TestSystemdBootUpgradeUpdatesTheLoaderOnTheESP(t *testing.T) {
+	cfg := ArchProfile()
+	assert.NotContains(t, espHook(cfg.Boot.Kernel), "systemd/boot", "the initramfs is not rebuilt for a loader upgrade")
+	hook := bootloaderHook(cfg.Boot.SystemdBootEFI)
+	assert.Contains(t, hook, "Target = usr/lib/systemd/boot/efi/systemd-bootx64.efi\n")
+	assert.Contains(t, hook, "Operation = Upgrade\n")
+	assert.Contains(t, hook, "Exec = /usr/local/sbin/paczfs-update-bootloader\n")
+
+	// The script, run as the hook would, against a directory as the ESP.
+	dir := t.TempDir()
+	esp, bin := filepath.Join(dir, "esp"), filepath.Join(dir, "bin")
+	efi := filepath.Join(dir, "systemd-bootx64.efi")
+	require.NoError(t, os.WriteFile(efi, []byte("systemd-boot 258"), 0o644))
+	for _, f := range []string{"EFI/systemd/systemd-bootx64.efi", "EFI/BOOT/BOOTX64.EFI"} {
+		require.NoError(t, os.MkdirAll(filepath.Dir(filepath.Join(esp, f)), 0o755))
+		require.NoError(t, os.WriteFile(filepath.Join(esp, f), []byte("systemd-boot 257"), 0o644))
+	}
+	env := filepath.Join(dir, "boot.env")
+	require.NoError(t, os.WriteFile(env, []byte("ESP="+shellQuote(esp)+"\nSYSTEMD_BOOT_EFI="+shellQuote(efi)+"\n"), 0o644))
+	script := filepath.Join(dir, "paczfs-update-bootloader")
+	require.NoError(t, os.WriteFile(script, []byte(updateBootloaderScript), 0o755))
+	require.NoError(t, os.MkdirAll(bin, 0o755))
+	// Only these tools: the ESP "is mounted", and bootctl is absent at first.
+	for _, tool := range []string{"sh", "cmp", "cp", "mv", "sync", "cat"} {
+		p, err := exec.LookPath(tool)
+		require.NoError(t, err)
+		require.NoError(t, os.Symlink(p, filepath.Join(bin, tool)))
+	}
+	require.NoError(t, os.WriteFile(filepath.Join(bin, "mountpoint"), []byte("#!/bin/sh\nexit 0\n"), 0o755))
+	run := func() string {
+		cmd := exec.Command(filepath.Join(bin, "sh"), script)
+		cmd.Env = []string{"PATH=" + bin, "PACZFS_BOOT_ENV=" + env}
+		out, err := cmd.CombinedOutput()
+		require.NoError(t, err, "%s", out)
+		return string(out)
+	}
+	out := run()
+	assert.Contains(t, out, "EFI/systemd/systemd-bootx64.efi updated")
+	assert.Contains(t, out, "EFI/BOOT/BOOTX64.EFI updated")
+	for _, f := range []string{"EFI/systemd/systemd-bootx64.efi", "EFI/BOOT/BOOTX64.EFI"} {
+		data, err := os.ReadFile(filepath.Join(esp, f))
+		require.NoError(t, err)
+		assert.Equal(t, "systemd-boot 258", string(data), f)
+	}
+	assert.Empty(t, run(), "nothing to do the second time")
+
+	// With bootctl, bootctl decides (it never downgrades).
+	require.NoError(t, os.WriteFile(filepath.Join(bin, "bootctl"), []byte("#!/bin/sh\necho \"bootctl $*\" > "+shellQuote(filepath.Join(dir, "bootctl.args"))+"\n"), 0o755))
+	run()
+	args, err := os.ReadFile(filepath.Join(dir, "bootctl.args"))
+	require.NoError(t, err)
+	assert.Equal(t, "bootctl --esp-path="+esp+" --no-variables --graceful update\n", string(args))
 }

@@ -187,13 +187,25 @@ func (st *build) installESPHook() error {
 		opts = append(opts, "console=tty0", "console=ttyS0,115200")
 	}
 	fmt.Fprintf(&env, "ROOT_OPTIONS=%s\nEXTRA_OPTIONS=%s\n", shellQuote(strings.Join(b.RootOptions, " ")), shellQuote(strings.Join(opts, " ")))
+	fmt.Fprintf(&env, "SYSTEMD_BOOT_EFI=%s\n", shellQuote(b.SystemdBootEFI))
 	if err := writeFile(root, "etc/paczfs/boot.env", []byte(env.String()), 0o644); err != nil {
 		return err
 	}
-	if err := writeFile(root, "usr/local/sbin/paczfs-update-esp", []byte(updateESPScript), 0o755); err != nil {
-		return err
+	for name, data := range map[string]string{
+		"usr/local/sbin/paczfs-update-esp":                    updateESPScript,
+		"usr/local/sbin/paczfs-update-bootloader":             updateBootloaderScript,
+		"etc/pacman.d/hooks/95-paczfs-update-esp.hook":        espHook(b.Kernel),
+		"etc/pacman.d/hooks/95-paczfs-update-bootloader.hook": bootloaderHook(b.SystemdBootEFI),
+	} {
+		mode := os.FileMode(0o644)
+		if strings.HasPrefix(data, "#!") {
+			mode = 0o755
+		}
+		if err := writeFile(root, name, []byte(data), mode); err != nil {
+			return err
+		}
 	}
-	return writeFile(root, "etc/pacman.d/hooks/95-paczfs-update-esp.hook", []byte(espHook(b.Kernel)), 0o644)
+	return nil
 }
 
 func shellQuote(s string) string { return "'" + strings.ReplaceAll(s, "'", `'\''`) + "'" }
@@ -207,7 +219,6 @@ func espHook(kernelPattern string) string {
 		"usr/lib/modules/*/updates/dkms/zfs*",
 		"usr/lib/initcpio/*",
 		"usr/share/initramfs-tools/*",
-		"usr/lib/systemd/boot/efi/*",
 	}
 	var b strings.Builder
 	b.WriteString("# Written by paczfs: keep this boot environment's files on the ESP current.\n[Trigger]\nType = Path\nOperation = Install\nOperation = Upgrade\n")
@@ -217,6 +228,40 @@ func espHook(kernelPattern string) string {
 	b.WriteString("\n[Action]\nDescription = Updating this boot environment's kernel and initramfs on the ESP...\nWhen = PostTransaction\nExec = /usr/local/sbin/paczfs-update-esp\n")
 	return b.String()
 }
+
+// bootloaderHook triggers on the systemd-boot binary (the package that
+// ships it was installed or upgraded).
+func bootloaderHook(efi string) string {
+	return "# Written by paczfs: keep systemd-boot on the ESP at this system's version.\n[Trigger]\nType = Path\nOperation = Install\nOperation = Upgrade\n" +
+		"Target = " + strings.TrimPrefix(efi, "/") + "\n\n[Action]\nDescription = Updating systemd-boot on the ESP...\nWhen = PostTransaction\nExec = /usr/local/sbin/paczfs-update-bootloader\n"
+}
+
+// updateBootloaderScript runs in the booted system after the package
+// that ships systemd-boot changed: bootctl update puts the new binary at
+// both places the build put it (EFI/systemd/systemd-bootx64.efi and the
+// removable path EFI/BOOT/BOOTX64.EFI), and only when it is newer, so an
+// older environment's transaction never takes the shared loader back.
+// Without bootctl (it is a separate package on some distributions), the
+// two files are replaced when they differ.
+const updateBootloaderScript = `#!/bin/sh
+# Written by paczfs. Brings systemd-boot on the ESP to the version this
+# environment's package installed.
+set -eu
+. "${PACZFS_BOOT_ENV:-/etc/paczfs/boot.env}"
+mountpoint -q "$ESP" || mount "$ESP"
+if command -v bootctl > /dev/null 2>&1; then
+	bootctl --esp-path="$ESP" --no-variables --graceful update
+else
+	for f in EFI/systemd/systemd-bootx64.efi EFI/BOOT/BOOTX64.EFI; do
+		if ! cmp -s "$SYSTEMD_BOOT_EFI" "$ESP/$f"; then
+			cp "$SYSTEMD_BOOT_EFI" "$ESP/$f.new"
+			mv "$ESP/$f.new" "$ESP/$f"
+			echo "paczfs-update-bootloader: $f updated"
+		fi
+	done
+fi
+sync -f "$ESP" 2>/dev/null || sync
+`
 
 // updateESPScript runs in the booted system. It finds its own boot
 // environment from the dataset mounted at /, rebuilds the initramfs of the
