@@ -12,7 +12,7 @@ BOOT_DIR  ?= $(or $(PACZFS_CACHE),$(or $(XDG_CACHE_HOME),$(HOME)/.cache)/paczfs)
 # Host tools: qemu for the lab, debootstrap to build it, libalpm headers
 # (cgo builds against the host's libalpm 13 on Debian 12), gdisk/dosfstools
 # for host-side checks of written images.
-HOST_DEPS := qemu-system-x86 qemu-utils ovmf debootstrap gdisk dosfstools e2fsprogs util-linux libalpm-dev libarchive-dev gnupg zstd openssl
+HOST_DEPS := qemu-system-x86 qemu-utils ovmf debootstrap gdisk dosfstools e2fsprogs util-linux procps libalpm-dev libarchive-dev gnupg zstd openssl
 
 .PHONY: all deps lab test test-long test-full unit lint labtest labtest-long boottest-full bench bench-pacman bench-image bench-update demo clean-lab
 

@@ -39,8 +39,8 @@ type transcriptRunner struct {
 func (r *transcriptRunner) Run(ctx context.Context, c hooks.Cmd) ([]byte, error) {
 	args := c.Args
 	line := hooks.QuoteArgs(args)
-	if len(args) > 9 && args[0] == "unshare" && args[8] == "paczfs-chroot" {
-		line = "chroot " + hooks.QuoteArgs(args[9:])
+	if i := slices.Index(args, "paczfs-chroot"); i > 0 && args[0] == "unshare" {
+		line = "chroot " + hooks.QuoteArgs(args[i+1:])
 	}
 	r.lines = append(r.lines, strings.ReplaceAll(line, r.tmp, "$TMP"))
 	out, err := r.FakeRunner.Run(ctx, c)

@@ -285,7 +285,7 @@ func (in *Installer) Install(ctx context.Context, root string, names []string) (
 		made = append(made, dirs...)
 	}
 	res := &Result{}
-	err = onOwnThread(func() (err error) {
+	err = onInstallThread(in.log, func() (err error) {
 		unmount, created, err := mountAPI(root, in.log)
 		if err != nil {
 			return err
@@ -369,7 +369,7 @@ func (in *Installer) Sync(ctx context.Context, root string, names []string) (*Sy
 		return nil, fmt.Errorf("sync %s: no installed system (var/lib/pacman/local): %w", root, err)
 	}
 	res := &SyncResult{}
-	err = onOwnThread(func() (err error) {
+	err = onInstallThread(in.log, func() (err error) {
 		unmount, _, err := mountAPI(root, in.log)
 		if err != nil {
 			return err

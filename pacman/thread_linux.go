@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"log/slog"
 	"os"
+	"os/exec"
 	"path/filepath"
 
 	"golang.org/x/sys/unix"
@@ -30,6 +31,81 @@ func onOwnThread(fn func() error) error {
 		unix.Umask(installUmask)
 		return fn()
 	})
+}
+
+// onInstallThread is onOwnThread for a transaction (Install, Sync), in
+// which libalpm runs scriptlets and hooks in the target and gpgme runs
+// gpg. The thread's children also get a PID namespace of their own,
+// whose first process is a keeper started here: every process they start
+// is in it, daemons included (the gpg-agent that archlinux-keyring's
+// scriptlet starts through pacman-key --populate, which gpgconf --kill
+// from outside may not reach: its socket directory depends on
+// /run/user/0). When fn returns, or the thread or the process dies, the
+// keeper dies, and the kernel kills every process left in the namespace,
+// as pacstrap's unshare --pid does (arch-install-scripts #21). Nothing
+// started in the target keeps its datasets busy after the transaction.
+func onInstallThread(log *slog.Logger, fn func() error) error {
+	return onOwnThread(func() error {
+		stop, err := pidNamespace()
+		if errors.Is(err, errNoPIDNamespace) {
+			// A host that refuses PID namespaces: the transaction still
+			// runs; what it leaves is stopped by close (gpgconf --kill).
+			log.Warn("no PID namespace for the transaction", "err", err)
+			return fn()
+		}
+		if err != nil {
+			return err
+		}
+		defer stop()
+		return fn()
+	})
+}
+
+// errNoPIDNamespace: the kernel refused a PID namespace (nothing changed).
+var errNoPIDNamespace = errors.New("no PID namespace")
+
+// pidNamespace puts the calling thread's future children in a new PID
+// namespace and starts its first process, the keeper (cat on a pipe only
+// this process writes: it ends when stop closes it, or when this process
+// dies). stop ends it and waits. Once the namespace is made, a failure
+// to start the keeper is an error: the thread can fork nothing more.
+// Call on a locked thread that ends with the work (onOwnThread).
+func pidNamespace() (stop func(), err error) {
+	cat, err := exec.LookPath("cat")
+	if err != nil {
+		return nil, err
+	}
+	// The first process forked after the unshare is the namespace's
+	// first, and when it ends no process can be forked there again. Go
+	// probes clone(CLONE_PIDFD) once per process with a child that exits
+	// at once: let that happen before, with a fork that does nothing.
+	if err := exec.Command(cat, "/dev/null").Run(); err != nil {
+		return nil, err
+	}
+	if err := unix.Unshare(unix.CLONE_NEWPID); err != nil {
+		return nil, fmt.Errorf("%w: unshare(CLONE_NEWPID): %w", errNoPIDNamespace, err)
+	}
+	r, w, err := os.Pipe()
+	if err != nil {
+		return nil, err
+	}
+	// No Pdeathsig: Go's child checks its parent is still there by
+	// getppid, which is 0 for the first process of a namespace, and would
+	// kill itself. The pipe does it: the kernel closes it when this
+	// process dies, however it dies.
+	keeper := exec.Command(cat)
+	keeper.Stdin = r
+	err = keeper.Start()
+	r.Close()
+	if err != nil {
+		w.Close()
+		return nil, fmt.Errorf("start the PID namespace's first process: %w", err)
+	}
+	return func() {
+		w.Close()
+		_ = keeper.Process.Kill()
+		_ = keeper.Wait()
+	}, nil
 }
 
 // installUmask is the file mode creation mask of everything paczfs runs for an

@@ -39,9 +39,20 @@ func Command(root string, argv ...string) []string {
 	return CommandEnv(root, nil, argv...)
 }
 
+// unshare is the argv prefix that gives the command a mount namespace of
+// its own whose mounts do not propagate back, and a PID namespace of its
+// own in which it is the first process, as arch-chroot and pacstrap run
+// theirs: when it exits, the kernel kills every process left in it (a
+// gpg-agent that pacman-key started, a daemon a hook forked), and
+// --kill-child kills it when unshare itself dies (SIGKILL included).
+// Nothing the command starts outlives it to keep the target busy.
+func unshare() []string {
+	return []string{"unshare", "--mount", "--propagation", "private", "--pid", "--fork", "--kill-child", "--"}
+}
+
 // CommandEnv is Command with extra KEY=VALUE variables for argv.
 func CommandEnv(root string, env []string, argv ...string) []string {
-	args := []string{"unshare", "--mount", "--propagation", "private", "--", "/bin/sh", "-c", script(), "paczfs-chroot", root}
+	args := append(unshare(), "/bin/sh", "-c", script(), "paczfs-chroot", root)
 	args = append(args, env...)
 	return append(args, argv...)
 }
