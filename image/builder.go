@@ -342,6 +342,9 @@ type build struct {
 	record   *stateFile // what this build holds, for Recover (nil in Plan)
 	packages []pacman.PlannedPackage
 	warnings []string
+	// the bootable set after the module pairs' choices (nil: as configured)
+	bootable []string
+	modules  []ModuleChoice
 	// a derived build (Config.Release.From)
 	previous *release.Manifest
 	changed  []string // files of the packages the sync changed

@@ -105,6 +105,24 @@ type Packages struct {
 	Base        []string `json:"base"`
 	Bootable    []string `json:"bootable"`
 	Workstation []string `json:"workstation,omitempty"`
+	// ModulePairs are kernels with a module package built for one exact
+	// version of each (archzfs's zfs-linux-lts depends on
+	// linux-lts=<version>). When the repositories' kernel is not the
+	// version the module needs, because the module's repository has not
+	// rebuilt it yet (archzfs issues #504, #570), the plan installs the
+	// pair's Fallback in the module's place: packages that build it for
+	// whatever kernel is installed (zfs-dkms and the kernel's headers),
+	// and says so (BuildPlan.Modules, --dry-run). A pair whose module is
+	// not in Bootable does nothing.
+	ModulePairs []ModulePair `json:"module_pairs,omitempty"`
+}
+
+// ModulePair is a kernel package, a module package built for one exact
+// version of it, and what builds the module for any version instead.
+type ModulePair struct {
+	Kernel   string   `json:"kernel"`
+	Module   string   `json:"module"`
+	Fallback []string `json:"fallback"`
 }
 
 // System is the target's own configuration; nothing is taken from the
@@ -415,6 +433,17 @@ func (c *Config) validate() problems {
 		for _, n := range list.names {
 			if n == "" || strings.ContainsAny(n, " \t\n/'\"") {
 				p.add(list.field, "one package name per entry", "bad package name %q", n)
+			}
+		}
+	}
+	for i, mp := range c.Packages.ModulePairs {
+		f := fmt.Sprintf("packages.module_pairs[%d]", i)
+		if mp.Kernel == "" || mp.Module == "" || len(mp.Fallback) == 0 {
+			p.add(f, "name the kernel, the module package built for one version of it, and the packages that build it for any (e.g. linux-lts, zfs-linux-lts, zfs-dkms linux-lts-headers)", "incomplete")
+		}
+		for _, n := range append([]string{mp.Kernel, mp.Module}, mp.Fallback...) {
+			if strings.ContainsAny(n, " \t\n/'\"") {
+				p.add(f, "one package name per entry", "bad package name %q", n)
 			}
 		}
 	}

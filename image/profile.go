@@ -53,6 +53,9 @@ func ArchProfile() Config {
 		Bootable: []string{"linux-lts", "zfs-linux-lts", "zfs-utils", "mkinitcpio", "linux-firmware", "intel-ucode", "amd-ucode", "openssh"},
 		Workstation: []string{"rsync", "vim", "htop", "iftop", "tmux", "pv", "sshfs", "gdisk", "pkgfile",
 			"arch-install-scripts", "dosfstools", "parted", "bash-completion"},
+		// zfs-linux-lts is built for one linux-lts; while archzfs lags
+		// core, zfs-dkms builds the module for the kernel core has.
+		ModulePairs: []ModulePair{{Kernel: "linux-lts", Module: "zfs-linux-lts", Fallback: []string{"zfs-dkms", "linux-lts-headers"}}},
 	}
 	c.System.Units = []string{"sshd.service", "zfs.target", "zfs-mount.service"}
 	c.Boot = Boot{
@@ -132,6 +135,10 @@ func (c Config) Clone() Config {
 	c.Packages.Base = slices.Clone(c.Packages.Base)
 	c.Packages.Bootable = slices.Clone(c.Packages.Bootable)
 	c.Packages.Workstation = slices.Clone(c.Packages.Workstation)
+	c.Packages.ModulePairs = slices.Clone(c.Packages.ModulePairs)
+	for i := range c.Packages.ModulePairs {
+		c.Packages.ModulePairs[i].Fallback = slices.Clone(c.Packages.ModulePairs[i].Fallback)
+	}
 	c.System.Locales = slices.Clone(c.System.Locales)
 	c.System.Files = maps.Clone(c.System.Files)
 	c.System.AuthorizedKeys = slices.Clone(c.System.AuthorizedKeys)

@@ -200,7 +200,7 @@ func (st *build) syncPackages(ctx context.Context) error {
 		return err
 	}
 	p := st.cfg.Packages
-	names := append(append(append([]string{}, p.Base...), p.Bootable...), p.Workstation...)
+	names := append(append(append([]string{}, p.Base...), st.bootablePackages()...), p.Workstation...)
 	res, err := st.b.installer.Sync(ctx, st.state.Root, names)
 	if err != nil {
 		return err

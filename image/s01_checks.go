@@ -32,7 +32,7 @@ func (b *Builder) Plan(ctx context.Context) (*BuildPlan, error) {
 	}
 	p := st.plan
 	return &BuildPlan{Disk: p.Disk, PoolCommand: p.PoolArgs, DatasetCommands: p.Datasets, Packages: p.Packages,
-		Environments: st.envNames(), From: st.previous}, nil
+		Environments: st.envNames(), From: st.previous, Modules: st.modules}, nil
 }
 
 // BuildPlan is the plan a dry run shows.
@@ -46,6 +46,9 @@ type BuildPlan struct {
 	// its full stream is what the root's dataset command receives on
 	// standard input, and Packages is the whole set the sync reaches.
 	From *release.Manifest
+	// Modules are the choices made for packages.module_pairs: the module
+	// built for the repositories' kernel, or its fallback, and why.
+	Modules []ModuleChoice
 }
 
 func (st *build) envNames() []string {
@@ -108,7 +111,10 @@ func stageChecks(ctx context.Context, st *build) error {
 		}
 		dsArgs = append(dsArgs, a)
 	}
-	names := append(append(append([]string{}, cfg.Packages.Base...), cfg.Packages.Bootable...), cfg.Packages.Workstation...)
+	if err := st.pairModules(ctx); err != nil {
+		return err
+	}
+	names := append(append(append([]string{}, cfg.Packages.Base...), st.bootablePackages()...), cfg.Packages.Workstation...)
 	pplan, err := st.b.installer.Plan(ctx, names)
 	if err != nil {
 		return fmt.Errorf("packages: %w", err)

@@ -13,7 +13,7 @@ func stageBootable(ctx context.Context, st *build) error {
 	if err := st.beforeBootable(); err != nil {
 		return err
 	}
-	return st.install(ctx, st.cfg.Packages.Bootable)
+	return st.install(ctx, st.bootablePackages())
 }
 
 // beforeBootable writes what the bootable layer's own package hooks read

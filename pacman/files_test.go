@@ -68,3 +68,48 @@ func TestFilesReadsTheRepositorysFileLists(t *testing.T) {
 	_, err = in.Files(ctx, "other", nil)
 	assert.ErrorContains(t, err, `"other" is not a configured repository`)
 }
+
+// writeRepo writes a repository database whose packages have versions and
+// dependencies (name -> version, then depends).
+func writeRepo(t *testing.T, path string, pkgs map[string][]string) {
+	t.Helper()
+	f, err := os.Create(path)
+	require.NoError(t, err)
+	tw := tar.NewWriter(f)
+	for name, v := range pkgs {
+		dir := name + "-" + v[0] + "/"
+		require.NoError(t, tw.WriteHeader(&tar.Header{Name: dir, Mode: 0o755, Typeflag: tar.TypeDir}))
+		desc := "%FILENAME%\n" + name + "-" + v[0] + "-x86_64.pkg.tar.zst\n\n%NAME%\n" + name + "\n\n%VERSION%\n" + v[0] + "\n\n" +
+			"%CSIZE%\n100\n\n%ISIZE%\n200\n\n%ARCH%\nx86_64\n\n"
+		if len(v) > 1 {
+			desc += "%DEPENDS%\n" + strings.Join(v[1:], "\n") + "\n\n"
+		}
+		require.NoError(t, tw.WriteHeader(&tar.Header{Name: dir + "desc", Mode: 0o644, Size: int64(len(desc)), Typeflag: tar.TypeReg}))
+		_, err := tw.Write([]byte(desc))
+		require.NoError(t, err)
+	}
+	require.NoError(t, tw.Close())
+	require.NoError(t, f.Close())
+}
+
+// Lookup reads versions and dependencies from the sync databases, the
+// first repository that has a name winning, as pacman -S picks.
+func TestLookupReadsVersionsAndDependencies(t *testing.T) {
+	dir := t.TempDir()
+	writeRepo(t, filepath.Join(dir, "core.db"), map[string][]string{"linux-lts": {"6.12.41-1", "coreutils", "kmod"}})
+	writeRepo(t, filepath.Join(dir, "archzfs.db"), map[string][]string{
+		"zfs-linux-lts": {"2.3.3_6.12.40.1-1", "zfs-utils=2.3.3", "linux-lts=6.12.40-1"},
+		"linux-lts":     {"6.1.0-1"},
+	})
+	cfg := pacman.Config{Architecture: "x86_64", SigLevel: "Never", ParallelDownloads: 2,
+		Repos: []pacman.Repo{{Name: "core", Servers: []string{"file://" + dir}}, {Name: "archzfs", Servers: []string{"file://" + dir}}}}
+	in, err := pacman.New(cfg, pacman.WithScratchDir(t.TempDir()))
+	require.NoError(t, err)
+	got, err := in.Lookup(context.Background(), []string{"zfs-linux-lts", "linux-lts", "absent"})
+	require.NoError(t, err)
+	assert.Equal(t, pacman.SyncPackage{Name: "zfs-linux-lts", Version: "2.3.3_6.12.40.1-1", Repo: "archzfs",
+		Depends: []string{"zfs-utils=2.3.3", "linux-lts=6.12.40-1"}}, got["zfs-linux-lts"])
+	assert.Equal(t, pacman.SyncPackage{Name: "linux-lts", Version: "6.12.41-1", Repo: "core", Depends: []string{"coreutils", "kmod"}}, got["linux-lts"])
+	_, ok := got["absent"]
+	assert.False(t, ok)
+}

@@ -164,22 +164,8 @@ func (in *Installer) Plan(ctx context.Context, names []string) (*Plan, error) {
 	if !alpm.Available {
 		return nil, ErrUnavailable
 	}
-	scratch, err := os.MkdirTemp(in.scratch, "paczfs-plan-")
-	if err != nil {
-		return nil, err
-	}
-	defer os.RemoveAll(scratch)
-	dbpath := filepath.Join(scratch, "var/lib/pacman")
-	if err := fsx.Mkdir(dbpath, 0o755); err != nil {
-		return nil, err
-	}
 	var plan *Plan
-	err = onOwnThread(func() error {
-		s, err := in.open(ctx, scratch, dbpath, false, true, "")
-		if err != nil {
-			return err
-		}
-		defer s.close()
+	err := in.inScratch(ctx, "", func(s *session) error {
 		pkgs, err := s.resolve(names)
 		if err != nil {
 			return err
@@ -189,6 +175,60 @@ func (in *Installer) Plan(ctx context.Context, names []string) (*Plan, error) {
 		return nil
 	})
 	return plan, err
+}
+
+// inScratch opens the sync databases (of filesRepo's file lists only,
+// when set) in a scratch directory, on a thread of their own, and runs
+// fn there: Plan, Files and Lookup read, and touch no target.
+func (in *Installer) inScratch(ctx context.Context, filesRepo string, fn func(*session) error) error {
+	scratch, err := os.MkdirTemp(in.scratch, "paczfs-scratch-")
+	if err != nil {
+		return err
+	}
+	defer os.RemoveAll(scratch)
+	dbpath := filepath.Join(scratch, "var/lib/pacman")
+	if err := fsx.Mkdir(dbpath, 0o755); err != nil {
+		return err
+	}
+	return onOwnThread(func() error {
+		s, err := in.open(ctx, scratch, dbpath, false, true, filesRepo)
+		if err != nil {
+			return err
+		}
+		defer s.close()
+		return fn(s)
+	})
+}
+
+// SyncPackage is a package as the sync databases describe it.
+type SyncPackage struct {
+	Name, Version, Repo string
+	// Depends are its dependencies as pacman writes them: a name, a
+	// provision, or a name with a version constraint ("linux-lts=6.12.41-1").
+	Depends []string
+}
+
+// Lookup reads names from the sync databases (the first repository that
+// has each, as pacman -S picks), without resolving anything: how a
+// package's dependencies compare with what the repositories offer. Names
+// no repository has are left out of the map.
+func (in *Installer) Lookup(ctx context.Context, names []string) (map[string]SyncPackage, error) {
+	if !alpm.Available {
+		return nil, ErrUnavailable
+	}
+	out := map[string]SyncPackage{}
+	err := in.inScratch(ctx, "", func(s *session) error {
+		for _, n := range names {
+			if p, deps, ok := s.h.SyncPackage(n); ok {
+				out[n] = SyncPackage{Name: p.Name, Version: p.Version, Repo: p.Repo, Depends: deps}
+			}
+		}
+		return nil
+	})
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
 }
 
 // Files returns the paths each named package of repo installs (relative
@@ -204,25 +244,8 @@ func (in *Installer) Files(ctx context.Context, repo string, names []string) (ma
 	if !slices.ContainsFunc(in.cfg.Repos, func(r Repo) bool { return r.Name == repo }) {
 		return nil, fmt.Errorf("file lists: %q is not a configured repository", repo)
 	}
-	scratch, err := os.MkdirTemp(in.scratch, "paczfs-files-")
-	if err != nil {
-		return nil, err
-	}
-	defer os.RemoveAll(scratch)
-	dbpath := filepath.Join(scratch, "var/lib/pacman")
-	if err := fsx.Mkdir(dbpath, 0o755); err != nil {
-		return nil, err
-	}
 	out := map[string][]string{}
-	err = onOwnThread(func() error {
-		s, err := in.open(ctx, scratch, dbpath, false, true, repo)
-		if err != nil {
-			if errors.Is(err, ErrDownload) {
-				return fmt.Errorf("%s: %w: %w", repo, ErrNoFileLists, err)
-			}
-			return err
-		}
-		defer s.close()
+	err := in.inScratch(ctx, repo, func(s *session) error {
 		for _, n := range names {
 			if files, ok := s.h.Files(repo, n); ok {
 				out[n] = files
@@ -230,6 +253,9 @@ func (in *Installer) Files(ctx context.Context, repo string, names []string) (ma
 		}
 		return nil
 	})
+	if errors.Is(err, ErrDownload) {
+		return nil, fmt.Errorf("%s: %w: %w", repo, ErrNoFileLists, err)
+	}
 	if err != nil {
 		return nil, err
 	}

@@ -175,6 +175,8 @@ func TestDryRunPlanPrintout(t *testing.T) {
 			{Name: "less", Version: "1:668-1", Repo: "core", DownloadSize: 0, InstalledSize: 400 << 10},
 		}, DownloadSize: 2 << 20, InstalledSize: 9<<20 + 400<<10},
 		Environments: []string{"zroot/system/default", "zroot/system/bootable"},
+		Modules: []image.ModuleChoice{{Pair: image.ModulePair{Kernel: "linux-lts", Module: "zfs-linux-lts", Fallback: []string{"zfs-dkms", "linux-lts-headers"}},
+			Kernel: "6.12.41-1", Needs: "6.12.40-1", Fallback: true, Why: "zfs-linux-lts is built for linux-lts 6.12.40-1, but core has 6.12.41-1"}},
 	}
 	scripts := []hooks.Script{{Path: "/h/after-system.target.sh", AtStage: hooks.StageSystem, Position: hooks.After, InTarget: true}}
 	var out bytes.Buffer
@@ -188,6 +190,7 @@ func TestDryRunPlanPrintout(t *testing.T) {
 		"packages (2):\n  name  version    repo  download  installed\n  bash  5.2.037-1  core  2.0 MiB   9.0 MiB\n  less  1:668-1    core  0 B       400.0 KiB\n",
 		"  total: download 2.0 MiB (what the caches hold counts 0), installed 9.4 MiB\n",
 		"boot environments:\n  zroot/system/default\n  zroot/system/bootable\n",
+		"kernel modules:\n  zfs-dkms linux-lts-headers: zfs-linux-lts is built for linux-lts 6.12.40-1, but core has 6.12.41-1\n",
 		"outputs:\n  raw ./paczfs-1700000000.img (the image itself)\n  vdi ./vm.vdi\n",
 		"hooks:\n  after-system: /h/after-system.target.sh (in the target)\n",
 		"settings not from the profile:\n  VDI_FILE from test.conf:2\n  WORKSTATION_PKGS from test.conf:1\n  HOSTNAME from environment\n",

@@ -66,6 +66,16 @@ func printPlan(w io.Writer, s *settings, cfg image.Config, plan *image.BuildPlan
 				f.Version, r.From, full.File, f.Version, r.Version)
 		}
 	}
+	if len(plan.Modules) > 0 {
+		fmt.Fprintln(w, "\nkernel modules:")
+		for _, m := range plan.Modules {
+			chose := m.Pair.Module
+			if m.Fallback {
+				chose = strings.Join(m.Pair.Fallback, " ")
+			}
+			fmt.Fprintf(w, "  %s: %s\n", chose, m.Why)
+		}
+	}
 	if p := plan.Packages; p != nil {
 		fmt.Fprintf(w, "\npackages (%d):\n", len(p.Packages))
 		tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)

@@ -806,6 +806,28 @@ func (a *Handle) Satisfier(dep string) string {
 	return C.GoString(C.alpm_pkg_get_name(p))
 }
 
+// SyncPackage finds name in the sync databases, in their order (as
+// pacman -S name picks it), with its dependencies as pacman writes them
+// ("linux-lts=6.12.41-1", "zfs-utils=2.3.3").
+func (a *Handle) SyncPackage(name string) (Package, []string, bool) {
+	cn := cstr(name)
+	defer C.free(unsafe.Pointer(cn))
+	for i := C.alpm_get_syncdbs(a.h); i != nil; i = i.next {
+		p := C.alpm_db_get_pkg((*C.alpm_db_t)(i.data), cn)
+		if p == nil {
+			continue
+		}
+		var deps []string
+		for d := C.alpm_pkg_get_depends(p); d != nil; d = d.next {
+			cs := C.alpm_dep_compute_string((*C.alpm_depend_t)(d.data))
+			deps = append(deps, C.GoString(cs))
+			C.free(unsafe.Pointer(cs))
+		}
+		return pkgInfo(p), deps, true
+	}
+	return Package{}, nil, false
+}
+
 // GroupMembers lists the names of the sync databases' packages in group
 // (none when it is no group).
 func (a *Handle) GroupMembers(group string) []string {

@@ -42,6 +42,7 @@ func (*Handle) PrepareRemove([]string, int) ([]Package, error)  { return nil, Er
 func (*Handle) Local() []LocalPackage                           { return nil }
 func (*Handle) Satisfier(string) string                         { return "" }
 func (*Handle) GroupMembers(string) []string                    { return nil }
+func (*Handle) SyncPackage(string) (Package, []string, bool)    { return Package{}, nil, false }
 
 // LocalPackage is an installed package as a removal decision needs it.
 type LocalPackage struct {
