@@ -19,7 +19,9 @@ func TestModulePairFollowsTheRepositories(t *testing.T) {
 	zfs := func(dep string) pacman.SyncPackage {
 		return pacman.SyncPackage{Name: "zfs-linux-lts", Version: "2.3.3_6.12.40.1-1", Repo: "archzfs", Depends: []string{"zfs-utils=2.3.3", dep}}
 	}
-	kernel := func(v string) pacman.SyncPackage { return pacman.SyncPackage{Name: "linux-lts", Version: v, Repo: "core"} }
+	kernel := func(v string) pacman.SyncPackage {
+		return pacman.SyncPackage{Name: "linux-lts", Version: v, Repo: "core"}
+	}
 	for name, c := range map[string]struct {
 		info     map[string]pacman.SyncPackage
 		fallback bool
