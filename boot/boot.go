@@ -3,7 +3,9 @@ package boot
 import (
 	"errors"
 	"fmt"
+	"os"
 	"path"
+	"path/filepath"
 	"strings"
 )
 
@@ -139,3 +141,34 @@ const (
 	RemovablePath   = "/EFI/BOOT/BOOTX64.EFI" // what firmware boots without NVRAM entries
 	SystemdBootSrc  = "usr/lib/systemd/boot/efi/systemd-bootx64.efi"
 )
+
+// Template variables of a boot file's path (a profile's kernel and
+// initramfs, BootFiles on a device):
+//   - {kver}: the kernel's version, its directory under /usr/lib/modules;
+//   - {pkgbase}: the package the kernel came from (linux, linux-lts), as
+//     Arch records it in /usr/lib/modules/{kver}/pkgbase. mkinitcpio's
+//     presets name their image after it (/boot/initramfs-{pkgbase}.img),
+//     and mkinitcpio's own pacman hook rebuilds that file on every
+//     upgrade: one initramfs per kernel.
+const (
+	VarKernelVersion = "{kver}"
+	VarPkgBase       = "{pkgbase}"
+)
+
+// ErrNoPkgBase: a path names {pkgbase} and the kernel records none.
+var ErrNoPkgBase = errors.New("the kernel records no package base (usr/lib/modules/<kver>/pkgbase)")
+
+// ExpandPath fills a boot file path's template for kernel kver of the
+// root at root (the pkgbase file is read only when tmpl names it).
+func ExpandPath(root, tmpl, kver string) (string, error) {
+	s := strings.ReplaceAll(tmpl, VarKernelVersion, kver)
+	if !strings.Contains(s, VarPkgBase) {
+		return s, nil
+	}
+	b, err := os.ReadFile(filepath.Join(root, "usr/lib/modules", kver, "pkgbase"))
+	pkgbase := strings.TrimSpace(string(b))
+	if err != nil || pkgbase == "" || strings.ContainsAny(pkgbase, "/ \t") {
+		return "", fmt.Errorf("%s for kernel %s: %w", tmpl, kver, ErrNoPkgBase)
+	}
+	return strings.ReplaceAll(s, VarPkgBase, pkgbase), nil
+}

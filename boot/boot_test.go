@@ -1,6 +1,8 @@
 package boot_test
 
 import (
+	"os"
+	"path/filepath"
 	"testing"
 
 	"github.com/stretchr/testify/assert"
@@ -41,4 +43,21 @@ func TestLoaderConf(t *testing.T) {
 	b, err := boot.Loader{Default: "paczfs-default.conf", Timeout: 3}.MarshalText()
 	require.NoError(t, err)
 	assert.Equal(t, "default paczfs-default.conf\ntimeout 3\neditor no\n", string(b))
+}
+
+func TestExpandPath(t *testing.T) {
+	root := t.TempDir()
+	require.NoError(t, os.MkdirAll(filepath.Join(root, "usr/lib/modules/6.12.41-1-lts"), 0o755))
+	require.NoError(t, os.WriteFile(filepath.Join(root, "usr/lib/modules/6.12.41-1-lts/pkgbase"), []byte("linux-lts\n"), 0o644))
+	p, err := boot.ExpandPath(root, "/boot/initramfs-{pkgbase}.img", "6.12.41-1-lts")
+	require.NoError(t, err)
+	assert.Equal(t, "/boot/initramfs-linux-lts.img", p)
+	p, err = boot.ExpandPath(root, "/usr/lib/modules/{kver}/vmlinuz", "6.12.41-1-lts")
+	require.NoError(t, err)
+	assert.Equal(t, "/usr/lib/modules/6.12.41-1-lts/vmlinuz", p)
+	p, err = boot.ExpandPath(t.TempDir(), "/boot/initrd.img-{kver}", "6.12.9-amd64")
+	require.NoError(t, err, "no pkgbase file needed without {pkgbase}")
+	assert.Equal(t, "/boot/initrd.img-6.12.9-amd64", p)
+	_, err = boot.ExpandPath(t.TempDir(), "/boot/initramfs-{pkgbase}.img", "6.12.9-amd64")
+	assert.ErrorIs(t, err, boot.ErrNoPkgBase)
 }

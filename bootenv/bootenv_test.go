@@ -13,6 +13,8 @@ import (
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 
+	"github.com/paczfs/paczfs/boot"
+
 	"github.com/paczfs/paczfs/hooks"
 )
 
@@ -586,4 +588,51 @@ func TestNspawnBootsAnEphemeralCopyReadOnly(t *testing.T) {
 	assert.Equal(t, []string{"mount zfsutil,ro", "systemd-nspawn ", "umount "}, order, "read-only, unmounted after")
 	assert.Regexp(t, `^systemd-nspawn --quiet --ephemeral --boot --machine paczfs-b -D \S+/paczfs-be-b-\d+ systemd.unit=multi-user.target$`, nspawn)
 	assert.ErrorIs(t, m.Nspawn(ctx, "default", hooks.Cmd{}), ErrRefused, "the booted one runs already")
+}
+
+// An Arch environment's initramfs is the kernel preset's image, named
+// after the kernel's package (/boot/initramfs-{pkgbase}.img): Create
+// finds the package in the root's own usr/lib/modules/<kver>/pkgbase.
+func TestCreateFindsAnArchRootsPresetImage(t *testing.T) {
+	r := newRig(t)
+	ctx := context.Background()
+	root := r.f.files("zroot/system/default")
+	for name, data := range map[string]string{
+		"usr/lib/modules/6.12.41-1-lts/vmlinuz": "kernel 6.12.41-1-lts",
+		"usr/lib/modules/6.12.41-1-lts/pkgbase": "linux-lts\n",
+		"boot/initramfs-linux-lts.img":          "the preset's image",
+		strings.TrimPrefix(BootConfig, "/"):     `{"kernel":"/usr/lib/modules/{kver}/vmlinuz","initrd":"/boot/initramfs-{pkgbase}.img","root_options":["zfs={dataset}","rw"]}`,
+	} {
+		require.NoError(t, os.MkdirAll(filepath.Dir(filepath.Join(root, name)), 0o755))
+		require.NoError(t, os.WriteFile(filepath.Join(root, name), []byte(data), 0o644))
+	}
+	m := r.manager("zroot/system/default", "zfs=zroot/system/default rw")
+	require.NoError(t, m.Create(ctx, "arch", CreateOptions{}))
+	assert.Equal(t, "the preset's image", r.read("env/arch/initramfs-linux-lts.img"))
+	entry := r.read("loader/entries/paczfs-arch.conf")
+	assert.Contains(t, entry, "linux   /env/arch/vmlinuz\n")
+	assert.Contains(t, entry, "initrd  /env/arch/initramfs-linux-lts.img\n")
+	assert.Contains(t, entry, "version 6.12.41-1-lts\n")
+
+	// Without the pkgbase file, a clear error and nothing left.
+	require.NoError(t, os.Remove(filepath.Join(root, "usr/lib/modules/6.12.41-1-lts/pkgbase")))
+	err := m.Create(ctx, "nopkgbase", CreateOptions{})
+	assert.ErrorIs(t, err, boot.ErrNoPkgBase)
+	_, err = os.Stat(filepath.Join(r.esp, "env", "nopkgbase"))
+	assert.True(t, os.IsNotExist(err), "no ESP files left")
+}
+
+func TestNewestKernelInBothLayouts(t *testing.T) {
+	root := t.TempDir()
+	for _, f := range []string{"usr/lib/modules/6.12.9-1-lts/vmlinuz", "usr/lib/modules/6.12.10-1-lts/vmlinuz", "usr/lib/modules/6.12.11-1-lts/modules.dep",
+		"boot/vmlinuz-6.1.0-amd64", "boot/vmlinuz-6.12.9-amd64"} {
+		require.NoError(t, os.MkdirAll(filepath.Dir(filepath.Join(root, f)), 0o755))
+		require.NoError(t, os.WriteFile(filepath.Join(root, f), nil, 0o644))
+	}
+	k, err := newestKernel(root, "/usr/lib/modules/{kver}/vmlinuz")
+	require.NoError(t, err)
+	assert.Equal(t, "6.12.10-1-lts", k, "Arch: a directory per kernel; one without vmlinuz is no kernel")
+	k, err = newestKernel(root, "/boot/vmlinuz-{kver}")
+	require.NoError(t, err)
+	assert.Equal(t, "6.12.9-amd64", k)
 }

@@ -39,7 +39,7 @@ const (
 // BootConfig in every root, read by Create from the environment's own root.
 type BootFiles struct {
 	Kernel       string   `json:"kernel"` // path with {kver}
-	Initrd       string   `json:"initrd"` // path with {kver}
+	Initrd       string   `json:"initrd"` // path with {kver} or {pkgbase} (boot.ExpandPath)
 	RootOptions  []string `json:"root_options"`
 	ExtraOptions []string `json:"extra_options,omitempty"`
 	Title        string   `json:"title,omitempty"` // "{name}" is replaced
@@ -216,8 +216,8 @@ func readBootFiles(root string) (BootFiles, error) {
 	if err := json.Unmarshal(data, &bf); err != nil {
 		return bf, fmt.Errorf("%s: %w", BootConfig, err)
 	}
-	if !strings.Contains(bf.Kernel, "{kver}") || !strings.Contains(bf.Initrd, "{kver}") || len(bf.RootOptions) == 0 {
-		return bf, fmt.Errorf("%s: kernel and initrd need {kver}, root_options a value", BootConfig)
+	if !strings.Contains(bf.Kernel, boot.VarKernelVersion) || !strings.Contains(bf.Initrd, boot.VarKernelVersion) && !strings.Contains(bf.Initrd, boot.VarPkgBase) || len(bf.RootOptions) == 0 {
+		return bf, fmt.Errorf("%s: kernel needs {kver}, initrd {kver} or {pkgbase}, root_options a value", BootConfig)
 	}
 	return bf, nil
 }
@@ -225,13 +225,16 @@ func readBootFiles(root string) (BootFiles, error) {
 // newestKernel finds the highest kernel version present in root.
 func newestKernel(root, pattern string) (string, error) {
 	pre, suf, _ := strings.Cut(pattern, "{kver}")
-	matches, err := filepath.Glob(filepathIn(root, pre) + "*" + suf)
+	// One pattern joined whole: joining the prefix alone would drop its
+	// trailing / (Arch's /usr/lib/modules/{kver}/vmlinuz).
+	matches, err := filepath.Glob(filepathIn(root, pre+"*"+suf))
 	if err != nil {
 		return "", err
 	}
 	var vers []string
 	for _, mt := range matches {
-		v := strings.TrimSuffix(strings.TrimPrefix(mt, filepathIn(root, pre)), suf)
+		rel := "/" + strings.TrimPrefix(mt, filepath.Clean(root)+"/")
+		v := strings.TrimSuffix(strings.TrimPrefix(rel, pre), suf)
 		if v != "" && !strings.Contains(v, "/") {
 			vers = append(vers, v)
 		}
@@ -297,8 +300,11 @@ func (m *Manager) installBootFiles(ctx context.Context, name, sortKey string) er
 	if err != nil {
 		return fmt.Errorf("%s: %w", name, err)
 	}
-	kernel := strings.ReplaceAll(bf.Kernel, "{kver}", kver)
-	initrd := strings.ReplaceAll(bf.Initrd, "{kver}", kver)
+	kernel := strings.ReplaceAll(bf.Kernel, boot.VarKernelVersion, kver)
+	initrd, err := boot.ExpandPath(root, bf.Initrd, kver)
+	if err != nil {
+		return fmt.Errorf("%s: %w", name, err)
+	}
 	dir := filepath.Join(m.esp, "env", name)
 	tmp := dir + ".new"
 	if err := os.RemoveAll(tmp); err != nil {

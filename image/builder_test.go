@@ -345,7 +345,7 @@ func TestEnvironmentsAndESPHook(t *testing.T) {
 	assert.Equal(t, bootEnv{Name: "bootable", Dataset: "zroot/system/bootable", Layer: "bootable"}, envs[1])
 	hook := espHook(cfg.Boot.Kernel)
 	assert.Contains(t, hook, "Target = usr/lib/modules/*/vmlinuz\n")
-	assert.Contains(t, hook, "Exec = /usr/local/sbin/paczfs-update-esp\n")
+	assert.Contains(t, hook, "Exec = /usr/local/sbin/paczfs-update-esp\nNeedsTargets\n", "the script learns what changed")
 	assert.True(t, strings.HasPrefix(updateESPScript, "#!/bin/sh\n"))
 	// The script runs in booted systems only: at least parse it here.
 	for _, script := range []string{updateESPScript, updateBootloaderScript} {
@@ -517,4 +517,80 @@ func TestSystemdBootUpgradeUpdatesTheLoaderOnTheESP(t *testing.T) {
 	args, err := os.ReadFile(filepath.Join(dir, "bootctl.args"))
 	require.NoError(t, err)
 	assert.Equal(t, "bootctl --esp-path="+esp+" --no-variables --graceful update\n", string(args))
+}
+
+// paczfs-update-esp, run as pacman runs the hook (the changed paths on
+// standard input) against a directory as the root and one as the ESP: on
+// Arch it builds the initramfs only when a changed path is one
+// mkinitcpio's own hook does not rebuild it for, and copies the preset's
+// image ({pkgbase}) either way; without hook targets (the lab) it builds.
+func TestUpdateESPBuildsOnlyWhatTheDistributionsHookDidNot(t *testing.T) {
+	dir := t.TempDir()
+	root, esp, bin := filepath.Join(dir, "root"), filepath.Join(dir, "esp"), filepath.Join(dir, "bin")
+	for name, data := range map[string]string{
+		"root/usr/lib/modules/6.12.41-1-lts/vmlinuz": "kernel 6.12.41",
+		"root/usr/lib/modules/6.12.41-1-lts/pkgbase": "linux-lts\n",
+		"root/boot/initramfs-linux-lts.img":          "built by mkinitcpio's hook",
+		"esp/loader/entries/paczfs-default+2-1.conf": "title   Arch Linux on ZFS (default)\nsort-key paczfs-0-trial\noptions zfs=zroot/system/default rw paczfs.trial panic=10\n",
+		"bin/findmnt":    "#!/bin/sh\ncase \"$*\" in *FSTYPE*) echo zfs ;; *) echo zroot/system/default ;; esac\n",
+		"bin/mountpoint": "#!/bin/sh\nexit 0\n",
+		"bin/mkinitcpio": "#!/bin/sh\necho \"$*\" >> \"$(dirname \"$0\")/../built\"\necho \"built for $2\" > \"$4\"\n",
+	} {
+		p := filepath.Join(dir, name)
+		require.NoError(t, os.MkdirAll(filepath.Dir(p), 0o755))
+		require.NoError(t, os.WriteFile(p, []byte(data), 0o755))
+	}
+	for _, tool := range []string{"sh", "sed", "sort", "tail", "cp", "mv", "rm", "mkdir", "cat", "grep", "sync", "dirname"} {
+		p, err := exec.LookPath(tool)
+		require.NoError(t, err)
+		require.NoError(t, os.Symlink(p, filepath.Join(bin, tool)))
+	}
+	script := filepath.Join(dir, "paczfs-update-esp")
+	require.NoError(t, os.WriteFile(script, []byte(updateESPScript), 0o755))
+	arch := ArchProfile().Boot
+	env := func(hookTargets []string) string {
+		p := filepath.Join(dir, "boot.env")
+		text := "ESP=" + shellQuote(esp) + "\nKERNEL=" + shellQuote(root+arch.Kernel) + "\nINITRD=" + shellQuote(root+arch.Initrd) +
+			"\nINITRAMFS_COMMAND=" + shellQuote(strings.Join(arch.InitramfsCommand, " ")) + "\nROOT_OPTIONS=" + shellQuote(strings.Join(arch.RootOptions, " ")) +
+			"\nEXTRA_OPTIONS=''\nMODULES=" + shellQuote(root+"/usr/lib/modules") + "\nINITRAMFS_HOOK_TARGETS=" + shellQuote(strings.Join(hookTargets, " ")) + "\n"
+		require.NoError(t, os.WriteFile(p, []byte(text), 0o644))
+		return p
+	}
+	run := func(envFile, stdin string) string {
+		cmd := exec.Command(filepath.Join(bin, "sh"), script)
+		cmd.Env = []string{"PATH=" + bin, "PACZFS_BOOT_ENV=" + envFile}
+		cmd.Stdin = strings.NewReader(stdin)
+		out, err := cmd.CombinedOutput()
+		require.NoError(t, err, "%s", out)
+		return string(out)
+	}
+	built := func() string { b, _ := os.ReadFile(filepath.Join(dir, "built")); return string(b) }
+	readESP := func(p string) string {
+		b, err := os.ReadFile(filepath.Join(esp, p))
+		require.NoError(t, err)
+		return string(b)
+	}
+
+	// A kernel upgrade: mkinitcpio's hook rebuilt the preset's image.
+	out := run(env(arch.InitramfsHookTargets), "usr/lib/modules/6.12.41-1-lts/vmlinuz\nusr/lib/initcpio/install/zfs\n")
+	assert.Contains(t, out, "was rebuilt by the distribution's hook; copying it")
+	assert.Empty(t, built(), "no second build")
+	assert.Equal(t, "built by mkinitcpio's hook", readESP("env/default/initramfs-linux-lts.img"))
+	assert.Equal(t, "kernel 6.12.41", readESP("env/default/vmlinuz"))
+	entry := readESP("loader/entries/paczfs-default+2-1.conf")
+	assert.Contains(t, entry, "initrd  /env/default/initramfs-linux-lts.img\n")
+	assert.Contains(t, entry, "version 6.12.41-1-lts\n")
+	assert.Contains(t, entry, "sort-key paczfs-0-trial\n", "a trial keeps its rank")
+	assert.Contains(t, entry, "options zfs=zroot/system/default rw paczfs.trial panic=10\n", "and its options")
+
+	// The module package alone (its extra/ directory is not one of
+	// mkinitcpio's targets): built, once.
+	run(env(arch.InitramfsHookTargets), "usr/lib/modules/6.12.41-1-lts/extra/zfs.ko.zst\n")
+	assert.Equal(t, "-k 6.12.41-1-lts -g "+root+"/boot/initramfs-linux-lts.img\n", built())
+	assert.Equal(t, "built for 6.12.41-1-lts\n", readESP("env/default/initramfs-linux-lts.img"))
+
+	// No hook targets (initramfs-tools in the lab): always built.
+	require.NoError(t, os.Remove(filepath.Join(dir, "built")))
+	run(env(nil), "usr/lib/modules/6.12.41-1-lts/vmlinuz\n")
+	assert.Equal(t, "-k 6.12.41-1-lts -g "+root+"/boot/initramfs-linux-lts.img\n", built())
 }

@@ -161,7 +161,10 @@ type Boot struct {
 	// version: Arch "/usr/lib/modules/{kver}/vmlinuz", Debian
 	// "/boot/vmlinuz-{kver}".
 	Kernel string `json:"kernel"`
-	// Initrd is the initramfs path in the root, with {kver}.
+	// Initrd is the initramfs path in the root, with {kver}, or
+	// {pkgbase} (the kernel's package, boot.VarPkgBase: Arch's
+	// "/boot/initramfs-{pkgbase}.img", the file mkinitcpio's preset and
+	// pacman hook write).
 	Initrd string `json:"initrd"`
 	// InitramfsCommand runs in the target chroot and writes Initrd for
 	// {kver}, e.g. mkinitcpio -k {kver} -g {initrd}.
@@ -177,6 +180,16 @@ type Boot struct {
 	// the package sync touched none of them, the kernels are the same
 	// and InitramfsFiles are unchanged. Empty: always rebuilt.
 	InitramfsTriggers []string `json:"initramfs_triggers,omitempty"`
+	// InitramfsHookTargets are the paths (pacman hook Path targets, *
+	// for any run of characters) on whose change the distribution's own
+	// package hook rebuilds Initrd itself, before paczfs's (mkinitcpio's
+	// 90-mkinitcpio-install rebuilds the preset's image). After an
+	// upgrade on the device, paczfs-update-esp builds the initramfs only
+	// when a changed path is outside them, and otherwise copies the
+	// kernel and Initrd to the ESP: one build per upgrade, not two.
+	// Empty: paczfs-update-esp always builds (initramfs-tools in the lab,
+	// whose converted packages run no triggers).
+	InitramfsHookTargets []string `json:"initramfs_hook_targets,omitempty"`
 	// InitramfsList runs in the target and lists the files of {initrd}
 	// (lsinitcpio {initrd}, lsinitramfs {initrd}); InitramfsMust are
 	// paths the list must have (etc/hostid): the initramfs stage fails
@@ -499,10 +512,11 @@ func (c *Config) validate() problems {
 		}
 	}
 	b := c.Boot
-	for _, f := range []struct{ field, val string }{{"boot.kernel", b.Kernel}, {"boot.initrd", b.Initrd}} {
-		if !strings.HasPrefix(f.val, "/") || !strings.Contains(f.val, "{kver}") {
-			p.add(f.field, "an absolute path in the target with {kver}, e.g. /boot/vmlinuz-{kver}", "%q", f.val)
-		}
+	if !strings.HasPrefix(b.Kernel, "/") || !strings.Contains(b.Kernel, "{kver}") {
+		p.add("boot.kernel", "an absolute path in the target with {kver}, e.g. /boot/vmlinuz-{kver}", "%q", b.Kernel)
+	}
+	if !strings.HasPrefix(b.Initrd, "/") || !strings.Contains(b.Initrd, "{kver}") && !strings.Contains(b.Initrd, "{pkgbase}") {
+		p.add("boot.initrd", "an absolute path in the target with {kver} or {pkgbase}, e.g. /boot/initrd.img-{kver}", "%q", b.Initrd)
 	}
 	if len(b.InitramfsCommand) == 0 {
 		p.add("boot.initramfs_command", "give the command that writes {initrd} for {kver}", "empty")

@@ -60,10 +60,15 @@ func ArchProfile() Config {
 	c.System.Units = []string{"sshd.service", "zfs.target", "zfs-mount.service"}
 	c.Boot = Boot{
 		Kernel: "/usr/lib/modules/{kver}/vmlinuz",
-		Initrd: "/boot/initramfs-{kver}.img",
-		// -k/-g build one image for the version, outside the presets, so
-		// the build does not depend on preset file names.
+		// The kernel preset's own image: mkinitcpio's pacman hook builds
+		// it in the bootable layer's transaction (with the drop-in, written
+		// before) and on every upgrade; the build builds it once more for
+		// {kver} when the system is configured. One initramfs per kernel.
+		Initrd:           "/boot/initramfs-{pkgbase}.img",
 		InitramfsCommand: []string{"mkinitcpio", "-k", "{kver}", "-g", "{initrd}"},
+		// 90-mkinitcpio-install's Path targets (mkinitcpio v41).
+		InitramfsHookTargets: []string{"usr/lib/initcpio/*", "usr/lib/firmware/*", "usr/lib/modules/*/extramodules/*",
+			"usr/src/*/dkms.conf", "usr/lib/systemd/systemd", "usr/bin/cryptsetup", "usr/bin/lvm", "usr/lib/modules/*/vmlinuz"},
 		// A drop-in, not an edit of the packaged file, written before the
 		// bootable layer so that mkinitcpio's own pacman hook builds with
 		// it there too (ArchInitramfsDropIn says what is in it and why).
@@ -148,6 +153,7 @@ func (c Config) Clone() Config {
 	c.Boot.InitramfsTriggers = slices.Clone(c.Boot.InitramfsTriggers)
 	c.Boot.InitramfsList = slices.Clone(c.Boot.InitramfsList)
 	c.Boot.InitramfsMust = slices.Clone(c.Boot.InitramfsMust)
+	c.Boot.InitramfsHookTargets = slices.Clone(c.Boot.InitramfsHookTargets)
 	c.Boot.RootOptions = slices.Clone(c.Boot.RootOptions)
 	c.Boot.ExtraOptions = slices.Clone(c.Boot.ExtraOptions)
 	if c.Layout != nil {

@@ -315,7 +315,11 @@ func (st *build) initramfsRebuildReason(kvers []string) string {
 	}
 	b := st.cfg.Boot
 	for _, k := range kvers {
-		if fi, err := os.Stat(filepath.Join(st.state.Root, expand(b.Initrd, k, ""))); err != nil || fi.Size() == 0 {
+		initrd, err := expand(st.state.Root, b.Initrd, k, "")
+		if err != nil {
+			return err.Error()
+		}
+		if fi, err := os.Stat(filepath.Join(st.state.Root, initrd)); err != nil || fi.Size() == 0 {
 			return "no initramfs for " + k
 		}
 	}

@@ -207,13 +207,16 @@ func TestInitramfsKeptOnlyWhenNothingItIsMadeFromChanged(t *testing.T) {
 	assert.Equal(t, "a new root", st.initramfsRebuildReason([]string{"6.12.9-1-lts"}), "a build from scratch")
 
 	c.Release.From = "/prev"
-	require.NoError(t, writeFile(root, "boot/initramfs-6.12.9-1-lts.img", []byte("initramfs"), 0o644))
+	require.NoError(t, writeFile(root, "usr/lib/modules/6.12.9-1-lts/pkgbase", []byte("linux-lts\n"), 0o644))
+	require.NoError(t, writeFile(root, "usr/lib/modules/6.12.10-arch1-1/pkgbase", []byte("linux\n"), 0o644))
+	require.NoError(t, writeFile(root, "boot/initramfs-linux-lts.img", []byte("initramfs"), 0o644))
 	for name, content := range c.Boot.InitramfsFiles {
 		require.NoError(t, writeFile(root, strings.TrimPrefix(name, "/"), []byte(content), 0o644))
 	}
 	st.changed = []string{"usr/bin/tmux", "usr/bin/htop"}
 	assert.Equal(t, "", st.initramfsRebuildReason([]string{"6.12.9-1-lts"}))
-	assert.Contains(t, st.initramfsRebuildReason([]string{"6.12.9-1-lts", "6.12.10-1-lts"}), "no initramfs for 6.12.10-1-lts")
+	assert.Contains(t, st.initramfsRebuildReason([]string{"6.12.9-1-lts", "6.12.10-arch1-1"}), "no initramfs for 6.12.10-arch1-1", "a kernel added (linux beside linux-lts)")
+	assert.Contains(t, st.initramfsRebuildReason([]string{"6.12.9-1-lts", "6.13"}), "records no package base")
 	st.changed = append(st.changed, "usr/lib/initcpio/install/zfs")
 	assert.Contains(t, st.initramfsRebuildReason([]string{"6.12.9-1-lts"}), "usr/lib/initcpio/install/zfs")
 	st.changed = nil

@@ -9,6 +9,7 @@ import (
 	"slices"
 	"strings"
 
+	"github.com/paczfs/paczfs/boot"
 	"github.com/paczfs/paczfs/hooks"
 )
 
@@ -53,8 +54,23 @@ func compareVersions(a, b string) int {
 	return len(pa) - len(pb)
 }
 
-func expand(s, kver, initrd string) string {
-	return strings.NewReplacer("{kver}", kver, "{initrd}", initrd).Replace(s)
+// expand fills a profile's command or path template for kernel kver of
+// root: {kver}, {pkgbase} (boot.ExpandPath) and {initrd}.
+func expand(root, s, kver, initrd string) (string, error) {
+	return boot.ExpandPath(root, strings.ReplaceAll(s, "{initrd}", initrd), kver)
+}
+
+// expandAll is expand for each argument of a command.
+func expandAll(root string, argv []string, kver, initrd string) ([]string, error) {
+	out := make([]string, 0, len(argv))
+	for _, a := range argv {
+		e, err := expand(root, a, kver, initrd)
+		if err != nil {
+			return nil, err
+		}
+		out = append(out, e)
+	}
+	return out, nil
 }
 
 func stageInitramfs(ctx context.Context, st *build) error {
@@ -79,10 +95,13 @@ func stageInitramfs(ctx context.Context, st *build) error {
 		return err
 	}
 	for _, k := range kvers {
-		initrd := expand(b.Initrd, k, "")
-		var argv []string
-		for _, a := range b.InitramfsCommand {
-			argv = append(argv, expand(a, k, initrd))
+		initrd, err := expand(root, b.Initrd, k, "")
+		if err != nil {
+			return fmt.Errorf("boot.initrd: %w", err)
+		}
+		argv, err := expandAll(root, b.InitramfsCommand, k, initrd)
+		if err != nil {
+			return fmt.Errorf("boot.initramfs_command: %w", err)
 		}
 		if err := st.chroot(ctx, argv...); err != nil {
 			return fmt.Errorf("initramfs for %s: %w", k, err)
@@ -109,9 +128,9 @@ func (st *build) checkInitramfs(ctx context.Context, kver, initrd string) error 
 	if len(b.InitramfsMust) == 0 {
 		return nil
 	}
-	var argv []string
-	for _, a := range b.InitramfsList {
-		argv = append(argv, expand(a, kver, initrd))
+	argv, err := expandAll(st.state.Root, b.InitramfsList, kver, initrd)
+	if err != nil {
+		return fmt.Errorf("boot.initramfs_list: %w", err)
 	}
 	out, err := st.b.runner.Run(ctx, hooks.Cmd{Args: chrootArgs(st.state.Root, argv...)})
 	if err != nil {

@@ -18,7 +18,7 @@ import (
 )
 
 // environment is the boot package's view of one boot environment.
-func (st *build) environment(e bootEnv) boot.Environment {
+func (st *build) environment(e bootEnv, kernel, initrd string) boot.Environment {
 	b := st.cfg.Boot
 	extra := slices.Clone(b.ExtraOptions)
 	if st.cfg.System.SerialConsole {
@@ -27,8 +27,8 @@ func (st *build) environment(e bootEnv) boot.Environment {
 	return boot.Environment{
 		Name:        e.Name,
 		Dataset:     e.Dataset,
-		Kernel:      path.Base(expand(b.Kernel, st.kver, "")),
-		Initrds:     []string{path.Base(expand(b.Initrd, st.kver, ""))},
+		Kernel:      path.Base(kernel),
+		Initrds:     []string{path.Base(initrd)},
 		Version:     st.kver,
 		RootOptions: b.RootOptions,
 		Extra:       extra,
@@ -58,17 +58,25 @@ func stageBootloader(ctx context.Context, st *build) error {
 			return fmt.Errorf("ESP %s: %w", p, err)
 		}
 	}
-	kernel, err := os.ReadFile(filepath.Join(root, expand(b.Kernel, st.kver, "")))
+	kernelPath, err := expand(root, b.Kernel, st.kver, "")
+	if err != nil {
+		return fmt.Errorf("boot.kernel: %w", err)
+	}
+	initrdPath, err := expand(root, b.Initrd, st.kver, "")
+	if err != nil {
+		return fmt.Errorf("boot.initrd: %w", err)
+	}
+	kernel, err := os.ReadFile(filepath.Join(root, kernelPath))
 	if err != nil {
 		return err
 	}
-	initrd, err := os.ReadFile(filepath.Join(root, expand(b.Initrd, st.kver, "")))
+	initrd, err := os.ReadFile(filepath.Join(root, initrdPath))
 	if err != nil {
 		return err
 	}
 	envs := st.cfg.environments()
 	for _, e := range envs {
-		env := st.environment(e)
+		env := st.environment(e, kernelPath, initrdPath)
 		if err := esp.WriteFile(path.Join(env.ESPDir(), env.Kernel), kernel); err != nil {
 			return err
 		}
@@ -188,6 +196,7 @@ func (st *build) installESPHook() error {
 	}
 	fmt.Fprintf(&env, "ROOT_OPTIONS=%s\nEXTRA_OPTIONS=%s\n", shellQuote(strings.Join(b.RootOptions, " ")), shellQuote(strings.Join(opts, " ")))
 	fmt.Fprintf(&env, "SYSTEMD_BOOT_EFI=%s\n", shellQuote(b.SystemdBootEFI))
+	fmt.Fprintf(&env, "INITRAMFS_HOOK_TARGETS=%s\n", shellQuote(strings.Join(b.InitramfsHookTargets, " ")))
 	if err := writeFile(root, "etc/paczfs/boot.env", []byte(env.String()), 0o644); err != nil {
 		return err
 	}
@@ -225,7 +234,7 @@ func espHook(kernelPattern string) string {
 	for _, t := range targets {
 		b.WriteString("Target = " + t + "\n")
 	}
-	b.WriteString("\n[Action]\nDescription = Updating this boot environment's kernel and initramfs on the ESP...\nWhen = PostTransaction\nExec = /usr/local/sbin/paczfs-update-esp\n")
+	b.WriteString("\n[Action]\nDescription = Updating this boot environment's kernel and initramfs on the ESP...\nWhen = PostTransaction\nExec = /usr/local/sbin/paczfs-update-esp\nNeedsTargets\n")
 	return b.String()
 }
 
@@ -265,13 +274,15 @@ sync -f "$ESP" 2>/dev/null || sync
 
 // updateESPScript runs in the booted system. It finds its own boot
 // environment from the dataset mounted at /, rebuilds the initramfs of the
-// newest kernel, and replaces that environment's directory and entry on
-// the ESP, never another's.
+// newest kernel (unless every changed path, given on standard input as a
+// pacman hook's NeedsTargets, is one the distribution's own hook already
+// rebuilt it for: INITRAMFS_HOOK_TARGETS), and replaces that
+// environment's directory and entry on the ESP, never another's.
 const updateESPScript = `#!/bin/sh
 # Written by paczfs. Refreshes this boot environment's kernel, initramfs
 # and loader entry on the ESP; other environments' files are not touched.
 set -eu
-. /etc/paczfs/boot.env
+. "${PACZFS_BOOT_ENV:-/etc/paczfs/boot.env}"
 ds=$(findmnt -n -o SOURCE /)
 case "$ds" in */*) ;; *) echo "paczfs-update-esp: / is $ds, not a ZFS boot environment; nothing done" >&2; exit 0 ;; esac
 [ "$(findmnt -n -o FSTYPE /)" = zfs ] || { echo "paczfs-update-esp: / is not ZFS; nothing done" >&2; exit 0; }
@@ -281,9 +292,34 @@ pre=${KERNEL%%\{kver\}*}; suf=${KERNEL#*\{kver\}}
 kver=$(for k in $pre*$suf; do [ -e "$k" ] || continue; k=${k#"$pre"}; echo "${k%"$suf"}"; done | sort -V | tail -n 1)
 [ -n "$kver" ] || { echo "paczfs-update-esp: no kernel matches $KERNEL" >&2; exit 1; }
 kernel=$(echo "$KERNEL" | sed "s|{kver}|$kver|g")
-initrd=$(echo "$INITRD" | sed "s|{kver}|$kver|g")
-eval "set -- $(echo "$INITRAMFS_COMMAND" | sed "s|{kver}|$kver|g; s|{initrd}|$initrd|g")"
-"$@"
+pkgbase=
+case "$INITRD$INITRAMFS_COMMAND" in *"{pkgbase}"*)
+	pkgbase=$(cat "${MODULES:-/usr/lib/modules}/$kver/pkgbase" 2>/dev/null || true)
+	[ -n "$pkgbase" ] || { echo "paczfs-update-esp: kernel $kver records no package base (${MODULES:-/usr/lib/modules}/$kver/pkgbase)" >&2; exit 1; } ;;
+esac
+initrd=$(echo "$INITRD" | sed "s|{kver}|$kver|g; s|{pkgbase}|$pkgbase|g")
+# Build, unless the distribution's own hook (it sorts before this one)
+# rebuilt the initramfs for every path this transaction changed.
+build=yes
+if [ -n "${INITRAMFS_HOOK_TARGETS:-}" ] && [ ! -t 0 ]; then
+	build=no
+	set -f
+	while IFS= read -r t; do
+		covered=no
+		for p in $INITRAMFS_HOOK_TARGETS; do
+			case "$t" in $p) covered=yes; break ;; esac
+		done
+		[ "$covered" = yes ] || { build=yes; break; }
+	done
+	set +f
+	[ -s "$initrd" ] || build=yes
+fi
+if [ "$build" = yes ]; then
+	eval "set -- $(echo "$INITRAMFS_COMMAND" | sed "s|{kver}|$kver|g; s|{initrd}|$initrd|g; s|{pkgbase}|$pkgbase|g")"
+	"$@"
+else
+	echo "paczfs-update-esp: $initrd was rebuilt by the distribution's hook; copying it"
+fi
 dir="$ESP/env/$be"
 new="$dir.new"
 rm -rf "$new"; mkdir -p "$new"

@@ -104,7 +104,8 @@ func fakeRoot(t *testing.T, root string) {
 		"usr/bin/systemctl":                            "",
 		"usr/share/zoneinfo/UTC":                       "TZif",
 		"usr/lib/modules/6.12.1/vmlinuz":               "kernel",
-		"boot/initramfs-6.12.1.img":                    "initramfs",
+		"usr/lib/modules/6.12.1/pkgbase":               "linux-lts\n",
+		"boot/initramfs-linux-lts.img":                 "initramfs",
 		"usr/lib/systemd/boot/efi/systemd-bootx64.efi": strings.Repeat("EFI", 100),
 	} {
 		p := filepath.Join(root, name)
@@ -149,6 +150,10 @@ func TestStagesTranscript(t *testing.T) {
 	entry, err = esp.ReadFile("/loader/entries/paczfs-default.conf")
 	require.NoError(t, err)
 	assert.Contains(t, string(entry), "sort-key "+bootenv.SortDefault+"\n", "the root environment ranks default")
+	assert.Contains(t, string(entry), "initrd  /env/default/initramfs-linux-lts.img\n", "the kernel preset's image, {pkgbase} filled")
+	initrd, err := esp.ReadFile("/env/default/initramfs-linux-lts.img")
+	require.NoError(t, err)
+	assert.Equal(t, "initramfs", string(initrd))
 	loader, err := esp.ReadFile("/loader/loader.conf")
 	require.NoError(t, err)
 	assert.Contains(t, string(loader), "default paczfs-*\n", "a glob, never a pinned entry (systemd#31215)")
@@ -169,7 +174,7 @@ func TestStagesTranscript(t *testing.T) {
 	data, err := os.ReadFile(filepath.Join(root, "etc/paczfs/boot.json"))
 	require.NoError(t, err)
 	require.NoError(t, json.Unmarshal(data, &bf))
-	assert.Equal(t, bootenv.BootFiles{Kernel: "/usr/lib/modules/{kver}/vmlinuz", Initrd: "/boot/initramfs-{kver}.img",
+	assert.Equal(t, bootenv.BootFiles{Kernel: "/usr/lib/modules/{kver}/vmlinuz", Initrd: "/boot/initramfs-{pkgbase}.img",
 		RootOptions: []string{"zfs={dataset}", "rw"}, Title: "Arch Linux on ZFS ({name})"}, bf)
 	data, err = os.ReadFile(filepath.Join(root, "etc/paczfs/bootenv.json"))
 	require.NoError(t, err)
@@ -257,7 +262,7 @@ func TestInitramfsWithoutTheHostIDFailsItsStage(t *testing.T) {
 	}
 	err := stageInitramfs(ctx, st)
 	require.ErrorIs(t, err, ErrInitramfsContent)
-	assert.ErrorContains(t, err, "etc/hostid (listed by [lsinitcpio /boot/initramfs-6.12.1.img]")
+	assert.ErrorContains(t, err, "etc/hostid (listed by [lsinitcpio /boot/initramfs-linux-lts.img]")
 	require.NoError(t, st.stack.Unwind(ctx))
 }
 
