@@ -594,3 +594,16 @@ func TestUpdateESPBuildsOnlyWhatTheDistributionsHookDidNot(t *testing.T) {
 	run(env(nil), "usr/lib/modules/6.12.41-1-lts/vmlinuz\n")
 	assert.Equal(t, "-k 6.12.41-1-lts -g "+root+"/boot/initramfs-linux-lts.img\n", built())
 }
+
+// The ESP must hold every environment's kernel and initramfs: checked
+// before any is written, with the sizes and the fix.
+func TestESPRoomForEveryEnvironment(t *testing.T) {
+	const MB = 1000 * 1000
+	esp := ArchProfile().ESPSize
+	assert.NoError(t, espRoom(esp, 120<<10, 13*MB, 150*MB, 3), "three environments with a 150 MB initramfs fit in 550 MiB")
+	err := espRoom(esp, 120<<10, 13*MB, 180*MB, 3)
+	require.ErrorIs(t, err, ErrESPFull)
+	assert.ErrorContains(t, err, "the boot files need 553.4 MiB (3 environments, each a 12.4 MiB kernel and a 171.7 MiB initramfs, and systemd-boot twice), the 550M ESP holds about 548.9 MiB")
+	assert.ErrorContains(t, err, "raise esp_size or make fewer boot_environments")
+	assert.NoError(t, espRoom(esp, 120<<10, 13*MB, 180*MB, 2))
+}

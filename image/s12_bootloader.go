@@ -2,6 +2,7 @@ package image
 
 import (
 	"context"
+	"errors"
 	"encoding/json"
 	"fmt"
 	"maps"
@@ -12,6 +13,7 @@ import (
 	"strings"
 
 	"github.com/paczfs/paczfs/boot"
+	"github.com/paczfs/paczfs/disk"
 	"github.com/paczfs/paczfs/bootenv"
 	"github.com/paczfs/paczfs/internal/fsx"
 	"github.com/paczfs/paczfs/release"
@@ -75,6 +77,11 @@ func stageBootloader(ctx context.Context, st *build) error {
 		return err
 	}
 	envs := st.cfg.environments()
+	if part, ok := st.espPartition(); ok {
+		if err := espRoom(part.Size(), int64(len(efi)), int64(len(kernel)), int64(len(initrd)), len(envs)); err != nil {
+			return err
+		}
+	}
 	for _, e := range envs {
 		env := st.environment(e, kernelPath, initrdPath)
 		if err := esp.WriteFile(path.Join(env.ESPDir(), env.Kernel), kernel); err != nil {
@@ -238,6 +245,28 @@ func espHook(kernelPattern string) string {
 	return b.String()
 }
 
+// ErrESPFull: the ESP cannot hold every environment's boot files.
+var ErrESPFull = errors.New("the ESP is too small")
+
+// espRoom checks, before any boot file is written, that an ESP of size
+// holds systemd-boot twice (its own path and the removable one) and each
+// environment's kernel and initramfs: FAT32 with 4 KiB clusters, its two
+// FATs, and 1 MiB for directories, entries and loader.conf. With
+// firmware in the initramfs and every environment carrying its own copy,
+// an ESP can fill; a full one would fail halfway through writing it.
+func espRoom(size disk.Size, loader, kernel, initrd int64, envs int) error {
+	const cluster = 4096
+	round := func(n int64) int64 { return (n + cluster - 1) / cluster * cluster }
+	need := 2*round(loader) + int64(envs)*(round(kernel)+round(initrd)) + 1<<20
+	usable := int64(size) - 2*(int64(size)/cluster*4) - 32*disk.SectorSize
+	if need > usable {
+		mib := func(n int64) string { return fmt.Sprintf("%.1f MiB", float64(n)/(1<<20)) }
+		return fmt.Errorf("%w: the boot files need %s (%d environments, each a %s kernel and a %s initramfs, and systemd-boot twice), the %s ESP holds about %s: raise esp_size or make fewer boot_environments",
+			ErrESPFull, mib(need), envs, mib(kernel), mib(initrd), size, mib(usable))
+	}
+	return nil
+}
+
 // bootloaderHook triggers on the systemd-boot binary (the package that
 // ships it was installed or upgraded).
 func bootloaderHook(efi string) string {
@@ -350,3 +379,12 @@ mv "$entry.new" "$entry"
 sync -f "$ESP" 2>/dev/null || sync
 echo "paczfs-update-esp: $be now boots $kver"
 `
+
+// espPartition is the ESP of the target's plan (none when a hook replaced
+// the target stage without a plan).
+func (st *build) espPartition() (disk.Partition, bool) {
+	if st.target == nil {
+		return disk.Partition{}, false
+	}
+	return st.target.plan.Find(disk.RoleESP)
+}
