@@ -2,8 +2,8 @@ package image
 
 import (
 	"context"
-	"errors"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"maps"
 	"os"
@@ -13,8 +13,8 @@ import (
 	"strings"
 
 	"github.com/paczfs/paczfs/boot"
-	"github.com/paczfs/paczfs/disk"
 	"github.com/paczfs/paczfs/bootenv"
+	"github.com/paczfs/paczfs/disk"
 	"github.com/paczfs/paczfs/internal/fsx"
 	"github.com/paczfs/paczfs/release"
 )
