@@ -33,12 +33,15 @@
 //	                                                                     prepare-pacman-keys, populate-mirrorlist
 //	base         install the base set; snapshot @base (held), the        install-miniroot, snapshot-miniroot
 //	             read-only miniroot clone for systemd-nspawn
-//	bootable     install kernel, ZFS and boot tools                      install-bootable
+//	bootable     the initramfs drop-ins and the hostid first (the        install-bootable
+//	             layer's own package hooks build an initramfs), then
+//	             install kernel, ZFS and boot tools
 //	system       pacman.conf+mirrorlists, hostname, timezone, locales,   set-locale, copy-ssh-keys, prepare-users
 //	             keymap, skel, networkd+resolved, root login, ssh keys,
-//	             machine-id, hostid, fstab, units, /etc/paczfs
+//	             machine-id, hostid (kept), fstab, units, /etc/paczfs
 //	initramfs    a portable initramfs with ZFS and the hostid, from      prepare-initramfs
-//	             drop-in configuration (no package file is edited)
+//	             drop-in configuration (no package file is edited),
+//	             its files checked (boot.initramfs_must)
 //	bootloader   systemd-boot (also EFI/BOOT/BOOTX64.EFI), loader.conf,  install-grub, snapshot-bootable
 //	             kernel+initramfs+entry per boot environment, the
 //	             ESP-refresh pacman hook; snapshot @bootable (held),

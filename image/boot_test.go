@@ -123,6 +123,7 @@ func checkBooted(t *testing.T, r map[string]string, env string) {
 	assert.Equal(t, "1", r["goodsnaps"], "a @good- snapshot of this boot")
 	assert.Equal(t, "ran", r["shellhook"])
 	assert.Equal(t, "33", r["machineid"], "machine-id generated at first boot")
+	assert.Equal(t, "42", r["nspawn"], "systemd-nspawn ran a command in the miniroot, /var/lib/machines/miniroot")
 	assert.Contains(t, r["cmdline"], "root=ZFS=labpool/system/"+env)
 }
 

@@ -527,7 +527,7 @@ func TestSystemdBootUpgradeUpdatesTheLoaderOnTheESP(t *testing.T) {
 func TestUpdateESPBuildsOnlyWhatTheDistributionsHookDidNot(t *testing.T) {
 	dir := t.TempDir()
 	root, esp, bin := filepath.Join(dir, "root"), filepath.Join(dir, "esp"), filepath.Join(dir, "bin")
-	for name, data := range map[string]string{
+	writeTree(t, dir, map[string]string{
 		"root/usr/lib/modules/6.12.41-1-lts/vmlinuz": "kernel 6.12.41",
 		"root/usr/lib/modules/6.12.41-1-lts/pkgbase": "linux-lts\n",
 		"root/boot/initramfs-linux-lts.img":          "built by mkinitcpio's hook",
@@ -535,11 +535,7 @@ func TestUpdateESPBuildsOnlyWhatTheDistributionsHookDidNot(t *testing.T) {
 		"bin/findmnt":    "#!/bin/sh\ncase \"$*\" in *FSTYPE*) echo zfs ;; *) echo zroot/system/default ;; esac\n",
 		"bin/mountpoint": "#!/bin/sh\nexit 0\n",
 		"bin/mkinitcpio": "#!/bin/sh\necho \"$*\" >> \"$(dirname \"$0\")/../built\"\necho \"built for $2\" > \"$4\"\n",
-	} {
-		p := filepath.Join(dir, name)
-		require.NoError(t, os.MkdirAll(filepath.Dir(p), 0o755))
-		require.NoError(t, os.WriteFile(p, []byte(data), 0o755))
-	}
+	}, 0o755)
 	for _, tool := range []string{"sh", "sed", "sort", "tail", "cp", "mv", "rm", "mkdir", "cat", "grep", "sync", "dirname"} {
 		p, err := exec.LookPath(tool)
 		require.NoError(t, err)

@@ -97,6 +97,9 @@ done
 r "ssh=$(systemctl show -p ActiveState --value ssh.service) listen22=$(ss -Hltn 'sport = :22' | wc -l)"
 r "shellhook=$(cat /etc/paczfs-shell-hook 2>/dev/null)"
 r "hostid=$(hostid) machineid=$(wc -c < /etc/machine-id)"
+# The original's container workflow: a command in the read-only miniroot
+# (a clone of @base) under systemd-nspawn; 42 is computed inside it.
+r "nspawn=$(systemd-nspawn -q --read-only --register=no --link-journal=no --resolv-conf=off --timezone=off -D /var/lib/machines/miniroot /bin/sh -c 'echo $((6 * 7))' 2>&1 | tail -n 1)"
 r "cmdline=$(cat /proc/cmdline)"
 # Asked by the boot test: run the ESP refresh a kernel upgrade triggers,
 # and check it replaced this environment's files and no other's.

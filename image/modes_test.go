@@ -22,7 +22,7 @@ import (
 // a shadow file, locale-gen, a skeleton, a zone and one package.
 func fakeTarget(t *testing.T) string {
 	root := t.TempDir()
-	for name, data := range map[string]string{
+	writeTree(t, root, map[string]string{
 		"etc/shadow":                         "root:*:19000::::::\n",
 		"usr/sbin/locale-gen":                "",
 		"etc/skel/.bashrc":                   "# skel\n",
@@ -30,12 +30,32 @@ func fakeTarget(t *testing.T) string {
 		"usr/share/zoneinfo/Europe/Berlin":   "TZif",
 		"var/lib/pacman/local/bash-5-1/desc": "%NAME%\nbash\n\n%VERSION%\n5-1\n",
 		"usr/lib/modules/6.12.0/vmlinuz":     "kernel",
-	} {
-		p := filepath.Join(root, name)
-		require.NoError(t, os.MkdirAll(filepath.Dir(p), 0o755))
-		require.NoError(t, os.WriteFile(p, []byte(data), 0o644))
-	}
+	}, 0o644)
 	return root
+}
+
+// writeTree writes files (paths relative to dir) with their parents.
+func writeTree(t *testing.T, dir string, files map[string]string, mode os.FileMode) {
+	t.Helper()
+	for name, data := range files {
+		p := filepath.Join(dir, name)
+		require.NoError(t, os.MkdirAll(filepath.Dir(p), 0o755))
+		require.NoError(t, os.WriteFile(p, []byte(data), mode))
+	}
+}
+
+// hostBuild is a build of cfg whose commands are faked, with root as its
+// target and the layout's plan, for running stages on the host.
+func hostBuild(t *testing.T, cfg Config, root string, fake hooks.Runner) *build {
+	t.Helper()
+	b, err := New(cfg, hostOK, WithRunner(fake))
+	require.NoError(t, err)
+	st := b.newBuild()
+	st.state.Root = root
+	plan, err := st.cfg.layout().Plan(cfg.Size)
+	require.NoError(t, err)
+	st.target = &targetInfo{plan: plan}
+	return st
 }
 
 // modes lists every path under root that the test did not make, with its
@@ -145,13 +165,7 @@ func TestWritersIgnoreTheUmask(t *testing.T) {
 			// The commands are faked; systemctl enable's link is made as
 			// a stand-in for what it would write, by the runner's umask.
 			fake := &hookstest.FakeRunner{}
-			b, err := New(cfg, hostOK, WithRunner(fake))
-			require.NoError(t, err)
-			st := b.newBuild()
-			st.state.Root = root
-			plan, err := st.cfg.layout().Plan(cfg.Size)
-			require.NoError(t, err)
-			st.target = &targetInfo{plan: plan}
+			st := hostBuild(t, cfg, root, fake)
 			st.cfg.Boot.Initrd = "/usr/lib/modules/{kver}/vmlinuz" // exists: the fake generator writes nothing
 			ctx := context.Background()
 			require.NoError(t, stageSystem(ctx, st))

@@ -69,13 +69,7 @@ func TestDropInAndHostIDComeBeforeTheBootableLayer(t *testing.T) {
 	cfg.ImageFile = filepath.Join(t.TempDir(), "x.img")
 	cfg.Pacman.KeyringDir = t.TempDir()
 	cfg.Manage.Tool = testutil.StaticTool(t)
-	b, err := New(cfg, hostOK, WithRunner(&hookstest.FakeRunner{}))
-	require.NoError(t, err)
-	st := b.newBuild()
-	st.state.Root = root
-	plan, err := st.cfg.layout().Plan(cfg.Size)
-	require.NoError(t, err)
-	st.target = &targetInfo{plan: plan}
+	st := hostBuild(t, cfg, root, &hookstest.FakeRunner{})
 
 	require.NoError(t, st.beforeBootable())
 	conf, err := os.ReadFile(filepath.Join(root, strings.TrimPrefix(ArchInitramfsDropIn, "/")))

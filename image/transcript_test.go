@@ -98,7 +98,7 @@ func stageFixture(t *testing.T, r *transcriptRunner) *build {
 }
 
 func fakeRoot(t *testing.T, root string) {
-	for name, data := range map[string]string{
+	writeTree(t, root, map[string]string{
 		"etc/shadow":                                   "root:*:19000::::::\n",
 		"usr/sbin/locale-gen":                          "",
 		"usr/bin/systemctl":                            "",
@@ -107,11 +107,7 @@ func fakeRoot(t *testing.T, root string) {
 		"usr/lib/modules/6.12.1/pkgbase":               "linux-lts\n",
 		"boot/initramfs-linux-lts.img":                 "initramfs",
 		"usr/lib/systemd/boot/efi/systemd-bootx64.efi": strings.Repeat("EFI", 100),
-	} {
-		p := filepath.Join(root, name)
-		require.NoError(t, os.MkdirAll(filepath.Dir(p), 0o755))
-		require.NoError(t, os.WriteFile(p, []byte(data), 0o644))
-	}
+	}, 0o644)
 }
 
 // The real code of the stages that need only the runner and files runs

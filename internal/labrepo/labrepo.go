@@ -39,6 +39,10 @@ var (
 		"findutils", "grep", "gzip", "hostname", "libc-bin", "login", "mawk", "ncurses-base", "ncurses-bin",
 		"sed", "tar", "util-linux", "sysvinit-utils", "passwd", "procps", "iproute2", "kmod", "systemd",
 		"systemd-sysv", "systemd-resolved", "udev", "dbus", "locales", "less", "ca-certificates", "netbase",
+		// systemd-nspawn and machinectl: Arch's systemd ships them, Debian
+		// splits them out; without them the miniroot under
+		// /var/lib/machines could not be tried in the lab.
+		"systemd-container",
 	}
 	bootableDebian = []string{"zfsutils-linux", "zfs-initramfs", "initramfs-tools", "systemd-boot-efi",
 		"openssh-server", "pacman-package-manager"}
