@@ -51,10 +51,10 @@ func signedRelease(t *testing.T) (dir string, stream, public []byte) {
 // commands Apply runs before and at the receive see it.
 func device(t *testing.T) (*bootenv.Manager, *hookstest.FakeRunner) {
 	f := &hookstest.FakeRunner{}
-	f.On("zfs list -H -p -o name,type,guid -t snapshot -r zroot/system", hookstest.Response{Stdout: "zroot/system/v1@v1\tsnapshot\t999\n"})
-	f.On("zfs get -H -p -o property,value,source org.paczfs:version zroot/system/v1", hookstest.Response{Stdout: "org.paczfs:version\t1\tlocal\n"})
-	f.On("zfs list -H -o name -t all zroot/system/release-", hookstest.Response{ExitCode: 1, Stderr: "cannot open: dataset does not exist"})
-	f.On("zfs get -H -p -o property,value,source available zroot/system", hookstest.Response{Stdout: "available\t10000000000\t-\n"})
+	// The one zfs list apply reads the pool with: v1 at version 1, its
+	// snapshot (the base, guid 999), the space.
+	f.On("zfs list -H -p -o name,type,guid,org.paczfs:version,available -t filesystem,snapshot -r zroot/system", hookstest.Response{Stdout: "zroot/system\tfilesystem\t11\t-\t10000000000\n" +
+		"zroot/system/v1\tfilesystem\t12\t1\t10000000000\nzroot/system/v1@v1\tsnapshot\t999\t1\t-\n"})
 	m, err := bootenv.New(context.Background(), bootenv.WithRunner(f), bootenv.WithBooted("zroot/system/v1", ""), bootenv.WithESP(t.TempDir()), bootenv.WithEFIVars(""))
 	require.NoError(t, err)
 	return m, f
