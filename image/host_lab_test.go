@@ -50,6 +50,8 @@ func TestLabImageIndependentOfHost(t *testing.T) {
 	cfg.Boot.Kernel = "/usr/lib/systemd/boot/efi/{kver}.efi"
 	cfg.Boot.Initrd = "/boot/initrd-{kver}"
 	cfg.Boot.InitramfsCommand = []string{"/bin/sh", "-c", "echo initramfs for {kver} > {initrd}"}
+	// A stand-in, not an initramfs: nothing to list.
+	cfg.Boot.InitramfsList, cfg.Boot.InitramfsMust = nil, nil
 	cfg.Size = 2 * disk.GiB
 	cfg.ESPSize = 64 * disk.MiB
 	cfg.PoolName = "hostpool"

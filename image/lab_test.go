@@ -524,6 +524,8 @@ func smallProfile(t *testing.T) image.Config {
 	cfg.Boot.Kernel = "/usr/lib/systemd/boot/efi/{kver}.efi"
 	cfg.Boot.Initrd = "/boot/initrd-{kver}"
 	cfg.Boot.InitramfsCommand = []string{"/bin/sh", "-c", "echo initramfs for {kver} > {initrd}"}
+	// A stand-in, not an initramfs: nothing to list.
+	cfg.Boot.InitramfsList, cfg.Boot.InitramfsMust = nil, nil
 	cfg.Size = 1 * disk.GiB
 	cfg.ESPSize = 64 * disk.MiB
 	// No systemd in these packages: nothing to assess boots with.
