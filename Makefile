@@ -47,6 +47,7 @@ lint:
 	$(GO) vet ./...
 	$(GO) vet -tags lab ./...
 	$(GO) vet -tags boot ./...
+	$(GO) vet -tags labhost ./...
 	CGO_ENABLED=0 $(GO) vet ./...
 
 # Tests that need no privileges and no lab; -race on everything; and the
@@ -72,11 +73,14 @@ LONG_TESTS := ^(TestLabKillDuringEachStageThenRecover|TestLabFourBuildsAtOnceOne
 FULL_BOOTS := ^(TestBootReleasePowerCuts|TestBootEnvironmentLifecycle|TestBootConvertedImages|TestBootBootableEnvironment)$$
 
 # Tests that need a real kernel run inside the lab VM; the images the
-# image package's lab test builds are then booted here under OVMF.
+# image package's lab test builds are then booted here under OVMF; then
+# makepkg builds examples/arch/PKGBUILD in the lab's root (tag labhost,
+# about a minute).
 labtest: lab $(REGISTRY)
 	rm -rf $(BOOT_DIR)
 	PACZFS_REGISTRY=$(REGISTRY) $(LAB) test -repo -timeout 50m -skip '$(LONG_TESTS)' -out $(BOOT_DIR) $(LAB_PKGS)
 	PACZFS_BOOT_IMAGES=$(BOOT_DIR) PACZFS_REQUIRE_LAB=1 $(GO) test -count=1 -tags boot -run '^TestBoot' -skip '$(FULL_BOOTS)' -parallel 2 -timeout 70m -v ./image
+	PACZFS_REQUIRE_LAB=1 $(GO) test -count=1 -tags labhost -timeout 10m -v ./examples
 
 # (-parallel 2: one emulated machine per CPU. Three at once on two CPUs
 # slowed udev past systemd's device timeouts.)

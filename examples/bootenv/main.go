@@ -65,6 +65,7 @@ Commands:
   good                     run by paczfs-boot-good.service: record a good boot
   sync                     run at shutdown: make the loader boot what bootfs names
   watchdog                 run on trial boots: reboot one that does not complete
+  help                     this text, on standard output
 
 Global flags:
 `
@@ -103,6 +104,13 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	}
 	// Flags may also follow the command's arguments.
 	cmd, rest := fs.Arg(0), fs.Args()[1:]
+	if cmd == "help" {
+		// Usage needs no booted system: print it to standard output.
+		fs.SetOutput(stdout)
+		fmt.Fprint(stdout, usage)
+		fs.PrintDefaults()
+		return 0
+	}
 	if err := dispatch(ctx, g, cmd, rest, stdout, stderr); err != nil {
 		fmt.Fprintf(stderr, "paczfs-bootenv %s: %v\n", cmd, err)
 		var ue usageError

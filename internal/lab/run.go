@@ -338,3 +338,47 @@ exec chroot "$r" /usr/bin/env -i PATH=/usr/local/go/bin:/usr/bin:/bin HOME=/tmp 
 }
 
 func q(s string) string { return hooks.QuoteArgs([]string{s}) }
+
+// Makepkg runs makepkg in the lab's root filesystem (Debian 13's makepkg
+// and pacman 7) on dir, which holds a PKGBUILD and its sources, as an
+// unprivileged user (makepkg refuses root), offline: the host's Go
+// toolchain and module cache are bind-mounted read-only and GOPROXY is
+// off, so a PKGBUILD that downloads anything but Go modules fails. Its
+// dependencies are not checked (-d: the lab's pacman database is not
+// Arch's). The package files are left in dir.
+func (l *Lab) Makepkg(ctx context.Context, dir string, args ...string) error {
+	if !l.Ready() {
+		return fmt.Errorf("lab not built: run make lab")
+	}
+	goroot, err := exec.Command("go", "env", "GOROOT").Output()
+	if err != nil {
+		return fmt.Errorf("go env GOROOT: %w", err)
+	}
+	modcache, err := exec.Command("go", "env", "GOMODCACHE").Output()
+	if err != nil {
+		return fmt.Errorf("go env GOMODCACHE: %w", err)
+	}
+	abs, err := filepath.Abs(dir)
+	if err != nil {
+		return err
+	}
+	// nobody builds: the directory is its.
+	const nobody = "65534"
+	if _, err := l.runner().Run(ctx, hooks.Cmd{Args: []string{"chown", "-R", nobody + ":" + nobody, abs}}); err != nil {
+		return err
+	}
+	makepkg := "makepkg -d --noconfirm " + hooks.QuoteArgs(args)
+	script := fmt.Sprintf(`set -e; cd /out
+exec setpriv --reuid=%[1]s --regid=%[1]s --clear-groups /usr/bin/env -i PATH=/usr/local/go/bin:/usr/bin:/bin HOME=/out/.home \
+	GOCACHE=/out/.gocache GOMODCACHE=/gomodcache GOPROXY=off GOTOOLCHAIN=local %s`, nobody, makepkg)
+	mounts := fmt.Sprintf(`set -e; r=%s
+mount -t proc proc "$r/proc"; mount --bind /dev "$r/dev"; mount -t tmpfs tmpfs "$r/tmp"
+mount --bind %s "$r/out"
+mount --bind -o ro %s "$r/usr/local/go"; mount --bind -o ro %s "$r/gomodcache"
+exec chroot "$r" /bin/sh -c %s`,
+		q(l.rootfs()), q(abs), q(strings.TrimSpace(string(goroot))), q(strings.TrimSpace(string(modcache))), q(script))
+	if _, err := l.runner().Run(ctx, hooks.Cmd{Args: []string{"unshare", "--mount", "--propagation", "private", "sh", "-c", mounts}, Stdout: os.Stderr}); err != nil {
+		return fmt.Errorf("lab makepkg: %w", err)
+	}
+	return nil
+}
