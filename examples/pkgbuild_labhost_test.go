@@ -41,11 +41,12 @@ func TestMakepkgBuildsThePKGBUILD(t *testing.T) {
 	require.NotNil(t, pkgver)
 	assert.Equal(t, image.Version, string(pkgver[1]), "pkgver follows the library's version")
 
-	// The release tarball: the checkout's files under paczfs-<pkgver>/.
+	// The release tarball: the checkout's files (those not committed yet
+	// too) under paczfs-<pkgver>/.
 	dir := t.TempDir()
 	require.NoError(t, os.Chmod(dir, 0o755))
 	tarball := filepath.Join(dir, "paczfs-"+string(pkgver[1])+".tar.gz")
-	tar := exec.Command("sh", "-c", `cd .. && git ls-files -z | tar --null -T - --transform "s,^,paczfs-$1/," -czf "$2"`, "sh", string(pkgver[1]), tarball)
+	tar := exec.Command("sh", "-c", `cd .. && git ls-files -z --cached --others --exclude-standard | tar --null -T - --transform "s,^,paczfs-$1/," -czf "$2"`, "sh", string(pkgver[1]), tarball)
 	out, err := tar.CombinedOutput()
 	require.NoError(t, err, "%s", out)
 	data, err := os.ReadFile(tarball)

@@ -301,13 +301,9 @@ func (l *Lab) buildInLab(ctx context.Context, src, outDir, build string) error {
 	if !l.Ready() {
 		return fmt.Errorf("lab not built: run make lab")
 	}
-	goroot, err := exec.Command("go", "env", "GOROOT").Output()
+	goroot, modcache, err := goEnv()
 	if err != nil {
-		return fmt.Errorf("go env GOROOT: %w", err)
-	}
-	modcache, err := exec.Command("go", "env", "GOMODCACHE").Output()
-	if err != nil {
-		return fmt.Errorf("go env GOMODCACHE: %w", err)
+		return err
 	}
 	// The module cache must hold every dependency: fill it from the host,
 	// where the network is.
@@ -332,7 +328,7 @@ mount -t proc proc "$r/proc"; mount --bind /dev "$r/dev"
 mount --bind %s "$r/src"; mount --bind %s "$r/out"
 mount --bind -o ro %s "$r/usr/local/go"; mount --bind %s "$r/gomodcache"; mount --bind %s "$r/gocache"
 exec chroot "$r" /usr/bin/env -i PATH=/usr/local/go/bin:/usr/bin:/bin HOME=/tmp GOCACHE=/gocache GOMODCACHE=/gomodcache GOPROXY=off GOFLAGS=-buildvcs=false GOTOOLCHAIN=local CGO_ENABLED=1 /bin/sh -c %s`,
-		q(root), q(absSrc), q(absOut), q(strings.TrimSpace(string(goroot))), q(strings.TrimSpace(string(modcache))), q(gocache), q(script))
+		q(root), q(absSrc), q(absOut), q(goroot), q(modcache), q(gocache), q(script))
 	_, err = l.runner().Run(ctx, hooks.Cmd{Args: []string{"unshare", "--mount", "--propagation", "private", "sh", "-c", mounts}, Stdout: os.Stderr})
 	return err
 }
@@ -350,13 +346,9 @@ func (l *Lab) Makepkg(ctx context.Context, dir string, args ...string) error {
 	if !l.Ready() {
 		return fmt.Errorf("lab not built: run make lab")
 	}
-	goroot, err := exec.Command("go", "env", "GOROOT").Output()
+	goroot, modcache, err := goEnv()
 	if err != nil {
-		return fmt.Errorf("go env GOROOT: %w", err)
-	}
-	modcache, err := exec.Command("go", "env", "GOMODCACHE").Output()
-	if err != nil {
-		return fmt.Errorf("go env GOMODCACHE: %w", err)
+		return err
 	}
 	abs, err := filepath.Abs(dir)
 	if err != nil {
@@ -376,9 +368,23 @@ mount -t proc proc "$r/proc"; mount --bind /dev "$r/dev"; mount -t tmpfs tmpfs "
 mount --bind %s "$r/out"
 mount --bind -o ro %s "$r/usr/local/go"; mount --bind -o ro %s "$r/gomodcache"
 exec chroot "$r" /bin/sh -c %s`,
-		q(l.rootfs()), q(abs), q(strings.TrimSpace(string(goroot))), q(strings.TrimSpace(string(modcache))), q(script))
+		q(l.rootfs()), q(abs), q(goroot), q(modcache), q(script))
 	if _, err := l.runner().Run(ctx, hooks.Cmd{Args: []string{"unshare", "--mount", "--propagation", "private", "sh", "-c", mounts}, Stdout: os.Stderr}); err != nil {
 		return fmt.Errorf("lab makepkg: %w", err)
 	}
 	return nil
+}
+
+// goEnv returns the host Go toolchain's GOROOT and GOMODCACHE, which the
+// lab's builds bind-mount.
+func goEnv() (goroot, modcache string, err error) {
+	out, err := exec.Command("go", "env", "GOROOT", "GOMODCACHE").Output()
+	if err != nil {
+		return "", "", fmt.Errorf("go env GOROOT GOMODCACHE: %w", err)
+	}
+	lines := strings.Split(strings.TrimSpace(string(out)), "\n")
+	if len(lines) != 2 {
+		return "", "", fmt.Errorf("go env GOROOT GOMODCACHE: %q", out)
+	}
+	return strings.TrimSpace(lines[0]), strings.TrimSpace(lines[1]), nil
 }
