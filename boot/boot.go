@@ -109,7 +109,8 @@ type Environment struct {
 	Initrds []string
 	Version string
 	// RootOptions is the command line that names the root: for Arch's
-	// zfs hook "zfs=<dataset> rw", for Debian's initramfs-tools
+	// zfs hook "zfs=<dataset> rw", for OpenZFS's dracut module
+	// "root=zfs:<dataset> rw", for Debian's initramfs-tools
 	// "root=ZFS=<dataset> rw". {dataset} is replaced.
 	RootOptions []string
 	// Extra options appended (console=, quiet...).

@@ -217,7 +217,7 @@ func TestTrialThatBootsWellBecomesTheDefault(t *testing.T) {
 	require.NoError(t, m.Activate(ctx, "b", ActivateOptions{Mode: Trial, Tries: 2}))
 	assert.ElementsMatch(t, []string{"paczfs-b+2.conf", "paczfs-default.conf"}, r.entryFiles(), "one file per entry (systemd#33504)")
 	entry := r.read("loader/entries/paczfs-b+2.conf")
-	assert.Contains(t, entry, " paczfs.trial panic=10\n")
+	assert.Contains(t, entry, " paczfs.trial panic=10 rd.shell=0 rd.emergency=reboot\n", "dracut reboots instead of waiting in a shell")
 	assert.Contains(t, entry, "sort-key "+SortTrial)
 	assert.Equal(t, StateTrying, get(t, m, "b").State)
 	assert.Equal(t, 2, get(t, m, "b").TriesLeft)

@@ -48,7 +48,9 @@
 // (@good-<UTC time>, keeping the last few), and marks every entry with no
 // tries left bad. paczfs-trial-watchdog.service, on trial boots only,
 // reboots when boot-complete.target is not reached in time; trial entries
-// also carry panic=10, so a kernel or initramfs panic reboots too.
+// also carry panic=10, rd.shell=0 and rd.emergency=reboot, so a kernel or
+// initramfs panic, or a dracut initramfs that cannot mount the root,
+// reboots too.
 // paczfs-bootfs-sync.service runs `paczfs-bootenv sync` at shutdown: when
 // bootfs names another environment than the default (zpool set bootfs=...,
 // as the original README documents), that environment gets its kernel,

@@ -27,9 +27,15 @@ const (
 	SortDefault   = EntryPrefix + "1-default"
 	SortOther     = EntryPrefix + "2"
 	// TrialOption marks a trial boot on the kernel command line; TrialPanic
-	// makes a kernel (and initramfs-tools) panic reboot.
-	TrialOption = "paczfs.trial"
-	TrialPanic  = "panic=10"
+	// makes a kernel (and initramfs-tools) panic reboot; TrialNoShell and
+	// TrialEmergency make dracut's initramfs reboot where it would wait in
+	// an emergency shell (the trial's root cannot be imported or
+	// mounted), so that systemd-boot counts the try and falls back.
+	// Other generators ignore the rd. options.
+	TrialOption    = "paczfs.trial"
+	TrialPanic     = "panic=10"
+	TrialNoShell   = "rd.shell=0"
+	TrialEmergency = "rd.emergency=reboot"
 	// BootConfig is where an image says how its environments boot.
 	BootConfig = "/etc/paczfs/boot.json"
 )
@@ -182,9 +188,13 @@ func readEntry(text string) boot.Entry {
 	return e
 }
 
+// TrialOptions are the options a trial entry carries, in this order.
+func TrialOptions() []string { return []string{TrialOption, TrialPanic, TrialNoShell, TrialEmergency} }
+
 // withoutTrial drops the trial options from a command line.
 func withoutTrial(opts []string) []string {
-	return slices.DeleteFunc(slices.Clone(opts), func(o string) bool { return o == TrialOption || o == TrialPanic })
+	trial := TrialOptions()
+	return slices.DeleteFunc(slices.Clone(opts), func(o string) bool { return slices.Contains(trial, o) })
 }
 
 // rewrite rewrites the environment's entry with a new rank and counters.
@@ -201,7 +211,7 @@ func (m *Manager) rewrite(name, sortKey string, tries int) error {
 	e.SortKey = sortKey
 	e.Options = withoutTrial(e.Options)
 	if tries > 0 {
-		e.Options = append(e.Options, TrialOption, TrialPanic)
+		e.Options = append(e.Options, TrialOptions()...)
 	}
 	return m.writeEntry(name, e, tries)
 }

@@ -346,9 +346,9 @@ func TestEnvironmentsAndESPHook(t *testing.T) {
 	hook := espHook(cfg.Boot.Kernel)
 	assert.Contains(t, hook, "Target = usr/lib/modules/*/vmlinuz\n")
 	assert.Contains(t, hook, "Exec = /usr/local/sbin/paczfs-update-esp\nNeedsTargets\n", "the script learns what changed")
-	assert.True(t, strings.HasPrefix(updateESPScript, "#!/bin/sh\n"))
+	assert.True(t, strings.HasPrefix(updateESP(), "#!/bin/sh\n"))
 	// The script runs in booted systems only: at least parse it here.
-	for _, script := range []string{updateESPScript, updateBootloaderScript} {
+	for _, script := range []string{updateESP(), updateBootloaderScript} {
 		out, err := exec.Command("sh", "-n", "-c", script).CombinedOutput()
 		assert.NoError(t, err, "%s", out)
 	}
@@ -542,7 +542,7 @@ func TestUpdateESPBuildsOnlyWhatTheDistributionsHookDidNot(t *testing.T) {
 		require.NoError(t, os.Symlink(p, filepath.Join(bin, tool)))
 	}
 	script := filepath.Join(dir, "paczfs-update-esp")
-	require.NoError(t, os.WriteFile(script, []byte(updateESPScript), 0o755))
+	require.NoError(t, os.WriteFile(script, []byte(updateESP()), 0o755))
 	arch := ArchProfile().Boot
 	env := func(hookTargets []string) string {
 		p := filepath.Join(dir, "boot.env")
@@ -577,7 +577,7 @@ func TestUpdateESPBuildsOnlyWhatTheDistributionsHookDidNot(t *testing.T) {
 	assert.Contains(t, entry, "initrd  /env/default/initramfs-linux-lts.img\n")
 	assert.Contains(t, entry, "version 6.12.41-1-lts\n")
 	assert.Contains(t, entry, "sort-key paczfs-0-trial\n", "a trial keeps its rank")
-	assert.Contains(t, entry, "options zfs=zroot/system/default rw paczfs.trial panic=10\n", "and its options")
+	assert.Contains(t, entry, "options zfs=zroot/system/default rw paczfs.trial panic=10 rd.shell=0 rd.emergency=reboot\n", "and its options")
 
 	// The module package alone (its extra/ directory is not one of
 	// mkinitcpio's targets): built, once.

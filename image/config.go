@@ -1,6 +1,7 @@
 package image
 
 import (
+	"bytes"
 	"debug/elf"
 	"encoding/hex"
 	"errors"
@@ -68,6 +69,9 @@ type Config struct {
 	// MinirootClone, when set, receives a read-only clone of the base
 	// layer for systemd-nspawn (the original's data/machines/miniroot).
 	MinirootClone string `json:"miniroot_clone,omitempty"`
+	// Encryption encrypts datasets outside the boot environments
+	// (data/home...) with OpenZFS native encryption.
+	Encryption Encryption `json:"encryption,omitzero"`
 	// HoldTag is the user hold put on each layer snapshot.
 	HoldTag string `json:"hold_tag"`
 
@@ -197,7 +201,10 @@ type Boot struct {
 	InitramfsList []string `json:"initramfs_list,omitempty"`
 	InitramfsMust []string `json:"initramfs_must,omitempty"`
 	// RootOptions name the root on the kernel command line; {dataset} is
-	// the environment's root dataset ("zfs={dataset} rw" for Arch).
+	// the environment's root dataset ("zfs={dataset} rw" for Arch's
+	// mkinitcpio hook, "root=zfs:{dataset} rw" for dracut). It must name
+	// it: every environment's entry boots its own root (root=zfs:AUTO,
+	// the pool's bootfs, would boot the same one from every entry).
 	RootOptions []string `json:"root_options"`
 	// ExtraOptions are appended to every entry's command line.
 	ExtraOptions []string `json:"extra_options,omitempty"`
@@ -227,6 +234,42 @@ type Manage struct {
 	// still have their own entries and bootfs, nothing assesses boots.
 	Off bool `json:"off,omitempty"`
 }
+
+// Encryption encrypts datasets outside the boot environments with
+// OpenZFS native encryption: aes-256-gcm, keyformat=passphrase, each named
+// dataset an encryption root whose children inherit it. The boot
+// environments (system/) stay unencrypted, so their clones, snapshots,
+// releases and updates work as they do without it; /home and the other
+// data datasets are what it protects.
+type Encryption struct {
+	// Datasets are the encrypted datasets, relative to the pool
+	// (data/home): among Datasets, outside system/.
+	Datasets []string `json:"datasets,omitempty"`
+	// KeyFile holds the passphrase on the build host: 8 to 512 bytes on
+	// one line (a final newline is not part of it).
+	KeyFile string `json:"key_file,omitempty"`
+	// Prompt keeps the passphrase out of the image: at every boot
+	// paczfs-load-keys.service asks for it on the console
+	// (systemd-ask-password, three tries) and the datasets stay locked
+	// until it is typed. Without Prompt the passphrase is installed as
+	// KeyPath in the root (0400) and loaded from there at boot, which
+	// protects the data of a disk taken without its root, not of a disk
+	// taken whole.
+	Prompt bool `json:"prompt,omitempty"`
+	// Root also encrypts the boot environments' parent (system, the
+	// first component of RootDataset), and so every environment, with
+	// the same passphrase, which the initramfs asks for on the console at
+	// every boot (keylocation=prompt: the key cannot be in the root it
+	// opens). The data datasets' key is then loaded from KeyPath inside
+	// the unlocked root (or asked for, with Prompt). Releases and
+	// environments received or cloned under it are encrypted with it;
+	// the miniroot (a clone of the root outside it) is not possible.
+	Root bool `json:"root,omitempty"`
+}
+
+// KeyPath is where an image keeps the passphrase of its encrypted
+// datasets (Encryption without Prompt).
+const KeyPath = "/etc/zfs/keys/paczfs.key"
 
 // Release is a release the build writes (package release): the root
 // environment's streams and a signed manifest, for devices to apply.
@@ -427,6 +470,7 @@ func (c *Config) validate() problems {
 			p.add("miniroot_clone", "use a dataset name relative to the pool, e.g. data/machines/miniroot", "%v", err)
 		}
 	}
+	c.validateEncryption(&p)
 	if c.HoldTag == "" {
 		p.add("hold_tag", "set a tag, e.g. paczfs", "empty")
 	}
@@ -700,4 +744,77 @@ func checkStaticTool(path string) error {
 		return fmt.Errorf("%s is not executable", path)
 	}
 	return nil
+}
+
+// validateEncryption checks the encrypted datasets and reads the
+// passphrase file, before anything is written.
+func (c Config) validateEncryption(p *problems) {
+	e := c.Encryption
+	if e.Root {
+		top := c.encryptedRoot()
+		switch {
+		case !slices.ContainsFunc(c.Datasets, func(s zfs.DatasetSpec) bool { return s.Name == top }):
+			p.add("encryption.root", "list the boot environments' parent ("+top+") in datasets", "%q is not in the layout", top)
+		case top == c.RootDataset:
+			p.add("encryption.root", "put the root dataset under a parent (system/default)", "the root %q has no parent to encrypt", top)
+		}
+		if c.MinirootClone != "" {
+			p.add("miniroot_clone", "leave it empty with encryption.root", "the miniroot would be a clone of the encrypted root outside it")
+		}
+	}
+	if len(e.Datasets) == 0 && !e.Root {
+		if e.KeyFile != "" || e.Prompt {
+			p.add("encryption.datasets", "name the datasets to encrypt, e.g. data/home", "a key is given for no dataset")
+		}
+		return
+	}
+	for i, d := range e.Datasets {
+		f := fmt.Sprintf("encryption.datasets[%d]", i)
+		switch {
+		case !slices.ContainsFunc(c.Datasets, func(s zfs.DatasetSpec) bool { return s.Name == d }):
+			p.add(f, "name a dataset of the layout (datasets), e.g. data/home", "%q is not in the layout", d)
+		case d == c.encryptedRoot() || strings.HasPrefix(d, c.encryptedRoot()+"/") || d == c.RootDataset:
+			p.add(f, "encrypt data datasets (data/home); for the boot environments set encryption.root", "%q holds boot environments", d)
+		case c.MinirootClone != "" && (c.MinirootClone == d || strings.HasPrefix(c.MinirootClone, d+"/")):
+			p.add(f, "encrypt another dataset, or leave miniroot_clone empty", "%q would hold the miniroot, a clone of the unencrypted root", d)
+		case slices.Index(e.Datasets, d) != i:
+			p.add(f, "list each once", "%q is repeated", d)
+		}
+		for _, o := range e.Datasets {
+			if strings.HasPrefix(d, o+"/") {
+				p.add(f, "list the outer one alone: its children inherit its encryption", "%q is inside %q", d, o)
+			}
+		}
+	}
+	if e.KeyFile == "" {
+		p.add("encryption.key_file", "give the file holding the passphrase (8 to 512 bytes on one line)", "empty")
+		return
+	}
+	if _, err := passphrase(e.KeyFile); err != nil {
+		p.add("encryption.key_file", "give a file holding the passphrase (8 to 512 bytes on one line)", "%v", err)
+	}
+}
+
+// passphrase reads a passphrase file as zfs does: one line, without its
+// newline, of 8 to 512 bytes.
+func passphrase(name string) ([]byte, error) {
+	data, err := os.ReadFile(name)
+	if err != nil {
+		return nil, err
+	}
+	line := bytes.TrimSuffix(data, []byte("\n"))
+	switch {
+	case bytes.ContainsAny(line, "\n\x00"):
+		return nil, fmt.Errorf("%s: more than one line", name)
+	case len(line) < 8 || len(line) > 512:
+		return nil, fmt.Errorf("%s: %d bytes, want 8 to 512", name, len(line))
+	}
+	return line, nil
+}
+
+// encryptedRoot is the dataset Encryption.Root encrypts: the first
+// component of RootDataset (system).
+func (c Config) encryptedRoot() string {
+	top, _, _ := strings.Cut(c.RootDataset, "/")
+	return top
 }

@@ -56,10 +56,18 @@ else
 	state=$(timeout "$limit" systemctl is-system-running --wait 2>/dev/null)
 	[ "$state" = running ] || problem "system is ${state:-not settled after ${limit}s}"
 fi
-# The root the entry names (root=ZFS=<dataset>, or Arch's zfs=<dataset>).
-want=$(tr ' ' '\n' < "${PACZFS_HEALTH_CMDLINE:-/proc/cmdline}" | sed -n 's/^root=ZFS=//p; s/^zfs=//p' | tail -n 1)
+# The root the entry names: root=ZFS=<dataset> (initramfs-tools),
+# root=zfs:<dataset> (dracut), zfs=<dataset> (archzfs's mkinitcpio hook);
+# AUTO, bootfs or auto: the pool's bootfs.
+want=$(tr ' ' '\n' < "${PACZFS_HEALTH_CMDLINE:-/proc/cmdline}" | sed -n 's/^root=ZFS=//p; s/^root=zfs://p; s/^zfs=//p' | tail -n 1)
 got=$(findmnt -n -o SOURCE /)
-case $want in ''|bootfs|auto) ;; *) [ "$want" = "$got" ] || problem "/ is $got, the boot entry names $want";; esac
+case $want in
+'') ;;
+AUTO|bootfs|auto)
+	bootfs=$(zpool get -H -o value bootfs "${got%%/*}" 2>/dev/null)
+	[ "$bootfs" = "$got" ] || problem "/ is $got, the pool's bootfs (root=$want) is ${bootfs:-unset}";;
+*) [ "$want" = "$got" ] || problem "/ is $got, the boot entry names $want";;
+esac
 pools=$(zpool list -H -o name,health 2>&1) || problem "zpool list: $pools"
 for p in $(echo "$pools" | awk -F'\t' 'NF == 2 && $2 != "ONLINE" {print $1 ":" $2}'); do
 	problem "pool ${p%%:*} is ${p#*:}"
@@ -74,8 +82,12 @@ services=$(systemctl list-units --all --type=service --no-legend --plain | awk '
 if [ -n "$services" ]; then
 	# systemctl show prints the properties in its own order (NRestarts
 	# before Id), one blank line between units: pair them per block.
-	systemctl show -p Id -p NRestarts $services | awk -F= -v self="$self" '
-		function flush() { if (n + 0 > 0 && id != self) print id " " n; id = ""; n = 0 }
+	# After a systemd initramfs (dracut, mkinitcpio's systemd hook) the
+	# switch to the root restarts journald once, by design: not a problem.
+	initrd=$(systemctl show -p InitRDTimestampMonotonic --value 2>/dev/null)
+	case ${initrd:-0} in 0) allow=0 ;; *) allow=1 ;; esac
+	systemctl show -p Id -p NRestarts $services | awk -F= -v self="$self" -v allow="$allow" '
+		function flush() { if (id == "systemd-journald.service") n -= allow; if (n + 0 > 0 && id != self) print id " " n; id = ""; n = 0 }
 		$1 == "Id" { id = $2 }
 		$1 == "NRestarts" { n = $2 }
 		/^$/ { flush() }

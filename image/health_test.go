@@ -26,6 +26,7 @@ list-units)
 show)
 	case "$*" in
 	*"-p Id -p NRestarts"*) for s in $SERVICES; do printf 'NRestarts=%s\nId=%s\n\n' "${s##*:}" "${s%%:*}"; done;; # systemd's order
+	*InitRDTimestampMonotonic*) echo "${INITRD:-0}";;
 	*ActiveState,SubState*) printf 'activating\nauto-restart\n';;
 	*ActiveState*) u=$(eval echo \${$#}); for a in $ACTIVE; do [ "${a%%=*}" = "$u" ] && echo "${a#*=}"; done;;
 	esac;;
@@ -35,7 +36,7 @@ esac
 
 // fakeZpool and fakeFindmnt answer from POOLS ("name:health ...") and ROOT.
 const (
-	fakeZpool   = "#!/bin/sh\nfor p in $POOLS; do printf '%s\\t%s\\n' \"${p%%:*}\" \"${p##*:}\"; done\n"
+	fakeZpool   = "#!/bin/sh\n[ \"$1 $6\" = \"get ${ROOT%%/*}\" ] && { echo \"$BOOTFS\"; exit; }\nfor p in $POOLS; do printf '%s\\t%s\\n' \"${p%%:*}\" \"${p##*:}\"; done\n"
 	fakeFindmnt = "#!/bin/sh\necho \"$ROOT\"\n"
 )
 
@@ -45,7 +46,11 @@ func runHealth(t *testing.T, env map[string]string) (string, int) {
 	require.NoError(t, os.WriteFile(filepath.Join(dir, "zpool"), []byte(fakeZpool), 0o755))
 	require.NoError(t, os.WriteFile(filepath.Join(dir, "findmnt"), []byte(fakeFindmnt), 0o755))
 	cmdline := filepath.Join(dir, "cmdline")
-	require.NoError(t, os.WriteFile(cmdline, []byte("BOOT_IMAGE=/env/b/vmlinuz root=ZFS="+env["WANT"]+" rw quiet\n"), 0o644))
+	root := "root=ZFS=" + env["WANT"]
+	if r, ok := env["CMDLINE_ROOT"]; ok {
+		root = r
+	}
+	require.NoError(t, os.WriteFile(cmdline, []byte("BOOT_IMAGE=/env/b/vmlinuz "+root+" rw quiet\n"), 0o644))
 	script := filepath.Join(dir, "paczfs-health")
 	require.NoError(t, os.WriteFile(script, []byte(healthScript), 0o755))
 	units := filepath.Join(dir, "units")
@@ -92,6 +97,16 @@ func TestHealthVerdict(t *testing.T) {
 	out, code := runHealth(t, good)
 	assert.Equal(t, 0, code, out)
 	assert.Equal(t, "healthy\n", out)
+	// A systemd initramfs (dracut's) restarts journald once at the switch
+	// to the root.
+	out, code = runHealth(t, with2(with("SERVICES", "ssh.service:0 systemd-journald.service:1"), "INITRD", "26354097"))
+	assert.Equal(t, 0, code, out)
+	// Every way an entry can name its root: dracut's root=zfs:, Arch's
+	// zfs=, and the pool's bootfs.
+	for _, root := range []string{"root=zfs:zroot/system/b", "zfs=zroot/system/b", "root=zfs:AUTO", "zfs=bootfs"} {
+		out, code = runHealth(t, with2(with2(good, "CMDLINE_ROOT", root), "BOOTFS", "zroot/system/b"))
+		assert.Equal(t, 0, code, "%s: %s", root, out)
+	}
 	// In boot: the state is starting, only waiting jobs are left.
 	out, code = runHealth(t, with2(with("STATE", "starting"), "IN_BOOT", "1"))
 	assert.Equal(t, 0, code, out)
@@ -104,13 +119,18 @@ func TestHealthVerdict(t *testing.T) {
 		"a failed unit": {with("FAILED", "foo.service"), "problem: foo.service failed"},
 		// A unit that exits 1 with Restart=always: between restarts it
 		// is neither failed nor active, and systemctl --failed is empty.
-		"a unit in a restart loop":  {with("ACTIVATING", "flap.service"), "problem: flap.service is still activating auto-restart"},
-		"a restarted service":       {with("SERVICES", "ssh.service:0 flap.service:4"), "problem: flap.service restarted 4 times"},
-		"an enabled unit down":      {with("ACTIVE", "ssh.service=inactive zfs.target=active"), "problem: ssh.service is inactive, want active"},
-		"a boot that never settles": {with("STATE", "starting"), "problem: system is starting"},
-		"a degraded system":         {with("STATE", "degraded"), "problem: system is degraded"},
-		"another root than named":   {with("ROOT", "zroot/system/a"), "problem: / is zroot/system/a, the boot entry names zroot/system/b"},
-		"a degraded pool":           {with("POOLS", "zroot:DEGRADED"), "problem: pool zroot is DEGRADED"},
+		"a unit in a restart loop":                 {with("ACTIVATING", "flap.service"), "problem: flap.service is still activating auto-restart"},
+		"a restarted service":                      {with("SERVICES", "ssh.service:0 flap.service:4"), "problem: flap.service restarted 4 times"},
+		"journald restarted, no systemd initramfs": {with("SERVICES", "systemd-journald.service:1"), "problem: systemd-journald.service restarted 1 times"},
+		"journald restarted twice":                 {with2(with("SERVICES", "systemd-journald.service:2"), "INITRD", "26354097"), "problem: systemd-journald.service restarted 1 times"},
+		"an enabled unit down":                     {with("ACTIVE", "ssh.service=inactive zfs.target=active"), "problem: ssh.service is inactive, want active"},
+		"a boot that never settles":                {with("STATE", "starting"), "problem: system is starting"},
+		"a degraded system":                        {with("STATE", "degraded"), "problem: system is degraded"},
+		"another root than named":                  {with("ROOT", "zroot/system/a"), "problem: / is zroot/system/a, the boot entry names zroot/system/b"},
+		"another root than dracut's":               {with2(with("ROOT", "zroot/system/a"), "CMDLINE_ROOT", "root=zfs:zroot/system/b"), "problem: / is zroot/system/a, the boot entry names zroot/system/b"},
+		"another root than Arch's":                 {with2(with("ROOT", "zroot/system/a"), "CMDLINE_ROOT", "zfs=zroot/system/b"), "problem: / is zroot/system/a, the boot entry names zroot/system/b"},
+		"not the bootfs (AUTO)":                    {with2(with2(with("ROOT", "zroot/system/a"), "CMDLINE_ROOT", "root=zfs:AUTO"), "BOOTFS", "zroot/system/b"), "problem: / is zroot/system/a, the pool's bootfs (root=AUTO) is zroot/system/b"},
+		"a degraded pool":                          {with("POOLS", "zroot:DEGRADED"), "problem: pool zroot is DEGRADED"},
 		// Before boot-complete.target the state is "starting": --in-boot
 		// waits for the running jobs instead, and gives up after the limit.
 		"in boot, a job never ends": {with2(with("IN_BOOT", "1"), "JOBS", "slow.service:running boot-complete.target:waiting"), "problem: still starting after 2s: slow.service"},

@@ -10,8 +10,12 @@ import (
 	"github.com/paczfs/paczfs/zfs"
 )
 
-// ProfileArch is ArchProfile's name.
-const ProfileArch = "arch"
+// ProfileArch is ArchProfile's name; ProfileArchDracut is
+// ArchDracutProfile's.
+const (
+	ProfileArch       = "arch"
+	ProfileArchDracut = "arch-dracut"
+)
 
 // common holds the defaults every profile shares: the disk, the pool, the
 // dataset layout and the system settings of the original tool (with its
@@ -111,7 +115,79 @@ const ArchInitramfsConf = "# Written by paczfs: a portable initramfs (no autodet
 	"HOOKS=(base udev microcode modconf kms keyboard keymap block zfs filesystems)\n" +
 	"FILES=(/etc/hostid)\n"
 
-// Profile returns the named profile: "arch" (or "") is ArchProfile.
+// ArchDracutProfile is ArchProfile with dracut in mkinitcpio's place:
+// the initramfs is built by dracut with OpenZFS's own dracut module (90zfs,
+// which archzfs's zfs-utils ships as Debian's zfs-dracut does), and the
+// entries name their root as root=zfs:<dataset>. It is the generator the
+// project's CI boots in every run (the lab profile uses DracutBoot with
+// the same drop-in and command line).
+//
+// mkinitcpio stays ArchProfile's generator: it is Arch's default, the
+// kernel packages' preset and pacman hooks are mkinitcpio's, and archzfs
+// maintains its initcpio hook for it. Arch's dracut package ships no
+// pacman hook, so on the device paczfs-update-esp builds the initramfs
+// itself after every upgrade that touches a trigger (no
+// InitramfsHookTargets), one build per upgrade as with mkinitcpio.
+func ArchDracutProfile() Config {
+	c := ArchProfile()
+	c.Profile = ProfileArchDracut
+	for i, p := range c.Packages.Bootable {
+		if p == "mkinitcpio" {
+			// linux-lts depends on "initramfs", which dracut provides.
+			c.Packages.Bootable[i] = "dracut"
+		}
+	}
+	b := DracutBoot("/usr/lib/modules/{kver}/vmlinuz", "/boot/initramfs-{pkgbase}.img")
+	b.InitramfsTriggers = append(b.InitramfsTriggers, "usr/bin/zfs", "usr/bin/zpool", "usr/lib/libzfs*", "usr/lib/libzpool*", "usr/lib/libnvpair*")
+	b.SystemdBootEFI = c.Boot.SystemdBootEFI
+	b.Timeout = c.Boot.Timeout
+	c.Boot = b
+	return c
+}
+
+// DracutDropIn is the dracut drop-in DracutBoot writes (dracut reads
+// /etc/dracut.conf.d/*.conf after /etc/dracut.conf).
+const DracutDropIn = "/etc/dracut.conf.d/paczfs.conf"
+
+// DracutConf is its content:
+//   - hostonly="no": the image boots on other hardware than the build
+//     host's (Debian's dracut defaults to host-only);
+//   - add_dracutmodules+=" zfs ": OpenZFS's 90zfs module, which imports the
+//     pool, mounts root=zfs:<dataset> (or the pool's bootfs for
+//     root=zfs:AUTO), and installs /etc/hostid (the build checks that it
+//     did);
+//   - nofsck="yes": ZFS has no fsck, and the tools would only add size.
+const DracutConf = "# Written by paczfs: a portable initramfs (not host-only) with ZFS and this system's hostid.\n" +
+	"hostonly=\"no\"\n" +
+	"add_dracutmodules+=\" zfs \"\n" +
+	"nofsck=\"yes\"\n"
+
+// DracutBoot is the Boot of a system whose initramfs dracut builds, for
+// the kernel and initramfs paths of its distribution (Debian:
+// "/boot/vmlinuz-{kver}", "/boot/initrd.img-{kver}"): the drop-in, dracut's
+// command, lsinitrd to check that /etc/hostid is in, the triggers of a
+// rebuild, and root=zfs:{dataset}. Set SystemdBootEFI and Timeout, and
+// add the distribution's paths of the ZFS tools and libraries to
+// InitramfsTriggers.
+func DracutBoot(kernel, initrd string) Boot {
+	return Boot{
+		Kernel:           kernel,
+		Initrd:           initrd,
+		InitramfsCommand: []string{"dracut", "--force", "--kver", "{kver}", "{initrd}"},
+		InitramfsFiles:   map[string]string{DracutDropIn: DracutConf},
+		InitramfsList:    []string{"lsinitrd", "{initrd}"},
+		InitramfsMust:    []string{"etc/hostid"},
+		// What dracut copies in: its modules (OpenZFS's 90zfs among them),
+		// its configuration, the kernel's modules and firmware, udev and
+		// systemd (its systemd modules).
+		InitramfsTriggers: []string{"usr/lib/dracut/*", "etc/dracut.conf", "etc/dracut.conf.d/*", "usr/bin/dracut",
+			"usr/lib/modules/*", "usr/lib/firmware/*", "usr/lib/udev/*", "usr/lib/systemd/*"},
+		RootOptions: []string{"root=zfs:{dataset}", "rw"},
+	}
+}
+
+// Profile returns the named profile: "arch" (or "") is ArchProfile,
+// "arch-dracut" ArchDracutProfile.
 // Other profiles are Configs of their own (the lab's is built where its
 // repository lives); a Config saved as JSON (the /etc/paczfs/config.json
 // of a built image) is one too.
@@ -119,8 +195,10 @@ func Profile(name string) (Config, error) {
 	switch name {
 	case ProfileArch, "":
 		return ArchProfile(), nil
+	case ProfileArchDracut:
+		return ArchDracutProfile(), nil
 	}
-	return Config{}, fmt.Errorf("unknown profile %q: use %s, or start from a Config of your own", name, ProfileArch)
+	return Config{}, fmt.Errorf("unknown profile %q: use %s or %s, or start from a Config of your own", name, ProfileArch, ProfileArchDracut)
 }
 
 // Clone returns a deep copy, so profiles can be changed without touching
@@ -148,6 +226,7 @@ func (c Config) Clone() Config {
 	c.System.Files = maps.Clone(c.System.Files)
 	c.System.AuthorizedKeys = slices.Clone(c.System.AuthorizedKeys)
 	c.System.Units = slices.Clone(c.System.Units)
+	c.Encryption.Datasets = slices.Clone(c.Encryption.Datasets)
 	c.Boot.InitramfsCommand = slices.Clone(c.Boot.InitramfsCommand)
 	c.Boot.InitramfsFiles = maps.Clone(c.Boot.InitramfsFiles)
 	c.Boot.InitramfsTriggers = slices.Clone(c.Boot.InitramfsTriggers)

@@ -12,6 +12,7 @@ import (
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 
+	"github.com/paczfs/paczfs/boot"
 	"github.com/paczfs/paczfs/hooks/hookstest"
 	"github.com/paczfs/paczfs/internal/testutil"
 )
@@ -90,4 +91,45 @@ func TestDropInAndHostIDComeBeforeTheBootableLayer(t *testing.T) {
 	// Something that replaced it in between is caught.
 	require.NoError(t, os.WriteFile(filepath.Join(root, "etc/hostid"), []byte{1, 2, 3, 4}, 0o644))
 	assert.ErrorContains(t, stageSystem(context.Background(), st), "/etc/hostid changed since the bootable layer")
+}
+
+// The dracut alternative: OpenZFS's dracut module in a portable image,
+// the hostid checked with lsinitrd, root=zfs:<dataset> on every entry,
+// and no mkinitcpio left to build a second image.
+func TestArchDracutProfile(t *testing.T) {
+	c, err := Profile(ProfileArchDracut)
+	require.NoError(t, err)
+	assert.Equal(t, ProfileArchDracut, c.Profile)
+	assert.Contains(t, c.Packages.Bootable, "dracut")
+	assert.NotContains(t, c.Packages.Bootable, "mkinitcpio")
+	assert.Equal(t, ArchProfile().Packages.Base, c.Packages.Base)
+	conf := c.Boot.InitramfsFiles[DracutDropIn]
+	assert.Contains(t, conf, "\nhostonly=\"no\"\n", "portable: not only the build host's drivers")
+	assert.Contains(t, conf, "\nadd_dracutmodules+=\" zfs \"\n", "spaces on both sides, as dracut.conf(5) asks")
+	assert.NotContains(t, c.Boot.InitramfsFiles, ArchInitramfsDropIn)
+	assert.Equal(t, []string{"dracut", "--force", "--kver", "{kver}", "{initrd}"}, c.Boot.InitramfsCommand)
+	assert.Equal(t, []string{"lsinitrd", "{initrd}"}, c.Boot.InitramfsList)
+	assert.Equal(t, []string{"etc/hostid"}, c.Boot.InitramfsMust)
+	assert.Empty(t, c.Boot.InitramfsHookTargets, "Arch's dracut has no pacman hook: paczfs-update-esp builds")
+	assert.Equal(t, "/boot/initramfs-{pkgbase}.img", c.Boot.Initrd)
+	for _, p := range []string{"usr/lib/dracut/*", "etc/dracut.conf.d/*", "usr/bin/zpool", "usr/lib/modules/*"} {
+		assert.Contains(t, c.Boot.InitramfsTriggers, p)
+	}
+	assert.Equal(t, ArchProfile().Boot.SystemdBootEFI, c.Boot.SystemdBootEFI)
+
+	c.ImageFile = "/var/tmp/x.img"
+	c.Manage.Tool = testutil.StaticTool(t)
+	assert.Empty(t, c.validate())
+	// Every environment's entry names its own root the way 90zfs reads it.
+	e := boot.Environment{Name: "default", Dataset: "zroot/system/default", Kernel: "vmlinuz", Initrds: []string{"initramfs-linux-lts.img"},
+		RootOptions: c.Boot.RootOptions}
+	text, err := e.Entry("Arch").MarshalText()
+	require.NoError(t, err)
+	assert.Contains(t, string(text), "options root=zfs:zroot/system/default rw\n")
+
+	// The profiles are independent copies.
+	c.Boot.InitramfsFiles[DracutDropIn] = "changed"
+	assert.Equal(t, DracutConf, ArchDracutProfile().Boot.InitramfsFiles[DracutDropIn])
+	_, err = Profile("mkosi")
+	assert.ErrorContains(t, err, ProfileArchDracut)
 }

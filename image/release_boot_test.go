@@ -213,7 +213,7 @@ func TestBootReleasePowerCuts(t *testing.T) {
 	m.disks = []ovmf.Disk{releaseDisk(t, dir)}
 	toolsOnESP(t, m.img, map[string]string{"paczfs-bootenv": "./examples/bootenv"})
 	m.cuts = map[int]string{1: "PACZFS-PAUSE", 2: "PACZFS-PAUSE", 3: "PACZFS-PAUSE", 4: "PACZFS-PAUSE",
-		5: "root=ZFS=labpool/system/release-2"}
+		5: "root=zfs:labpool/system/release-2"}
 
 	m.run(8)
 	require.Equal(t, []string{"default", "default", "default", "default", "release-2", "release-2"}, m.roots())

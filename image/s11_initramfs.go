@@ -146,9 +146,21 @@ func (st *build) checkInitramfs(ctx context.Context, kver, initrd string) error 
 // with or without a leading ./ or /) does not have.
 func missingFiles(listing string, must []string) []string {
 	have := map[string]bool{}
+	add := func(p string) {
+		have[strings.TrimSuffix(strings.TrimPrefix(strings.TrimPrefix(p, "./"), "/"), "/")] = true
+	}
 	for _, l := range strings.Split(listing, "\n") {
-		l = strings.TrimPrefix(strings.TrimPrefix(strings.TrimSpace(l), "./"), "/")
-		have[strings.TrimSuffix(l, "/")] = true
+		l = strings.TrimSpace(l)
+		// A path per line (lsinitcpio, lsinitramfs), or a long listing
+		// whose last field is the path (lsinitrd: cpio -tv's columns,
+		// "link -> target" for a symbolic link).
+		add(l)
+		if i := strings.Index(l, " -> "); i >= 0 {
+			l = l[:i]
+		}
+		if f := strings.Fields(l); len(f) > 1 {
+			add(f[len(f)-1])
+		}
 	}
 	var missing []string
 	for _, m := range must {

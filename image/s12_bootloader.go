@@ -208,7 +208,7 @@ func (st *build) installESPHook() error {
 		return err
 	}
 	for name, data := range map[string]string{
-		"usr/local/sbin/paczfs-update-esp":                    updateESPScript,
+		"usr/local/sbin/paczfs-update-esp":                    updateESP(),
 		"usr/local/sbin/paczfs-update-bootloader":             updateBootloaderScript,
 		"etc/pacman.d/hooks/95-paczfs-update-esp.hook":        espHook(b.Kernel),
 		"etc/pacman.d/hooks/95-paczfs-update-bootloader.hook": bootloaderHook(b.SystemdBootEFI),
@@ -301,6 +301,11 @@ fi
 sync -f "$ESP" 2>/dev/null || sync
 `
 
+// updateESP is updateESPScript with a trial's options (bootenv).
+func updateESP() string {
+	return strings.ReplaceAll(updateESPScript, "{trial}", strings.Join(bootenv.TrialOptions(), " "))
+}
+
 // updateESPScript runs in the booted system. It finds its own boot
 // environment from the dataset mounted at /, rebuilds the initramfs of the
 // newest kernel (unless every changed path, given on standard input as a
@@ -366,7 +371,7 @@ done
 title=$(sed -n 's/^title *//p' "$entry" 2>/dev/null || true)
 sortkey=$(sed -n 's/^sort-key *//p' "$entry" 2>/dev/null || true)
 trial=
-if grep -q '^options .* paczfs\.trial' "$entry" 2>/dev/null; then trial=" paczfs.trial panic=10"; fi
+if grep -q '^options .* paczfs\.trial' "$entry" 2>/dev/null; then trial=" {trial}"; fi
 {
 	echo "title   ${title:-Arch Linux on ZFS ($be)}"
 	echo "version $kver"

@@ -267,4 +267,23 @@ func TestMissingFiles(t *testing.T) {
 	assert.Empty(t, missingFiles(listing, []string{"etc/hostid", "/usr/bin/zpool", "usr/lib/modules"}))
 	assert.Equal(t, []string{"etc/zfs/zpool.cache"}, missingFiles(listing, []string{"etc/hostid", "etc/zfs/zpool.cache"}))
 	assert.Equal(t, []string{"etc/hostid"}, missingFiles("etc/hostid.bak\nmy-etc/hostid\n", []string{"etc/hostid"}), "whole paths, not parts")
+
+	// lsinitrd (dracut): a header, then cpio -tv's long listing.
+	lsinitrd := `Image: /boot/initrd.img-6.12.57+deb13-amd64: 41M
+========================================================================
+Version: dracut-106-6
+
+dracut modules:
+systemd
+zfs
+========================================================================
+drwxr-xr-x  12 root     root            0 Dec  2 05:50 .
+lrwxrwxrwx   1 root     root            7 Dec  2 05:50 bin -> usr/bin
+-rw-r--r--   1 root     root            4 Dec  2 05:50 etc/hostid
+-rw-r--r--   1 root     root      5030440 Dec  2 05:50 usr/lib/modules/6.12.57+deb13-amd64/updates/dkms/zfs.ko.xz
+========================================================================
+`
+	assert.Empty(t, missingFiles(lsinitrd, []string{"etc/hostid", "bin", "usr/lib/modules/6.12.57+deb13-amd64/updates/dkms/zfs.ko.xz"}))
+	assert.Equal(t, []string{"etc/zfs/zpool.cache", "usr/bin"}, missingFiles(lsinitrd, []string{"etc/zfs/zpool.cache", "usr/bin"}),
+		"a link's target is not a file of the image")
 }

@@ -22,7 +22,7 @@ import (
 var assets embed.FS
 
 // recipeVersion changes when the Go side of the build changes.
-const recipeVersion = "labrepo-v2"
+const recipeVersion = "labrepo-v3"
 
 // RepoName is the repository's name in pacman.conf.
 const RepoName = "paczfs-lab"
@@ -44,7 +44,10 @@ var (
 		// /var/lib/machines could not be tried in the lab.
 		"systemd-container",
 	}
-	bootableDebian = []string{"zfsutils-linux", "zfs-initramfs", "initramfs-tools", "systemd-boot-efi",
+	// dracut and OpenZFS's dracut module (zfs-dracut), as
+	// image.ArchDracutProfile has them (dracut conflicts with
+	// initramfs-tools).
+	bootableDebian = []string{"zfsutils-linux", "zfs-dracut", "dracut", "systemd-boot-efi",
 		"openssh-server", "pacman-package-manager"}
 	Workstation = []string{"vim-tiny", "tmux", "htop", "rsync"}
 )

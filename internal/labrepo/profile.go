@@ -12,9 +12,9 @@ import (
 const ProfileName = "lab"
 
 // Profile builds from the lab repository (Debian 13 packages converted to
-// Arch packages) served at url, with Debian's initramfs-tools and its ZFS
-// scripts: the same pipeline as image.ArchProfile, different data, so it
-// runs and boots offline. It lives here, beside the repository, so that
+// Arch packages) served at url, with dracut and OpenZFS's dracut module
+// (image.DracutBoot): the same pipeline as image.ArchDracutProfile,
+// different data, so it runs and boots offline. It lives here, beside the repository, so that
 // the library knows nothing of the lab.
 func Profile(repo *Repo, url string) image.Config {
 	c := image.ArchProfile()
@@ -45,32 +45,16 @@ func Profile(repo *Repo, url string) image.Config {
 		// images only; a real machine keeps systemd's default.
 		"/etc/systemd/system.conf.d/paczfs-lab.conf": "[Manager]\nDefaultDeviceTimeoutSec=300s\n",
 	}
-	c.Boot = image.Boot{
-		Kernel:           "/boot/vmlinuz-{kver}",
-		Initrd:           "/boot/initrd.img-{kver}",
-		InitramfsCommand: []string{"mkinitramfs", "-o", "{initrd}", "{kver}"},
-		InitramfsFiles: map[string]string{
-			// MODULES=most is Debian's default, stated so the image stays
-			// portable (not tied to the build host) whatever the package
-			// default becomes. (A short list of disk drivers saved only
-			// 28 of 175 seconds under emulation: the time goes to
-			// copying binaries and their libraries.)
-			"/etc/initramfs-tools/conf.d/paczfs.conf": "# Written by paczfs: a portable initramfs.\nMODULES=most\n",
-		},
-		// Debian's zfs hook copies /etc/hostid; the build checks it.
-		InitramfsList: []string{"lsinitramfs", "{initrd}"},
-		InitramfsMust: []string{"etc/hostid"},
-		// What initramfs-tools copies in: its scripts and hooks (every
-		// package's, such as zfs-initramfs's), the kernel's modules and
-		// firmware, and the binaries its hooks take (ZFS, udev, busybox).
-		InitramfsTriggers: []string{"usr/share/initramfs-tools/*", "etc/initramfs-tools/*", "usr/sbin/mkinitramfs",
-			"usr/lib/modules/*", "lib/modules/*", "usr/lib/firmware/*", "lib/firmware/*", "usr/sbin/zpool", "usr/sbin/zfs",
-			"usr/lib/x86_64-linux-gnu/libzfs*", "usr/lib/x86_64-linux-gnu/libzpool*", "usr/lib/x86_64-linux-gnu/libnvpair*",
-			"usr/lib/udev/*", "lib/udev/*", "usr/bin/busybox", "bin/busybox"},
-		RootOptions:    []string{"boot=zfs", "root=ZFS={dataset}", "rw"},
-		SystemdBootEFI: "/usr/lib/systemd/boot/efi/systemd-bootx64.efi",
-		Timeout:        1,
-	}
+	// Dracut with OpenZFS's own module (zfs-dracut), the drop-in and the
+	// root=zfs:<dataset> command line of image.ArchDracutProfile: the
+	// generator, ZFS module and command line an Arch user can choose are
+	// the ones every CI run boots.
+	c.Boot = image.DracutBoot("/boot/vmlinuz-{kver}", "/boot/initrd.img-{kver}")
+	// Debian's paths of the ZFS tools and libraries dracut copies in.
+	c.Boot.InitramfsTriggers = append(c.Boot.InitramfsTriggers, "usr/sbin/zpool", "usr/sbin/zfs", "usr/sbin/mount.zfs",
+		"usr/lib/x86_64-linux-gnu/libzfs*", "usr/lib/x86_64-linux-gnu/libzpool*", "usr/lib/x86_64-linux-gnu/libnvpair*")
+	c.Boot.SystemdBootEFI = "/usr/lib/systemd/boot/efi/systemd-bootx64.efi"
+	c.Boot.Timeout = 1
 	return c
 }
 
