@@ -100,6 +100,9 @@ func checkBooted(t *testing.T, r map[string]string, env string) {
 		assert.Equal(t, "labpool/"+ds+",zfs", r["mount "+m], m)
 	}
 	assert.True(t, strings.HasSuffix(r["mount /efi"], ",vfat"), "ESP at /efi: %q", r["mount /efi"])
+	// /home is encrypted, its key loaded at boot from the root's key file.
+	assert.Equal(t, "labpool/data/home,aes-256-gcm,available,file:///etc/zfs/keys/paczfs.key,", r["crypt"])
+	assert.Equal(t, "active", r["loadkeys"], "paczfs-load-keys.service")
 	assert.Equal(t, "", r["failed"], "failed units")
 	assert.Equal(t, "running", r["state"])
 	assert.Equal(t, "healthy", r["health"], "paczfs-health: %s", r["problems"])
@@ -124,7 +127,7 @@ func checkBooted(t *testing.T, r map[string]string, env string) {
 	assert.Equal(t, "ran", r["shellhook"])
 	assert.Equal(t, "33", r["machineid"], "machine-id generated at first boot")
 	assert.Equal(t, "42", r["nspawn"], "systemd-nspawn ran a command in the miniroot, /var/lib/machines/miniroot")
-	assert.Contains(t, r["cmdline"], "root=ZFS=labpool/system/"+env)
+	assert.Contains(t, r["cmdline"], "root=zfs:labpool/system/"+env)
 }
 
 // TestBootConvertedImages boots the QCOW2 (zstd) and VDI conversions of
@@ -223,4 +226,32 @@ func editESP(t *testing.T, img, name string, edit func(string) string) {
 	require.NoError(t, err)
 	require.NoError(t, esp.WriteFile(name, strings.NewReader(edit(string(data)))))
 	require.NoError(t, esp.Close())
+}
+
+// TestBootEncryptedRoot (make test): the boot environments are encrypted
+// (Encryption.Root) and dracut's initramfs asks for the passphrase on the
+// console. A wrong one is refused and asked for again; the right one boots
+// a healthy system whose /home, encrypted with its key in the unlocked
+// root, is mounted.
+func TestBootEncryptedRoot(t *testing.T) {
+	t.Parallel()
+	img := filepath.Join(bootImages(t), "lab-crypt.raw")
+	console, err := os.Create(img + ".console.log")
+	require.NoError(t, err)
+	defer console.Close()
+	const prompt = "Encrypted ZFS password for labpool/system/default"
+	transcript, err := ovmf.Boot(context.Background(), ovmf.Options{Image: img, Format: "raw", Console: console, CPUs: 1,
+		Expect: []ovmf.Step{{Wait: prompt, Send: "not the passphrase\r"}, {Wait: prompt, Send: cryptPassphrase + "\r"}}})
+	require.NoError(t, err, "console:\n%s", tail(transcript, 80))
+	assert.Equal(t, 2, strings.Count(transcript, prompt), "asked again after the wrong passphrase")
+	assert.Contains(t, transcript, "Incorrect key provided for 'labpool/system'", "zfs load-key refused the wrong one")
+	r := report(t, transcript)
+	assert.Equal(t, "labpool/system/default", r["root"])
+	assert.Equal(t, "labpool:ONLINE", strings.TrimSuffix(r["pools"], ":"))
+	assert.Equal(t, "labpool/data/home,zfs", r["mount /home"])
+	assert.Equal(t, "labpool/data/home,aes-256-gcm,available,file:///etc/zfs/keys/paczfs.key,", r["crypt"])
+	assert.Equal(t, "active", r["loadkeys"])
+	assert.Equal(t, "", r["failed"], "failed units")
+	assert.Equal(t, "healthy", r["health"], "paczfs-health: %s", r["problems"])
+	assert.Equal(t, "active,active", r["assess"], "paczfs-boot-check and paczfs-boot-good ran and passed")
 }

@@ -85,6 +85,8 @@ r "pools=$(zpool list -H -o name,health | tr '\t\n' ': ')"
 for m in /home /root /srv /var/lib/machines /var/lib/postgres /var/lib/machines/miniroot /efi; do
 	r "mount $m=$(findmnt -n -o SOURCE,FSTYPE $m | tr -s ' ' ,)"
 done
+pool=$(findmnt -n -o SOURCE / | cut -d/ -f1)
+r "crypt=$(zfs get -H -o value encryptionroot,encryption,keystatus,keylocation "$pool/data/home" | tr '\n' ',') loadkeys=$(systemctl show -p ActiveState --value paczfs-load-keys.service)"
 r "failed=$(systemctl --failed --no-legend --plain | awk '{print $1}' | tr '\n' ' ')"
 r "state=$state"
 # The image's own verdict (paczfs-health), which a flapping unit cannot pass.
@@ -203,6 +205,9 @@ func TestLabBuildBootableImage(t *testing.T) {
 	cfg.Packages.Workstation = slices.DeleteFunc(cfg.Packages.Workstation, func(p string) bool { return p == "rsync" })
 	script := filepath.Join(work, "after-system.sh")
 	require.NoError(t, os.WriteFile(script, []byte(shellHook), 0o755))
+	// /home encrypted, its passphrase in the image, loaded at boot: every
+	// boot test boots with it (boot environments, updates, fallbacks).
+	cfg.Encryption = homeEncryption(t)
 	var order []string
 	trace := func(name string, stage hooks.Stage, when hooks.When) hooks.Hook {
 		return hooks.Func(name, stage, when, func(ctx context.Context, s *hooks.State) error {
@@ -269,6 +274,14 @@ func TestLabBuildBootableImage(t *testing.T) {
 	t.Logf("release 1: full stream %d bytes, %d packages", m.Streams[0].Size, len(m.Packages))
 }
 
+// homeEncryption encrypts /home with a passphrase kept in the image, as
+// the boot tests' image has it.
+func homeEncryption(t *testing.T) image.Encryption {
+	key := filepath.Join(t.TempDir(), "home.key")
+	require.NoError(t, os.WriteFile(key, []byte("paczfs lab passphrase\n"), 0o600))
+	return image.Encryption{Datasets: []string{"data/home"}, KeyFile: key}
+}
+
 // releasesDir holds the releases the lab tests make, on the VM's own
 // disk (the streams are hundreds of MB; the share is slow): release 1
 // from TestLabBuildBootableImage, release 2 from TestLabDeriveRelease,
@@ -323,6 +336,8 @@ func TestLabDeriveRelease(t *testing.T) {
 	cfg.ImageFile = filepath.Join(t.TempDir(), "lab-2.img")
 	cfg.PoolName = "labpool"
 	cfg.BootEnvironments, cfg.MinirootClone = nil, ""
+	// The configuration of release 1, whose devices it updates.
+	cfg.Encryption = homeEncryption(t)
 	cfg.Manage.ReleaseKeys = []string{filepath.Join(rels, "release-key.asc")}
 	cfg.Release = image.Release{Dir: filepath.Join(rels, "release-2"), Version: "2", SigningKey: filepath.Join(rels, "release-key.key"), From: from}
 	require.NoError(t, os.RemoveAll(cfg.Release.Dir))
@@ -437,6 +452,12 @@ func checkImage(t *testing.T, cfg image.Config, res *image.Result) {
 	} {
 		assert.Contains(t, list, want)
 	}
+	if len(cfg.Encryption.Datasets) > 0 {
+		// Imported without its key: locked, pointing at the image's key.
+		props := labtest.Run(t, "zfs", "get", "-H", "-o", "value", "encryptionroot,encryption,keyformat,keylocation,keystatus", tmp+"/data/home")
+		assert.Equal(t, tmp+"/data/home\naes-256-gcm\npassphrase\nfile://"+image.KeyPath+"\nunavailable\n", props)
+		assert.Equal(t, "off\n", labtest.Run(t, "zfs", "get", "-H", "-o", "value", "encryption", tmp+"/data/srv"), "only what was asked")
+	}
 	for _, snap := range []string{"base", "bootable", "workstation", "installed"} {
 		holds := labtest.Run(t, "zfs", "holds", "-H", tmp+"/system/default@"+snap)
 		assert.Contains(t, holds, "paczfs", "hold on @%s", snap)
@@ -452,7 +473,7 @@ func checkImage(t *testing.T, cfg image.Config, res *image.Result) {
 	for _, be := range []string{"default", "bootable", "workstation"} {
 		entry, err := esp.ReadFile("/loader/entries/paczfs-" + be + ".conf")
 		require.NoError(t, err, be)
-		assert.Contains(t, string(entry), "root=ZFS="+cfg.PoolName+"/system/"+be+" ")
+		assert.Contains(t, string(entry), "root=zfs:"+cfg.PoolName+"/system/"+be+" ")
 		assert.Contains(t, string(entry), "linux   /env/"+be+"/vmlinuz-"+res.Kernel+"\n")
 		assert.Contains(t, string(entry), "sort-key paczfs-")
 		_, err = esp.ReadFile("/env/" + be + "/vmlinuz-" + res.Kernel)
@@ -489,10 +510,20 @@ func checkImage(t *testing.T, cfg image.Config, res *image.Result) {
 	link, err := os.Readlink(filepath.Join(mnt, "etc/localtime"))
 	require.NoError(t, err)
 	assert.Equal(t, "../usr/share/zoneinfo/UTC", link)
-	// The initramfs carries the hostid: Debian's zfs hook copies it.
+	// The initramfs carries the hostid (OpenZFS's dracut module copies it)
+	// and the ZFS module: lsinitramfs reads any cpio initramfs.
 	lsinit := labtest.Run(t, "lsinitramfs", filepath.Join(mnt, "boot/initrd.img-"+res.Kernel))
 	assert.Contains(t, lsinit, "etc/hostid")
 	assert.Contains(t, lsinit, "zfs.ko")
+	if len(cfg.Encryption.Datasets) > 0 {
+		fi, err := os.Stat(filepath.Join(mnt, image.KeyPath))
+		require.NoError(t, err)
+		assert.Equal(t, os.FileMode(0o400), fi.Mode().Perm(), "the passphrase, readable by root alone")
+		link, err := os.Readlink(filepath.Join(mnt, "etc/systemd/system/zfs-mount.service.wants", image.LoadKeysUnit))
+		require.NoError(t, err, "enabled")
+		assert.Equal(t, "/etc/systemd/system/"+image.LoadKeysUnit, link)
+		assert.Contains(t, read(strings.TrimPrefix(link, "/")), "Before=zfs-mount.service")
+	}
 	shadow := read("etc/shadow")
 	assert.True(t, strings.HasPrefix(shadow, "root:!*:"), "root locked without a password or key")
 
@@ -805,4 +836,50 @@ func BenchmarkLabDerive(b *testing.B) {
 		fmt.Printf("  streams: full %d bytes, incremental %d bytes (%.2f%%)\n", full.Size, incr.Size, 100*float64(incr.Size)/float64(full.Size))
 		b.ReportMetric(derived.Took.Seconds()/scratch.Took.Seconds(), "derive/scratch")
 	}
+}
+
+// TestLabBuildEncryptedRootImage builds a lab image whose boot
+// environments are encrypted (Encryption.Root: the initramfs asks for the
+// passphrase) and whose /home is too, with its key in the unlocked root:
+// lab-crypt.raw, which TestBootEncryptedRoot boots. No layer clones, no
+// miniroot (not possible under an encrypted root), no release.
+func TestLabBuildEncryptedRootImage(t *testing.T) {
+	labtest.Require(t)
+	cfg := labProfile(t)
+	out := outDir(t)
+	work := t.TempDir()
+	cfg.ImageFile = filepath.Join(work, "crypt.img")
+	cfg.PoolName = "labpool"
+	cfg.Outputs = []image.Output{{Format: image.Raw, Path: filepath.Join(out, "lab-crypt.raw")}}
+	os.Remove(cfg.Outputs[0].Path)
+	cfg.BootEnvironments = nil
+	cfg.MinirootClone = ""
+	key := filepath.Join(work, "root.key")
+	require.NoError(t, os.WriteFile(key, []byte(cryptPassphrase+"\n"), 0o600))
+	cfg.Encryption = image.Encryption{Root: true, Datasets: []string{"data/home"}, KeyFile: key}
+	b, err := image.New(cfg, image.WithLogger(labtest.Logger(t)), image.WithHooks(
+		hooks.Func("install-report", hooks.StageSystem, hooks.After, installReport)))
+	require.NoError(t, err)
+	res, err := b.Build(context.Background())
+	require.NoError(t, err)
+	for _, s := range res.Stages {
+		t.Logf("stage %-12s %6.1fs", s.Stage, s.Took.Seconds())
+	}
+	labtest.AssertClean(t, cfg.ImageFile, "labpool", "")
+
+	// Imported without a key: every environment and /home are locked.
+	_, tmp, _ := importImage(t, cfg, "crypt")
+	props := labtest.Run(t, "zfs", "get", "-H", "-o", "name,property,value", "encryptionroot,keylocation,keystatus", tmp+"/system", tmp+"/system/default", tmp+"/data/home", tmp+"/data/srv")
+	for _, want := range []string{
+		tmp + "/system\tencryptionroot\t" + tmp + "/system\n", tmp + "/system\tkeylocation\tprompt\n", tmp + "/system\tkeystatus\tunavailable\n",
+		tmp + "/system/default\tencryptionroot\t" + tmp + "/system\n", tmp + "/system/default\tkeystatus\tunavailable\n",
+		tmp + "/data/home\tencryptionroot\t" + tmp + "/data/home\n", tmp + "/data/home\tkeylocation\tfile://" + image.KeyPath + "\n",
+		tmp + "/data/srv\tencryptionroot\t-\n",
+	} {
+		assert.Contains(t, props, want)
+	}
+	// Not even the pool's own view shows a file of the root: the
+	// passphrase opens it.
+	out2, err := exec.Command("zfs", "mount", tmp+"/system/default").CombinedOutput()
+	assert.Error(t, err, "mounting a locked root: %s", out2)
 }

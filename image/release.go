@@ -156,7 +156,7 @@ func (st *build) receiveRoot(ctx context.Context) error {
 			after = append(after, d)
 		}
 	}
-	if err := z.CreateDatasets(ctx, st.state.Pool, before); err != nil {
+	if err := st.createDatasets(ctx, before); err != nil {
 		return err
 	}
 	// zfs receive needs the root's parent: made as a build from scratch
@@ -188,7 +188,7 @@ func (st *build) receiveRoot(ctx context.Context) error {
 	if err := z.Mount(ctx, st.state.RootDataset); err != nil {
 		return err
 	}
-	return z.CreateDatasets(ctx, st.state.Pool, after)
+	return st.createDatasets(ctx, after)
 }
 
 // syncPackages brings the received root's packages to the configuration's

@@ -7,7 +7,7 @@ func stageDatasets(ctx context.Context, st *build) error {
 	if st.previous != nil {
 		return st.receiveRoot(ctx)
 	}
-	if err := z.CreateDatasets(ctx, st.state.Pool, st.cfg.Datasets); err != nil {
+	if err := st.createDatasets(ctx, st.cfg.Datasets); err != nil {
 		return err
 	}
 	mounted, err := z.Properties(ctx, st.state.RootDataset, "mounted")

@@ -68,6 +68,12 @@ func stageSystem(ctx context.Context, st *build) error {
 		}
 	}
 	units := append([]string{}, s.Units...)
+	if err := st.writeKeyFiles(root); err != nil {
+		return err
+	}
+	if len(st.cfg.Encryption.Datasets) > 0 {
+		units = append(units, LoadKeysUnit)
+	}
 	if s.Network {
 		if err := writeFile(root, "etc/systemd/network/20-ethernet.network", []byte(networkdDHCP), 0o644); err != nil {
 			return err

@@ -195,6 +195,20 @@ func (s *settings) defaultValue(spec varSpec) value {
 		return text(c.System.HostID)
 	case "GUID_SEED":
 		return text(c.GUIDSeed)
+	case "ENCRYPT_DATASETS":
+		return list(c.Encryption.Datasets)
+	case "ENCRYPT_KEY_FILE":
+		return text(c.Encryption.KeyFile)
+	case "ENCRYPT_PROMPT":
+		if c.Encryption.Prompt {
+			return text("yes")
+		}
+		return text("no")
+	case "ENCRYPT_ROOT":
+		if c.Encryption.Root {
+			return text("yes")
+		}
+		return text("no")
 	case "MANAGE":
 		if c.Manage.Off {
 			return text("no")
@@ -405,6 +419,31 @@ func (s *settings) config(readFile func(string) ([]byte, error)) (image.Config, 
 	c.System.RootPasswordHash = s.str("ROOT_PASSWORD_HASH")
 	c.System.HostID = s.str("HOSTID")
 	c.GUIDSeed = s.str("GUID_SEED")
+	abs := func(name string) string {
+		v := s.str(name)
+		if v == "" {
+			return ""
+		}
+		a, err := filepath.Abs(v)
+		if err != nil {
+			bad(name, err)
+		}
+		return a
+	}
+	c.Encryption = image.Encryption{Datasets: s.list("ENCRYPT_DATASETS"), KeyFile: abs("ENCRYPT_KEY_FILE")}
+	for _, yes := range []struct {
+		name string
+		v    *bool
+	}{{"ENCRYPT_PROMPT", &c.Encryption.Prompt}, {"ENCRYPT_ROOT", &c.Encryption.Root}} {
+		name, v := yes.name, yes.v
+		switch p := s.str(name); p {
+		case "", "no":
+		case "yes":
+			*v = true
+		default:
+			bad(name, fmt.Errorf("%q: use yes or no", p))
+		}
+	}
 	switch m := s.str("MANAGE"); m {
 	case "", "yes":
 		c.Manage.Off = false
@@ -424,17 +463,6 @@ func (s *settings) config(readFile func(string) ([]byte, error)) (image.Config, 
 			bad("RELEASE_KEYS", err)
 		}
 		c.Manage.ReleaseKeys = append(c.Manage.ReleaseKeys, abs)
-	}
-	abs := func(name string) string {
-		v := s.str(name)
-		if v == "" {
-			return ""
-		}
-		a, err := filepath.Abs(v)
-		if err != nil {
-			bad(name, err)
-		}
-		return a
 	}
 	c.Release = image.Release{Dir: abs("RELEASE_DIR"), Version: s.str("RELEASE_VERSION"), SigningKey: abs("RELEASE_SIGNING_KEY"),
 		Name: s.str("RELEASE_NAME"), From: abs("RELEASE_FROM")}

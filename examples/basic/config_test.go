@@ -353,7 +353,13 @@ RELEASE_NAME='lab'
 	assert.Empty(t, c.BootEnvironments, "a derived build has the root environment only")
 	assert.Empty(t, c.MinirootClone)
 
-	_, err := load(t, "IMAGE_SIZE='20X'\nAUTHORIZED_KEYS_FILE='/nonexistent/keys'\n", nil).config(os.ReadFile)
+	// Encrypted data datasets, the passphrase asked for at boot.
+	c = config(t, load(t, "ENCRYPT_DATASETS=( data/home data/srv )\nENCRYPT_KEY_FILE='/root/home.key'\nENCRYPT_PROMPT='yes'\nENCRYPT_ROOT='yes'\n", nil))
+	assert.Equal(t, image.Encryption{Datasets: []string{"data/home", "data/srv"}, KeyFile: "/root/home.key", Prompt: true, Root: true}, c.Encryption)
+	_, err := load(t, "ENCRYPT_PROMPT='maybe'\n", nil).config(os.ReadFile)
+	assert.ErrorContains(t, err, `ENCRYPT_PROMPT: "maybe": use yes or no`)
+
+	_, err = load(t, "IMAGE_SIZE='20X'\nAUTHORIZED_KEYS_FILE='/nonexistent/keys'\n", nil).config(os.ReadFile)
 	require.Error(t, err)
 	assert.Contains(t, err.Error(), "test.conf:1: IMAGE_SIZE: size \"20X\"")
 	assert.Contains(t, err.Error(), "test.conf:2: AUTHORIZED_KEYS_FILE: open /nonexistent/keys")

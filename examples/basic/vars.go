@@ -17,7 +17,7 @@ type varSpec struct {
 
 var variables = []varSpec{
 	{Name: "PROFILE", Literal: true, Section: "profile and version",
-		Help: "the defaults to start from: arch (Arch Linux mirrors and archzfs), or a file holding an image configuration as JSON (a built image's /etc/paczfs/config.json, or a profile of your own); --profile overrides it"},
+		Help: "the defaults to start from: arch (Arch Linux mirrors and archzfs, mkinitcpio), arch-dracut (the same with dracut), or a file holding an image configuration as JSON (a built image's /etc/paczfs/config.json, or a profile of your own); --profile overrides it"},
 	{Name: "CONFIG_VERSION", Help: "the paczfs version the configuration was written for; another version only warns"},
 	{Name: "SUFFIX", Help: "used in file names; the default ${EPOCHSECONDS} is the current Unix time, taken once per run"},
 
@@ -55,6 +55,11 @@ var variables = []varSpec{
 	{Name: "AUTHORIZED_KEYS_FILE", Help: "file of ssh public keys for root, one per line"},
 	{Name: "HOSTID", Help: "the target's hostid, 8 hex digits; empty = a random one"},
 	{Name: "GUID_SEED", Help: "derive the disk and partition GUIDs from this text (reproducible tables); empty = random"},
+	{Name: "ENCRYPT_DATASETS", List: true,
+		Help: "datasets to encrypt with ZFS native encryption (aes-256-gcm, a passphrase), e.g. ( data/home ); each is an encryption root, its children inherit; the boot environments stay unencrypted"},
+	{Name: "ENCRYPT_KEY_FILE", Help: "the file holding their passphrase (8 to 512 bytes on one line)"},
+	{Name: "ENCRYPT_ROOT", Help: "yes: also encrypt the boot environments (<pool>/system) with the same passphrase, asked for by the initramfs at every boot; no (default)"},
+	{Name: "ENCRYPT_PROMPT", Help: "no (default): the passphrase is kept in the image (/etc/zfs/keys/paczfs.key, 0400) and loaded at boot; yes: it stays out of the image and is asked for on the console at every boot"},
 
 	{Name: "MANAGE", Section: "boot environments",
 		Help: "yes (default): the image carries paczfs-bootenv and boot assessment (trial boots, automatic fallback, a snapshot per good boot); no: neither"},
