@@ -539,12 +539,6 @@ func TestEFIStringRoundTrip(t *testing.T) {
 	assert.Equal(t, "paczfs-b.conf", decodeUTF16(EncodeEFIString("paczfs-b.conf")[4:]))
 }
 
-func TestCompareVersions(t *testing.T) {
-	vs := []string{"6.12.10-1", "6.9.2", "6.12.9-arch1", "6.12.10-2"}
-	sort.Slice(vs, func(i, j int) bool { return CompareVersions(vs[i], vs[j]) < 0 })
-	assert.Equal(t, []string{"6.9.2", "6.12.9-arch1", "6.12.10-1", "6.12.10-2"}, vs)
-}
-
 func TestDeviceConfig(t *testing.T) {
 	d := DefaultDevice()
 	require.NoError(t, d.Validate())

@@ -234,62 +234,14 @@ func readBootFiles(root string) (BootFiles, error) {
 
 // newestKernel finds the highest kernel version present in root.
 func newestKernel(root, pattern string) (string, error) {
-	pre, suf, _ := strings.Cut(pattern, "{kver}")
-	// One pattern joined whole: joining the prefix alone would drop its
-	// trailing / (Arch's /usr/lib/modules/{kver}/vmlinuz).
-	matches, err := filepath.Glob(filepathIn(root, pre+"*"+suf))
+	vers, err := boot.KernelVersions(root, pattern)
 	if err != nil {
 		return "", err
-	}
-	var vers []string
-	for _, mt := range matches {
-		rel := "/" + strings.TrimPrefix(mt, filepath.Clean(root)+"/")
-		v := strings.TrimSuffix(strings.TrimPrefix(rel, pre), suf)
-		if v != "" && !strings.Contains(v, "/") {
-			vers = append(vers, v)
-		}
 	}
 	if len(vers) == 0 {
 		return "", fmt.Errorf("%w: nothing matches %s", ErrNoBootFiles, pattern)
 	}
-	slices.SortFunc(vers, CompareVersions)
 	return vers[len(vers)-1], nil
-}
-
-// CompareVersions orders versions (kernels, releases) by their runs of
-// digits as numbers and the rest byte by byte: 6.9 < 6.12, 2 < 10.
-func CompareVersions(a, b string) int {
-	for a != "" && b != "" {
-		da, db := digits(a), digits(b)
-		if da > 0 && db > 0 {
-			na, _ := strconv.ParseUint(a[:da], 10, 64)
-			nb, _ := strconv.ParseUint(b[:db], 10, 64)
-			if na != nb {
-				if na < nb {
-					return -1
-				}
-				return 1
-			}
-			a, b = a[da:], b[db:]
-			continue
-		}
-		if a[0] != b[0] {
-			if a[0] < b[0] {
-				return -1
-			}
-			return 1
-		}
-		a, b = a[1:], b[1:]
-	}
-	return len(a) - len(b)
-}
-
-func digits(s string) int {
-	i := 0
-	for i < len(s) && s[i] >= '0' && s[i] <= '9' {
-		i++
-	}
-	return i
 }
 
 // installBootFiles copies the environment's newest kernel and its

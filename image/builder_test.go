@@ -354,17 +354,6 @@ func TestEnvironmentsAndESPHook(t *testing.T) {
 	}
 }
 
-func TestKernelVersionsSortNumerically(t *testing.T) {
-	root := t.TempDir()
-	for _, k := range []string{"6.12.10-amd64", "6.12.9-amd64", "6.1.0-amd64"} {
-		require.NoError(t, os.MkdirAll(filepath.Join(root, "boot"), 0o755))
-		require.NoError(t, os.WriteFile(filepath.Join(root, "boot", "vmlinuz-"+k), []byte("k"), 0o644))
-	}
-	kvers, err := kernelVersions(root, "/boot/vmlinuz-{kver}")
-	require.NoError(t, err)
-	assert.Equal(t, []string{"6.1.0-amd64", "6.12.9-amd64", "6.12.10-amd64"}, kvers)
-}
-
 func TestSystemFiles(t *testing.T) {
 	root := t.TempDir()
 	require.NoError(t, os.MkdirAll(filepath.Join(root, "etc/skel"), 0o755))

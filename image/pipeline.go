@@ -8,6 +8,7 @@ import (
 	"path/filepath"
 	"time"
 
+	"github.com/paczfs/paczfs/boot"
 	"github.com/paczfs/paczfs/disk"
 	"github.com/paczfs/paczfs/hooks"
 	"github.com/paczfs/paczfs/internal/fsx"
@@ -173,7 +174,7 @@ func adoptSystem(ctx context.Context, st *build) error {
 // adoptInitramfs: the kernel version from the target's kernels, when
 // there are any (the bootloader stage, which needs one, says so if not).
 func adoptInitramfs(ctx context.Context, st *build) error {
-	if kvers, err := kernelVersions(st.state.Root, st.cfg.Boot.Kernel); err == nil && len(kvers) > 0 {
+	if kvers, err := boot.KernelVersions(st.state.Root, st.cfg.Boot.Kernel); err == nil && len(kvers) > 0 {
 		st.kver = kvers[len(kvers)-1]
 	}
 	return nil

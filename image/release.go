@@ -12,7 +12,7 @@ import (
 	"slices"
 	"strings"
 
-	"github.com/paczfs/paczfs/bootenv"
+	"github.com/paczfs/paczfs/boot"
 	"github.com/paczfs/paczfs/disk"
 	"github.com/paczfs/paczfs/release"
 	"github.com/paczfs/paczfs/zfs"
@@ -79,7 +79,7 @@ func (c *Config) checkReleaseFiles() problems {
 			Fix: "give a release directory (manifest.json, manifest.json.sig, the full stream) signed by one of manage.release_keys"})
 		return p
 	}
-	if bootenv.CompareVersions(r.Version, prev.Version) <= 0 {
+	if boot.CompareVersions(r.Version, prev.Version) <= 0 {
 		p.add("release.version", fmt.Sprintf("give a version newer than %s", prev.Version), "%q is not newer than release.from's %q", r.Version, prev.Version)
 	}
 	if st, ok := prev.Stream(release.Full); !ok {

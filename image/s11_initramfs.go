@@ -6,53 +6,11 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
-	"slices"
 	"strings"
 
 	"github.com/paczfs/paczfs/boot"
 	"github.com/paczfs/paczfs/hooks"
 )
-
-// kernelVersions finds the kernels installed in root, by the profile's
-// kernel path pattern, newest last.
-func kernelVersions(root, pattern string) ([]string, error) {
-	prefix, suffix, _ := strings.Cut(pattern, "{kver}")
-	matches, err := filepath.Glob(filepath.Join(root, prefix+"*"+suffix))
-	if err != nil {
-		return nil, err
-	}
-	var kvers []string
-	for _, m := range matches {
-		rel := "/" + strings.TrimPrefix(m, filepath.Clean(root)+"/")
-		k := strings.TrimSuffix(strings.TrimPrefix(rel, prefix), suffix)
-		if k != "" && !strings.Contains(k, "/") {
-			kvers = append(kvers, k)
-		}
-	}
-	slices.SortFunc(kvers, compareVersions)
-	return kvers, nil
-}
-
-// compareVersions orders kernel versions numerically where they are
-// numbers ("6.12.9" < "6.12.10").
-func compareVersions(a, b string) int {
-	split := func(s string) []string {
-		return strings.FieldsFunc(s, func(r rune) bool { return r == '.' || r == '-' || r == '_' || r == '+' })
-	}
-	pa, pb := split(a), split(b)
-	for i := 0; i < len(pa) && i < len(pb); i++ {
-		var na, nb int
-		_, ea := fmt.Sscanf(pa[i], "%d", &na)
-		_, eb := fmt.Sscanf(pb[i], "%d", &nb)
-		if ea == nil && eb == nil && na != nb {
-			return na - nb
-		}
-		if c := strings.Compare(pa[i], pb[i]); (ea != nil || eb != nil) && c != 0 {
-			return c
-		}
-	}
-	return len(pa) - len(pb)
-}
 
 // expand fills a profile's command or path template for kernel kver of
 // root: {kver}, {pkgbase} (boot.ExpandPath) and {initrd}.
@@ -76,7 +34,7 @@ func expandAll(root string, argv []string, kver, initrd string) ([]string, error
 func stageInitramfs(ctx context.Context, st *build) error {
 	root := st.state.Root
 	b := st.cfg.Boot
-	kvers, err := kernelVersions(root, b.Kernel)
+	kvers, err := boot.KernelVersions(root, b.Kernel)
 	if err != nil {
 		return err
 	}

@@ -45,7 +45,7 @@ func stageBootloader(ctx context.Context, st *build) error {
 		return fmt.Errorf("no ESP: the esp stage did not run")
 	}
 	if st.kver == "" {
-		kvers, err := kernelVersions(root, b.Kernel)
+		kvers, err := boot.KernelVersions(root, b.Kernel)
 		if err != nil || len(kvers) == 0 {
 			return fmt.Errorf("no kernel at %s in the target", b.Kernel)
 		}

@@ -15,6 +15,7 @@ import (
 	"strings"
 	"syscall"
 
+	"github.com/paczfs/paczfs/boot"
 	"github.com/paczfs/paczfs/bootenv"
 	"github.com/paczfs/paczfs/hooks"
 	"github.com/paczfs/paczfs/zfs"
@@ -190,7 +191,7 @@ func Apply(ctx context.Context, m *bootenv.Manager, o ApplyOptions) (Result, err
 			}
 		}
 		if current != "" {
-			if cur := st.versions[m.Dataset(current)]; cur != "" && cur != "-" && bootenv.CompareVersions(mf.Version, cur) <= 0 {
+			if cur := st.versions[m.Dataset(current)]; cur != "" && cur != "-" && boot.CompareVersions(mf.Version, cur) <= 0 {
 				return r, fmt.Errorf("release %s: %w (%s)", mf.Version, ErrDowngrade, cur)
 			}
 		}
