@@ -1,10 +1,6 @@
 package image
 
-import (
-	"context"
-	"os"
-	"strings"
-)
+import "context"
 
 func stageBootable(ctx context.Context, st *build) error {
 	if st.previous != nil {
@@ -37,14 +33,5 @@ func (st *build) beforeBootable() error {
 // writeInitramfsFiles writes boot.initramfs_files into the target
 // (content starting with #! executable). Unchanged files are left alone.
 func (st *build) writeInitramfsFiles() error {
-	for name, content := range st.cfg.Boot.InitramfsFiles {
-		mode := os.FileMode(0o644)
-		if strings.HasPrefix(content, "#!") {
-			mode = 0o755
-		}
-		if err := writeFile(st.state.Root, strings.TrimPrefix(name, "/"), []byte(content), mode); err != nil {
-			return err
-		}
-	}
-	return nil
+	return writeFiles(st.state.Root, st.cfg.Boot.InitramfsFiles)
 }

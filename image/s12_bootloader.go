@@ -207,21 +207,12 @@ func (st *build) installESPHook() error {
 	if err := writeFile(root, "etc/paczfs/boot.env", []byte(env.String()), 0o644); err != nil {
 		return err
 	}
-	for name, data := range map[string]string{
+	return writeFiles(root, map[string]string{
 		"usr/local/sbin/paczfs-update-esp":                    updateESP(),
 		"usr/local/sbin/paczfs-update-bootloader":             updateBootloaderScript,
 		"etc/pacman.d/hooks/95-paczfs-update-esp.hook":        espHook(b.Kernel),
 		"etc/pacman.d/hooks/95-paczfs-update-bootloader.hook": bootloaderHook(b.SystemdBootEFI),
-	} {
-		mode := os.FileMode(0o644)
-		if strings.HasPrefix(data, "#!") {
-			mode = 0o755
-		}
-		if err := writeFile(root, name, []byte(data), mode); err != nil {
-			return err
-		}
-	}
-	return nil
+	})
 }
 
 func shellQuote(s string) string { return "'" + strings.ReplaceAll(s, "'", `'\''`) + "'" }

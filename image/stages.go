@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"strings"
 
 	"github.com/paczfs/paczfs/hooks"
 	"github.com/paczfs/paczfs/internal/chroot"
@@ -39,6 +40,21 @@ func writeFile(root, name string, data []byte, mode os.FileMode) error {
 		}
 	}
 	return fsx.WriteFile(p, data, mode)
+}
+
+// writeFiles writes files (path in root: content) with writeFile, those
+// whose content starts with #! executable (0755), the others 0644.
+func writeFiles(root string, files map[string]string) error {
+	for name, content := range files {
+		mode := os.FileMode(0o644)
+		if strings.HasPrefix(content, "#!") {
+			mode = 0o755
+		}
+		if err := writeFile(root, strings.TrimPrefix(name, "/"), []byte(content), mode); err != nil {
+			return err
+		}
+	}
+	return nil
 }
 
 // removeEmptyDirs removes dir and its subdirectories bottom-up, only while
