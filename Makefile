@@ -68,8 +68,9 @@ LONG_TESTS := ^(TestLabKillDuringEachStageThenRecover|TestLabFourBuildsAtOnceOne
 # (about 15), the bootable environment with its ESP refresh (about 7, on
 # two CPUs), and the QCOW2 and VDI conversions (about 5 each). Per stop:
 # the raw image, a restart loop found unhealthy, the seven-boot automatic
-# fallback, and a signed update over five boots (release 2 applied on
-# release 1 after a power cut mid-receive, release 3 falling back).
+# fallback, a signed update over five boots (release 2 applied on
+# release 1 after a power cut mid-receive, release 3 falling back), and
+# the encrypted root whose passphrase is typed on the console.
 FULL_BOOTS := ^(TestBootReleasePowerCuts|TestBootEnvironmentLifecycle|TestBootConvertedImages|TestBootBootableEnvironment)$$
 
 # Tests that need a real kernel run inside the lab VM; the images the
