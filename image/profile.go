@@ -178,10 +178,11 @@ func DracutBoot(kernel, initrd string) Boot {
 		InitramfsList:    []string{"lsinitrd", "{initrd}"},
 		InitramfsMust:    []string{"etc/hostid"},
 		// What dracut copies in: its modules (OpenZFS's 90zfs among them),
-		// its configuration, the kernel's modules and firmware, udev and
-		// systemd (its systemd modules).
+		// its configuration, the kernel's modules and firmware, udev, and
+		// systemd's own programs (its systemd modules), not the units
+		// other packages ship in usr/lib/systemd/system.
 		InitramfsTriggers: []string{"usr/lib/dracut/*", "etc/dracut.conf", "etc/dracut.conf.d/*", "usr/bin/dracut",
-			"usr/lib/modules/*", "usr/lib/firmware/*", "usr/lib/udev/*", "usr/lib/systemd/*"},
+			"usr/lib/modules/*", "usr/lib/firmware/*", "usr/lib/udev/*", "usr/lib/systemd/systemd*"},
 		RootOptions: []string{"root=zfs:{dataset}", "rw"},
 	}
 }

@@ -112,7 +112,7 @@ func TestArchDracutProfile(t *testing.T) {
 	assert.Equal(t, []string{"etc/hostid"}, c.Boot.InitramfsMust)
 	assert.Empty(t, c.Boot.InitramfsHookTargets, "Arch's dracut has no pacman hook: paczfs-update-esp builds")
 	assert.Equal(t, "/boot/initramfs-{pkgbase}.img", c.Boot.Initrd)
-	for _, p := range []string{"usr/lib/dracut/*", "etc/dracut.conf.d/*", "usr/bin/zpool", "usr/lib/modules/*"} {
+	for _, p := range []string{"usr/lib/dracut/*", "etc/dracut.conf.d/*", "usr/bin/zpool", "usr/lib/modules/*", "usr/lib/systemd/systemd*"} {
 		assert.Contains(t, c.Boot.InitramfsTriggers, p)
 	}
 	assert.Equal(t, ArchProfile().Boot.SystemdBootEFI, c.Boot.SystemdBootEFI)

@@ -167,6 +167,21 @@ func TestInitramfsTriggers(t *testing.T) {
 	} {
 		assert.Equal(t, want, triggered([]string{f}, arch) != "", f)
 	}
+	// dracut's: its own modules and systemd's programs, not another
+	// package's unit (rsync's, added by the lab's derived release).
+	dracut := ArchDracutProfile().Boot.InitramfsTriggers
+	for f, want := range map[string]bool{
+		"usr/lib/dracut/modules.d/90zfs/module-setup.sh": true,
+		"etc/dracut.conf.d/paczfs.conf":                  true,
+		"usr/lib/systemd/systemd":                        true,
+		"usr/lib/systemd/systemd-udevd":                  true,
+		"usr/lib/systemd/system/rsync.service":           false,
+		"usr/bin/zpool":                                  true,
+		"usr/lib/modules/6.12.9-1-lts/vmlinuz":           true,
+		"usr/bin/rsync":                                  false,
+	} {
+		assert.Equal(t, want, triggered([]string{f}, dracut) != "", "dracut: %s", f)
+	}
 	assert.Equal(t, "b/c", triggered([]string{"a", "b/c"}, []string{"b/*"}))
 	assert.Equal(t, "", triggered(nil, []string{"*"}))
 }
