@@ -287,7 +287,7 @@ func TestBootEnvironmentLifecycle(t *testing.T) {
 	t.Logf("FIGURE seconds from activate to the new root running (one reboot, emulated): %d", since)
 	if envBytes > 0 {
 		fit := func(esp int64) int64 { return (esp - 2<<20) / envBytes } // less the loader and its files (under 2 MiB)
-		t.Logf("FIGURE ESP bytes per environment: %d (%.1f MiB, the lab's initramfs-tools MODULES=most); environments that fit: %d in this %d MiB ESP, %d in the default 550 MiB ESP",
+		t.Logf("FIGURE ESP bytes per environment: %d (%.1f MiB, the lab's dracut initramfs, hostonly=no); environments that fit: %d in this %d MiB ESP, %d in the default 550 MiB ESP",
 			envBytes, float64(envBytes)/(1<<20), fit(espSize), espSize>>20, fit(550<<20))
 	}
 }
