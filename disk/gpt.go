@@ -1,6 +1,7 @@
 package disk
 
 import (
+	"errors"
 	"fmt"
 	"os"
 
@@ -38,6 +39,7 @@ func WriteGPT(path string, plan Plan) error {
 	for _, p := range plan.Partitions {
 		table.Partitions = append(table.Partitions, &gpt.Partition{
 			Index: p.Number, Start: p.Start, End: p.End, Type: gpt.Type(p.Type), Name: p.Name, GUID: p.GUID,
+			Attributes: p.Attributes,
 		})
 	}
 	if err := d.Partition(table); err != nil {
@@ -77,6 +79,7 @@ func ReadGPT(path string) (Plan, error) {
 		}
 		plan.Partitions = append(plan.Partitions, Partition{
 			Number: p.Index, Name: p.Name, Role: role, Type: string(p.Type), Start: p.Start, End: p.End, GUID: p.GUID,
+			Attributes: p.Attributes,
 		})
 	}
 	return plan, nil
@@ -103,4 +106,41 @@ func DiskSize(path string) (Size, error) {
 	defer f.Close()
 	n, err := fileSize(f)
 	return Size(n), err
+}
+
+// MBRBootCodeSize is the boot code area of sector 0: the bytes before the
+// disk signature and the partition entries.
+const MBRBootCodeSize = 440
+
+// ErrNotGPT: the disk does not start with a GPT's protective MBR.
+var ErrNotGPT = errors.New("no protective MBR of a GPT")
+
+// WriteMBRBootCode puts code (at most 440 bytes, e.g. SYSLINUX's
+// gptmbr.bin) at the start of sector 0 of a disk that already carries a
+// GPT, so that a legacy BIOS runs it. The protective MBR's partition entry
+// and signature are kept; UEFI firmware ignores the boot code. It checks
+// the protective MBR first and writes nothing to another kind of disk.
+func WriteMBRBootCode(path string, code []byte) error {
+	if len(code) == 0 || len(code) > MBRBootCodeSize {
+		return fmt.Errorf("mbr boot code: %d bytes: it must be 1 to %d bytes (gptmbr.bin is 440)", len(code), MBRBootCodeSize)
+	}
+	f, err := os.OpenFile(path, os.O_RDWR, 0)
+	if err != nil {
+		return fmt.Errorf("mbr boot code: %w", err)
+	}
+	defer f.Close()
+	var mbr [SectorSize]byte
+	if _, err := f.ReadAt(mbr[:], 0); err != nil {
+		return fmt.Errorf("mbr boot code: read %s: %w", path, err)
+	}
+	if mbr[510] != 0x55 || mbr[511] != 0xaa || mbr[446+4] != 0xee {
+		return fmt.Errorf("mbr boot code: %s: %w: write the partition table first", path, ErrNotGPT)
+	}
+	if _, err := f.WriteAt(code, 0); err != nil {
+		return fmt.Errorf("mbr boot code: write %s: %w", path, err)
+	}
+	if err := f.Sync(); err != nil {
+		return fmt.Errorf("mbr boot code: %s: %w", path, err)
+	}
+	return f.Close()
 }

@@ -171,3 +171,46 @@ func TestESPPathEscapesAreRefused(t *testing.T) {
 	_, err = disk.FormatESP(path, plan, "way too long label")
 	assert.ErrorContains(t, err, "at most 11")
 }
+
+// TestLegacyBIOSBootableESPAndBootCode: the ESP carries GPT attribute bit
+// 2 (what gptmbr.bin looks for), sgdisk reads it, and boot code written
+// into sector 0 keeps the protective MBR's entry and signature.
+func TestLegacyBIOSBootableESPAndBootCode(t *testing.T) {
+	l := disk.DefaultLayout(512*disk.MiB, 0, "zroot")
+	l.Partitions[0].LegacyBIOSBootable = true
+	plan, err := l.Plan(2 * disk.GiB)
+	require.NoError(t, err)
+	assert.Equal(t, disk.AttrLegacyBIOSBootable, plan.Partitions[0].Attributes)
+	assert.Zero(t, plan.Partitions[1].Attributes)
+	assert.Contains(t, plan.String(), "EFI system partition (legacy BIOS bootable)")
+	path := filepath.Join(t.TempDir(), "disk.img")
+	_, err = disk.CreateImage(path, 2*disk.GiB, disk.ImageOptions{})
+	require.NoError(t, err)
+
+	code := bytes.Repeat([]byte{0xfa}, disk.MBRBootCodeSize)
+	assert.ErrorIs(t, disk.WriteMBRBootCode(path, code), disk.ErrNotGPT, "no partition table yet")
+	require.NoError(t, disk.WriteGPT(path, plan))
+	assert.ErrorContains(t, disk.WriteMBRBootCode(path, make([]byte, 441)), "1 to 440 bytes")
+	require.NoError(t, disk.WriteMBRBootCode(path, code))
+
+	got, err := disk.ReadGPT(path)
+	require.NoError(t, err)
+	assert.Equal(t, disk.AttrLegacyBIOSBootable, got.Partitions[0].Attributes)
+	f, err := os.Open(path)
+	require.NoError(t, err)
+	defer f.Close()
+	mbr := make([]byte, 512)
+	_, err = f.ReadAt(mbr, 0)
+	require.NoError(t, err)
+	assert.Equal(t, code, mbr[:440])
+	assert.Equal(t, byte(0xee), mbr[450], "protective entry kept")
+	assert.Equal(t, []byte{0x55, 0xaa}, mbr[510:])
+
+	sgdisk := testutil.RequireTool(t, "sgdisk", "gdisk")
+	out, err := exec.Command(sgdisk, "-v", path).CombinedOutput()
+	require.NoError(t, err, string(out))
+	assert.Contains(t, string(out), "No problems found")
+	out, err = exec.Command(sgdisk, "-A", "1:show", path).CombinedOutput()
+	require.NoError(t, err, string(out))
+	assert.Contains(t, string(out), "legacy BIOS bootable")
+}

@@ -75,6 +75,10 @@ type PartitionSpec struct {
 	// Start is an explicit byte offset, a multiple of 1 MiB. Zero places the
 	// partition right after the previous one.
 	Start Size `json:"start,omitempty"`
+	// LegacyBIOSBootable sets the GPT attribute of that name (bit 2): the
+	// partition a GPT-aware MBR boot code (SYSLINUX's gptmbr.bin) chains
+	// to under legacy BIOS. UEFI firmware ignores it.
+	LegacyBIOSBootable bool `json:"legacy_bios_bootable,omitempty"`
 }
 
 // Layout is an ordered list of partitions; partition numbers follow the order.
@@ -102,7 +106,13 @@ type Partition struct {
 	Start  uint64 // first sector
 	End    uint64 // last sector, inclusive
 	GUID   string // unique partition GUID; empty = random when written
+	// Attributes are the GPT attribute bits (AttrLegacyBIOSBootable).
+	Attributes uint64
 }
+
+// AttrLegacyBIOSBootable is GPT attribute bit 2, "legacy BIOS bootable"
+// (UEFI specification 2.10, table 5.8).
+const AttrLegacyBIOSBootable uint64 = 1 << 2
 
 // Offset returns the partition's first byte.
 func (p Partition) Offset() Size { return Size(p.Start) * SectorSize }
@@ -210,8 +220,12 @@ func (l Layout) Plan(diskSize Size) (Plan, error) {
 			last = start + uint64(s.Size)/SectorSize - 1
 		}
 		typ, _ := s.Role.Type()
+		var attrs uint64
+		if s.LegacyBIOSBootable {
+			attrs |= AttrLegacyBIOSBootable
+		}
 		plan.Partitions = append(plan.Partitions, Partition{
-			Number: i + 1, Name: s.Name, Role: s.Role, Type: typ, Start: start, End: last,
+			Number: i + 1, Name: s.Name, Role: s.Role, Type: typ, Start: start, End: last, Attributes: attrs,
 		})
 		next = last + 1
 	}
@@ -271,7 +285,11 @@ func (p Plan) String() string {
 	fmt.Fprintf(&b, "disk %v (%d sectors of %d bytes)\n", Size(p.DiskSize), p.DiskSize/SectorSize, SectorSize)
 	fmt.Fprintf(&b, "%-3s %-5s %12s %12s %8s  %s\n", "#", "role", "start", "end", "size", "name")
 	for _, q := range p.Partitions {
-		fmt.Fprintf(&b, "%-3d %-5s %12d %12d %8v  %s\n", q.Number, q.Role, q.Start, q.End, Size(q.Size()), q.Name)
+		name := q.Name
+		if q.Attributes&AttrLegacyBIOSBootable != 0 {
+			name += " (legacy BIOS bootable)"
+		}
+		fmt.Fprintf(&b, "%-3d %-5s %12d %12d %8v  %s\n", q.Number, q.Role, q.Start, q.End, Size(q.Size()), name)
 	}
 	return b.String()
 }
