@@ -3,6 +3,7 @@ package boot_test
 import (
 	"os"
 	"path/filepath"
+	"strings"
 	"testing"
 
 	"github.com/stretchr/testify/assert"
@@ -60,4 +61,43 @@ func TestExpandPath(t *testing.T) {
 	assert.Equal(t, "/boot/initrd.img-6.12.9-amd64", p)
 	_, err = boot.ExpandPath(t.TempDir(), "/boot/initramfs-{pkgbase}.img", "6.12.9-amd64")
 	assert.ErrorIs(t, err, boot.ErrNoPkgBase)
+}
+
+func TestSyslinuxConfiguration(t *testing.T) {
+	_, err := boot.Syslinux{Default: "b", Environments: []string{"a"}}.MarshalText()
+	assert.ErrorContains(t, err, `default "b" is not one of the environments`)
+	_, err = boot.Syslinux{Default: "a b", Environments: []string{"a b"}}.MarshalText()
+	assert.ErrorContains(t, err, "use letters, digits")
+	_, err = boot.Syslinux{}.MarshalText()
+	assert.ErrorContains(t, err, "no environments")
+	_, err = boot.Syslinux{Default: "a", Environments: []string{"a"}, Timeout: -1}.MarshalText()
+	assert.ErrorContains(t, err, "timeout -1")
+
+	// Timeout 0 boots at once, as loader.conf's timeout 0 does (SYSLINUX's
+	// TIMEOUT 0 would wait for ever at the prompt).
+	text, err := boot.Syslinux{Default: "a", Environments: []string{"a"}}.MarshalText()
+	require.NoError(t, err)
+	assert.Contains(t, string(text), "\nPROMPT 0\nDEFAULT a\nINCLUDE /env/a/syslinux.cfg\n")
+	assert.NotContains(t, string(text), "TIMEOUT")
+	assert.NotContains(t, string(text), "SERIAL")
+
+	// A device rewrites DEFAULT and INCLUDE and keeps its other lines.
+	old := "# Written by paczfs: legacy BIOS\n# /loader/entries. The DEFAULT...\nSERIAL 0 9600\nPROMPT 1\nTIMEOUT 50\nDEFAULT a\nINCLUDE /env/a/syslinux.cfg\ninclude /env/b/syslinux.cfg\n"
+	keep := boot.SyslinuxKeep(old)
+	assert.Equal(t, []string{"SERIAL 0 9600", "PROMPT 1", "TIMEOUT 50"}, keep)
+	text, err = boot.Syslinux{Default: "c", Environments: []string{"c", "a"}, Keep: keep, Serial: true, Timeout: 1}.MarshalText()
+	require.NoError(t, err)
+	assert.Contains(t, string(text), "SERIAL 0 9600\nPROMPT 1\nTIMEOUT 50\nDEFAULT c\nINCLUDE /env/c/syslinux.cfg\nINCLUDE /env/a/syslinux.cfg\n")
+	assert.Equal(t, 1, strings.Count(string(text), "SERIAL"))
+
+	e := boot.Entry{ID: "x", Title: "X", Linux: "/env/x/vmlinuz", Initrd: []string{"/env/x/a.img", "/env/x/b,c.img"}}
+	_, err = boot.SyslinuxLabel("x", e)
+	assert.ErrorContains(t, err, "commas")
+	e.Initrd = []string{"/env/x/ucode.img", "/env/x/initrd.img"}
+	e.Options = []string{"root=zfs:p/system/x", "rw", "paczfs.trial"}
+	frag, err := boot.SyslinuxLabel("x", e)
+	require.NoError(t, err)
+	assert.Contains(t, string(frag), "  INITRD /env/x/ucode.img,/env/x/initrd.img\n  APPEND root=zfs:p/system/x rw paczfs.trial\n")
+	_, err = boot.SyslinuxLabel("x y", e)
+	assert.Error(t, err)
 }

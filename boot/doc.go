@@ -1,8 +1,10 @@
 // Package boot renders systemd-boot's configuration for paczfs images:
 // Boot Loader Specification entries (one per boot environment, each with
 // its own kernel and initramfs on the ESP and its own root dataset on the
-// kernel command line) and loader.conf. Rendering is pure; writing the
-// files and the EFI binary onto the ESP goes through disk.ESP.
+// kernel command line) and loader.conf; and, for legacy BIOS boot of the
+// same ESP, SYSLINUX's configuration made from those entries (Syslinux,
+// SyslinuxLabel). Rendering is pure; writing the files and the EFI binary
+// onto the ESP goes through disk.ESP.
 //
 // See https://uapi-group.org/specifications/specs/boot_loader_specification/.
 package boot
