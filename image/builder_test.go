@@ -15,6 +15,7 @@ import (
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 
+	"github.com/paczfs/paczfs/boot"
 	"github.com/paczfs/paczfs/disk"
 	"github.com/paczfs/paczfs/hooks"
 	"github.com/paczfs/paczfs/internal/testutil"
@@ -521,9 +522,10 @@ func TestUpdateESPBuildsOnlyWhatTheDistributionsHookDidNot(t *testing.T) {
 		"root/usr/lib/modules/6.12.41-1-lts/pkgbase": "linux-lts\n",
 		"root/boot/initramfs-linux-lts.img":          "built by mkinitcpio's hook",
 		"esp/loader/entries/paczfs-default+2-1.conf": "title   Arch Linux on ZFS (default)\nsort-key paczfs-0-trial\noptions zfs=zroot/system/default rw paczfs.trial panic=10\n",
-		"bin/findmnt":    "#!/bin/sh\ncase \"$*\" in *FSTYPE*) echo zfs ;; *) echo zroot/system/default ;; esac\n",
-		"bin/mountpoint": "#!/bin/sh\nexit 0\n",
-		"bin/mkinitcpio": "#!/bin/sh\necho \"$*\" >> \"$(dirname \"$0\")/../built\"\necho \"built for $2\" > \"$4\"\n",
+		"esp/syslinux/syslinux.cfg":                  "DEFAULT default\nINCLUDE /env/default/syslinux.cfg\n",
+		"bin/findmnt":                                "#!/bin/sh\ncase \"$*\" in *FSTYPE*) echo zfs ;; *) echo zroot/system/default ;; esac\n",
+		"bin/mountpoint":                             "#!/bin/sh\nexit 0\n",
+		"bin/mkinitcpio":                             "#!/bin/sh\necho \"$*\" >> \"$(dirname \"$0\")/../built\"\necho \"built for $2\" > \"$4\"\n",
 	}, 0o755)
 	for _, tool := range []string{"sh", "sed", "sort", "tail", "cp", "mv", "rm", "mkdir", "cat", "grep", "sync", "dirname"} {
 		p, err := exec.LookPath(tool)
@@ -567,6 +569,11 @@ func TestUpdateESPBuildsOnlyWhatTheDistributionsHookDidNot(t *testing.T) {
 	assert.Contains(t, entry, "version 6.12.41-1-lts\n")
 	assert.Contains(t, entry, "sort-key paczfs-0-trial\n", "a trial keeps its rank")
 	assert.Contains(t, entry, "options zfs=zroot/system/default rw paczfs.trial panic=10 rd.shell=0 rd.emergency=reboot\n", "and its options")
+	// The SYSLINUX label beside the files, as boot.SyslinuxLabel makes it
+	// from the entry.
+	want, err := boot.SyslinuxLabel("default", bootenvEntry(entry))
+	require.NoError(t, err)
+	assert.Equal(t, string(want), readESP("env/default/syslinux.cfg"))
 
 	// The module package alone (its extra/ directory is not one of
 	// mkinitcpio's targets): built, once.
@@ -578,6 +585,26 @@ func TestUpdateESPBuildsOnlyWhatTheDistributionsHookDidNot(t *testing.T) {
 	require.NoError(t, os.Remove(filepath.Join(dir, "built")))
 	run(env(nil), "usr/lib/modules/6.12.41-1-lts/vmlinuz\n")
 	assert.Equal(t, "-k 6.12.41-1-lts -g "+root+"/boot/initramfs-linux-lts.img\n", built())
+}
+
+// bootenvEntry parses a loader entry's text.
+func bootenvEntry(text string) boot.Entry {
+	e := boot.Entry{ID: "x"}
+	for _, line := range strings.Split(text, "\n") {
+		k, v, _ := strings.Cut(line, " ")
+		v = strings.TrimSpace(v)
+		switch k {
+		case "title":
+			e.Title = v
+		case "linux":
+			e.Linux = v
+		case "initrd":
+			e.Initrd = append(e.Initrd, v)
+		case "options":
+			e.Options = strings.Fields(v)
+		}
+	}
+	return e
 }
 
 // The ESP must hold every environment's kernel and initramfs: checked

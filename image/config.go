@@ -212,6 +212,30 @@ type Boot struct {
 	SystemdBootEFI string `json:"systemd_boot_efi"`
 	// Timeout is the menu timeout in seconds.
 	Timeout int `json:"timeout"`
+	// BIOS, when set, makes the image boot under legacy BIOS as well as
+	// UEFI, from the same ESP, kernels and entries: SYSLINUX's GPT boot
+	// code in the protective MBR, the ESP marked legacy BIOS bootable,
+	// SYSLINUX installed on the ESP, and its configuration made from the
+	// loader entries (boot.Syslinux). nil: UEFI only.
+	BIOS *BIOSBoot `json:"bios,omitempty"`
+}
+
+// BIOSBoot says how the target's SYSLINUX is installed. SYSLINUX, not
+// GRUB: it reads the FAT ESP where every environment's kernel and
+// initramfs already are (no BIOS boot partition, no second copy of the
+// boot files, no ZFS driver in the boot loader), its configuration maps
+// one to one onto the loader entries, and archiso boots BIOS machines
+// the same way beside systemd-boot.
+type BIOSBoot struct {
+	// Install runs in the target chroot and installs SYSLINUX in
+	// boot.SyslinuxDir on the unmounted ESP, {device}: the mtools
+	// installer of the target's syslinux package, "syslinux --install
+	// --directory /syslinux {device}" (the target needs mtools).
+	Install []string `json:"install"`
+	// MBR is SYSLINUX's GPT-aware boot code in the target (gptmbr.bin),
+	// written into the protective MBR: it boots the partition marked
+	// legacy BIOS bootable, the ESP.
+	MBR string `json:"mbr"`
 }
 
 // Manage says how a built image manages its boot environments (package
@@ -577,6 +601,14 @@ func (c *Config) validate() problems {
 	if b.Timeout < 0 {
 		p.add("boot.timeout", "use 0 or more seconds", "negative")
 	}
+	if bios := b.BIOS; bios != nil {
+		if !slices.ContainsFunc(bios.Install, func(a string) bool { return strings.Contains(a, "{device}") }) {
+			p.add("boot.bios.install", "give the command that installs SYSLINUX on {device}, e.g. syslinux --install --directory /syslinux {device}, or set boot.bios to null for UEFI only", "%q", bios.Install)
+		}
+		if !strings.HasPrefix(bios.MBR, "/") {
+			p.add("boot.bios.mbr", "give the path of gptmbr.bin in the target, e.g. /usr/lib/syslinux/bios/gptmbr.bin", "%q", bios.MBR)
+		}
+	}
 	if c.WorkDir != "" && !filepath.IsAbs(c.WorkDir) {
 		p.add("work_dir", "give an absolute path", "%q is relative", c.WorkDir)
 	}
@@ -636,11 +668,23 @@ func (c *Config) validateRelease() problems {
 var snapNameRE = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9._:-]*$`)
 
 // layout returns the disk layout the build writes.
+//
+// With boot.bios the ESP is marked legacy BIOS bootable, the partition
+// SYSLINUX's gptmbr.bin boots.
 func (c *Config) layout() disk.Layout {
+	l := disk.DefaultLayout(c.ESPSize, c.SwapSize, c.PoolName)
 	if c.Layout != nil {
-		return *c.Layout
+		l = *c.Layout
+		l.Partitions = slices.Clone(l.Partitions)
 	}
-	return disk.DefaultLayout(c.ESPSize, c.SwapSize, c.PoolName)
+	if c.Boot.BIOS != nil {
+		for i := range l.Partitions {
+			if l.Partitions[i].Role == disk.RoleESP {
+				l.Partitions[i].LegacyBIOSBootable = true
+			}
+		}
+	}
+	return l
 }
 
 // environments returns the boot environments the build makes bootable:

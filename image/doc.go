@@ -31,6 +31,16 @@
 // root keeps its /etc/hostid, so the fstab and the pools on the devices
 // of the earlier release agree with the new root.
 //
+// The initramfs generator is data too: [ArchProfile] uses mkinitcpio with
+// archzfs's zfs hook, [ArchDracutProfile] dracut with OpenZFS's own module
+// ([DracutBoot]), which is what the lab's images boot in CI. [Encryption]
+// encrypts data datasets (a key file in the root, or a passphrase asked
+// at boot) and optionally the boot environments themselves. With
+// [Boot].BIOS (both Arch profiles) the image also boots under legacy
+// BIOS: SYSLINUX's gptmbr.bin in the protective MBR, the ESP marked
+// legacy BIOS bootable, SYSLINUX on the ESP with a label per environment
+// made from its loader entry ([BIOSBoot] says why SYSLINUX).
+//
 // Building needs root, OpenZFS (zpool, zfs), util-linux (unshare, mount,
 // mkswap for swap), cgo with libalpm (pacman-key, gpg, gpgconf for the
 // keyring) and qemu-img for outputs. The checks that need them report

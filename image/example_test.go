@@ -40,7 +40,7 @@ func ExampleArchProfile() {
 	fmt.Println(cfg.Boot.RootOptions)
 	fmt.Println(cfg.PoolName+"/"+cfg.RootDataset, cfg.BootEnvironments)
 	// Output:
-	// [linux-lts zfs-linux-lts zfs-utils mkinitcpio linux-firmware intel-ucode amd-ucode openssh]
+	// [linux-lts zfs-linux-lts zfs-utils mkinitcpio linux-firmware intel-ucode amd-ucode openssh syslinux mtools]
 	// [mkinitcpio -k {kver} -g {initrd}]
 	// [zfs={dataset} rw]
 	// zroot/system/default [bootable workstation]

@@ -54,7 +54,10 @@ func ArchProfile() Config {
 		// 2025) and both vendors' microcode: a portable image boots on
 		// real hardware, not only in a VM (the Arch installation guide
 		// installs linux-firmware; the kernel only suggests it).
-		Bootable: []string{"linux-lts", "zfs-linux-lts", "zfs-utils", "mkinitcpio", "linux-firmware", "intel-ucode", "amd-ucode", "openssh"},
+		// syslinux and mtools (its installer's optional dependency) for
+		// legacy BIOS boot.
+		Bootable: []string{"linux-lts", "zfs-linux-lts", "zfs-utils", "mkinitcpio", "linux-firmware", "intel-ucode", "amd-ucode", "openssh",
+			"syslinux", "mtools"},
 		Workstation: []string{"rsync", "vim", "htop", "iftop", "tmux", "pv", "sshfs", "gdisk", "pkgfile",
 			"arch-install-scripts", "dosfstools", "parted", "bash-completion"},
 		// zfs-linux-lts is built for one linux-lts; while archzfs lags
@@ -91,6 +94,11 @@ func ArchProfile() Config {
 		RootOptions:    []string{"zfs={dataset}", "rw"},
 		SystemdBootEFI: "/usr/lib/systemd/boot/efi/systemd-bootx64.efi",
 		Timeout:        3,
+		// Arch's syslinux package: the mtools installer and its BIOS files.
+		BIOS: &BIOSBoot{
+			Install: []string{"syslinux", "--install", "--directory", "/syslinux", "{device}"},
+			MBR:     "/usr/lib/syslinux/bios/gptmbr.bin",
+		},
 	}
 	return c
 }
@@ -141,6 +149,7 @@ func ArchDracutProfile() Config {
 	b.InitramfsTriggers = append(b.InitramfsTriggers, "usr/bin/zfs", "usr/bin/zpool", "usr/lib/libzfs*", "usr/lib/libzpool*", "usr/lib/libnvpair*")
 	b.SystemdBootEFI = c.Boot.SystemdBootEFI
 	b.Timeout = c.Boot.Timeout
+	b.BIOS = c.Boot.BIOS
 	c.Boot = b
 	return c
 }
@@ -236,6 +245,11 @@ func (c Config) Clone() Config {
 	c.Boot.InitramfsHookTargets = slices.Clone(c.Boot.InitramfsHookTargets)
 	c.Boot.RootOptions = slices.Clone(c.Boot.RootOptions)
 	c.Boot.ExtraOptions = slices.Clone(c.Boot.ExtraOptions)
+	if c.Boot.BIOS != nil {
+		bios := *c.Boot.BIOS
+		bios.Install = slices.Clone(bios.Install)
+		c.Boot.BIOS = &bios
+	}
 	if c.Layout != nil {
 		l := *c.Layout
 		l.Partitions = slices.Clone(l.Partitions)

@@ -2,6 +2,7 @@ package image
 
 import (
 	"context"
+	"fmt"
 	"os"
 	"path/filepath"
 	"regexp"
@@ -132,4 +133,41 @@ func TestArchDracutProfile(t *testing.T) {
 	assert.Equal(t, DracutConf, ArchDracutProfile().Boot.InitramfsFiles[DracutDropIn])
 	_, err = Profile("mkosi")
 	assert.ErrorContains(t, err, ProfileArchDracut)
+}
+
+// Legacy BIOS boot: both Arch profiles install SYSLINUX from the target's
+// own package (with mtools, only optional in Arch's syslinux), mark the ESP
+// for gptmbr.bin, and a config says what to fix when it is incomplete.
+func TestBIOSBootConfiguration(t *testing.T) {
+	for _, name := range []string{ProfileArch, ProfileArchDracut} {
+		c, err := Profile(name)
+		require.NoError(t, err)
+		require.NotNil(t, c.Boot.BIOS, name)
+		assert.Subset(t, c.Packages.Bootable, []string{"syslinux", "mtools"}, name)
+		assert.Equal(t, "/usr/lib/syslinux/bios/gptmbr.bin", c.Boot.BIOS.MBR, "Arch's syslinux package")
+		assert.Equal(t, []string{"syslinux", "--install", "--directory", "/syslinux", "{device}"}, c.Boot.BIOS.Install)
+		esp := c.layout().Partitions[0]
+		assert.Equal(t, "esp", string(esp.Role))
+		assert.True(t, esp.LegacyBIOSBootable, "gptmbr.bin boots the partition with attribute bit 2")
+	}
+	c := ArchProfile()
+	// Clones do not share it.
+	d := c.Clone()
+	d.Boot.BIOS.Install[0] = "extlinux"
+	assert.Equal(t, "syslinux", ArchProfile().Boot.BIOS.Install[0])
+	assert.Equal(t, "syslinux", c.Boot.BIOS.Install[0])
+
+	c.ImageFile = "/var/tmp/x.img"
+	c.Manage.Tool = testutil.StaticTool(t)
+	require.Empty(t, c.validate())
+	c.Boot.BIOS = &BIOSBoot{Install: []string{"syslinux", "--install"}, MBR: "gptmbr.bin"}
+	problems := fmt.Sprint(c.validate())
+	assert.Contains(t, problems, "boot.bios.install")
+	assert.Contains(t, problems, "boot.bios.mbr")
+	assert.Contains(t, problems, "set boot.bios to null for UEFI only")
+
+	// UEFI only: nothing marked.
+	c.Boot.BIOS = nil
+	require.Empty(t, c.validate())
+	assert.False(t, c.layout().Partitions[0].LegacyBIOSBootable)
 }

@@ -15,6 +15,7 @@ import (
 	"github.com/paczfs/paczfs/boot"
 	"github.com/paczfs/paczfs/bootenv"
 	"github.com/paczfs/paczfs/disk"
+	"github.com/paczfs/paczfs/hooks"
 	"github.com/paczfs/paczfs/internal/fsx"
 	"github.com/paczfs/paczfs/release"
 )
@@ -77,6 +78,7 @@ func stageBootloader(ctx context.Context, st *build) error {
 		return err
 	}
 	envs := st.cfg.environments()
+	var names []string
 	if part, ok := st.espPartition(); ok {
 		if err := espRoom(part.Size(), int64(len(efi)), int64(len(kernel)), int64(len(initrd)), len(envs)); err != nil {
 			return err
@@ -102,6 +104,16 @@ func stageBootloader(ctx context.Context, st *build) error {
 		if err := esp.WriteFile(entry.Path(), text); err != nil {
 			return err
 		}
+		if b.BIOS != nil {
+			frag, err := boot.SyslinuxLabel(e.Name, entry)
+			if err != nil {
+				return err
+			}
+			if err := esp.WriteFile(boot.SyslinuxFragmentPath(e.Name), frag); err != nil {
+				return err
+			}
+		}
+		names = append(names, e.Name)
 	}
 	// A glob, not one entry: systemd-boot boots the first entry in its
 	// order with tries left (package bootenv).
@@ -111,6 +123,20 @@ func stageBootloader(ctx context.Context, st *build) error {
 	}
 	if err := esp.WriteFile("/loader/loader.conf", loader); err != nil {
 		return err
+	}
+	if b.BIOS != nil {
+		// The root environment is the default, as its entry's sort key
+		// makes it for systemd-boot.
+		cfg, err := boot.Syslinux{Default: names[0], Timeout: b.Timeout, Serial: st.cfg.System.SerialConsole, Environments: names}.MarshalText()
+		if err != nil {
+			return err
+		}
+		if err := esp.WriteFile(boot.SyslinuxConfig, cfg); err != nil {
+			return err
+		}
+		if err := st.installSyslinux(ctx); err != nil {
+			return err
+		}
 	}
 	if err := st.installESPHook(); err != nil {
 		return err
@@ -181,6 +207,47 @@ func (st *build) installManagement(ctx context.Context) error {
 		}
 	}
 	return st.chroot(ctx, append([]string{"systemctl", "enable"}, bootenv.EnableUnits()...)...)
+}
+
+// installSyslinux makes the image boot under legacy BIOS: the target's
+// SYSLINUX installer writes its boot sector, ldlinux.sys and ldlinux.c32
+// on the unmounted ESP (through the loop device's partition, whose cached
+// blocks are dropped first: the ESP was written through the image file),
+// and its gptmbr.bin goes into the protective MBR. The configuration is
+// on the ESP already; the installer only adds files.
+func (st *build) installSyslinux(ctx context.Context) error {
+	bios := st.cfg.Boot.BIOS
+	dev := st.state.Partitions[string(disk.RoleESP)]
+	if dev == "" || st.target == nil {
+		return fmt.Errorf("boot.bios: no ESP partition device (a hook replaced the target stage?): set boot.bios to null, or install the BIOS boot loader in a hook")
+	}
+	mbr, err := os.ReadFile(filepath.Join(st.state.Root, bios.MBR))
+	if err != nil {
+		return fmt.Errorf("boot.bios.mbr: %w (is syslinux in packages.bootable?)", err)
+	}
+	if len(mbr) != disk.MBRBootCodeSize {
+		return fmt.Errorf("boot.bios.mbr: %s has %d bytes, not the %d of a GPT MBR's boot code", bios.MBR, len(mbr), disk.MBRBootCodeSize)
+	}
+	flush := func() error {
+		_, err := st.b.runner.Run(ctx, hooks.Cmd{Args: []string{"blockdev", "--flushbufs", dev}})
+		return err
+	}
+	if err := flush(); err != nil {
+		return err
+	}
+	argv := make([]string, len(bios.Install))
+	for i, a := range bios.Install {
+		argv[i] = strings.ReplaceAll(a, "{device}", dev)
+	}
+	if err := st.chroot(ctx, argv...); err != nil {
+		return fmt.Errorf("boot.bios.install: %w", err)
+	}
+	// What the installer wrote through the partition device reaches the
+	// image file before the ESP is opened through it again.
+	if err := flush(); err != nil {
+		return err
+	}
+	return disk.WriteMBRBootCode(st.target.path, mbr)
 }
 
 func entryTitle(e bootEnv) string {
@@ -345,12 +412,6 @@ if [ "$build" = yes ]; then
 else
 	echo "paczfs-update-esp: $initrd was rebuilt by the distribution's hook; copying it"
 fi
-dir="$ESP/env/$be"
-new="$dir.new"
-rm -rf "$new"; mkdir -p "$new"
-cp "$kernel" "$new/${kernel##*/}"
-cp "$initrd" "$new/${initrd##*/}"
-rm -rf "$dir.old"; [ ! -d "$dir" ] || mv "$dir" "$dir.old"; mv "$new" "$dir"; rm -rf "$dir.old"
 opts=$(echo "$ROOT_OPTIONS" | sed "s|{dataset}|$ds|g")
 # The entry keeps its file name (boot counters: paczfs-$be+N-M.conf), its
 # rank (sort-key) and a trial's options: only the kernel changes.
@@ -360,16 +421,30 @@ for e in "$ESP/loader/entries/paczfs-$be.conf" "$ESP"/loader/entries/paczfs-"$be
 done
 [ -n "$entry" ] || entry="$ESP/loader/entries/paczfs-$be.conf"
 title=$(sed -n 's/^title *//p' "$entry" 2>/dev/null || true)
+title=${title:-Arch Linux on ZFS ($be)}
 sortkey=$(sed -n 's/^sort-key *//p' "$entry" 2>/dev/null || true)
 trial=
 if grep -q '^options .* paczfs\.trial' "$entry" 2>/dev/null; then trial=" {trial}"; fi
+cmdline="$opts${EXTRA_OPTIONS:+ $EXTRA_OPTIONS}$trial"
+dir="$ESP/env/$be"
+new="$dir.new"
+rm -rf "$new"; mkdir -p "$new"
+cp "$kernel" "$new/${kernel##*/}"
+cp "$initrd" "$new/${initrd##*/}"
+# Legacy BIOS boot (SYSLINUX, boot.SyslinuxLabel): this environment's
+# label, in its own directory, replaced with its files.
+if [ -d "$ESP/syslinux" ]; then
+	printf 'LABEL %s\n  MENU LABEL %s\n  LINUX %s\n  INITRD %s\n  APPEND %s\n' "$be" "$title" \
+		"/env/$be/${kernel##*/}" "/env/$be/${initrd##*/}" "$cmdline" > "$new/syslinux.cfg"
+fi
+rm -rf "$dir.old"; [ ! -d "$dir" ] || mv "$dir" "$dir.old"; mv "$new" "$dir"; rm -rf "$dir.old"
 {
-	echo "title   ${title:-Arch Linux on ZFS ($be)}"
+	echo "title   $title"
 	echo "version $kver"
 	echo "sort-key ${sortkey:-paczfs-2}"
 	echo "linux   /env/$be/${kernel##*/}"
 	echo "initrd  /env/$be/${initrd##*/}"
-	echo "options $opts${EXTRA_OPTIONS:+ $EXTRA_OPTIONS}$trial"
+	echo "options $cmdline"
 } > "$entry.new"
 mv "$entry.new" "$entry"
 sync -f "$ESP" 2>/dev/null || sync

@@ -14,6 +14,7 @@ import (
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 
+	"github.com/paczfs/paczfs/boot"
 	"github.com/paczfs/paczfs/bootenv"
 	"github.com/paczfs/paczfs/disk"
 	"github.com/paczfs/paczfs/hooks"
@@ -107,6 +108,7 @@ func fakeRoot(t *testing.T, root string) {
 		"usr/lib/modules/6.12.1/pkgbase":               "linux-lts\n",
 		"boot/initramfs-linux-lts.img":                 "initramfs",
 		"usr/lib/systemd/boot/efi/systemd-bootx64.efi": strings.Repeat("EFI", 100),
+		"usr/lib/syslinux/bios/gptmbr.bin":             strings.Repeat("M", 440),
 	}, 0o644)
 }
 
@@ -154,6 +156,24 @@ func TestStagesTranscript(t *testing.T) {
 	require.NoError(t, err)
 	assert.Contains(t, string(loader), "default paczfs-*\n", "a glob, never a pinned entry (systemd#31215)")
 	assert.Equal(t, "00c0ffee", st.hostID)
+	// Legacy BIOS: SYSLINUX's configuration from the same entries, the
+	// ESP marked for gptmbr.bin, the target's gptmbr.bin in sector 0.
+	syslinux, err := esp.ReadFile(boot.SyslinuxConfig)
+	require.NoError(t, err)
+	assert.Contains(t, string(syslinux), "\nPROMPT 1\nTIMEOUT 30\nDEFAULT default\nINCLUDE /env/default/syslinux.cfg\nINCLUDE /env/bootable/syslinux.cfg\n")
+	label, err := esp.ReadFile(boot.SyslinuxFragmentPath("bootable"))
+	require.NoError(t, err)
+	assert.Contains(t, string(label), "LABEL bootable\n")
+	assert.Contains(t, string(label), "  APPEND zfs=zroot/system/bootable rw\n")
+	assert.Equal(t, disk.AttrLegacyBIOSBootable, st.target.plan.Partitions[0].Attributes)
+	f, err := os.Open(st.target.path)
+	require.NoError(t, err)
+	defer f.Close()
+	img := make([]byte, 512)
+	_, err = f.ReadAt(img, 0)
+	require.NoError(t, err)
+	assert.Equal(t, strings.Repeat("M", 440), string(img[:440]), "gptmbr.bin")
+	assert.Equal(t, []byte{0x55, 0xaa}, img[510:512])
 
 	// Born managed: the tool, its configuration, the units (enabled in
 	// the golden transcript) and how environments boot.

@@ -47,8 +47,11 @@ var (
 	// dracut and OpenZFS's dracut module (zfs-dracut), as
 	// image.ArchDracutProfile has them (dracut conflicts with
 	// initramfs-tools).
+	// SYSLINUX for legacy BIOS boot: the mtools installer (syslinux,
+	// mtools), gptmbr.bin and the modules (syslinux-common), extlinux for
+	// the device's boot-once.
 	bootableDebian = []string{"zfsutils-linux", "zfs-dracut", "dracut", "systemd-boot-efi",
-		"openssh-server", "pacman-package-manager"}
+		"openssh-server", "pacman-package-manager", "syslinux", "syslinux-common", "extlinux", "mtools"}
 	Workstation = []string{"vim-tiny", "tmux", "htop", "rsync"}
 )
 

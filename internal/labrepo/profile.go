@@ -55,6 +55,12 @@ func Profile(repo *Repo, url string) image.Config {
 		"usr/lib/x86_64-linux-gnu/libzfs*", "usr/lib/x86_64-linux-gnu/libzpool*", "usr/lib/x86_64-linux-gnu/libnvpair*")
 	c.Boot.SystemdBootEFI = "/usr/lib/systemd/boot/efi/systemd-bootx64.efi"
 	c.Boot.Timeout = 1
+	// Debian's syslinux package is the same mtools installer as Arch's;
+	// gptmbr.bin is in syslinux-common.
+	c.Boot.BIOS = &image.BIOSBoot{
+		Install: []string{"syslinux", "--install", "--directory", "/syslinux", "{device}"},
+		MBR:     "/usr/lib/syslinux/mbr/gptmbr.bin",
+	}
 	return c
 }
 

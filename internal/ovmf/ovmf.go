@@ -54,6 +54,9 @@ type Options struct {
 	// had not written is lost, as in a power cut); Boot then returns
 	// ErrPowerCut.
 	CutPower string
+	// BIOS boots with qemu's own legacy BIOS (SeaBIOS) instead of OVMF:
+	// the image's MBR boot code, not its EFI System Partition's loader.
+	BIOS bool
 	// Disks are more disks for the guest, read-only raw files: each is
 	// /dev/disk/by-id/virtio-<Serial> there (a release handed to the
 	// guest as a file).
@@ -107,12 +110,16 @@ func Args(o Options, code, vars string) []string {
 		"qemu-system-x86_64", "-machine", "q35", "-accel", accel, "-cpu", cpu,
 		"-m", strconv.Itoa(mem), "-smp", strconv.Itoa(cpus),
 		"-nodefaults", "-display", "none", "-no-reboot", "-serial", "stdio",
-		"-drive", "if=pflash,format=raw,unit=0,readonly=on,file=" + code,
-		"-drive", "if=pflash,format=raw,unit=1,file=" + vars,
-		"-drive", "file=" + o.Image + ",format=" + o.Format + ",if=virtio" + map[bool]string{false: ",snapshot=on", true: ""}[o.Writable],
+	}
+	if !o.BIOS {
+		args = append(args, "-drive", "if=pflash,format=raw,unit=0,readonly=on,file="+code,
+			"-drive", "if=pflash,format=raw,unit=1,file="+vars)
+	}
+	args = append(args,
+		"-drive", "file="+o.Image+",format="+o.Format+",if=virtio"+map[bool]string{false: ",snapshot=on", true: ""}[o.Writable],
 		"-netdev", "user,id=net0", "-device", "virtio-net-pci,netdev=net0",
 		"-device", "virtio-rng-pci",
-	}
+	)
 	for i, d := range o.Disks {
 		id := "extra" + strconv.Itoa(i)
 		args = append(args, "-drive", "file="+d.Path+",format=raw,if=none,readonly=on,id="+id,
@@ -125,29 +132,32 @@ func Args(o Options, code, vars string) []string {
 // the guest powers off. On timeout or cancellation qemu is stopped and the
 // transcript so far is returned with the error.
 func Boot(ctx context.Context, o Options) (string, error) {
-	code, varsTemplate, err := Firmware()
-	if err != nil {
-		return "", err
-	}
 	if _, err := os.Stat(o.Image); err != nil {
 		return "", fmt.Errorf("boot: %w", err)
 	}
-	dir, err := os.MkdirTemp("", "paczfs-ovmf-")
-	if err != nil {
-		return "", err
-	}
-	defer os.RemoveAll(dir)
-	vars := o.VarsFile
-	if vars == "" {
-		vars = filepath.Join(dir, "vars.fd")
-	}
-	if _, err := os.Stat(vars); o.VarsFile == "" || os.IsNotExist(err) {
-		data, err := os.ReadFile(varsTemplate)
+	var code, vars string
+	if !o.BIOS {
+		c, varsTemplate, err := Firmware()
 		if err != nil {
 			return "", err
 		}
-		if err := os.WriteFile(vars, data, 0o600); err != nil {
+		dir, err := os.MkdirTemp("", "paczfs-ovmf-")
+		if err != nil {
 			return "", err
+		}
+		defer os.RemoveAll(dir)
+		code, vars = c, o.VarsFile
+		if vars == "" {
+			vars = filepath.Join(dir, "vars.fd")
+		}
+		if _, err := os.Stat(vars); o.VarsFile == "" || os.IsNotExist(err) {
+			data, err := os.ReadFile(varsTemplate)
+			if err != nil {
+				return "", err
+			}
+			if err := os.WriteFile(vars, data, 0o600); err != nil {
+				return "", err
+			}
 		}
 	}
 	timeout := o.Timeout
@@ -180,7 +190,7 @@ func Boot(ctx context.Context, o Options) (string, error) {
 		cut = &cutter{text: []byte(o.CutPower), cut: cancelRun}
 		w = io.MultiWriter(w, cut)
 	}
-	_, err = r.Run(ctx, hooks.Cmd{Args: Args(o, code, vars), Stdout: w, Stdin: stdin})
+	_, err := r.Run(ctx, hooks.Cmd{Args: Args(o, code, vars), Stdout: w, Stdin: stdin})
 	if cut != nil && cut.done {
 		return transcript.String(), fmt.Errorf("boot %s: %w at %q", o.Image, ErrPowerCut, o.CutPower)
 	}

@@ -23,6 +23,12 @@ func TestArgsBootTheImageReadOnlyUnderUEFI(t *testing.T) {
 	assert.Contains(t, args, "-drive file=/x/r.tar,format=raw,if=none,readonly=on,id=extra0 -device virtio-blk-pci,drive=extra0,serial=release")
 }
 
+func TestArgsUnderSeaBIOSHaveNoFlash(t *testing.T) {
+	args := strings.Join(Args(Options{Image: "/x/lab.raw", Format: "raw", BIOS: true}, "", ""), " ")
+	assert.NotContains(t, args, "pflash", "qemu's own SeaBIOS boots when no flash is given")
+	assert.Contains(t, args, "-drive file=/x/lab.raw,format=raw,if=virtio,snapshot=on")
+}
+
 func TestExpecterSendsEachStepAfterItsText(t *testing.T) {
 	r, w := io.Pipe()
 	e := &expecter{steps: []Step{{Wait: "login:", Send: "root\n"}, {Wait: "# ", Send: "zpool status\n"}}, input: w}
