@@ -630,3 +630,146 @@ func TestNewestKernelInBothLayouts(t *testing.T) {
 	require.NoError(t, err)
 	assert.Equal(t, "6.12.9-amd64", k)
 }
+
+// An ESP that also boots legacy BIOS (SYSLINUX): every change of the
+// entries rewrites the main configuration (DEFAULT follows the default
+// entry, one INCLUDE per environment with files, its own lines kept) and
+// each environment's label beside its files, from its entry.
+func TestSyslinuxFollowsTheEntries(t *testing.T) {
+	r := newRig(t)
+	ctx := context.Background()
+	main := filepath.Join(r.esp, "syslinux", "syslinux.cfg")
+	require.NoError(t, os.MkdirAll(filepath.Dir(main), 0o755))
+	require.NoError(t, os.WriteFile(main, []byte("SERIAL 0 115200\nPROMPT 1\nTIMEOUT 10\nDEFAULT default\nINCLUDE /env/default/syslinux.cfg\n"), 0o644))
+	m := r.manager("zroot/system/default", "")
+	require.NoError(t, m.InstallBootFiles(ctx, "default"))
+	label := r.read("env/default/syslinux.cfg")
+	assert.Equal(t, "LABEL default\n  MENU LABEL Arch Linux on ZFS (default)\n  LINUX /env/default/vmlinuz-6.12.1\n  INITRD /env/default/initrd.img-6.12.1\n  APPEND boot=zfs root=ZFS=zroot/system/default rw console=ttyS0\n", label)
+
+	require.NoError(t, m.Create(ctx, "b", CreateOptions{}))
+	require.NoError(t, m.Activate(ctx, "b", ActivateOptions{Mode: Trial, Tries: 1}))
+	cfg := r.read("syslinux/syslinux.cfg")
+	assert.Contains(t, cfg, "SERIAL 0 115200\nPROMPT 1\nTIMEOUT 10\nDEFAULT default\nINCLUDE /env/b/syslinux.cfg\nINCLUDE /env/default/syslinux.cfg\n",
+		"the trial is offered, the default stays the default")
+	assert.Contains(t, r.read("env/b/syslinux.cfg"), "  APPEND boot=zfs root=ZFS=zroot/system/b rw console=ttyS0 paczfs.trial panic=10 rd.shell=0 rd.emergency=reboot\n")
+
+	// The trial boots well: it becomes the default, its label loses the
+	// trial's options.
+	require.Equal(t, "b", r.firmwareBoot())
+	_, err := r.manager("zroot/system/b", "root=ZFS=zroot/system/b rw paczfs.trial").Good(ctx)
+	require.NoError(t, err)
+	cfg = r.read("syslinux/syslinux.cfg")
+	assert.Contains(t, cfg, "DEFAULT b\nINCLUDE /env/b/syslinux.cfg\nINCLUDE /env/default/syslinux.cfg\n")
+	assert.Equal(t, 1, strings.Count(cfg, "SERIAL"), "the device's own lines once")
+	assert.Contains(t, r.read("env/b/syslinux.cfg"), "  APPEND boot=zfs root=ZFS=zroot/system/b rw console=ttyS0\n")
+
+	// Renamed and destroyed environments leave the menu.
+	m = r.manager("zroot/system/b", "")
+	require.NoError(t, m.Rename(ctx, "default", "old"))
+	cfg = r.read("syslinux/syslinux.cfg")
+	assert.Contains(t, cfg, "INCLUDE /env/old/syslinux.cfg\n")
+	assert.NotContains(t, cfg, "/env/default/")
+	assert.Contains(t, r.read("env/old/syslinux.cfg"), "LABEL old\n", "the label follows the name")
+	require.NoError(t, m.Destroy(ctx, "old"))
+	cfg = r.read("syslinux/syslinux.cfg")
+	assert.True(t, strings.HasSuffix(cfg, "DEFAULT b\nINCLUDE /env/b/syslinux.cfg\n"), "%s", cfg)
+}
+
+// Without SYSLINUX on the ESP (UEFI only), nothing of it is written.
+func TestNoSyslinuxWithoutBIOSBoot(t *testing.T) {
+	r := newRig(t)
+	m := r.manager("zroot/system/default", "")
+	require.NoError(t, m.Create(context.Background(), "b", CreateOptions{}))
+	assert.NoFileExists(t, filepath.Join(r.esp, "env", "b", "syslinux.cfg"))
+	assert.NoDirExists(t, filepath.Join(r.esp, "syslinux"))
+}
+
+// biosBoot is what ldlinux does at a legacy BIOS boot: the boot-once
+// label if one is set (cleared before the kernel loads), else DEFAULT.
+func (r *rig) biosBoot() string {
+	adv := filepath.Join(r.esp, "syslinux", "fake-adv-once")
+	if once, err := os.ReadFile(adv); err == nil {
+		require.NoError(r.t, os.Remove(adv))
+		return string(once)
+	}
+	for _, l := range strings.Split(r.read("syslinux/syslinux.cfg"), "\n") {
+		if d, ok := strings.CutPrefix(l, "DEFAULT "); ok {
+			return d
+		}
+	}
+	r.t.Fatal("no DEFAULT")
+	return ""
+}
+
+func newBIOSRig(t *testing.T) *rig {
+	r := newRig(t)
+	require.NoError(t, os.MkdirAll(filepath.Join(r.esp, "syslinux"), 0o755))
+	require.NoError(t, os.WriteFile(filepath.Join(r.esp, "syslinux", "syslinux.cfg"), []byte("PROMPT 0\nDEFAULT default\nINCLUDE /env/default/syslinux.cfg\n"), 0o644))
+	require.NoError(t, r.manager("zroot/system/default", "", WithEFIVars(filepath.Join(t.TempDir(), "none"))).InstallBootFiles(context.Background(), "default"))
+	return r
+}
+
+// Under legacy BIOS a trial is SYSLINUX's boot-once with one try: it
+// boots once; a good boot promotes it; a failed one falls back to the
+// default at the next boot, whose Good marks it bad.
+func TestLegacyBIOSTrial(t *testing.T) {
+	ctx := context.Background()
+	noEFI := WithEFIVars(filepath.Join(t.TempDir(), "none"))
+	t.Run("good", func(t *testing.T) {
+		r := newBIOSRig(t)
+		m := r.manager("zroot/system/default", "", noEFI)
+		require.NoError(t, m.Create(ctx, "b", CreateOptions{}))
+		require.NoError(t, m.Activate(ctx, "b", ActivateOptions{Mode: Trial, Tries: 3}))
+		assert.ElementsMatch(t, []string{"paczfs-b+0-1.conf", "paczfs-default.conf"}, r.entryFiles(), "one try, counted when armed")
+		assert.Contains(t, r.f.calls, "extlinux --once=b "+filepath.Join(r.esp, "syslinux"))
+		assert.Contains(t, r.read("syslinux/syslinux.cfg"), "DEFAULT default\n", "the default stays")
+		assert.Equal(t, StateTrying, get(t, m, "b").State)
+		st, err := m.Status(ctx)
+		require.NoError(t, err)
+		assert.Equal(t, "b", st.Next, "the boot-once")
+		require.Equal(t, "b", r.biosBoot())
+		rep, err := r.manager("zroot/system/b", "root=ZFS=zroot/system/b rw paczfs.trial", noEFI).Good(ctx)
+		require.NoError(t, err)
+		assert.True(t, rep.Promoted)
+		assert.ElementsMatch(t, []string{"paczfs-b.conf", "paczfs-default.conf"}, r.entryFiles())
+		assert.Equal(t, "zroot/system/b", r.f.bootfs)
+		assert.Equal(t, "b", r.biosBoot(), "DEFAULT follows")
+		assert.Equal(t, "b", r.biosBoot())
+	})
+	t.Run("fails", func(t *testing.T) {
+		r := newBIOSRig(t)
+		m := r.manager("zroot/system/default", "", noEFI)
+		require.NoError(t, m.Create(ctx, "b", CreateOptions{}))
+		require.NoError(t, m.Activate(ctx, "b", ActivateOptions{Mode: Trial, Tries: 1}))
+		require.Equal(t, "b", r.biosBoot()) // and it fails: nothing blesses it
+		require.Equal(t, "default", r.biosBoot(), "the next boot falls back by itself")
+		rep, err := r.manager("zroot/system/default", "root=ZFS=zroot/system/default rw", noEFI).Good(ctx)
+		require.NoError(t, err)
+		assert.Equal(t, []string{"b"}, rep.Bad)
+		assert.Equal(t, StateBad, get(t, m, "b").State)
+		assert.Equal(t, "zroot/system/default", r.f.bootfs)
+		st, err := m.Status(ctx)
+		require.NoError(t, err)
+		assert.Equal(t, "default", st.Next)
+		assert.Equal(t, "default", r.biosBoot())
+	})
+	t.Run("once", func(t *testing.T) {
+		r := newBIOSRig(t)
+		m := r.manager("zroot/system/default", "", noEFI)
+		require.NoError(t, m.Create(ctx, "b", CreateOptions{}))
+		require.NoError(t, m.Activate(ctx, "b", ActivateOptions{Mode: Once}))
+		assert.Equal(t, "b", r.biosBoot())
+		assert.Equal(t, "default", r.biosBoot())
+	})
+	t.Run("uefi-boot-of-the-same-disk", func(t *testing.T) {
+		// Booted by UEFI firmware (efivars present): systemd-boot's
+		// counting, SYSLINUX's files kept in step.
+		r := newBIOSRig(t)
+		m := r.manager("zroot/system/default", "")
+		require.NoError(t, m.Create(ctx, "b", CreateOptions{}))
+		require.NoError(t, m.Activate(ctx, "b", ActivateOptions{Mode: Trial, Tries: 2}))
+		assert.ElementsMatch(t, []string{"paczfs-b+2.conf", "paczfs-default.conf"}, r.entryFiles())
+		assert.NotContains(t, strings.Join(r.f.calls, "\n"), "extlinux")
+		assert.Contains(t, r.read("env/b/syslinux.cfg"), " paczfs.trial ")
+	})
+}

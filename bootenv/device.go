@@ -335,6 +335,17 @@ func (m *Manager) Status(ctx context.Context) (Status, error) {
 			s.Next = e.Name
 		}
 	}
+	if s.Next == "" && m.legacyBIOS() {
+		// SYSLINUX: an armed trial (its boot-once) or DEFAULT, the default.
+		s.Next = s.Default
+		if entries, err := m.entries(); err == nil {
+			for _, e := range envs {
+				if en, ok := entries[e.Name]; ok && e.State == StateTrying && en.sortKey == SortTrial {
+					s.Next = e.Name
+				}
+			}
+		}
+	}
 	if s.Next == "" {
 		s.Next = m.nextByOrder(envs)
 	}

@@ -34,6 +34,20 @@
 // default boots again with nobody at the console; a pinned default would
 // keep booting the bad entry (systemd issue 31215).
 //
+// # Legacy BIOS
+//
+// An image built with boot.bios boots legacy BIOS machines from the same
+// ESP with SYSLINUX (/syslinux/syslinux.cfg: DEFAULT and one INCLUDE per
+// environment, each environment's label in /env/<name>/syslinux.cfg,
+// made from its entry). Every change of the entries rewrites them, so
+// both boot loaders boot the same default. SYSLINUX has no boot counting;
+// on a system booted by a legacy BIOS (no EFI variables) a trial is its
+// boot-once (extlinux --once, which ldlinux clears at the next boot
+// before it loads the kernel) with one try: the entry is written as
+// spent (+0-1) when the trial is armed, a good boot promotes it as on
+// UEFI, and a failed one is followed by the default, whose good boot
+// marks the trial bad. A one-shot activation is the same boot-once.
+//
 // # A boot
 //
 // Three units in the image drive the assessment. paczfs-boot-check.service
@@ -60,6 +74,7 @@
 //
 // Root; OpenZFS's zfs and zpool, mount and umount (util-linux); the ESP
 // mounted (/efi by default, or WithESP); efivarfs for one-shot activation
-// and for reading what the firmware booted; systemd-nspawn for Nspawn.
+// and for reading what the firmware booted (under legacy BIOS, extlinux
+// instead); systemd-nspawn for Nspawn.
 // The boot-time units need systemd in the image.
 package bootenv

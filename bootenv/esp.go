@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"maps"
 	"os"
 	"path"
 	"path/filepath"
@@ -15,6 +16,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/paczfs/paczfs/boot"
+	"github.com/paczfs/paczfs/hooks"
 )
 
 // Entry naming and ordering on the ESP.
@@ -129,9 +131,18 @@ func (m *Manager) writeEntry(name string, e boot.Entry, tries int) error {
 	if tries > 0 {
 		file = fmt.Sprintf("%s%s+%d.conf", EntryPrefix, name, tries)
 	}
+	return m.writeEntryFile(name, e, file)
+}
+
+// writeEntryFile is writeEntry with the file name given (counters
+// included).
+func (m *Manager) writeEntryFile(name string, e boot.Entry, file string) error {
 	e.ID = strings.TrimSuffix(file, ".conf")
 	text, err := e.MarshalText()
 	if err != nil {
+		return err
+	}
+	if err := m.writeSyslinuxLabel(name, e); err != nil {
 		return err
 	}
 	dir := m.entriesDir()
@@ -161,7 +172,123 @@ func (m *Manager) removeEntries(name, keep string) error {
 			}
 		}
 	}
+	if err := m.writeSyslinux(); err != nil {
+		return err
+	}
 	return m.syncESP()
+}
+
+// LegacyBIOS reports whether this system was booted by a legacy BIOS (no
+// EFI variables) from an ESP with SYSLINUX: a trial or a one-shot boot is
+// then SYSLINUX's boot-once (extlinux --once), and a trial gets one try.
+func (m *Manager) LegacyBIOS() bool { return m.legacyBIOS() }
+
+func (m *Manager) legacyBIOS() bool {
+	if !m.running || !m.biosBoot() {
+		return false
+	}
+	if m.efivars == "" {
+		return true
+	}
+	_, err := os.Stat(m.efivars)
+	return err != nil
+}
+
+// bootOnce makes SYSLINUX boot the environment's label at the next boot
+// only: extlinux writes it into the ADV in ldlinux.sys, and ldlinux clears
+// it at that boot before it loads the kernel, so a failing boot falls
+// back to DEFAULT by itself.
+func (m *Manager) bootOnce(ctx context.Context, name string) error {
+	if err := m.syncESP(); err != nil {
+		return err
+	}
+	dir := filepath.Join(m.esp, strings.TrimPrefix(boot.SyslinuxDir, "/"))
+	if _, err := m.run.Run(ctx, hooks.Cmd{Args: []string{"extlinux", "--once=" + name, dir}}); err != nil {
+		return fmt.Errorf("boot %s once under legacy BIOS: %w (extlinux is in the syslinux package)", name, err)
+	}
+	return nil
+}
+
+// biosBoot: the ESP boots legacy BIOS too (the image was built with
+// boot.bios): SYSLINUX's configuration follows the entries.
+func (m *Manager) biosBoot() bool {
+	_, err := os.Stat(filepath.Join(m.esp, strings.TrimPrefix(boot.SyslinuxConfig, "/")))
+	return err == nil
+}
+
+// writeSyslinuxLabel writes the environment's SYSLINUX label beside its
+// files, from its entry (nothing without BIOS boot).
+func (m *Manager) writeSyslinuxLabel(name string, e boot.Entry) error {
+	dir := filepath.Join(m.esp, "env", name)
+	if _, err := os.Stat(dir); err != nil || !m.biosBoot() {
+		return nil // no files, no label
+	}
+	return m.syslinuxLabelIn(dir, name, e)
+}
+
+func (m *Manager) syslinuxLabelIn(dir, name string, e boot.Entry) error {
+	frag, err := boot.SyslinuxLabel(name, e)
+	if err != nil {
+		return err
+	}
+	p := filepath.Join(dir, boot.SyslinuxFragment)
+	if err := writeSync(p+".tmp", frag); err != nil {
+		return err
+	}
+	return os.Rename(p+".tmp", p)
+}
+
+// writeSyslinux rewrites SYSLINUX's main configuration from the entries:
+// every environment, in systemd-boot's order, and as DEFAULT the one
+// systemd-boot boots when no trial has tries left (the uncounted entry
+// that sorts first). Its other lines (serial, timeout) are kept.
+func (m *Manager) writeSyslinux() error {
+	if !m.biosBoot() {
+		return nil
+	}
+	entries, err := m.entries()
+	if err != nil {
+		return err
+	}
+	names := slices.Collect(maps.Keys(entries))
+	slices.SortFunc(names, func(a, b string) int {
+		if c := strings.Compare(entries[a].sortKey, entries[b].sortKey); c != 0 {
+			return c
+		}
+		return strings.Compare(a, b)
+	})
+	// Only environments whose label is there (SYSLINUX skips a missing
+	// INCLUDE, but a missing DEFAULT would stop at the prompt).
+	names = slices.DeleteFunc(names, func(n string) bool {
+		_, err := os.Stat(filepath.Join(m.esp, "env", n, boot.SyslinuxFragment))
+		return err != nil
+	})
+	if len(names) == 0 {
+		return nil
+	}
+	def := names[0]
+	for _, n := range names {
+		if entries[n].left < 0 {
+			def = n
+			break
+		}
+	}
+	p := filepath.Join(m.esp, strings.TrimPrefix(boot.SyslinuxConfig, "/"))
+	old, err := os.ReadFile(p)
+	if err != nil {
+		return err
+	}
+	text, err := boot.Syslinux{Default: def, Environments: names, Keep: boot.SyslinuxKeep(string(old))}.MarshalText()
+	if err != nil {
+		return err
+	}
+	if string(text) == string(old) {
+		return nil
+	}
+	if err := writeSync(p+".tmp", text); err != nil {
+		return err
+	}
+	return os.Rename(p+".tmp", p)
 }
 
 // readEntry parses an entry file back into a boot.Entry.
@@ -286,6 +413,23 @@ func (m *Manager) installBootFiles(ctx context.Context, name, sortKey string) er
 			return fmt.Errorf("ESP: %w", err)
 		}
 	}
+	env := boot.Environment{
+		Name: name, Dataset: m.Dataset(name), Kernel: path.Base(kernel), Initrds: []string{path.Base(initrd)},
+		Version: kver, RootOptions: bf.RootOptions, Extra: bf.ExtraOptions,
+	}
+	title := strings.ReplaceAll(bf.Title, "{name}", name)
+	if title == "" {
+		title = "Arch Linux on ZFS (" + name + ")"
+	}
+	e := env.Entry(title)
+	e.SortKey = sortKey
+	// The SYSLINUX label goes with the files it names.
+	if m.biosBoot() {
+		if err := m.syslinuxLabelIn(tmp, name, e); err != nil {
+			os.RemoveAll(tmp)
+			return fmt.Errorf("ESP: %w", err)
+		}
+	}
 	old := dir + ".old"
 	os.RemoveAll(old)
 	if _, err := os.Stat(dir); err == nil {
@@ -303,16 +447,6 @@ func (m *Manager) installBootFiles(ctx context.Context, name, sortKey string) er
 	if err := m.syncESP(); err != nil {
 		return err
 	}
-	env := boot.Environment{
-		Name: name, Dataset: m.Dataset(name), Kernel: path.Base(kernel), Initrds: []string{path.Base(initrd)},
-		Version: kver, RootOptions: bf.RootOptions, Extra: bf.ExtraOptions,
-	}
-	title := strings.ReplaceAll(bf.Title, "{name}", name)
-	if title == "" {
-		title = "Arch Linux on ZFS (" + name + ")"
-	}
-	e := env.Entry(title)
-	e.SortKey = sortKey
 	return m.writeEntry(name, e, 0)
 }
 

@@ -330,6 +330,9 @@ func (f *fakePool) Run(ctx context.Context, c hooks.Cmd) ([]byte, error) {
 		return []byte(f.bootComplete + "\n"), nil
 	case a[0] == "systemd-nspawn":
 		return nil, nil
+	case len(a) == 3 && a[0] == "extlinux" && strings.HasPrefix(a[1], "--once="):
+		// SYSLINUX's ADV, as a file the test's BIOS boot reads.
+		return nil, os.WriteFile(filepath.Join(a[2], "fake-adv-once"), []byte(strings.TrimPrefix(a[1], "--once=")), 0o644)
 	case len(a) >= 2 && a[0] == "systemctl" && a[1] == "reboot":
 		return nil, nil
 	}

@@ -141,6 +141,9 @@ func (m *Manager) Activate(ctx context.Context, name string, o ActivateOptions) 
 	}
 	switch o.Mode {
 	case Once:
+		if m.legacyBIOS() {
+			return m.bootOnce(ctx, name)
+		}
 		if m.efivars == "" || !m.running {
 			return fmt.Errorf("activate once: %w (the firmware's variables hold it)", ErrNotBooted)
 		}
@@ -159,6 +162,9 @@ func (m *Manager) Activate(ctx context.Context, name string, o ActivateOptions) 
 		if err := m.demoteTrials(ctx, name); err != nil {
 			return err
 		}
+		if m.legacyBIOS() {
+			return m.biosTrial(ctx, name)
+		}
 		if err := m.rewrite(name, SortTrial, tries); err != nil {
 			return err
 		}
@@ -170,6 +176,39 @@ func (m *Manager) Activate(ctx context.Context, name string, o ActivateOptions) 
 		return m.makeDefault(ctx, name)
 	}
 	return fmt.Errorf("activate: unknown mode %d", o.Mode)
+}
+
+// biosTrial is a trial on a system booted by a legacy BIOS: SYSLINUX has
+// no boot counting, but its boot-once falls back by itself, so a trial
+// gets one try. Its entry is written as tried once with none left
+// (paczfs-<name>+0-1.conf) before the boot-once is set: the next boot,
+// whichever it is, consumes the boot-once. If the trial boots well, Good
+// promotes it as on UEFI; if not, the machine reboots into the default,
+// whose Good marks the spent trial bad. Under UEFI firmware (the same
+// disk) that entry is skipped like any spent one.
+func (m *Manager) biosTrial(ctx context.Context, name string) error {
+	entries, err := m.entries()
+	if err != nil {
+		return err
+	}
+	en, ok := entries[name]
+	if !ok {
+		return fmt.Errorf("%s: no entry on the ESP: %w", name, ErrNoBootFiles)
+	}
+	e := readEntry(en.text)
+	e.SortKey = SortTrial
+	e.Options = append(withoutTrial(e.Options), TrialOptions()...)
+	if err := m.writeEntryFile(name, e, EntryPrefix+name+"+0-1.conf"); err != nil {
+		return err
+	}
+	if err := m.setState(ctx, name, StateTrying, time.Time{}); err != nil {
+		return err
+	}
+	if err := m.finish(ctx); err != nil {
+		return err
+	}
+	m.log.Info("legacy BIOS: the trial gets one try (SYSLINUX's boot-once)", "env", name)
+	return m.bootOnce(ctx, name)
 }
 
 // demoteTrials ends other trials: one trial at a time.

@@ -209,6 +209,11 @@ func (s *settings) defaultValue(spec varSpec) value {
 			return text("yes")
 		}
 		return text("no")
+	case "BIOS_BOOT":
+		if c.Boot.BIOS == nil {
+			return text("no")
+		}
+		return text("yes")
 	case "MANAGE":
 		if c.Manage.Off {
 			return text("no")
@@ -443,6 +448,16 @@ func (s *settings) config(readFile func(string) ([]byte, error)) (image.Config, 
 		default:
 			bad(name, fmt.Errorf("%q: use yes or no", p))
 		}
+	}
+	switch b := s.str("BIOS_BOOT"); b {
+	case "", "yes":
+		if c.Boot.BIOS == nil {
+			bad("BIOS_BOOT", fmt.Errorf("the profile has no boot.bios (how to install SYSLINUX): add it to the profile's JSON, or use no"))
+		}
+	case "no":
+		c.Boot.BIOS = nil
+	default:
+		bad("BIOS_BOOT", fmt.Errorf("%q: use yes or no", b))
 	}
 	switch m := s.str("MANAGE"); m {
 	case "", "yes":

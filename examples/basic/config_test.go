@@ -359,6 +359,15 @@ RELEASE_NAME='lab'
 	_, err := load(t, "ENCRYPT_PROMPT='maybe'\n", nil).config(os.ReadFile)
 	assert.ErrorContains(t, err, `ENCRYPT_PROMPT: "maybe": use yes or no`)
 
+	// Legacy BIOS boot: the profile's by default, off on request.
+	c = config(t, load(t, "", nil))
+	require.NotNil(t, c.Boot.BIOS)
+	assert.Equal(t, "/usr/lib/syslinux/bios/gptmbr.bin", c.Boot.BIOS.MBR)
+	c = config(t, load(t, "BIOS_BOOT='no'\n", nil))
+	assert.Nil(t, c.Boot.BIOS)
+	_, err = load(t, "BIOS_BOOT='sometimes'\n", nil).config(os.ReadFile)
+	assert.ErrorContains(t, err, `BIOS_BOOT: "sometimes": use yes or no`)
+
 	_, err = load(t, "IMAGE_SIZE='20X'\nAUTHORIZED_KEYS_FILE='/nonexistent/keys'\n", nil).config(os.ReadFile)
 	require.Error(t, err)
 	assert.Contains(t, err.Error(), "test.conf:1: IMAGE_SIZE: size \"20X\"")

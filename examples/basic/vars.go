@@ -61,6 +61,8 @@ var variables = []varSpec{
 	{Name: "ENCRYPT_ROOT", Help: "yes: also encrypt the boot environments (<pool>/system) with the same passphrase, asked for by the initramfs at every boot; no (default)"},
 	{Name: "ENCRYPT_PROMPT", Help: "no (default): the passphrase is kept in the image (/etc/zfs/keys/paczfs.key, 0400) and loaded at boot; yes: it stays out of the image and is asked for on the console at every boot"},
 
+	{Name: "BIOS_BOOT", Help: "yes (default): the image also boots under legacy BIOS, from the same ESP and entries (SYSLINUX's gptmbr.bin in the MBR, SYSLINUX on the ESP; a trial there gets one try); no: UEFI only"},
+
 	{Name: "MANAGE", Section: "boot environments",
 		Help: "yes (default): the image carries paczfs-bootenv and boot assessment (trial boots, automatic fallback, a snapshot per good boot); no: neither"},
 	{Name: "BOOTENV_TOOL", Help: "the device-side tool to install, a static build (CGO_ENABLED=0 go build -o paczfs-bootenv ./examples/bootenv); empty = paczfs-bootenv beside this program, or in PATH"},

@@ -51,6 +51,7 @@ Commands:
   activate NAME            boot NAME from now on (bootfs, loader, entries)
       --once               ... for the next boot only
       --try N              ... as a trial: N boots at most, then fall back
+                           (under legacy BIOS: SYSLINUX's boot-once, one try)
   rename OLD NEW           rename an environment (not the booted one)
   destroy NAME             destroy one (not the booted, default or last good)
   rollback NAME            a new environment from NAME's last good snapshot, activated
@@ -245,6 +246,9 @@ func dispatch(ctx context.Context, g globals, cmd string, args []string, stdout,
 			o.Mode, how = bootenv.Once, "for the next boot only"
 		case *try > 0:
 			o.Mode, o.Tries, how = bootenv.Trial, *try, "as a trial with "+strconv.Itoa(*try)+" tries"
+			if m.LegacyBIOS() {
+				how = "as a trial with one try (legacy BIOS: SYSLINUX's boot-once)"
+			}
 		}
 		if err := m.Activate(ctx, pos[0], o); err != nil {
 			return err
