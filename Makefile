@@ -68,12 +68,14 @@ LONG_TESTS := ^(TestLabKillDuringEachStageThenRecover|TestLabFourBuildsAtOnceOne
 # boots (about 15 minutes), the boot-environment lifecycle over five
 # (about 15), the seven-boot fallback of two failing trials (about 12),
 # the bootable environment with its ESP refresh (about 7, on two CPUs),
-# and the QCOW2 and VDI conversions (about 5 each). Per stop: the raw
-# image, a restart loop found unhealthy, a signed update over five boots
+# the QCOW2 and VDI conversions (about 5 each), and a SeaBIOS machine over
+# five boots (a trial that falls back by SYSLINUX's boot-once, one kept;
+# about 15). Per stop: the raw image under OVMF and under SeaBIOS, a
+# restart loop found unhealthy, a signed update over five boots
 # (release 2 applied on release 1 after a power cut mid-receive, release
 # 3 failing its check and falling back by itself), and the encrypted
 # root whose passphrase is typed on the console.
-FULL_BOOTS := ^(TestBootReleasePowerCuts|TestBootEnvironmentLifecycle|TestBootEnvironmentFallback|TestBootConvertedImages|TestBootBootableEnvironment)$$
+FULL_BOOTS := ^(TestBootReleasePowerCuts|TestBootEnvironmentLifecycle|TestBootEnvironmentFallback|TestBootConvertedImages|TestBootBootableEnvironment|TestBootLegacyBIOSTrial)$$
 
 # Tests that need a real kernel run inside the lab VM; the images the
 # image package's lab test builds are then booted here under OVMF; then
@@ -108,7 +110,10 @@ labtest-%: lab $(REGISTRY)
 # Benchmarks print figures; they assert nothing about speed.
 bench: bench-pacman bench-image bench-update
 
-# paczfs versus pacman -Sy installing the lab base set, in one VM run.
+# paczfs versus pacman -Sy installing the lab base set from the same HTTP
+# repository: three runs each, alternating which goes first, each from a
+# fresh root with the page cache dropped; every run, medians, spreads and
+# the ratio of medians, in one VM run.
 bench-pacman: lab
 	$(LAB) test -repo -bench BenchmarkLab ./pacman
 

@@ -74,17 +74,25 @@ func tail(s string, lines int) string {
 }
 
 func boot(t *testing.T, image, format string, cpus int) map[string]string {
-	console, err := os.Create(filepath.Join(filepath.Dir(image), filepath.Base(image)+".console.log"))
+	return bootWith(t, ovmf.Options{Image: image, Format: format, CPUs: cpus}, ".console.log")
+}
+
+// bootWith boots under the firmware o says, its console in the image's
+// directory.
+func bootWith(t *testing.T, o ovmf.Options, suffix string) map[string]string {
+	image := o.Image
+	console, err := os.Create(filepath.Join(filepath.Dir(image), filepath.Base(image)+suffix))
 	require.NoError(t, err)
 	defer console.Close()
-	transcript, err := ovmf.Boot(context.Background(), ovmf.Options{Image: image, Format: format, Console: console, CPUs: cpus})
+	o.Console = console
+	transcript, err := ovmf.Boot(context.Background(), o)
 	// The emulated SMP kernel has panicked early in boot (seen once, 4 s
 	// in, devtmpfs_create_node, before the initramfs ran): an emulator
 	// fault, not the image's. Entries with panic=1 reboot, qemu exits
 	// (-no-reboot), and the boot is tried once more; twice is a failure.
 	if strings.Contains(transcript, "Kernel panic") && !strings.Contains(transcript, "PACZFS-REPORT ") {
 		t.Logf("the guest kernel panicked before the system started; booting once more:\n%s", tail(transcript, 30))
-		transcript, err = ovmf.Boot(context.Background(), ovmf.Options{Image: image, Format: format, Console: console, CPUs: cpus})
+		transcript, err = ovmf.Boot(context.Background(), o)
 	}
 	require.NoError(t, err, "console:\n%s", tail(transcript, 80))
 	assert.Contains(t, transcript, "login:", "a getty reached the login prompt")
@@ -153,7 +161,22 @@ func TestBootLabImageUnderOVMF(t *testing.T) {
 	dir := bootImages(t)
 	t.Run("raw", func(t *testing.T) {
 		t.Parallel()
-		checkBooted(t, boot(t, filepath.Join(dir, "lab.raw"), "raw", 1), "default")
+		r := boot(t, filepath.Join(dir, "lab.raw"), "raw", 1)
+		checkBooted(t, r, "default")
+		assert.Equal(t, "uefi", r["firmware"])
+	})
+	// The same image under legacy BIOS: SeaBIOS runs gptmbr.bin, which
+	// boots the ESP's SYSLINUX, which boots the default environment's
+	// kernel and initramfs from the same ESP, with the same health.
+	t.Run("seabios", func(t *testing.T) {
+		t.Parallel()
+		r := bootWith(t, ovmf.Options{Image: filepath.Join(dir, "lab.raw"), Format: "raw", CPUs: 1, BIOS: true}, ".seabios.console.log")
+		checkBooted(t, r, "default")
+		assert.Equal(t, "bios", r["firmware"], "booted by legacy BIOS, no EFI")
+		console, err := os.ReadFile(filepath.Join(dir, "lab.raw.seabios.console.log"))
+		require.NoError(t, err)
+		assert.Contains(t, string(console), "\nSYSLINUX 6.", "SYSLINUX on the serial console (SERIAL 0 115200)")
+		assert.Contains(t, string(console), "Loading /env/default/vmlinuz-", "the default environment's kernel from the ESP")
 	})
 	// A unit in a restart loop (exit 1, Restart=always) must make the
 	// boot unhealthy, though no unit ever shows as failed: a copy of the

@@ -88,6 +88,8 @@ type machine struct {
 	cuts map[int]string
 	// disks are handed to every boot (ovmf.Options.Disks).
 	disks []ovmf.Disk
+	// bios boots with SeaBIOS instead of OVMF.
+	bios bool
 }
 
 // newMachine copies the raw lab image and leaves the scenario on its ESP.
@@ -116,7 +118,7 @@ func (m *machine) run(max int) {
 	for i := 1; i <= max; i++ {
 		start := time.Now()
 		transcript, err := ovmf.Boot(context.Background(), ovmf.Options{Image: m.img, Format: "raw", Writable: true,
-			VarsFile: m.vars, CPUs: 1, Console: m.console, Timeout: 12 * time.Minute, CutPower: m.cuts[i], Disks: m.disks})
+			VarsFile: m.vars, CPUs: 1, Console: m.console, Timeout: 12 * time.Minute, CutPower: m.cuts[i], Disks: m.disks, BIOS: m.bios})
 		cut := errors.Is(err, ovmf.ErrPowerCut)
 		if !cut {
 			require.NoError(t, err, "boot %d; console:\n%s", i, tail(transcript, 60))
@@ -332,4 +334,69 @@ func back(roots []string, from int) int {
 		}
 	}
 	return -1
+}
+
+// Boot environments under legacy BIOS (SeaBIOS, SYSLINUX from the same
+// ESP), where a trial is SYSLINUX's boot-once with one try:
+//
+//	1 default: create t1 with a health check that fails, activate t1 --try 1
+//	2 t1: its check fails, it reboots itself (nobody acts)
+//	3 default: SYSLINUX's DEFAULT; t1 is bad; create b, activate b --try 1
+//	4 b: boots well, is blessed and becomes SYSLINUX's DEFAULT
+//	5 b: a plain reboot boots the new default
+const biosScenario = `r "firmware $([ -d /sys/firmware/efi ] && echo uefi || echo bios)"
+r "syslinux $(grep '^DEFAULT' /efi/syslinux/syslinux.cfg)"
+case $be in
+default)
+	if todo t1; then
+		run bootenv create t1
+		mkdir -p /run/t1 && run bootenv mount t1 /run/t1
+		printf '#!/bin/sh\necho "problem: the test says this boot is bad"\nexit 1\n' > /run/t1/etc/paczfs/health.d/50-test
+		chmod 755 /run/t1/etc/paczfs/health.d/50-test
+		run bootenv umount /run/t1
+		run bootenv activate t1 --try 1
+		state; did t1; again
+	fi
+	if todo b; then
+		state
+		run bootenv create b
+		run bootenv activate b --try 1
+		did b; again
+	fi
+	state; off ;;
+t1) r "trial $be booted: the scenario does nothing"; state ;;
+b)
+	if todo plain; then state; did plain; again; fi
+	state; off ;;
+*) state; off ;;
+esac
+`
+
+// TestBootLegacyBIOSTrial (make test-full): the raw image's machine under
+// SeaBIOS: a failing trial falls back by itself (SYSLINUX's boot-once),
+// a good one becomes SYSLINUX's default.
+func TestBootLegacyBIOSTrial(t *testing.T) {
+	t.Parallel()
+	dir := bootImages(t)
+	m := newMachine(t, dir, "lab-bios", biosScenario)
+	m.bios = true
+	m.run(7)
+	roots := m.roots()
+	require.Equal(t, []string{"default", "t1", "default", "b", "b"}, roots,
+		"t1 (one try, failing check) falls back with no input; b is tried once and kept")
+	b1, b3, b4, b5 := m.boots[0], m.boots[2], m.boots[3], m.boots[4]
+	for i, b := range m.boots {
+		assert.Equal(t, "firmware bios", b.line("firmware "), "boot %d", i+1)
+	}
+	assert.Contains(t, b1.line("cmd bootenv activate t1"), "rc=0")
+	assert.Contains(t, b1.line("entries "), "paczfs-t1+0-1.conf", "one try, counted when armed")
+	assert.Equal(t, "syslinux DEFAULT default", b3.line("syslinux "))
+	assert.Equal(t, "bad", b3.env("t1")[1])
+	assert.Equal(t, "bootfs labpool/system/default", b3.line("bootfs"))
+	assert.Equal(t, "syslinux DEFAULT b", b4.line("syslinux "), "the good trial is blessed: SYSLINUX's default")
+	assert.Equal(t, "good", b4.env("b")[1])
+	assert.Contains(t, b4.env("b")[2], "default")
+	assert.Equal(t, "bootfs labpool/system/b", b4.line("bootfs"))
+	assert.NotContains(t, b4.line("entries "), "paczfs-b+", "no counters left")
+	assert.Contains(t, b5.env("b")[2], "booted")
 }

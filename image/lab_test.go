@@ -76,7 +76,7 @@ state=$(systemctl is-system-running --wait)
 # To the kernel log, which the kernel prints on the serial console: the
 # getty on ttyS0 hangs up other writers of that tty.
 r() { echo "<2>PACZFS-REPORT $*" > /dev/kmsg; }
-r "root=$(findmnt -n -o SOURCE /) fstype=$(findmnt -n -o FSTYPE /)"
+r "root=$(findmnt -n -o SOURCE /) fstype=$(findmnt -n -o FSTYPE /) firmware=$([ -d /sys/firmware/efi ] && echo uefi || echo bios)"
 # A boot test over several boots (bootenv_boot_test.go) leaves a scenario
 # on the ESP: it decides what this boot does, and whether the machine
 # reboots. Its boots skip the rest of the report (25 s each, emulated).
@@ -113,7 +113,8 @@ if grep -q paczfs.test_update_esp /proc/cmdline; then
 	if out=$(/usr/local/sbin/paczfs-update-esp 2>&1); then
 		after=$(cd /efi/env && find $others -type f -exec sha256sum {} + 2>/dev/null | sort)
 		newer=$(find /efi/env/$be -type f -newer /tmp/marker | wc -l)
-		if [ "$before" = "$after" ] && [ "$newer" -ge 2 ] && grep -q "^options .*$be" /efi/loader/entries/paczfs-$be.conf; then
+		if [ "$before" = "$after" ] && [ "$newer" -ge 3 ] && grep -q "^options .*$be" /efi/loader/entries/paczfs-$be.conf &&
+			grep -q "^  APPEND .*$be" /efi/env/$be/syslinux.cfg; then
 			r "updateesp=ok"
 		else
 			r "updateesp=bad-files newer=$newer"
@@ -483,6 +484,32 @@ func checkImage(t *testing.T, cfg image.Config, res *image.Result) {
 		data, err := esp.ReadFile(p)
 		require.NoError(t, err, p)
 		assert.Greater(t, len(data), 50_000, p)
+	}
+	// Legacy BIOS: SYSLINUX installed by the target's syslinux, its
+	// configuration from the entries, the ESP marked for gptmbr.bin.
+	if cfg.Boot.BIOS != nil {
+		for _, p := range []string{"/syslinux/ldlinux.sys", "/syslinux/ldlinux.c32"} {
+			data, err := esp.ReadFile(p)
+			require.NoError(t, err, p)
+			assert.Greater(t, len(data), 10_000, p)
+		}
+		sys, err := esp.ReadFile("/syslinux/syslinux.cfg")
+		require.NoError(t, err)
+		assert.Contains(t, string(sys), "SERIAL 0 115200\nPROMPT 1\nTIMEOUT 10\nDEFAULT default\nINCLUDE /env/default/syslinux.cfg\n")
+		label, err := esp.ReadFile("/env/bootable/syslinux.cfg")
+		require.NoError(t, err)
+		assert.Contains(t, string(label), "  LINUX /env/bootable/vmlinuz-"+res.Kernel+"\n")
+		assert.Contains(t, string(label), "  APPEND root=zfs:"+cfg.PoolName+"/system/bootable rw ")
+		got, err := disk.ReadGPT(cfg.ImageFile)
+		require.NoError(t, err)
+		assert.Equal(t, disk.AttrLegacyBIOSBootable, got.Partitions[0].Attributes, "the ESP, for gptmbr.bin")
+		mbr := make([]byte, 512)
+		f, err := os.Open(cfg.ImageFile)
+		require.NoError(t, err)
+		_, err = f.ReadAt(mbr, 0)
+		f.Close()
+		require.NoError(t, err)
+		assert.Contains(t, string(mbr[:440]), "Missing OS", "gptmbr.bin's messages in the boot code")
 	}
 
 	// The root's files: mount the default environment read-only.
