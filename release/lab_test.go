@@ -397,13 +397,11 @@ func BenchmarkLabUpdate(b *testing.B) {
 		incr, _ := m.Stream(release.Incremental)
 		full, _ := m.Stream(release.Full)
 		apply, bare, steps, order := measureApply(b, z, be, dev, out, incr.File, public)
-		ratio := median(apply).Seconds() / median(bare).Seconds()
-		ratios = append(ratios, ratio)
 		fmt.Printf("  %s (%d MiB):\n", c.what, c.mib)
 		fmt.Printf("    full stream %d bytes, incremental %d bytes: %.2f%% of the full (target under 5%%)\n", full.Size, incr.Size, 100*float64(incr.Size)/float64(full.Size))
-		fmt.Printf("    apply  runs %v: median %.3fs, spread %.3fs\n", apply, median(apply).Seconds(), spread(apply).Seconds())
-		fmt.Printf("    bare   runs %v: median %.3fs, spread %.3fs\n", bare, median(bare).Seconds(), spread(bare).Seconds())
-		fmt.Printf("    ratio apply/bare receive (medians): %.2f (target at most 1.2)\n", ratio)
+		ratio := labtest.Compare(os.Stdout, "apply", apply, "bare-receive", bare)
+		fmt.Printf("    (target: apply/bare-receive at most 1.2)\n")
+		ratios = append(ratios, ratio)
 		fmt.Printf("    apply's time by step (the three runs summed; each from the step to the next):\n")
 		for _, s := range order {
 			fmt.Printf("      %-10s %.3fs\n", s, steps[s].Seconds())
@@ -419,7 +417,7 @@ func BenchmarkLabUpdate(b *testing.B) {
 
 // measureApply applies the release in dir on the device three times and
 // receives its stream bare three times, alternating which goes first.
-func measureApply(b *testing.B, z *zfs.Client, be *bootenv.Manager, dev, dir, stream string, public []byte) (apply, bare []time.Duration, steps map[release.Step]time.Duration, order []release.Step) {
+func measureApply(b *testing.B, z *zfs.Client, be *bootenv.Manager, dev, dir, stream string, public []byte) (apply, bare labtest.Runs, steps map[release.Step]time.Duration, order []release.Step) {
 	ctx := context.Background()
 	steps = map[release.Step]time.Duration{}
 	applyOnce := func() time.Duration {
@@ -449,20 +447,6 @@ func measureApply(b *testing.B, z *zfs.Client, be *bootenv.Manager, dev, dir, st
 		require.NoError(b, z.Destroy(ctx, dev+"/system/bare", zfs.DestroyOptions{Recursive: true}))
 		return took
 	}
-	for i := 0; i < 3; i++ {
-		if i%2 == 0 {
-			apply, bare = append(apply, applyOnce()), append(bare, bareOnce())
-		} else {
-			bare, apply = append(bare, bareOnce()), append(apply, applyOnce())
-		}
-	}
+	apply, bare = labtest.Alternate(3, applyOnce, bareOnce)
 	return apply, bare, steps, order
 }
-
-func median(d []time.Duration) time.Duration {
-	s := slices.Clone(d)
-	slices.Sort(s)
-	return s[len(s)/2]
-}
-
-func spread(d []time.Duration) time.Duration { return slices.Max(d) - slices.Min(d) }
