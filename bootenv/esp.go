@@ -127,11 +127,15 @@ func (m *Manager) entries() (map[string]entryFile, error) {
 // removes the others, so a crash leaves at least one entry; entries()
 // prefers the counted one if two survive.
 func (m *Manager) writeEntry(name string, e boot.Entry, tries int) error {
-	file := entryID(name)
+	return m.writeEntryFile(name, e, entryFileName(name, tries))
+}
+
+// entryFileName is the entry's file: counted with tries > 0.
+func entryFileName(name string, tries int) string {
 	if tries > 0 {
-		file = fmt.Sprintf("%s%s+%d.conf", EntryPrefix, name, tries)
+		return fmt.Sprintf("%s%s+%d.conf", EntryPrefix, name, tries)
 	}
-	return m.writeEntryFile(name, e, file)
+	return entryID(name)
 }
 
 // writeEntryFile is writeEntry with the file name given (counters
@@ -324,8 +328,15 @@ func withoutTrial(opts []string) []string {
 	return slices.DeleteFunc(slices.Clone(opts), func(o string) bool { return slices.Contains(trial, o) })
 }
 
-// rewrite rewrites the environment's entry with a new rank and counters.
+// rewrite rewrites the environment's entry with a new rank and counters
+// (tries > 0: a trial's, with its options).
 func (m *Manager) rewrite(name, sortKey string, tries int) error {
+	return m.rewriteFile(name, sortKey, tries > 0, entryFileName(name, tries))
+}
+
+// rewriteFile rewrites the environment's entry as file, with a new rank,
+// and a trial's options or none.
+func (m *Manager) rewriteFile(name, sortKey string, trial bool, file string) error {
 	entries, err := m.entries()
 	if err != nil {
 		return err
@@ -337,10 +348,10 @@ func (m *Manager) rewrite(name, sortKey string, tries int) error {
 	e := readEntry(en.text)
 	e.SortKey = sortKey
 	e.Options = withoutTrial(e.Options)
-	if tries > 0 {
+	if trial {
 		e.Options = append(e.Options, TrialOptions()...)
 	}
-	return m.writeEntry(name, e, tries)
+	return m.writeEntryFile(name, e, file)
 }
 
 // readBootFiles reads BootConfig from a mounted root.

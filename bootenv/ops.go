@@ -187,18 +187,7 @@ func (m *Manager) Activate(ctx context.Context, name string, o ActivateOptions) 
 // whose Good marks the spent trial bad. Under UEFI firmware (the same
 // disk) that entry is skipped like any spent one.
 func (m *Manager) biosTrial(ctx context.Context, name string) error {
-	entries, err := m.entries()
-	if err != nil {
-		return err
-	}
-	en, ok := entries[name]
-	if !ok {
-		return fmt.Errorf("%s: no entry on the ESP: %w", name, ErrNoBootFiles)
-	}
-	e := readEntry(en.text)
-	e.SortKey = SortTrial
-	e.Options = append(withoutTrial(e.Options), TrialOptions()...)
-	if err := m.writeEntryFile(name, e, EntryPrefix+name+"+0-1.conf"); err != nil {
+	if err := m.rewriteFile(name, SortTrial, true, EntryPrefix+name+"+0-1.conf"); err != nil {
 		return err
 	}
 	if err := m.setState(ctx, name, StateTrying, time.Time{}); err != nil {

@@ -47,6 +47,14 @@ did() { touch "$T/done-$1"; sync; }
 run() { out=$("$@" 2>&1); rc=$?; r "cmd $* => rc=$rc $(echo "$out" | tail -n 1)"; return $rc; }
 off() { r "END poweroff"; sync; systemctl poweroff; exit 0; }
 again() { r "END reboot"; sync; systemctl reboot; exit 0; }
+# failing NAME: a new environment whose own health check always fails.
+failing() {
+	run bootenv create "$1"
+	mkdir -p "/run/$1" && run bootenv mount "$1" "/run/$1"
+	printf '#!/bin/sh\necho "problem: the test says this boot is bad"\nexit 1\n' > "/run/$1/etc/paczfs/health.d/50-test"
+	chmod 755 "/run/$1/etc/paczfs/health.d/50-test"
+	run bootenv umount "/run/$1"
+}
 r "boot be=$be"
 `
 
@@ -216,11 +224,7 @@ esac
 const fallbackScenario = `case $be in
 default)
 	if todo t1; then
-		run bootenv create t1
-		mkdir -p /run/t1 && run bootenv mount t1 /run/t1
-		printf '#!/bin/sh\necho "problem: the test says this boot is bad"\nexit 1\n' > /run/t1/etc/paczfs/health.d/50-test
-		chmod 755 /run/t1/etc/paczfs/health.d/50-test
-		run bootenv umount /run/t1
+		failing t1
 		run bootenv activate t1 --try 2
 		state; did t1; again
 	fi
@@ -349,11 +353,7 @@ r "syslinux $(grep '^DEFAULT' /efi/syslinux/syslinux.cfg)"
 case $be in
 default)
 	if todo t1; then
-		run bootenv create t1
-		mkdir -p /run/t1 && run bootenv mount t1 /run/t1
-		printf '#!/bin/sh\necho "problem: the test says this boot is bad"\nexit 1\n' > /run/t1/etc/paczfs/health.d/50-test
-		chmod 755 /run/t1/etc/paczfs/health.d/50-test
-		run bootenv umount /run/t1
+		failing t1
 		run bootenv activate t1 --try 1
 		state; did t1; again
 	fi
@@ -385,9 +385,10 @@ func TestBootLegacyBIOSTrial(t *testing.T) {
 	require.Equal(t, []string{"default", "t1", "default", "b", "b"}, roots,
 		"t1 (one try, failing check) falls back with no input; b is tried once and kept")
 	b1, b3, b4, b5 := m.boots[0], m.boots[2], m.boots[3], m.boots[4]
-	for i, b := range m.boots {
-		assert.Equal(t, "firmware bios", b.line("firmware "), "boot %d", i+1)
+	for _, i := range []int{0, 2, 3, 4} {
+		assert.Equal(t, "firmware bios", m.boots[i].line("firmware "), "boot %d", i+1)
 	}
+	assert.Empty(t, m.boots[1].line("firmware "), "the trial's failed check rebooted it before the scenario ran")
 	assert.Contains(t, b1.line("cmd bootenv activate t1"), "rc=0")
 	assert.Contains(t, b1.line("entries "), "paczfs-t1+0-1.conf", "one try, counted when armed")
 	assert.Equal(t, "syslinux DEFAULT default", b3.line("syslinux "))
