@@ -15,6 +15,7 @@ import (
 	"errors"
 	"fmt"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"regexp"
 	"strings"
@@ -400,4 +401,19 @@ func TestBootLegacyBIOSTrial(t *testing.T) {
 	assert.Equal(t, "bootfs labpool/system/b", b4.line("bootfs"))
 	assert.NotContains(t, b4.line("entries "), "paczfs-b+", "no counters left")
 	assert.Contains(t, b5.env("b")[2], "booted")
+}
+
+// TestBootScenariosAreValidShell (make test): every scenario the
+// multi-boot tests leave on an ESP parses (dash -n, the lab image's
+// /bin/sh), so a slip shows in seconds, not after a boot of minutes.
+func TestBootScenariosAreValidShell(t *testing.T) {
+	dash, err := exec.LookPath("dash")
+	require.NoError(t, err, "dash (Debian's /bin/sh)")
+	for name, s := range map[string]string{"lifecycle": lifecycleScenario, "fallback": fallbackScenario, "bios": biosScenario,
+		"release": releaseScenario, "power-cut": powerCutScenario} {
+		f := filepath.Join(t.TempDir(), name+".sh")
+		require.NoError(t, os.WriteFile(f, []byte(scenarioPrelude+s), 0o644))
+		out, err := exec.Command(dash, "-n", f).CombinedOutput()
+		assert.NoError(t, err, "%s: %s", name, out)
+	}
 }
