@@ -15,7 +15,8 @@
 // or cancellation it releases everything it acquired (chroot mounts,
 // gpg-agent, the imported pool, the loop device) and removes the partial
 // output unless [WithKeepOnFailure]. [Convert] writes VDI, QCOW, QCOW2,
-// VMDK, VHDX or raw copies through qemu-img.
+// VMDK, VHDX or raw copies through qemu-img; a build's convert stage
+// writes all of its outputs at once, one qemu-img each.
 //
 // With [Release] set, a build also writes a signed release of its root
 // environment (package release): its full ZFS stream and manifest. A

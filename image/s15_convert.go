@@ -6,12 +6,33 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"runtime"
+	"sync"
+
+	"golang.org/x/sync/errgroup"
 
 	"github.com/paczfs/paczfs/hooks"
 	"github.com/paczfs/paczfs/internal/fsx"
 )
 
+// stageConvert writes every output at once: each qemu-img reads the same
+// exported image (from the page cache after the first) and compresses on
+// a CPU of its own, so two outputs take about as long as the slowest
+// rather than the sum. At most GOMAXPROCS (and at least two) run together. The first failure
+// stops the others; the build's cleanup then removes every output, as it
+// would after a failure of the sequential kind.
 func stageConvert(ctx context.Context, st *build) error {
+	// Every argv before any file is touched: a bad output fails the stage
+	// with nothing written.
+	for _, o := range st.cfg.Outputs {
+		if _, err := OutputArgs(st.target.path, o); err != nil {
+			return err
+		}
+	}
+	mask, err := fsx.Umask()
+	if err != nil {
+		return err
+	}
 	for _, o := range st.cfg.Outputs {
 		if st.cfg.Overwrite {
 			if err := os.Remove(o.Path); err != nil && !errors.Is(err, os.ErrNotExist) {
@@ -19,25 +40,28 @@ func stageConvert(ctx context.Context, st *build) error {
 			}
 		}
 		st.res.Outputs = append(st.res.Outputs, o)
+	}
+	var mu sync.Mutex // the caller's progress function is called by one goroutine at a time
+	g, gctx := errgroup.WithContext(ctx)
+	g.SetLimit(max(2, runtime.GOMAXPROCS(0)))
+	for _, o := range st.cfg.Outputs {
 		name := filepath.Base(o.Path)
 		report := func(pct int) {
 			if pct%10 == 0 {
+				mu.Lock()
+				defer mu.Unlock()
 				st.b.progress(Progress{Kind: Message, Stage: hooks.StageConvert, Message: fmt.Sprintf("%s (%s): %d%%", name, o.Format, pct)})
 			}
 		}
-		if err := writeOutput(ctx, st.b.runner, st.target.path, o, report); err != nil {
-			return err
-		}
-		// Outputs are the caller's files, not the image's: they get the
-		// caller's umask as the image file does (qemu-img ran with the
-		// build's).
-		mask, err := fsx.Umask()
-		if err != nil {
-			return err
-		}
-		if err := os.Chmod(o.Path, 0o644&^mask); err != nil {
-			return err
-		}
+		g.Go(func() error {
+			if err := writeOutput(gctx, st.b.runner, st.target.path, o, report); err != nil {
+				return err
+			}
+			// Outputs are the caller's files, not the image's: they get
+			// the caller's umask as the image file does (qemu-img ran
+			// with the build's).
+			return os.Chmod(o.Path, 0o644&^mask)
+		})
 	}
-	return nil
+	return g.Wait()
 }
