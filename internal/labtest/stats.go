@@ -41,16 +41,22 @@ func (r Runs) String() string {
 // Alternate runs a and b n times each, a first in even rounds and b first
 // in odd ones, so that neither always runs on a cold or a warm machine.
 func Alternate(n int, a, b func() time.Duration) (ra, rb Runs) {
+	r := Rotate(n, a, b)
+	return r[0], r[1]
+}
+
+// Rotate runs each of fns n times, round i starting with fns[i mod k] and
+// going on in order, so that each one leads as often as the others. It
+// returns the runs of each, in the order of fns.
+func Rotate(n int, fns ...func() time.Duration) []Runs {
+	runs := make([]Runs, len(fns))
 	for i := 0; i < n; i++ {
-		if i%2 == 0 {
-			ra = append(ra, a())
-			rb = append(rb, b())
-		} else {
-			rb = append(rb, b())
-			ra = append(ra, a())
+		for j := range fns {
+			k := (i + j) % len(fns)
+			runs[k] = append(runs[k], fns[k]())
 		}
 	}
-	return ra, rb
+	return runs
 }
 
 // Compare prints every run of both ways, their medians and spreads, and

@@ -27,3 +27,13 @@ func TestAlternateAndCompare(t *testing.T) {
 	assert.Equal(t, time.Duration(0), Runs(nil).Median())
 	assert.Equal(t, 5*time.Second, Runs{5 * time.Second, 4 * time.Second, time.Second, 9 * time.Second}.Median(), "the upper middle")
 }
+
+func TestRotate(t *testing.T) {
+	var order []string
+	f := func(name string) func() time.Duration {
+		return func() time.Duration { order = append(order, name); return time.Duration(len(order)) }
+	}
+	r := Rotate(3, f("a"), f("b"), f("c"))
+	assert.Equal(t, []string{"a", "b", "c", "b", "c", "a", "c", "a", "b"}, order, "each leads one round")
+	assert.Equal(t, []Runs{{1, 6, 8}, {2, 4, 9}, {3, 5, 7}}, r)
+}
