@@ -4,6 +4,7 @@ package image_test
 
 import (
 	"context"
+	_ "embed"
 	"fmt"
 	"net/http"
 	"net/http/httptest"
@@ -779,35 +780,107 @@ func benchProfile(b *testing.B, dir string) image.Config {
 	return cfg
 }
 
-// BenchmarkLabBuildImage builds the lab-profile image (cold package cache)
-// and prints each stage's seconds, the total, the image's allocated bytes
-// and the compressed QCOW2's size. It asserts nothing about speed.
+// plainBuild is testdata/plain-build.sh: the same image built by hand.
+//
+//go:embed testdata/plain-build.sh
+var plainBuild string
+
+// BenchmarkLabBuildImage (make bench-image) builds the lab-profile image
+// with paczfs and by hand with the plain tools (testdata/plain-build.sh),
+// three times each in one VM run, each leading in turn, every run from a
+// cold package cache and a dropped page cache. It prints every run's
+// stages, the medians and spreads, and the ratio of medians (target: at
+// most 0.8). Both build the same image: paczfs's lab profile without what
+// a hand build does not have (the extra environments, the miniroot clone,
+// boot assessment), with one compressed QCOW2 output.
 func BenchmarkLabBuildImage(b *testing.B) {
 	labtest.Require(b)
-	for i := 0; i < b.N; i++ {
+	dirRepo, _ := labtest.LabRepo(b)
+	repo, err := labrepo.Open(filepath.Dir(dirRepo))
+	require.NoError(b, err)
+	srv := httptest.NewServer(http.FileServer(http.Dir(repo.Dir)))
+	b.Cleanup(srv.Close)
+	script := filepath.Join(b.TempDir(), "plain-build.sh")
+	require.NoError(b, os.WriteFile(script, []byte(plainBuild), 0o755))
+	keyring := filepath.Join(repo.KeyringDir, labrepo.RepoName+".gpg")
+	fresh := func() string {
 		dir := b.TempDir()
-		cfg := benchProfile(b, dir)
-		cfg.ImageFile = filepath.Join(dir, "bench.img")
-		cfg.Outputs = []image.Output{{Format: image.QCOW2, Path: filepath.Join(dir, "bench.qcow2")}}
-		builder, err := image.New(cfg)
-		require.NoError(b, err)
-		res, err := builder.Build(context.Background())
-		require.NoError(b, err)
-		var st syscall.Stat_t
-		require.NoError(b, syscall.Stat(cfg.ImageFile, &st))
-		q, err := os.Stat(cfg.Outputs[0].Path)
-		require.NoError(b, err)
-		fmt.Printf("image build (lab profile, %d packages, cold cache):\n", len(res.Packages))
-		for _, s := range res.Stages {
-			fmt.Printf("  %-12s %7.1f s\n", s.Stage, s.Took.Seconds())
-		}
-		fmt.Printf("  %-12s %7.1f s\n", "total", res.Took.Seconds())
-		fmt.Printf("  image: %d bytes allocated (%.0f MiB) of %d\n", st.Blocks*512, float64(st.Blocks*512)/(1<<20), cfg.Size)
-		fmt.Printf("  qcow2: %d bytes (%.0f MiB)\n", q.Size(), float64(q.Size())/(1<<20))
-		b.ReportMetric(res.Took.Seconds(), "s/build")
-		b.ReportMetric(float64(st.Blocks*512), "allocated-bytes")
-		b.ReportMetric(float64(q.Size()), "qcow2-bytes")
+		require.NoError(b, os.MkdirAll(filepath.Join(dir, "cache"), 0o755))
+		labtest.Run(b, "sh", "-c", "sync && echo 3 > /proc/sys/vm/drop_caches")
+		return dir
 	}
+	sizes := func(img, qcow2 string) string {
+		var st syscall.Stat_t
+		require.NoError(b, syscall.Stat(img, &st))
+		q, err := os.Stat(qcow2)
+		require.NoError(b, err)
+		return fmt.Sprintf("image %.0f MiB allocated, qcow2 %.0f MiB", float64(st.Blocks*512)/(1<<20), float64(q.Size())/(1<<20))
+	}
+	for i := 0; i < b.N; i++ {
+		run := 0
+		ours := func() time.Duration {
+			run++
+			dir := fresh()
+			cfg := labrepo.Profile(repo, srv.URL)
+			cfg.Pacman.CacheDirs = []string{filepath.Join(dir, "cache")}
+			cfg.BootEnvironments, cfg.MinirootClone, cfg.Manage = nil, "", image.Manage{Off: true}
+			cfg.ImageFile = filepath.Join(dir, "bench.img")
+			cfg.Outputs = []image.Output{{Format: image.QCOW2, Path: filepath.Join(dir, "bench.qcow2")}}
+			builder, err := image.New(cfg)
+			require.NoError(b, err)
+			res, err := builder.Build(context.Background())
+			require.NoError(b, err)
+			fmt.Printf("paczfs (run %d, %d packages): %.1f s, %s\n   ", run, len(res.Packages), res.Took.Seconds(), sizes(cfg.ImageFile, cfg.Outputs[0].Path))
+			for _, s := range res.Stages {
+				fmt.Printf(" %s %.1f", s.Stage, s.Took.Seconds())
+			}
+			fmt.Println()
+			require.NoError(b, os.RemoveAll(dir))
+			return res.Took
+		}
+		plain := func() time.Duration {
+			run++
+			dir := fresh()
+			img, qcow2 := filepath.Join(dir, "plain.img"), filepath.Join(dir, "plain.qcow2")
+			work := filepath.Join(dir, "work")
+			require.NoError(b, os.Mkdir(work, 0o755))
+			pkgs := slices.Concat(labrepo.Base, labrepo.Bootable(repo.Kernel), labrepo.Workstation)
+			cmd := exec.Command("sh", script)
+			cmd.Env = append(os.Environ(), "IMG="+img, "QCOW2="+qcow2, "WORK="+work, "CACHE="+filepath.Join(dir, "cache"),
+				"REPO_NAME="+labrepo.RepoName, "REPO_URL="+srv.URL, "KEYRING="+keyring, "FINGERPRINT="+repo.Fingerprint,
+				"KVER="+repo.Kernel, "PACKAGES="+strings.Join(pkgs, " "),
+				"EFI_BINARY=/usr/lib/systemd/boot/efi/systemd-bootx64.efi", "GPTMBR=/usr/lib/syslinux/mbr/gptmbr.bin")
+			start := time.Now()
+			out, err := cmd.CombinedOutput()
+			took := time.Since(start)
+			require.NoError(b, err, "plain-build.sh:\n%s", out)
+			fmt.Printf("plain tools (run %d, %d packages asked for): %.1f s, %s\n   ", run, len(pkgs), took.Seconds(), sizes(img, qcow2))
+			for _, l := range strings.Split(strings.TrimSpace(string(out)), "\n") {
+				if f := strings.Fields(l); len(f) == 3 && f[0] == "step" {
+					fmt.Printf(" %s %s", f[1], f[2])
+				}
+			}
+			fmt.Println()
+			require.NoError(b, os.RemoveAll(dir))
+			return took
+		}
+		r := labtest.Rotate(plainRuns(), ours, plain)
+		fmt.Printf("image build (lab profile, cold package cache), paczfs against the plain tools:\n")
+		ratio := labtest.Compare(os.Stdout, "paczfs", r[0], "plain", r[1])
+		fmt.Printf("  (target: paczfs/plain at most 0.8)\n")
+		b.ReportMetric(r[0].Median().Seconds(), "paczfs-s")
+		b.ReportMetric(r[1].Median().Seconds(), "plain-s")
+		b.ReportMetric(ratio, "ratio")
+	}
+}
+
+// plainRuns is how many runs of each side BenchmarkLabBuildImage makes:
+// three, or PACZFS_BENCH_RUNS (one, to try the script).
+func plainRuns() int {
+	if n, err := strconv.Atoi(os.Getenv("PACZFS_BENCH_RUNS")); err == nil && n > 0 {
+		return n
+	}
+	return 3
 }
 
 // BenchmarkLabDerive (make bench-update) prints, from one VM run, the
