@@ -803,6 +803,7 @@ func BenchmarkLabBuildImage(b *testing.B) {
 	script := filepath.Join(b.TempDir(), "plain-build.sh")
 	require.NoError(b, os.WriteFile(script, []byte(plainBuild), 0o755))
 	keyring := filepath.Join(repo.KeyringDir, labrepo.RepoName+".gpg")
+	pacstrap := labtest.PacstrapScript(b)
 	fresh := func() string {
 		dir := b.TempDir()
 		require.NoError(b, os.MkdirAll(filepath.Join(dir, "cache"), 0o755))
@@ -849,7 +850,7 @@ func BenchmarkLabBuildImage(b *testing.B) {
 			cmd.Env = append(os.Environ(), "IMG="+img, "QCOW2="+qcow2, "WORK="+work, "CACHE="+filepath.Join(dir, "cache"),
 				"REPO_NAME="+labrepo.RepoName, "REPO_URL="+srv.URL, "KEYRING="+keyring, "FINGERPRINT="+repo.Fingerprint,
 				"KVER="+repo.Kernel, "PACKAGES="+strings.Join(pkgs, " "),
-				"EFI_BINARY=/usr/lib/systemd/boot/efi/systemd-bootx64.efi", "GPTMBR=/usr/lib/syslinux/mbr/gptmbr.bin")
+				"EFI_BINARY=/usr/lib/systemd/boot/efi/systemd-bootx64.efi", "GPTMBR=/usr/lib/syslinux/mbr/gptmbr.bin", "PACSTRAP="+pacstrap)
 			start := time.Now()
 			out, err := cmd.CombinedOutput()
 			took := time.Since(start)

@@ -473,19 +473,8 @@ func BenchmarkLabInstallBaseVersusPacman(b *testing.B) {
 		// the work paczfs does: without /proc and /dev, chrooted
 		// scriptlets and hooks fail or skip, and the bare root is not the
 		// same system.
-		pacstrapScript := `set -e; r=$1; shift
-mkdir -p "$r/proc" "$r/sys" "$r/dev" "$r/run" "$r/tmp"
-mount -t proc proc "$r/proc" -o nosuid,noexec,nodev
-mount -t sysfs sys "$r/sys" -o nosuid,noexec,nodev,ro
-mount -t devtmpfs udev "$r/dev" -o mode=0755,nosuid
-mkdir -p "$r/dev/pts" "$r/dev/shm"
-mount -t devpts devpts "$r/dev/pts" -o mode=0620,gid=5,nosuid,noexec
-mount -t tmpfs shm "$r/dev/shm" -o mode=1777,nosuid,nodev
-mount -t tmpfs run "$r/run" -o nosuid,nodev,mode=0755
-mount -t tmpfs tmp "$r/tmp" -o mode=1777,strictatime,nodev,nosuid
-exec pacman -r "$r" "$@"
-`
-		pacmanRun := func(name string, pacstrap bool) func() time.Duration {
+		pacstrap := labtest.PacstrapScript(b)
+		pacmanRun := func(name string, asPacstrap bool) func() time.Duration {
 			return func() time.Duration {
 				run++
 				root := fresh()
@@ -493,8 +482,8 @@ exec pacman -r "$r" "$@"
 					"--gpgdir", pacman.GPGDir(root), "--cachedir", filepath.Join(root, "var/cache/pacman/pkg"), "--noconfirm", "-Sy"}
 				args = append(args, labrepo.Base...)
 				argv := append([]string{"pacman", "--root", root}, args...)
-				if pacstrap {
-					argv = append([]string{"unshare", "--fork", "--pid", "--mount", "--propagation", "private", "sh", "-c", pacstrapScript, "sh", root}, args...)
+				if asPacstrap {
+					argv = append([]string{"sh", pacstrap, root, "pacman", "--root", root}, args...)
 				}
 				phase("%s (run %d)", name, run)
 				start := time.Now()

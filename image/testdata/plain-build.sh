@@ -25,12 +25,14 @@
 #   PACKAGES         every package, space separated
 #   EFI_BINARY       systemd-boot's EFI binary inside the root
 #   GPTMBR           SYSLINUX's GPT MBR boot code inside the root
+#   PACSTRAP         internal/labtest/pacstrap.sh: runs a command with the
+#                    root's API filesystems mounted as pacstrap mounts them
 #   POOL             the pool's name (default plainpool)
 #   SIZE, ESP_SIZE   the image's and the ESP's size (default 4G, 512M)
 # Each step's seconds go to stdout as "step NAME SECONDS".
 set -eu
 : "${IMG:?}" "${QCOW2:?}" "${WORK:?}" "${CACHE:?}" "${REPO_NAME:?}" "${REPO_URL:?}" "${KEYRING:?}"
-: "${FINGERPRINT:?}" "${KVER:?}" "${PACKAGES:?}" "${EFI_BINARY:?}" "${GPTMBR:?}"
+: "${FINGERPRINT:?}" "${KVER:?}" "${PACKAGES:?}" "${EFI_BINARY:?}" "${GPTMBR:?}" "${PACSTRAP:?}"
 POOL=${POOL:-plainpool}
 SIZE=${SIZE:-4G}
 ESP_SIZE=${ESP_SIZE:-512M}
@@ -57,17 +59,7 @@ trap cleanup EXIT
 # In the root with the API filesystems mounted, in mount and PID
 # namespaces of its own, as arch-chroot and pacstrap run commands.
 in_root() {
-	unshare --fork --pid --mount --propagation private sh -ec '
-		r=$1; shift
-		mount -t proc proc "$r/proc" -o nosuid,noexec,nodev
-		mount -t sysfs sys "$r/sys" -o nosuid,noexec,nodev,ro
-		mount -t devtmpfs udev "$r/dev" -o mode=0755,nosuid
-		mkdir -p "$r/dev/pts" "$r/dev/shm"
-		mount -t devpts devpts "$r/dev/pts" -o mode=0620,gid=5,nosuid,noexec
-		mount -t tmpfs shm "$r/dev/shm" -o mode=1777,nosuid,nodev
-		mount -t tmpfs run "$r/run" -o nosuid,nodev,mode=0755
-		mount -t tmpfs tmp "$r/tmp" -o mode=1777,strictatime,nodev,nosuid
-		"$@"' sh "$ROOT" "$@"
+	sh "$PACSTRAP" "$ROOT" "$@"
 }
 
 # A command chrooted in the root, with a clean environment (the caller's
