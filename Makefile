@@ -114,7 +114,8 @@ bench: bench-pacman bench-image bench-update
 # repository, bare and as pacstrap runs it (the API filesystems mounted):
 # three runs each, each leading a round in turn, each from a fresh root
 # with the page cache dropped; every run (paczfs's with where its time
-# went), medians, spreads and the ratios of medians, in one VM run.
+# went), medians, spreads and the ratios of medians, in one VM run
+# (PACZFS_BENCH_RUNS=1 makes one run each).
 bench-pacman: lab
 	$(LAB) test -repo -bench BenchmarkLab ./pacman
 

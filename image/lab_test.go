@@ -766,15 +766,25 @@ func TestLabLocaleNoPackageShipsFailsBeforeWriting(t *testing.T) {
 	assert.ErrorIs(t, statErr, os.ErrNotExist)
 }
 
-// benchProfile is the lab profile served from the lab repository on
-// loopback, with a package cache of its own under dir (cold).
-func benchProfile(b *testing.B, dir string) image.Config {
+// benchRepo is the lab repository served on loopback, and its URL.
+func benchRepo(b *testing.B) (*labrepo.Repo, string) {
 	dirRepo, _ := labtest.LabRepo(b)
 	repo, err := labrepo.Open(filepath.Dir(dirRepo))
 	require.NoError(b, err)
 	srv := httptest.NewServer(http.FileServer(http.Dir(repo.Dir)))
 	b.Cleanup(srv.Close)
-	cfg := labrepo.Profile(repo, srv.URL)
+	return repo, srv.URL
+}
+
+// benchProfile is the lab profile served from the lab repository on
+// loopback, with a package cache of its own under dir (cold).
+func benchProfile(b *testing.B, dir string) image.Config {
+	repo, url := benchRepo(b)
+	return withCache(b, labrepo.Profile(repo, url), dir)
+}
+
+// withCache gives cfg a package cache of its own under dir (cold).
+func withCache(b *testing.B, cfg image.Config, dir string) image.Config {
 	cfg.Pacman.CacheDirs = []string{filepath.Join(dir, "cache")}
 	require.NoError(b, os.MkdirAll(cfg.Pacman.CacheDirs[0], 0o755))
 	return cfg
@@ -795,20 +805,14 @@ var plainBuild string
 // boot assessment), with one compressed QCOW2 output.
 func BenchmarkLabBuildImage(b *testing.B) {
 	labtest.Require(b)
-	dirRepo, _ := labtest.LabRepo(b)
-	repo, err := labrepo.Open(filepath.Dir(dirRepo))
-	require.NoError(b, err)
-	srv := httptest.NewServer(http.FileServer(http.Dir(repo.Dir)))
-	b.Cleanup(srv.Close)
+	repo, url := benchRepo(b)
 	script := filepath.Join(b.TempDir(), "plain-build.sh")
 	require.NoError(b, os.WriteFile(script, []byte(plainBuild), 0o755))
 	keyring := filepath.Join(repo.KeyringDir, labrepo.RepoName+".gpg")
 	pacstrap := labtest.PacstrapScript(b)
 	fresh := func() string {
-		dir := b.TempDir()
-		require.NoError(b, os.MkdirAll(filepath.Join(dir, "cache"), 0o755))
 		labtest.Run(b, "sh", "-c", "sync && echo 3 > /proc/sys/vm/drop_caches")
-		return dir
+		return b.TempDir()
 	}
 	sizes := func(img, qcow2 string) string {
 		var st syscall.Stat_t
@@ -822,8 +826,7 @@ func BenchmarkLabBuildImage(b *testing.B) {
 		ours := func() time.Duration {
 			run++
 			dir := fresh()
-			cfg := labrepo.Profile(repo, srv.URL)
-			cfg.Pacman.CacheDirs = []string{filepath.Join(dir, "cache")}
+			cfg := withCache(b, labrepo.Profile(repo, url), dir)
 			cfg.BootEnvironments, cfg.MinirootClone, cfg.Manage = nil, "", image.Manage{Off: true}
 			cfg.ImageFile = filepath.Join(dir, "bench.img")
 			cfg.Outputs = []image.Output{{Format: image.QCOW2, Path: filepath.Join(dir, "bench.qcow2")}}
@@ -843,12 +846,13 @@ func BenchmarkLabBuildImage(b *testing.B) {
 			run++
 			dir := fresh()
 			img, qcow2 := filepath.Join(dir, "plain.img"), filepath.Join(dir, "plain.qcow2")
-			work := filepath.Join(dir, "work")
+			work, cache := filepath.Join(dir, "work"), filepath.Join(dir, "cache")
 			require.NoError(b, os.Mkdir(work, 0o755))
+			require.NoError(b, os.Mkdir(cache, 0o755))
 			pkgs := slices.Concat(labrepo.Base, labrepo.Bootable(repo.Kernel), labrepo.Workstation)
 			cmd := exec.Command("sh", script)
-			cmd.Env = append(os.Environ(), "IMG="+img, "QCOW2="+qcow2, "WORK="+work, "CACHE="+filepath.Join(dir, "cache"),
-				"REPO_NAME="+labrepo.RepoName, "REPO_URL="+srv.URL, "KEYRING="+keyring, "FINGERPRINT="+repo.Fingerprint,
+			cmd.Env = append(os.Environ(), "IMG="+img, "QCOW2="+qcow2, "WORK="+work, "CACHE="+cache,
+				"REPO_NAME="+labrepo.RepoName, "REPO_URL="+url, "KEYRING="+keyring, "FINGERPRINT="+repo.Fingerprint,
 				"KVER="+repo.Kernel, "PACKAGES="+strings.Join(pkgs, " "),
 				"EFI_BINARY=/usr/lib/systemd/boot/efi/systemd-bootx64.efi", "GPTMBR=/usr/lib/syslinux/mbr/gptmbr.bin", "PACSTRAP="+pacstrap)
 			start := time.Now()
@@ -865,7 +869,7 @@ func BenchmarkLabBuildImage(b *testing.B) {
 			require.NoError(b, os.RemoveAll(dir))
 			return took
 		}
-		r := labtest.Rotate(plainRuns(), ours, plain)
+		r := labtest.Rotate(labtest.BenchRuns(), ours, plain)
 		fmt.Printf("image build (lab profile, cold package cache), paczfs against the plain tools:\n")
 		ratio := labtest.Compare(os.Stdout, "paczfs", r[0], "plain", r[1])
 		fmt.Printf("  (target: paczfs/plain at most 0.8)\n")
@@ -873,15 +877,6 @@ func BenchmarkLabBuildImage(b *testing.B) {
 		b.ReportMetric(r[1].Median().Seconds(), "plain-s")
 		b.ReportMetric(ratio, "ratio")
 	}
-}
-
-// plainRuns is how many runs of each side BenchmarkLabBuildImage makes:
-// three, or PACZFS_BENCH_RUNS (one, to try the script).
-func plainRuns() int {
-	if n, err := strconv.Atoi(os.Getenv("PACZFS_BENCH_RUNS")); err == nil && n > 0 {
-		return n
-	}
-	return 3
 }
 
 // BenchmarkLabDerive (make bench-update) prints, from one VM run, the

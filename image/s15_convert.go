@@ -18,9 +18,9 @@ import (
 // stageConvert writes every output at once: each qemu-img reads the same
 // exported image (from the page cache after the first) and compresses on
 // a CPU of its own, so two outputs take about as long as the slowest
-// rather than the sum. At most GOMAXPROCS (and at least two) run together. The first failure
-// stops the others; the build's cleanup then removes every output, as it
-// would after a failure of the sequential kind.
+// rather than the sum. At most GOMAXPROCS (and at least two) run
+// together. The first failure stops the others; the build's cleanup then
+// removes every output.
 func stageConvert(ctx context.Context, st *build) error {
 	// Every argv before any file is touched: a bad output fails the stage
 	// with nothing written.

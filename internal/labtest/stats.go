@@ -3,7 +3,9 @@ package labtest
 import (
 	"fmt"
 	"io"
+	"os"
 	"slices"
+	"strconv"
 	"strings"
 	"time"
 )
@@ -75,4 +77,14 @@ func Compare(w io.Writer, nameA string, a Runs, nameB string, b Runs) float64 {
 	}
 	fmt.Fprintf(w, "  ratio %s/%s (medians): %.2f\n", nameA, nameB, ratio)
 	return ratio
+}
+
+// BenchRuns is how many runs of each contender a comparing benchmark
+// makes: three, or PACZFS_BENCH_RUNS (which lab test passes into the
+// guest; one, to try a benchmark's code quickly).
+func BenchRuns() int {
+	if n, err := strconv.Atoi(os.Getenv("PACZFS_BENCH_RUNS")); err == nil && n > 0 {
+		return n
+	}
+	return 3
 }

@@ -37,3 +37,12 @@ func TestRotate(t *testing.T) {
 	assert.Equal(t, []string{"a", "b", "c", "b", "c", "a", "c", "a", "b"}, order, "each leads one round")
 	assert.Equal(t, []Runs{{1, 6, 8}, {2, 4, 9}, {3, 5, 7}}, r)
 }
+
+func TestBenchRuns(t *testing.T) {
+	t.Setenv("PACZFS_BENCH_RUNS", "")
+	assert.Equal(t, 3, BenchRuns())
+	t.Setenv("PACZFS_BENCH_RUNS", "1")
+	assert.Equal(t, 1, BenchRuns())
+	t.Setenv("PACZFS_BENCH_RUNS", "zero")
+	assert.Equal(t, 3, BenchRuns(), "not a count: the default")
+}
