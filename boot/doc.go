@@ -6,5 +6,10 @@
 // SyslinuxLabel). Rendering is pure; writing the files and the EFI binary
 // onto the ESP goes through disk.ESP.
 //
+// InitramfsMissing reads an initramfs as the kernel does (newc cpio
+// archives, the last one compressed) to check that it holds the files a
+// ZFS root needs, such as /etc/hostid, without the generator's listing
+// tool.
+//
 // See https://uapi-group.org/specifications/specs/boot_loader_specification/.
 package boot

@@ -194,10 +194,13 @@ type Boot struct {
 	// Empty: paczfs-update-esp always builds (initramfs-tools in the lab,
 	// whose converted packages run no triggers).
 	InitramfsHookTargets []string `json:"initramfs_hook_targets,omitempty"`
-	// InitramfsList runs in the target and lists the files of {initrd}
-	// (lsinitcpio {initrd}, lsinitramfs {initrd}); InitramfsMust are
-	// paths the list must have (etc/hostid): the initramfs stage fails
-	// when one is missing, instead of an image that boots wrong.
+	// InitramfsMust are paths {initrd} must have (etc/hostid): the
+	// initramfs stage fails when one is missing, instead of an image that
+	// boots wrong. The stage reads the image itself (boot.InitramfsMissing:
+	// newc cpio, uncompressed or gzip, zstd, xz, lzma, bzip2), unless
+	// InitramfsList is set: a command run in the target that lists
+	// {initrd}'s files (lsinitcpio {initrd}), for a format paczfs does not
+	// read (lz4, lzo).
 	InitramfsList []string `json:"initramfs_list,omitempty"`
 	InitramfsMust []string `json:"initramfs_must,omitempty"`
 	// RootOptions name the root on the kernel command line; {dataset} is
@@ -588,9 +591,6 @@ func (c *Config) validate() problems {
 	}
 	if len(b.InitramfsCommand) == 0 {
 		p.add("boot.initramfs_command", "give the command that writes {initrd} for {kver}", "empty")
-	}
-	if len(b.InitramfsMust) > 0 && len(b.InitramfsList) == 0 {
-		p.add("boot.initramfs_list", "give the command that lists {initrd}'s files (lsinitcpio {initrd}), or leave boot.initramfs_must empty", "empty")
 	}
 	if !slices.ContainsFunc(b.RootOptions, func(o string) bool { return strings.Contains(o, "{dataset}") }) {
 		p.add("boot.root_options", "name the root with {dataset}, e.g. zfs={dataset} rw", "no option names the root dataset")

@@ -81,8 +81,8 @@ func ArchProfile() Config {
 		// it there too (ArchInitramfsDropIn says what is in it and why).
 		InitramfsFiles: map[string]string{ArchInitramfsDropIn: ArchInitramfsConf},
 		// archzfs's zfs hook adds no /etc/hostid and mkinitcpio does not
-		// either: the drop-in's FILES does, and the build checks it.
-		InitramfsList: []string{"lsinitcpio", "{initrd}"},
+		// either: the drop-in's FILES does, and the build checks it (it
+		// reads mkinitcpio's zstd image itself).
 		InitramfsMust: []string{"etc/hostid"},
 		// mkinitcpio's own pacman hook (90-mkinitcpio-install.hook)
 		// rebuilds on these paths and on mkinitcpio itself; the kernel
@@ -174,7 +174,7 @@ const DracutConf = "# Written by paczfs: a portable initramfs (not host-only) wi
 // DracutBoot is the Boot of a system whose initramfs dracut builds, for
 // the kernel and initramfs paths of its distribution (Debian:
 // "/boot/vmlinuz-{kver}", "/boot/initrd.img-{kver}"): the drop-in, dracut's
-// command, lsinitrd to check that /etc/hostid is in, the triggers of a
+// command, the check that /etc/hostid is in, the triggers of a
 // rebuild, and root=zfs:{dataset}. Set SystemdBootEFI and Timeout, and
 // add the distribution's paths of the ZFS tools and libraries to
 // InitramfsTriggers.
@@ -184,7 +184,6 @@ func DracutBoot(kernel, initrd string) Boot {
 		Initrd:           initrd,
 		InitramfsCommand: []string{"dracut", "--force", "--kver", "{kver}", "{initrd}"},
 		InitramfsFiles:   map[string]string{DracutDropIn: DracutConf},
-		InitramfsList:    []string{"lsinitrd", "{initrd}"},
 		InitramfsMust:    []string{"etc/hostid"},
 		// What dracut copies in: its modules (OpenZFS's 90zfs among them),
 		// its configuration, the kernel's modules and firmware, udev, and

@@ -43,7 +43,7 @@ func TestArchInitramfsConfiguration(t *testing.T) {
 	assert.Less(t, slices.Index(hooks, "zfs"), slices.Index(hooks, "filesystems"))
 	// The hostid reaches the initramfs, and the build checks that it did.
 	assert.Equal(t, []string{"/etc/hostid"}, mkinitcpioArray(t, conf, "FILES"))
-	assert.Equal(t, []string{"lsinitcpio", "{initrd}"}, c.Boot.InitramfsList)
+	assert.Empty(t, c.Boot.InitramfsList, "paczfs reads mkinitcpio's zstd image itself")
 	assert.Equal(t, []string{"etc/hostid"}, c.Boot.InitramfsMust)
 	// Firmware and microcode: an image that boots on real hardware.
 	for _, p := range []string{"linux-firmware", "intel-ucode", "amd-ucode"} {
@@ -53,12 +53,10 @@ func TestArchInitramfsConfiguration(t *testing.T) {
 	for _, pr := range c.validate() {
 		assert.NotContains(t, pr.Field, "boot.", "%v", pr)
 	}
-	c.Boot.InitramfsList = nil
-	var fields []string
+	c.Boot.InitramfsList = []string{"lsinitcpio", "{initrd}"}
 	for _, pr := range c.validate() {
-		fields = append(fields, pr.Field)
+		assert.NotContains(t, pr.Field, "boot.", "a listing command for a format paczfs does not read: %v", pr)
 	}
-	assert.Contains(t, fields, "boot.initramfs_list", "a file to check needs the command that lists the image")
 }
 
 // The generator's drop-in and /etc/hostid are in the target before the
@@ -109,7 +107,7 @@ func TestArchDracutProfile(t *testing.T) {
 	assert.Contains(t, conf, "\nadd_dracutmodules+=\" zfs \"\n", "spaces on both sides, as dracut.conf(5) asks")
 	assert.NotContains(t, c.Boot.InitramfsFiles, ArchInitramfsDropIn)
 	assert.Equal(t, []string{"dracut", "--force", "--kver", "{kver}", "{initrd}"}, c.Boot.InitramfsCommand)
-	assert.Equal(t, []string{"lsinitrd", "{initrd}"}, c.Boot.InitramfsList)
+	assert.Empty(t, c.Boot.InitramfsList, "paczfs reads dracut's image itself, not through lsinitrd (50 s in the lab)")
 	assert.Equal(t, []string{"etc/hostid"}, c.Boot.InitramfsMust)
 	assert.Empty(t, c.Boot.InitramfsHookTargets, "Arch's dracut has no pacman hook: paczfs-update-esp builds")
 	assert.Equal(t, "/boot/initramfs-{pkgbase}.img", c.Boot.Initrd)

@@ -106,7 +106,7 @@ func fakeRoot(t *testing.T, root string) {
 		"usr/share/zoneinfo/UTC":                       "TZif",
 		"usr/lib/modules/6.12.1/vmlinuz":               "kernel",
 		"usr/lib/modules/6.12.1/pkgbase":               "linux-lts\n",
-		"boot/initramfs-linux-lts.img":                 "initramfs",
+		"boot/initramfs-linux-lts.img":                 string(testutil.Newc("bin", "etc/", "etc/hostid", "hooks/zfs", "init")),
 		"usr/lib/systemd/boot/efi/systemd-bootx64.efi": strings.Repeat("EFI", 100),
 		"usr/lib/syslinux/bios/gptmbr.bin":             strings.Repeat("M", 440),
 	}, 0o644)
@@ -151,7 +151,7 @@ func TestStagesTranscript(t *testing.T) {
 	assert.Contains(t, string(entry), "initrd  /env/default/initramfs-linux-lts.img\n", "the kernel preset's image, {pkgbase} filled")
 	initrd, err := esp.ReadFile("/env/default/initramfs-linux-lts.img")
 	require.NoError(t, err)
-	assert.Equal(t, "initramfs", string(initrd))
+	assert.Equal(t, testutil.Newc("bin", "etc/", "etc/hostid", "hooks/zfs", "init"), initrd)
 	loader, err := esp.ReadFile("/loader/loader.conf")
 	require.NoError(t, err)
 	assert.Contains(t, string(loader), "default paczfs-*\n", "a glob, never a pinned entry (systemd#31215)")
@@ -262,24 +262,60 @@ func golden(t *testing.T, name, got string) {
 
 // An initramfs without a file boot.initramfs_must names (an mkinitcpio
 // image without /etc/hostid, as archzfs's hook makes when nothing adds
-// it) fails the initramfs stage, naming the file, the command that listed
-// it and the field that fixes it.
+// it) fails the initramfs stage, naming the file, how it was read and the
+// field that fixes it: read by paczfs itself (the profiles), or listed by
+// boot.initramfs_list's command. An image paczfs cannot read names the
+// field that lists it instead.
 func TestInitramfsWithoutTheHostIDFailsItsStage(t *testing.T) {
-	lsinit := "./\nbin\netc/\netc/fstab\nhooks/zfs\ninit\n"
-	r := &transcriptRunner{lsinit: &lsinit}
-	st := stageFixture(t, r)
-	ctx := context.Background()
-	for _, fn := range []stageFunc{stageESP, stagePool} {
-		require.NoError(t, fn(ctx, st))
+	noHostID := testutil.Newc("bin", "etc/", "etc/fstab", "hooks/zfs", "init")
+	for _, c := range []struct {
+		name   string
+		image  []byte
+		list   []string
+		is     error
+		saying string
+	}{
+		{"read by paczfs", noHostID, nil, ErrInitramfsContent, "etc/hostid (read from /boot/initramfs-linux-lts.img; boot.initramfs_files should add them)"},
+		{"listed by the command", nil, []string{"lsinitcpio", "{initrd}"}, ErrInitramfsContent, "etc/hostid (listed by [lsinitcpio /boot/initramfs-linux-lts.img]"},
+		{"lz4, which paczfs does not read", []byte{0x02, 0x21, 0x4c, 0x18, 0, 0, 0, 0}, nil, boot.ErrInitramfsFormat, "set boot.initramfs_list"},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			lsinit := "./\nbin\netc/\netc/fstab\nhooks/zfs\ninit\n"
+			r := &transcriptRunner{lsinit: &lsinit}
+			st := stageFixture(t, r)
+			st.cfg.Boot.InitramfsList = c.list
+			ctx := context.Background()
+			for _, fn := range []stageFunc{stageESP, stagePool} {
+				require.NoError(t, fn(ctx, st))
+			}
+			fakeRoot(t, st.state.Root)
+			if c.image != nil {
+				require.NoError(t, os.WriteFile(filepath.Join(st.state.Root, "boot/initramfs-linux-lts.img"), c.image, 0o644))
+			}
+			for _, fn := range []stageFunc{stageDatasets, stageSystem} {
+				require.NoError(t, fn(ctx, st))
+			}
+			err := stageInitramfs(ctx, st)
+			require.ErrorIs(t, err, c.is)
+			assert.ErrorContains(t, err, c.saying)
+			require.NoError(t, st.stack.Unwind(ctx))
+		})
 	}
-	fakeRoot(t, st.state.Root)
-	for _, fn := range []stageFunc{stageDatasets, stageSystem} {
-		require.NoError(t, fn(ctx, st))
-	}
-	err := stageInitramfs(ctx, st)
-	require.ErrorIs(t, err, ErrInitramfsContent)
-	assert.ErrorContains(t, err, "etc/hostid (listed by [lsinitcpio /boot/initramfs-linux-lts.img]")
-	require.NoError(t, st.stack.Unwind(ctx))
+}
+
+// The image is read in the target: a link out of it is not followed.
+func TestInitramfsCheckStaysInTheTarget(t *testing.T) {
+	root, outside := t.TempDir(), t.TempDir()
+	require.NoError(t, os.WriteFile(filepath.Join(outside, "initrd"), testutil.Newc("etc/hostid"), 0o644))
+	require.NoError(t, os.MkdirAll(filepath.Join(root, "boot"), 0o755))
+	require.NoError(t, os.Symlink(filepath.Join(outside, "initrd"), filepath.Join(root, "boot/initrd.img")))
+	err := checkInitramfsFile(root, "6.12", "/boot/initrd.img", []string{"etc/hostid"})
+	assert.ErrorContains(t, err, "escapes")
+
+	require.NoError(t, os.Remove(filepath.Join(root, "boot/initrd.img")))
+	require.NoError(t, os.Symlink("../initrd.real", filepath.Join(root, "boot/initrd.img")))
+	require.NoError(t, os.WriteFile(filepath.Join(root, "initrd.real"), testutil.Newc("etc/hostid"), 0o644))
+	assert.NoError(t, checkInitramfsFile(root, "6.12", "/boot/initrd.img", []string{"etc/hostid"}), "a link inside the target is followed")
 }
 
 func TestMissingFiles(t *testing.T) {
