@@ -18,7 +18,7 @@ import (
 
 func TestConvertArgs(t *testing.T) {
 	cases := map[image.Format]string{
-		image.QCOW2: "qemu-img convert -p -f raw -c -O qcow2 in.img out",
+		image.QCOW2: "qemu-img convert -p -f raw -c -W -O qcow2 in.img out",
 		image.QCOW:  "qemu-img convert -p -f raw -O qcow in.img out",
 		image.VDI:   "qemu-img convert -p -f raw -O vdi in.img out",
 		image.VMDK:  "qemu-img convert -p -f raw -O vmdk -o subformat=streamOptimized in.img out",
@@ -71,10 +71,14 @@ func TestConvertRoundTrip(t *testing.T) {
 func TestOutputArgsCompression(t *testing.T) {
 	args, err := image.OutputArgs("/a.raw", image.Output{Format: image.QCOW2, Path: "/b.qcow2", Compression: image.CompressZstd})
 	require.NoError(t, err)
-	assert.Equal(t, []string{"qemu-img", "convert", "-p", "-f", "raw", "-c", "-O", "qcow2", "-o", "compression_type=zstd", "/a.raw", "/b.qcow2"}, args)
+	assert.Equal(t, []string{"qemu-img", "convert", "-p", "-f", "raw", "-c", "-W", "-O", "qcow2", "-o", "compression_type=zstd", "/a.raw", "/b.qcow2"}, args)
+	args, err = image.OutputArgs("/a.raw", image.Output{Format: image.QCOW2, Path: "/b.qcow2"})
+	require.NoError(t, err)
+	assert.Equal(t, []string{"qemu-img", "convert", "-p", "-f", "raw", "-c", "-W", "-O", "qcow2", "/a.raw", "/b.qcow2"}, args, "zlib, compressed on every CPU")
 	args, err = image.OutputArgs("/a.raw", image.Output{Format: image.QCOW2, Path: "/b.qcow2", Compression: image.CompressNone})
 	require.NoError(t, err)
 	assert.NotContains(t, args, "-c")
+	assert.NotContains(t, args, "-W", "uncompressed: in order, nothing to gain")
 	_, err = image.OutputArgs("/a.raw", image.Output{Format: image.VDI, Path: "/b.vdi", Compression: image.CompressZstd})
 	assert.ErrorContains(t, err, "qcow2 only")
 	_, err = image.OutputArgs("/a.raw", image.Output{Format: image.QCOW2, Path: "/b.qcow2", Compression: "lzma"})
