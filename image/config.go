@@ -97,9 +97,11 @@ type Config struct {
 type Output struct {
 	Format Format `json:"format"`
 	Path   string `json:"path"`
-	// Compression is for QCOW2: zlib (the default, as the original),
-	// zstd (faster; ZFS data is lz4-compressed already, so the sizes
-	// barely differ) or none.
+	// Compression is for QCOW2: zlib (the default, as the original: every
+	// qcow2 reader has it), zstd (QEMU 5.1 and later; ZFS data is
+	// lz4-compressed already, so the sizes barely differ: in the lab a
+	// 491 MiB image gave 431.6 MB with zlib in 111-131 s on 2 CPUs and
+	// 432.5 MB with zstd in 12.6 s) or none.
 	Compression string `json:"compression,omitempty"`
 }
 
