@@ -1,6 +1,7 @@
 package lab
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -207,7 +208,17 @@ func (l *Lab) Run(ctx context.Context, o RunOptions) (err error) {
 		args = append(args, "-virtfs", "local,path="+abs+",mount_tag="+tag+",security_model=none"+ro+",id="+tag)
 	}
 	start := time.Now()
-	_, runErr := r.Run(ctx, hooks.Cmd{Args: args, Stdout: o.Stdout, Stdin: eofReader{}})
+	var runErr error
+	for boot := 1; ; boot++ {
+		_, runErr = r.Run(ctx, hooks.Cmd{Args: args, Stdout: o.Stdout, Stdin: eofReader{}})
+		if runErr != nil || boot == maxBoots || !diedBeforeCommand(dir, console) {
+			break
+		}
+		l.log().Warn("lab run: the guest kernel died before the command started; booting again", "boot", boot, "console", tail(console))
+		if _, err := r.Run(ctx, hooks.Cmd{Args: []string{"qemu-img", "create", "-q", "-f", "qcow2", "-b", template, "-F", "raw", scratch}}); err != nil {
+			return fmt.Errorf("lab run: scratch disk: %w", err)
+		}
+	}
 	l.log().Info("lab run", "took", time.Since(start).Round(100*time.Millisecond))
 	if runErr != nil {
 		if errors.Is(ctx.Err(), context.DeadlineExceeded) {
@@ -227,6 +238,24 @@ func (l *Lab) Run(ctx context.Context, o RunOptions) (err error) {
 		return &ExitError{Code: code}
 	}
 	return nil
+}
+
+// maxBoots bounds the boots of one run whose guest kernel dies before the
+// command starts.
+const maxBoots = 3
+
+// diedBeforeCommand: the guest's kernel panicked before init.sh started
+// the command (no started mark in the run directory), as TCG with two
+// CPUs sometimes makes it do while the kernel patches its own code early
+// in boot (an int3 in sched_clock_cpu, once a fault in get_random_u64).
+// Nothing of the command ran, so booting again is safe; once the command
+// has started, a failure is the command's and is reported.
+func diedBeforeCommand(dir, console string) bool {
+	if _, err := os.Stat(filepath.Join(dir, "started")); err == nil {
+		return false
+	}
+	b, err := os.ReadFile(console)
+	return err == nil && bytes.Contains(b, []byte("Kernel panic"))
 }
 
 type eofReader struct{}

@@ -34,6 +34,9 @@ out=/dev/ttyS1
 [ -c "$out" ] || out=/dev/console
 stty -F "$out" raw -echo 2>/dev/null
 wait $modules
+# The host boots the VM again when the guest's kernel died before this
+# point (a TCG fault while it patches its own code), never after.
+: > /lab/started
 ( cd /src && exec /bin/sh /lab/cmd.sh ) >"$out" 2>&1 </dev/null
 echo $? > /lab/exit-status
 sync
