@@ -14,7 +14,7 @@ BOOT_DIR  ?= $(or $(PACZFS_CACHE),$(or $(XDG_CACHE_HOME),$(HOME)/.cache)/paczfs)
 # for host-side checks of written images.
 HOST_DEPS := qemu-system-x86 qemu-utils ovmf debootstrap gdisk dosfstools e2fsprogs util-linux procps libalpm-dev libarchive-dev gnupg zstd openssl
 
-.PHONY: all deps lab test test-long test-full unit lint labtest labtest-long boottest-full bench bench-pacman bench-image bench-update demo clean-lab
+.PHONY: all deps lab test test-long test-full unit lint labtest labtest-long boottest-full bench bench-pacman bench-image bench-rebuild bench-update demo clean-lab
 
 all: test
 
@@ -108,7 +108,7 @@ labtest-%: lab $(REGISTRY)
 	PACZFS_REGISTRY=$(REGISTRY) $(LAB) test -repo ./$*
 
 # Benchmarks print figures; they assert nothing about speed.
-bench: bench-pacman bench-image bench-update
+bench: bench-pacman bench-image bench-rebuild bench-update
 
 # paczfs versus pacman -Sy installing the lab base set from the same HTTP
 # repository, bare and as pacstrap runs it (the API filesystems mounted):
@@ -144,3 +144,10 @@ bench-update: lab
 # minutes under emulation; PACZFS_BENCH_RUNS=1 makes one run each).
 bench-image: lab
 	$(LAB) test -repo -timeout 120m -bench BenchmarkLabBuildImage -run '^$$' ./image
+
+# A cold build of the lab image with an empty cache_dir, then a rebuild
+# with one workstation package added and the same caches: both builds'
+# stages and rebuild/cold (three pairs in one VM run, about 45 minutes;
+# PACZFS_BENCH_RUNS=1 makes one pair).
+bench-rebuild: lab
+	$(LAB) test -repo -timeout 120m -bench BenchmarkLabRebuild -run '^$$' ./image

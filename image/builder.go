@@ -95,8 +95,9 @@ type Result struct {
 	Warnings     []string
 	// Release is the manifest of the release written (Config.Release).
 	Release *release.Manifest
-	// InitramfsReused: a derived build kept the previous release's
-	// initramfs, since nothing it is made from changed.
+	// InitramfsReused: the generator did not run. A derived build kept
+	// the previous release's initramfs, since nothing it is made from
+	// changed, or every kernel's image came from Config.CacheDir.
 	InitramfsReused bool
 }
 

@@ -78,6 +78,18 @@ type Config struct {
 	// WorkDir holds the build's mount point and scratch files; it must not
 	// be shared with another build. Empty = a fresh directory under /tmp.
 	WorkDir string `json:"work_dir,omitempty"`
+	// CacheDir keeps work a later build can reuse: today each kernel's
+	// initramfs, under the SHA-256 of what it is made from (the kernel
+	// version, every installed package and version, the generator's
+	// command, /etc as the build left it, the kernel's module files no
+	// package owns, system.files). A build whose initramfs would be made
+	// from the same takes the cached image instead of running the
+	// generator. Hooks at or before the initramfs stage turn it off (what
+	// they change is not in the key). Empty = no cache. It must be a
+	// directory of the building user's, writable by no one else: what it
+	// holds goes into images. A random /etc/hostid (system.hostid empty)
+	// makes every build's initramfs new; set system.hostid to reuse it.
+	CacheDir string `json:"cache_dir,omitempty"`
 
 	Pacman   pacman.Config `json:"pacman"`
 	Packages Packages      `json:"packages"`
@@ -614,6 +626,9 @@ func (c *Config) validate() problems {
 	if c.WorkDir != "" && !filepath.IsAbs(c.WorkDir) {
 		p.add("work_dir", "give an absolute path", "%q is relative", c.WorkDir)
 	}
+	if c.CacheDir != "" && !filepath.IsAbs(c.CacheDir) {
+		p.add("cache_dir", "give an absolute path", "%q is relative", c.CacheDir)
+	}
 	p = append(p, c.validateRelease()...)
 	return p
 }
@@ -738,6 +753,12 @@ func (c *Config) checkFiles(host bool) problems {
 		if _, err := pacman.KeyFileFingerprints(k.File); err != nil {
 			p = append(p, &FieldError{Field: fmt.Sprintf("pacman.trusted_keys[%d].file", i), Problem: err.Error(), Err: err,
 				Fix: "give an OpenPGP public key file (gpg --export --armor KEYID > key.asc)"})
+		}
+	}
+	if c.CacheDir != "" && filepath.IsAbs(c.CacheDir) && host {
+		if err := checkCacheDir(c.CacheDir); err != nil && !errors.Is(err, os.ErrNotExist) {
+			p = append(p, &FieldError{Field: "cache_dir", Problem: err.Error(), Err: err,
+				Fix: "give a directory of yours that no one else can write (chmod go-w), or a new path"})
 		}
 	}
 	for i, d := range pc.CacheDirs {

@@ -52,6 +52,17 @@ func stageInitramfs(ctx context.Context, st *build) error {
 	if err := st.writeInitramfsFiles(); err != nil {
 		return err
 	}
+	cache, why := st.initramfsCache()
+	if why != "" {
+		st.b.log.Info("initramfs cache not used", "why", why)
+	}
+	var pkgs map[string]pkgFiles
+	if cache != nil {
+		if pkgs, err = localFiles(root); err != nil {
+			return fmt.Errorf("initramfs cache: %w", err)
+		}
+	}
+	cached := 0
 	for _, k := range kvers {
 		initrd, err := expand(root, b.Initrd, k, "")
 		if err != nil {
@@ -60,6 +71,24 @@ func stageInitramfs(ctx context.Context, st *build) error {
 		argv, err := expandAll(root, b.InitramfsCommand, k, initrd)
 		if err != nil {
 			return fmt.Errorf("boot.initramfs_command: %w", err)
+		}
+		var key []byte
+		if cache != nil {
+			if key, err = initramfsKey(root, k, initrd, argv, pkgs, st.cfg.System.Files); err != nil {
+				return fmt.Errorf("initramfs for %s: the cache's key: %w", k, err)
+			}
+			hit, err := cache.restore(key, filepath.Join(root, initrd))
+			if err != nil {
+				st.warn("initramfs cache: %v (building the image)", err)
+			}
+			if hit {
+				if err := st.checkInitramfs(ctx, k, initrd); err != nil {
+					return err
+				}
+				st.b.log.Info("initramfs taken from the cache", "kernel", k, "entry", filepath.Base(cache.entry(key)))
+				cached++
+				continue
+			}
 		}
 		if err := st.chroot(ctx, argv...); err != nil {
 			return fmt.Errorf("initramfs for %s: %w", k, err)
@@ -70,7 +99,13 @@ func stageInitramfs(ctx context.Context, st *build) error {
 		if err := st.checkInitramfs(ctx, k, initrd); err != nil {
 			return err
 		}
+		if cache != nil {
+			if err := cache.store(key, filepath.Join(root, initrd)); err != nil {
+				st.warn("initramfs cache: not stored: %v", err)
+			}
+		}
 	}
+	st.res.InitramfsReused = cached == len(kvers)
 	st.kver = kvers[len(kvers)-1]
 	return nil
 }

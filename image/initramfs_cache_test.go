@@ -1,0 +1,233 @@
+package image
+
+import (
+	"context"
+	"errors"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+
+	"github.com/paczfs/paczfs/hooks"
+	"github.com/paczfs/paczfs/internal/testutil"
+)
+
+// keyRoot is a target as the initramfs stage sees it: two packages in
+// pacman's database, /etc with the keyring, a module directory with a
+// packaged module and depmod's index, and a documentation file.
+func keyRoot(t *testing.T) string {
+	root := t.TempDir()
+	writeTree(t, root, map[string]string{
+		"var/lib/pacman/local/ALPM_DB_VERSION":              "9\n",
+		"var/lib/pacman/local/linux-6.1-1/desc":             "%NAME%\nlinux\n\n%VERSION%\n6.1-1\n",
+		"var/lib/pacman/local/linux-6.1-1/files":            "%FILES%\nusr/\nusr/lib/modules/6.1/\nusr/lib/modules/6.1/kernel/zfs.ko\n",
+		"var/lib/pacman/local/dracut-106-1/desc":            "%NAME%\ndracut\n\n%VERSION%\n106-1\n",
+		"etc/hostid":                                        "\xee\xff\xc0\x00",
+		"etc/dracut.conf.d/paczfs.conf":                     DracutConf,
+		"etc/pacman.d/gnupg/pubring.kbx":                    "random per build",
+		"usr/lib/modules/6.1/kernel/zfs.ko":                 "module",
+		"usr/lib/modules/6.1/modules.dep":                   "kernel/zfs.ko:\n",
+		"usr/share/doc/vim/README":                          "docs",
+		"etc/paczfs/config.json":                            `{"packages":{"workstation":["vim"]}}`,
+		"var/lib/pacman/local/linux-6.1-1/install-not-read": "",
+	}, 0o644)
+	require.NoError(t, os.Symlink("/usr/share/zoneinfo/UTC", filepath.Join(root, "etc/localtime")))
+	return root
+}
+
+func TestInitramfsKey(t *testing.T) {
+	argv := []string{"dracut", "--force", "--kver", "6.1", "/boot/initrd.img-6.1"}
+	key := func(root string, argv []string, kver string, files map[string]string) []byte {
+		t.Helper()
+		pkgs, err := localFiles(root)
+		require.NoError(t, err)
+		k, err := initramfsKey(root, kver, "/boot/initrd.img-"+kver, argv, pkgs, files)
+		require.NoError(t, err)
+		return k
+	}
+	base := key(keyRoot(t), argv, "6.1", nil)
+	assert.Equal(t, base, key(keyRoot(t), argv, "6.1", nil), "the same target gives the same key")
+	assert.Contains(t, string(base), "package dracut 106-1\n")
+	assert.Contains(t, string(base), "modules.dep", "depmod's index: no package owns it")
+	assert.NotContains(t, string(base), "zfs.ko 0", "a packaged module is in the key by its package's version")
+	assert.NotContains(t, string(base), "gnupg/")
+
+	write := func(name, data string) func(string) {
+		return func(root string) { writeTree(t, root, map[string]string{name: data}, 0o644) }
+	}
+	for _, c := range []struct {
+		name    string
+		change  func(root string)
+		changes bool
+	}{
+		{"a package's version", write("var/lib/pacman/local/dracut-106-1/desc", "%NAME%\ndracut\n\n%VERSION%\n107-1\n"), true},
+		{"another hostid", write("etc/hostid", "\x01\x02\x03\x04"), true},
+		{"the generator's configuration", write("etc/dracut.conf.d/paczfs.conf", DracutConf+"compress=zstd\n"), true},
+		{"a new file in /etc", write("etc/vconsole.conf", "KEYMAP=de\n"), true},
+		{"a mode in /etc", func(root string) { require.NoError(t, os.Chmod(filepath.Join(root, "etc/hostid"), 0o600)) }, true},
+		{"a link's target", func(root string) {
+			p := filepath.Join(root, "etc/localtime")
+			require.NoError(t, os.Remove(p))
+			require.NoError(t, os.Symlink("/usr/share/zoneinfo/Europe/Paris", p))
+		}, true},
+		{"depmod's index", write("usr/lib/modules/6.1/modules.dep", "kernel/zfs.ko:\nkernel/spl.ko:\n"), true},
+		{"a module DKMS built", write("usr/lib/modules/6.1/updates/dkms/zfs.ko", "built here"), true},
+		{"the keyring", write("etc/pacman.d/gnupg/pubring.kbx", "another build's keys"), false},
+		{"the build's configuration record", write("etc/paczfs/config.json", `{"packages":{"workstation":["vim","tmux"]}}`), false},
+		{"a file outside /etc and the modules", write("usr/share/doc/vim/README", "other docs"), false},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			root := keyRoot(t)
+			c.change(root)
+			assert.Equal(t, c.changes, string(base) != string(key(root, argv, "6.1", nil)))
+		})
+	}
+	assert.NotEqual(t, base, key(keyRoot(t), append(argv[:len(argv):len(argv)], "--compress", "zstd"), "6.1", nil), "the command")
+	assert.NotEqual(t, base, key(keyRoot(t), argv, "6.1", map[string]string{"/usr/lib/x": "y"}), "system.files")
+	_, err := initramfsKey(filepath.Join(t.TempDir(), "none"), "6.1", "/boot/x", argv, nil, nil)
+	assert.ErrorIs(t, err, os.ErrNotExist, "a root without /etc is an error, not an empty key")
+}
+
+// The stage stores what the generator built, takes it back in the next
+// build made from the same, builds again when something changed or the
+// entry is damaged, and keeps no cache when a hook runs before it.
+func TestInitramfsCacheInTheStage(t *testing.T) {
+	ctx := context.Background()
+	cacheDir := filepath.Join(t.TempDir(), "cache")
+	built := string(testutil.Newc("bin", "etc/", "etc/hostid", "hooks/zfs", "init"))
+	image := "boot/initramfs-linux-lts.img"
+	generated := func(r *transcriptRunner) bool {
+		for _, l := range r.lines {
+			if strings.HasPrefix(l, "chroot ") && strings.Contains(l, " mkinitcpio -k ") {
+				return true
+			}
+		}
+		return false
+	}
+	// runBuild runs the stages up to the initramfs on a fresh fixture, with
+	// the generator's image as fakeRoot left it (built), after edit.
+	runBuild := func(edit func(st *build)) (*build, *transcriptRunner) {
+		t.Helper()
+		r := &transcriptRunner{}
+		st := stageFixture(t, r)
+		st.cfg.CacheDir = cacheDir
+		for _, fn := range []stageFunc{stageESP, stagePool} {
+			require.NoError(t, fn(ctx, st))
+		}
+		fakeRoot(t, st.state.Root)
+		writeTree(t, st.state.Root, map[string]string{
+			"var/lib/pacman/local/mkinitcpio-41-1/desc": "%NAME%\nmkinitcpio\n\n%VERSION%\n41-1\n",
+		}, 0o644)
+		for _, fn := range []stageFunc{stageDatasets, stageSystem} {
+			require.NoError(t, fn(ctx, st))
+		}
+		if edit != nil {
+			edit(st)
+		}
+		r.lines = nil
+		require.NoError(t, stageInitramfs(ctx, st))
+		t.Cleanup(func() { require.NoError(t, st.stack.Unwind(ctx)) })
+		return st, r
+	}
+	entries := func() []string {
+		m, err := filepath.Glob(filepath.Join(cacheDir, "initramfs", "*"))
+		require.NoError(t, err)
+		return m
+	}
+
+	st, r := runBuild(nil)
+	assert.True(t, generated(r), "a cold cache: the generator runs")
+	assert.False(t, st.res.InitramfsReused)
+	require.Len(t, entries(), 1, "and its image is stored")
+	fi, err := os.Stat(filepath.Join(cacheDir, "initramfs"))
+	require.NoError(t, err)
+	assert.Equal(t, os.FileMode(0o700), fi.Mode().Perm())
+
+	// The next build's generator would write something else: the cached
+	// image must replace it, and the generator must not run.
+	st, r = runBuild(func(st *build) {
+		require.NoError(t, os.WriteFile(filepath.Join(st.state.Root, image), []byte("not the cached one"), 0o644))
+	})
+	assert.False(t, generated(r), "the same inputs: taken from the cache")
+	assert.True(t, st.res.InitramfsReused)
+	got, err := os.ReadFile(filepath.Join(st.state.Root, image))
+	require.NoError(t, err)
+	assert.Equal(t, built, string(got))
+	assert.NoFileExists(t, filepath.Join(st.state.Root, image+".paczfs-new"))
+
+	// A damaged entry is removed and the image built again.
+	for _, e := range entries() {
+		require.NoError(t, os.WriteFile(filepath.Join(e, "image"), []byte("bit rot"), 0o600))
+	}
+	st, r = runBuild(nil)
+	assert.True(t, generated(r), "a damaged entry is not used")
+	got, err = os.ReadFile(filepath.Join(st.state.Root, image))
+	require.NoError(t, err)
+	assert.Equal(t, built, string(got))
+	require.Len(t, entries(), 1)
+	data, err := os.ReadFile(filepath.Join(entries()[0], "image"))
+	require.NoError(t, err)
+	assert.Equal(t, built, string(data), "and stored anew")
+
+	// Another keymap is another /etc/vconsole.conf: built and stored.
+	st, r = runBuild(func(st *build) {
+		require.NoError(t, os.WriteFile(filepath.Join(st.state.Root, "etc/vconsole.conf"), []byte("KEYMAP=de\n"), 0o644))
+	})
+	assert.True(t, generated(r))
+	assert.False(t, st.res.InitramfsReused)
+	assert.Len(t, entries(), 2)
+
+	// A hook before the stage may change what the key does not hold.
+	require.NoError(t, os.RemoveAll(cacheDir))
+	st, r = runBuild(func(st *build) {
+		st.b.hooks = append(st.b.hooks, hooks.Func("tweak", hooks.StageSystem, hooks.After, func(context.Context, *hooks.State) error { return nil }))
+	})
+	assert.True(t, generated(r))
+	assert.False(t, st.res.InitramfsReused)
+	assert.NoDirExists(t, filepath.Join(cacheDir, "initramfs"), "no cache with a hook at or before the initramfs stage")
+}
+
+func TestCacheDirIsChecked(t *testing.T) {
+	cfg := ArchProfile()
+	cfg.ImageFile = filepath.Join(t.TempDir(), "x.img")
+	cfg.Size = 4 << 30
+	for _, c := range []struct {
+		name  string
+		dir   func(t *testing.T) string
+		fault string
+	}{
+		{"relative", func(*testing.T) string { return "cache" }, "is relative"},
+		{"a file", func(t *testing.T) string {
+			p := filepath.Join(t.TempDir(), "f")
+			require.NoError(t, os.WriteFile(p, nil, 0o600))
+			return p
+		}, "is not a directory"},
+		{"writable by others", func(t *testing.T) string {
+			p := filepath.Join(t.TempDir(), "d")
+			require.NoError(t, os.Mkdir(p, 0o700))
+			require.NoError(t, os.Chmod(p, 0o777))
+			return p
+		}, "writable by group or others"},
+		{"missing: made by the build", func(t *testing.T) string { return filepath.Join(t.TempDir(), "new") }, ""},
+		{"the user's own", func(t *testing.T) string { return t.TempDir() }, ""},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			cfg := cfg.Clone()
+			cfg.CacheDir = c.dir(t)
+			_, err := New(cfg, hostOK)
+			if c.fault == "" {
+				if err != nil {
+					assert.NotContains(t, err.Error(), "cache_dir")
+				}
+				return
+			}
+			var ce *ConfigError
+			require.True(t, errors.As(err, &ce), "%v", err)
+			assert.ErrorContains(t, err, "cache_dir: ")
+			assert.ErrorContains(t, err, c.fault)
+		})
+	}
+}
