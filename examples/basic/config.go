@@ -165,6 +165,8 @@ func (s *settings) defaultValue(spec varSpec) value {
 			return text(c.Pacman.CacheDirs[0])
 		}
 		return text("")
+	case "BUILD_CACHE":
+		return text(c.CacheDir)
 	case "POOL_NAME":
 		return text(c.PoolName)
 	case "TRUSTED_KEYS":
@@ -406,6 +408,14 @@ func (s *settings) config(readFile func(string) ([]byte, error)) (image.Config, 
 			bad("CACHE_PATH", err)
 		}
 		c.Pacman.CacheDirs = []string{abs}
+	}
+	c.CacheDir = ""
+	if p := s.str("BUILD_CACHE"); p != "" {
+		abs, err := filepath.Abs(p)
+		if err != nil {
+			bad("BUILD_CACHE", err)
+		}
+		c.CacheDir = abs
 	}
 	c.PoolName = s.str("POOL_NAME")
 	c.Pacman.TrustedKeys = trustedKeys(s.list("TRUSTED_KEYS"))

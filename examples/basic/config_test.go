@@ -405,6 +405,8 @@ func TestRemoteCacheDetection(t *testing.T) {
 	// A relative local directory becomes absolute.
 	wd, _ := os.Getwd()
 	assert.Equal(t, []string{filepath.Join(wd, "cache")}, config(t, load(t, "CACHE_PATH=cache\n", nil)).Pacman.CacheDirs)
+	assert.Equal(t, filepath.Join(wd, "built"), config(t, load(t, "BUILD_CACHE=built\n", nil)).CacheDir, "BUILD_CACHE is made absolute too")
+	assert.Empty(t, config(t, load(t, "", nil)).CacheDir)
 }
 
 func TestPrintedConfigLoadsBackToTheSameConfig(t *testing.T) {
