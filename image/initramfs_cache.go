@@ -15,6 +15,7 @@ import (
 	"slices"
 	"strings"
 	"syscall"
+	"time"
 
 	"github.com/paczfs/paczfs/hooks"
 )
@@ -45,7 +46,8 @@ import (
 // change is not in the key. A damaged entry (its SHA-256 differs) is
 // removed and the image built. Entries are written to a temporary
 // directory and renamed into place, so a build killed while storing
-// leaves no entry, only a .new-* directory that is never read.
+// leaves no entry, only a .new-* directory that is never read and that
+// a later store removes once it is a day old.
 
 // initramfsCacheFormat is the key document's first line; a change in what
 // the key holds changes it, so old entries are never taken.
@@ -226,7 +228,8 @@ func (c *initramfsCache) restore(key []byte, dst string) (bool, error) {
 	dir := c.entry(key)
 	want, err := os.ReadFile(filepath.Join(dir, "sha256"))
 	if errors.Is(err, fs.ErrNotExist) {
-		return false, nil
+		// No entry, or one that lost its checksum: not to be trusted.
+		return false, os.RemoveAll(dir)
 	} else if err != nil {
 		return false, err
 	}
@@ -267,6 +270,7 @@ func (c *initramfsCache) store(key []byte, src string) error {
 	if _, err := os.Stat(c.entry(key)); err == nil {
 		return nil
 	}
+	c.removeStale()
 	in, err := os.Open(src)
 	if err != nil {
 		return err
@@ -297,6 +301,21 @@ func (c *initramfsCache) store(key []byte, src string) error {
 		err = rerr
 	}
 	return err
+}
+
+// staleAfter is the age of a .new-* directory no running build still
+// writes: what a build killed while storing left.
+const staleAfter = 24 * time.Hour
+
+// removeStale removes the .new-* directories killed builds left.
+func (c *initramfsCache) removeStale() {
+	old, _ := filepath.Glob(filepath.Join(c.dir, ".new-*"))
+	for _, d := range old {
+		if fi, err := os.Lstat(d); err == nil && fi.IsDir() && time.Since(fi.ModTime()) > staleAfter {
+			c.log.Debug("initramfs cache: removing what a killed build left", "dir", d)
+			_ = os.RemoveAll(d)
+		}
+	}
 }
 
 // copyFile writes r to a new file dst with mode perm, synced, and

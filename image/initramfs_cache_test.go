@@ -7,6 +7,7 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
@@ -133,7 +134,7 @@ func TestInitramfsCacheInTheStage(t *testing.T) {
 		return st, r
 	}
 	entries := func() []string {
-		m, err := filepath.Glob(filepath.Join(cacheDir, "initramfs", "*"))
+		m, err := filepath.Glob(filepath.Join(cacheDir, "initramfs", "[0-9a-f]*"))
 		require.NoError(t, err)
 		return m
 	}
@@ -171,6 +172,22 @@ func TestInitramfsCacheInTheStage(t *testing.T) {
 	data, err := os.ReadFile(filepath.Join(entries()[0], "image"))
 	require.NoError(t, err)
 	assert.Equal(t, built, string(data), "and stored anew")
+
+	// An entry without its checksum is not trusted either; what a build
+	// killed while storing left is removed once it is old.
+	require.NoError(t, os.Remove(filepath.Join(entries()[0], "sha256")))
+	left := filepath.Join(cacheDir, "initramfs", ".new-killed")
+	require.NoError(t, os.Mkdir(left, 0o700))
+	require.NoError(t, os.Chtimes(left, time.Now().Add(-48*time.Hour), time.Now().Add(-48*time.Hour)))
+	recent := filepath.Join(cacheDir, "initramfs", ".new-running")
+	require.NoError(t, os.Mkdir(recent, 0o700))
+	_, r = runBuild(nil)
+	assert.True(t, generated(r), "an entry without its sha256 is not used")
+	require.Len(t, entries(), 1)
+	assert.FileExists(t, filepath.Join(entries()[0], "sha256"), "and stored anew")
+	assert.NoDirExists(t, left)
+	assert.DirExists(t, recent, "another build may be storing there")
+	require.NoError(t, os.Remove(recent))
 
 	// Another keymap is another /etc/vconsole.conf: built and stored.
 	st, r = runBuild(func(st *build) {
