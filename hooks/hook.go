@@ -44,6 +44,36 @@ type Hook interface {
 	Run(ctx context.Context, s *State) error
 }
 
+// Keyed is a hook whose effect on the target is named by its CacheKey.
+// A build that reuses work (image.Config.CacheDir) turns its cache off
+// when a hook it cannot name runs before the work it would reuse; a
+// Keyed hook's key goes into the cache's key instead. Give another key
+// whenever what the hook does to the target changes: a version, or the
+// SHA-256 of the files it copies in. What it writes under /etc and the
+// packages it installs are in the cache's key anyway.
+type Keyed interface {
+	Hook
+	CacheKey() string
+}
+
+// WithCacheKey returns h as a Keyed hook with key.
+func WithCacheKey(h Hook, key string) Keyed { return keyedHook{h, key} }
+
+type keyedHook struct {
+	Hook
+	key string
+}
+
+func (h keyedHook) CacheKey() string { return h.key }
+
+// Check is the wrapped hook's, when it has one.
+func (h keyedHook) Check() error {
+	if c, ok := h.Hook.(interface{ Check() error }); ok {
+		return c.Check()
+	}
+	return nil
+}
+
 // State is what a hook sees of the build. Fields that a stage has not
 // produced yet are empty (before the pool stage, Pool is "").
 type State struct {

@@ -85,7 +85,8 @@ type Config struct {
 	// package owns, system.files). A build whose initramfs would be made
 	// from the same takes the cached image instead of running the
 	// generator. Hooks at or before the initramfs stage turn it off (what
-	// they change is not in the key). Empty = no cache. It must be a
+	// they change may not be in the key) unless they are hooks.Keyed.
+	// Empty = no cache. It must be a
 	// directory of the building user's, writable by no one else: what it
 	// holds goes into images. A random /etc/hostid (system.hostid empty)
 	// makes every build's initramfs new; set system.hostid to reuse it.

@@ -42,8 +42,9 @@ import (
 //     (depmod's indexes, modules DKMS built);
 //   - system.files, which may name paths outside /etc.
 //
-// Hooks at or before the initramfs stage turn the cache off: what they
-// change is not in the key. A damaged entry (its SHA-256 differs) is
+// Hooks at or before the initramfs stage turn the cache off (what they
+// change may not be in the key), unless they are hooks.Keyed: their keys
+// are then in it, in build order. A damaged entry (its SHA-256 differs) is
 // removed and the image built. Entries are written to a temporary
 // directory and renamed into place, so a build killed while storing
 // leaves no entry, only a .new-* directory that is never read and that
@@ -62,8 +63,9 @@ const keyringDir = "etc/pacman.d/gnupg"
 const configRecord = "etc/paczfs/config.json"
 
 type initramfsCache struct {
-	dir string // Config.CacheDir/initramfs
-	log *slog.Logger
+	dir   string // Config.CacheDir/initramfs
+	log   *slog.Logger
+	hooks []string // the Keyed hooks' lines of the key, in build order
 }
 
 // initramfsCache returns the build's initramfs cache, or nil and why
@@ -72,23 +74,29 @@ func (st *build) initramfsCache() (*initramfsCache, string) {
 	if st.cfg.CacheDir == "" {
 		return nil, ""
 	}
-	if names := st.b.hooksThrough(hooks.StageInitramfs); len(names) > 0 {
-		return nil, "hooks run at or before the initramfs stage: " + strings.Join(names, ", ")
+	keys, unkeyed := st.b.hooksThrough(hooks.StageInitramfs)
+	if len(unkeyed) > 0 {
+		return nil, "hooks without a cache key (hooks.Keyed) run at or before the initramfs stage: " + strings.Join(unkeyed, ", ")
 	}
-	return &initramfsCache{dir: filepath.Join(st.cfg.CacheDir, "initramfs"), log: st.b.log}, ""
+	return &initramfsCache{dir: filepath.Join(st.cfg.CacheDir, "initramfs"), log: st.b.log, hooks: keys}, ""
 }
 
-// hooksThrough names the hooks that run at or before stage.
-func (b *Builder) hooksThrough(stage hooks.Stage) []string {
+// hooksThrough returns the key lines of the Keyed hooks that run at or
+// before stage, and the names of the others.
+func (b *Builder) hooksThrough(stage hooks.Stage) (keys, unkeyed []string) {
 	all := hooks.Stages()
 	last := slices.Index(all, stage)
-	var names []string
 	for _, h := range b.hooks {
-		if i := slices.Index(all, h.Stage()); i >= 0 && i <= last {
-			names = append(names, h.Name())
+		if i := slices.Index(all, h.Stage()); i < 0 || i > last {
+			continue
+		}
+		if k, ok := h.(hooks.Keyed); ok {
+			keys = append(keys, fmt.Sprintf("hook %s %s %q %q", h.When(), h.Stage(), h.Name(), k.CacheKey()))
+		} else {
+			unkeyed = append(unkeyed, h.Name())
 		}
 	}
-	return names
+	return keys, unkeyed
 }
 
 // checkCacheDir refuses a cache directory another user could write: what
@@ -113,7 +121,7 @@ func checkCacheDir(dir string) error {
 // initramfsKey returns the key document of kernel kver's initramfs at
 // initrd, made by argv, in root with the installed packages pkgs
 // (localFiles).
-func initramfsKey(root, kver, initrd string, argv []string, pkgs map[string]pkgFiles, systemFiles map[string]string) ([]byte, error) {
+func initramfsKey(root, kver, initrd string, argv []string, pkgs map[string]pkgFiles, systemFiles map[string]string, hookKeys []string) ([]byte, error) {
 	var b bytes.Buffer
 	cmd, err := json.Marshal(argv)
 	if err != nil {
@@ -126,6 +134,9 @@ func initramfsKey(root, kver, initrd string, argv []string, pkgs map[string]pkgF
 		for _, f := range pkgs[name].files {
 			owned[strings.TrimSuffix(f, "/")] = true
 		}
+	}
+	for _, h := range hookKeys {
+		fmt.Fprintf(&b, "%s\n", h)
 	}
 	for _, name := range sortedKeys(systemFiles) {
 		fmt.Fprintf(&b, "system.files %s %x\n", name, sha256.Sum256([]byte(systemFiles[name])))

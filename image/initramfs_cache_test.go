@@ -45,7 +45,7 @@ func TestInitramfsKey(t *testing.T) {
 		t.Helper()
 		pkgs, err := localFiles(root)
 		require.NoError(t, err)
-		k, err := initramfsKey(root, kver, "/boot/initrd.img-"+kver, argv, pkgs, files)
+		k, err := initramfsKey(root, kver, "/boot/initrd.img-"+kver, argv, pkgs, files, nil)
 		require.NoError(t, err)
 		return k
 	}
@@ -88,7 +88,7 @@ func TestInitramfsKey(t *testing.T) {
 	}
 	assert.NotEqual(t, base, key(keyRoot(t), append(argv[:len(argv):len(argv)], "--compress", "zstd"), "6.1", nil), "the command")
 	assert.NotEqual(t, base, key(keyRoot(t), argv, "6.1", map[string]string{"/usr/lib/x": "y"}), "system.files")
-	_, err := initramfsKey(filepath.Join(t.TempDir(), "none"), "6.1", "/boot/x", argv, nil, nil)
+	_, err := initramfsKey(filepath.Join(t.TempDir(), "none"), "6.1", "/boot/x", argv, nil, nil, nil)
 	assert.ErrorIs(t, err, os.ErrNotExist, "a root without /etc is an error, not an empty key")
 }
 
@@ -197,14 +197,32 @@ func TestInitramfsCacheInTheStage(t *testing.T) {
 	assert.False(t, st.res.InitramfsReused)
 	assert.Len(t, entries(), 2)
 
-	// A hook before the stage may change what the key does not hold.
+	// A hook before the stage may change what the key does not hold;
+	// one that names its effect (hooks.Keyed) has its key in the key.
 	require.NoError(t, os.RemoveAll(cacheDir))
-	st, r = runBuild(func(st *build) {
-		st.b.hooks = append(st.b.hooks, hooks.Func("tweak", hooks.StageSystem, hooks.After, func(context.Context, *hooks.State) error { return nil }))
-	})
+	tweak := hooks.Func("tweak", hooks.StageSystem, hooks.After, func(context.Context, *hooks.State) error { return nil })
+	late := hooks.Func("late", hooks.StageBootloader, hooks.Before, func(context.Context, *hooks.State) error { return nil })
+	st, r = runBuild(func(st *build) { st.b.hooks = append(st.b.hooks, tweak, late) })
 	assert.True(t, generated(r))
 	assert.False(t, st.res.InitramfsReused)
 	assert.NoDirExists(t, filepath.Join(cacheDir, "initramfs"), "no cache with a hook at or before the initramfs stage")
+
+	keyed := func(key string) func(st *build) {
+		return func(st *build) { st.b.hooks = append(st.b.hooks, hooks.WithCacheKey(tweak, key), late) }
+	}
+	_, r = runBuild(keyed("v1"))
+	assert.True(t, generated(r))
+	require.Len(t, entries(), 1, "a keyed hook: stored")
+	key, err := os.ReadFile(filepath.Join(entries()[0], "key"))
+	require.NoError(t, err)
+	assert.Contains(t, string(key), `hook after system "tweak" "v1"`)
+	assert.NotContains(t, string(key), "late", "a hook after the stage is not in the key")
+	st, r = runBuild(keyed("v1"))
+	assert.False(t, generated(r), "the same hook key: reused")
+	assert.True(t, st.res.InitramfsReused)
+	_, r = runBuild(keyed("v2"))
+	assert.True(t, generated(r), "another hook key: built")
+	assert.Len(t, entries(), 2)
 }
 
 func TestCacheDirIsChecked(t *testing.T) {

@@ -74,7 +74,7 @@ func stageInitramfs(ctx context.Context, st *build) error {
 		}
 		var key []byte
 		if cache != nil {
-			if key, err = initramfsKey(root, k, initrd, argv, pkgs, st.cfg.System.Files); err != nil {
+			if key, err = initramfsKey(root, k, initrd, argv, pkgs, st.cfg.System.Files, cache.hooks); err != nil {
 				return fmt.Errorf("initramfs for %s: the cache's key: %w", k, err)
 			}
 			hit, err := cache.restore(key, filepath.Join(root, initrd))
