@@ -80,9 +80,10 @@ type Config struct {
 	WorkDir string `json:"work_dir,omitempty"`
 	// CacheDir keeps work a later build can reuse: today each kernel's
 	// initramfs, under the SHA-256 of what it is made from (the kernel
-	// version, every installed package and version, the generator's
-	// command, /etc as the build left it, the kernel's module files no
-	// package owns, system.files). A build whose initramfs would be made
+	// version, every installed package, its version and build date, the
+	// generator's command, /etc and /root as the build left them, the
+	// files under /usr no package owns, system.files and
+	// boot.initramfs_files). A build whose initramfs would be made
 	// from the same takes the cached image instead of running the
 	// generator. Hooks at or before the initramfs stage turn it off (what
 	// they change may not be in the key) unless they are hooks.Keyed.

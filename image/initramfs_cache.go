@@ -29,26 +29,31 @@ import (
 // The key is made from what the build controls, read from the target
 // just before the generator would run:
 //   - the kernel version, the image's path and the generator's command;
-//   - every installed package and its version (the kernel, its modules,
-//     the generator, its modules, udev, systemd...: what the generator
-//     copies comes from packages, and hooks derive the rest from them);
-//   - /etc as the build left it: every file's mode, owner and content
-//     (the generator's configuration, /etc/hostid, vconsole.conf,
-//     modprobe.d...), except the pacman keyring (etc/pacman.d/gnupg),
-//     random per build, and the record of the build's configuration
-//     (etc/paczfs/config.json), which names the outputs and the
-//     workstation's packages; no generator reads either;
-//   - the files in the kernel's module directory that no package owns
-//     (depmod's indexes, modules DKMS built);
-//   - system.files, which may name paths outside /etc.
+//   - every installed package, its version and build date (the kernel,
+//     its modules, the generator, its modules, udev, systemd...: what
+//     the generator copies comes from packages, and hooks derive the rest
+//     from them);
+//   - /etc and /root as the build left them: every entry's type, mode,
+//     owner and content (a link's target, and the content of the file it
+//     leads to in the target), except the pacman keyring
+//     (etc/pacman.d/gnupg), random per build, and the record of the
+//     build's configuration (etc/paczfs/config.json), which names the
+//     outputs and the workstation's packages; no generator reads either;
+//   - every entry under /usr (but /usr/share's caches) and the top-level
+//     lib, lib64, bin and sbin that no package owns: depmod's indexes,
+//     DKMS modules, udev's hwdb, the device tool, whatever a build or a
+//     scriptlet wrote there;
+//   - system.files and boot.initramfs_files, whose paths may lie anywhere;
+//   - the keys of the hooks.Keyed hooks at or before the stage.
 //
-// Hooks at or before the initramfs stage turn the cache off (what they
-// change may not be in the key), unless they are hooks.Keyed: their keys
-// are then in it, in build order. A damaged entry (its SHA-256 differs) is
-// removed and the image built. Entries are written to a temporary
-// directory and renamed into place, so a build killed while storing
-// leaves no entry, only a .new-* directory that is never read and that
-// a later store removes once it is a day old.
+// Other hooks at or before the initramfs stage turn the cache off: what
+// they change may not be in the key. A damaged entry (no image or
+// checksum, or an image that does not match it) is removed and the image
+// built. Entries are written to a temporary directory and renamed into
+// place, so a build killed while storing leaves no entry, only a .new-*
+// directory that is never read and that a later store removes once it is
+// a day old. The cache is an optimisation: when it fails, the build
+// warns and runs the generator.
 
 // initramfsCacheFormat is the key document's first line; a change in what
 // the key holds changes it, so old entries are never taken.
@@ -78,11 +83,20 @@ func (st *build) initramfsCache() (*initramfsCache, string) {
 	if len(unkeyed) > 0 {
 		return nil, "hooks without a cache key (hooks.Keyed) run at or before the initramfs stage: " + strings.Join(unkeyed, ", ")
 	}
-	return &initramfsCache{dir: filepath.Join(st.cfg.CacheDir, "initramfs"), log: st.b.log, hooks: keys}, ""
+	c := &initramfsCache{dir: filepath.Join(st.cfg.CacheDir, "initramfs"), log: st.b.log, hooks: keys}
+	// New checked cache_dir if it existed; whoever made it since, or its
+	// initramfs directory, must pass the same check before it is read.
+	for _, d := range []string{st.cfg.CacheDir, c.dir} {
+		if err := checkCacheDir(d); err != nil && !errors.Is(err, fs.ErrNotExist) {
+			return nil, "cache_dir: " + err.Error()
+		}
+	}
+	return c, ""
 }
 
 // hooksThrough returns the key lines of the Keyed hooks that run at or
-// before stage, and the names of the others.
+// before stage, and the names of the others (a Keyed hook with an empty
+// key is one of them).
 func (b *Builder) hooksThrough(stage hooks.Stage) (keys, unkeyed []string) {
 	all := hooks.Stages()
 	last := slices.Index(all, stage)
@@ -90,7 +104,7 @@ func (b *Builder) hooksThrough(stage hooks.Stage) (keys, unkeyed []string) {
 		if i := slices.Index(all, h.Stage()); i < 0 || i > last {
 			continue
 		}
-		if k, ok := h.(hooks.Keyed); ok {
+		if k, ok := h.(hooks.Keyed); ok && k.CacheKey() != "" {
 			keys = append(keys, fmt.Sprintf("hook %s %s %q %q", h.When(), h.Stage(), h.Name(), k.CacheKey()))
 		} else {
 			unkeyed = append(unkeyed, h.Name())
@@ -118,59 +132,105 @@ func checkCacheDir(dir string) error {
 	return nil
 }
 
-// initramfsKey returns the key document of kernel kver's initramfs at
-// initrd, made by argv, in root with the installed packages pkgs
-// (localFiles).
-func initramfsKey(root, kver, initrd string, argv []string, pkgs map[string]pkgFiles, systemFiles map[string]string, hookKeys []string) ([]byte, error) {
+// keyInput is what every kernel's key shares.
+type keyInput struct {
+	root           string
+	pkgs           map[string]pkgFiles // localFiles(root)
+	systemFiles    map[string]string   // system.files
+	initramfsFiles map[string]string   // boot.initramfs_files
+	hooks          []string            // initramfsCache.hooks
+}
+
+// commonKey is the part of the key every kernel shares.
+func commonKey(in keyInput) ([]byte, error) {
 	var b bytes.Buffer
-	cmd, err := json.Marshal(argv)
-	if err != nil {
-		return nil, err
-	}
-	fmt.Fprintf(&b, "%s\nkernel %s\ninitrd %s\ncommand %s\n", initramfsCacheFormat, kver, initrd, cmd)
 	owned := map[string]bool{}
-	for _, name := range sortedKeys(pkgs) {
-		fmt.Fprintf(&b, "package %s %s\n", name, pkgs[name].version)
-		for _, f := range pkgs[name].files {
+	for _, name := range sortedKeys(in.pkgs) {
+		p := in.pkgs[name]
+		fmt.Fprintf(&b, "package %s %s %s\n", name, p.version, p.built)
+		for _, f := range p.files {
 			owned[strings.TrimSuffix(f, "/")] = true
 		}
 	}
-	for _, h := range hookKeys {
+	for _, h := range in.hooks {
 		fmt.Fprintf(&b, "%s\n", h)
 	}
-	for _, name := range sortedKeys(systemFiles) {
-		fmt.Fprintf(&b, "system.files %s %x\n", name, sha256.Sum256([]byte(systemFiles[name])))
+	for _, f := range []struct {
+		field string
+		files map[string]string
+	}{{"system.files", in.systemFiles}, {"boot.initramfs_files", in.initramfsFiles}} {
+		for _, name := range sortedKeys(f.files) {
+			fmt.Fprintf(&b, "%s %s %x\n", f.field, name, sha256.Sum256([]byte(f.files[name])))
+		}
 	}
-	if err := keyTree(&b, root, "etc", func(rel string) bool { return rel == keyringDir }, func(rel string) bool { return rel == configRecord }); err != nil {
+	r, err := os.OpenRoot(in.root)
+	if err != nil {
 		return nil, err
 	}
-	// The kernel's module directory, where merged /usr puts it; a package
-	// may list it as lib/modules/... (Debian's older packages).
-	mods := filepath.ToSlash(filepath.Join("usr/lib/modules", kver))
-	isOwned := func(rel string) bool { return owned[rel] || owned[strings.TrimPrefix(rel, "usr/")] }
-	if err := keyTree(&b, root, mods, nil, isOwned); err != nil && !errors.Is(err, fs.ErrNotExist) {
-		return nil, err
+	defer r.Close()
+	all := func(string) bool { return false }
+	unowned := func(rel string) bool { return owned[rel] }
+	for _, t := range []struct {
+		dir        string
+		skip, omit func(rel string) bool
+		need       bool
+	}{
+		{"etc", func(rel string) bool { return rel == keyringDir }, func(rel string) bool { return rel == configRecord }, true},
+		{"root", all, all, false},
+		{"usr", func(rel string) bool { return rel == "usr/share" }, unowned, false},
+		{"lib", all, unowned, false},
+		{"lib64", all, unowned, false},
+		{"bin", all, unowned, false},
+		{"sbin", all, unowned, false},
+	} {
+		fi, err := r.Lstat(t.dir)
+		switch {
+		case errors.Is(err, fs.ErrNotExist) && !t.need:
+			continue
+		case err != nil:
+			return nil, err
+		case fi.Mode()&fs.ModeSymlink != 0:
+			// lib -> usr/lib on a merged /usr: a line, not a second walk.
+			if !t.omit(t.dir) {
+				target, err := r.Readlink(t.dir)
+				if err != nil {
+					return nil, err
+				}
+				fmt.Fprintf(&b, "link %s -> %s\n", t.dir, target)
+			}
+			continue
+		}
+		if err := keyTree(&b, r, t.dir, t.skip, t.omit); err != nil {
+			return nil, err
+		}
 	}
 	return b.Bytes(), nil
 }
 
-// keyTree writes a line for each entry under dir (relative to root), in
-// lexical order: its type, path, mode, owner, and a file's SHA-256 or a
-// link's target. skip prunes a directory; omit leaves an entry out.
-func keyTree(w io.Writer, root, dir string, skip, omit func(rel string) bool) error {
-	return filepath.WalkDir(filepath.Join(root, dir), func(p string, d fs.DirEntry, err error) error {
+// initramfsKey returns the key document of kernel kver's initramfs at
+// initrd, made by argv, in a target whose commonKey is common.
+func initramfsKey(kver, initrd string, argv []string, common []byte) ([]byte, error) {
+	cmd, err := json.Marshal(argv)
+	if err != nil {
+		return nil, err
+	}
+	head := fmt.Sprintf("%s\nkernel %s\ninitrd %s\ncommand %s\n", initramfsCacheFormat, kver, initrd, cmd)
+	return append([]byte(head), common...), nil
+}
+
+// keyTree writes a line for each entry under dir (relative to the
+// target r), in lexical order: its type, path, mode, owner, and a file's
+// SHA-256 or a link's target (and the SHA-256 of the file it leads to in
+// the target, if any). skip prunes a directory; omit leaves an entry out.
+func keyTree(w io.Writer, r *os.Root, dir string, skip, omit func(rel string) bool) error {
+	return fs.WalkDir(r.FS(), dir, func(rel string, d fs.DirEntry, err error) error {
 		if err != nil {
 			return err
 		}
-		rel, err := filepath.Rel(root, p)
-		if err != nil {
-			return err
+		if d.IsDir() && skip(rel) {
+			return fs.SkipDir
 		}
-		rel = filepath.ToSlash(rel)
-		if d.IsDir() && skip != nil && skip(rel) {
-			return filepath.SkipDir
-		}
-		if omit != nil && omit(rel) {
+		if omit(rel) {
 			return nil
 		}
 		fi, err := d.Info()
@@ -186,13 +246,35 @@ func keyTree(w io.Writer, root, dir string, skip, omit func(rel string) bool) er
 		case d.IsDir():
 			_, err = fmt.Fprintf(w, "dir %s\n", head)
 		case d.Type()&fs.ModeSymlink != 0:
-			target, lerr := os.Readlink(p)
+			target, lerr := r.Readlink(rel)
 			if lerr != nil {
 				return lerr
 			}
-			_, err = fmt.Fprintf(w, "link %s -> %s\n", head, target)
+			// What it leads to, followed inside the target only (an
+			// absolute target is the target's, not the build host's).
+			to := target
+			if filepath.IsAbs(to) {
+				to = strings.TrimPrefix(filepath.Clean(to), "/")
+			} else {
+				to = filepath.Join(filepath.Dir(rel), to)
+			}
+			leads := "-"
+			if f, oerr := r.Open(to); oerr == nil {
+				if ti, serr := f.Stat(); serr == nil && ti.Mode().IsRegular() {
+					if sum, herr := readerSHA256(f); herr == nil {
+						leads = sum
+					}
+				}
+				f.Close()
+			}
+			_, err = fmt.Fprintf(w, "link %s -> %s %s\n", head, target, leads)
 		case d.Type().IsRegular():
-			sum, herr := fileSHA256(p)
+			f, oerr := r.Open(rel)
+			if oerr != nil {
+				return oerr
+			}
+			sum, herr := readerSHA256(f)
+			f.Close()
 			if herr != nil {
 				return herr
 			}
@@ -204,14 +286,9 @@ func keyTree(w io.Writer, root, dir string, skip, omit func(rel string) bool) er
 	})
 }
 
-func fileSHA256(p string) (string, error) {
-	f, err := os.Open(p)
-	if err != nil {
-		return "", err
-	}
-	defer f.Close()
+func readerSHA256(r io.Reader) (string, error) {
 	h := sha256.New()
-	if _, err := io.Copy(h, f); err != nil {
+	if _, err := io.Copy(h, r); err != nil {
 		return "", err
 	}
 	return hex.EncodeToString(h.Sum(nil)), nil
@@ -232,57 +309,95 @@ func (c *initramfsCache) entry(key []byte) string {
 	return filepath.Join(c.dir, hex.EncodeToString(sum[:]))
 }
 
-// restore writes the image cached for key to dst (replacing it, with the
-// cached file's mode) and reports whether there was one. A damaged entry
+// restore writes the image cached for key to initrd in the target root
+// (replacing it, with the cached file's mode; never through a link that
+// leads out of root) and reports whether there was one. A damaged entry
 // is removed and reported as none.
-func (c *initramfsCache) restore(key []byte, dst string) (bool, error) {
+func (c *initramfsCache) restore(key []byte, root, initrd string) (bool, error) {
 	dir := c.entry(key)
 	want, err := os.ReadFile(filepath.Join(dir, "sha256"))
 	if errors.Is(err, fs.ErrNotExist) {
-		// No entry, or one that lost its checksum: not to be trusted.
-		return false, os.RemoveAll(dir)
+		if _, err := os.Lstat(dir); err != nil {
+			return false, nil // no entry
+		}
+		// Another build may have renamed it into place just now.
+		if want, err = os.ReadFile(filepath.Join(dir, "sha256")); err != nil {
+			return false, c.damaged(dir, "no checksum")
+		}
 	} else if err != nil {
-		return false, err
+		return false, fmt.Errorf("restore %s: %w", dir, err)
 	}
 	src, err := os.Open(filepath.Join(dir, "image"))
-	if err != nil {
-		return false, err
+	if errors.Is(err, fs.ErrNotExist) {
+		return false, c.damaged(dir, "no image")
+	} else if err != nil {
+		return false, fmt.Errorf("restore %s: %w", dir, err)
 	}
 	defer src.Close()
 	fi, err := src.Stat()
 	if err != nil {
-		return false, err
+		return false, fmt.Errorf("restore %s: %w", dir, err)
 	}
-	tmp := dst + ".paczfs-new"
-	sum, err := copyFile(tmp, src, fi.Mode().Perm())
+	r, err := os.OpenRoot(root)
 	if err != nil {
-		os.Remove(tmp)
-		return false, err
+		return false, fmt.Errorf("restore %s: %w", dir, err)
 	}
-	if sum != strings.TrimSpace(string(want)) {
-		os.Remove(tmp)
-		c.log.Warn("initramfs cache: a damaged entry was removed", "entry", dir)
-		return false, os.RemoveAll(dir)
+	defer r.Close()
+	rel := strings.TrimPrefix(filepath.Clean(initrd), "/")
+	tmp := rel + ".paczfs-new"
+	// A leftover, or a link put there: removed, never followed.
+	if err := r.Remove(tmp); err != nil && !errors.Is(err, fs.ErrNotExist) {
+		return false, fmt.Errorf("restore %s: %w", dir, err)
 	}
-	return true, os.Rename(tmp, dst)
+	out, err := r.OpenFile(tmp, os.O_WRONLY|os.O_CREATE|os.O_EXCL, fi.Mode().Perm())
+	if err != nil {
+		return false, fmt.Errorf("restore %s: %w", dir, err)
+	}
+	sum, err := copyTo(out, src, fi.Mode().Perm())
+	if err == nil && sum != strings.TrimSpace(string(want)) {
+		_ = r.Remove(tmp)
+		return false, c.damaged(dir, "its image does not match its checksum")
+	}
+	if err == nil {
+		err = r.Rename(tmp, rel)
+	}
+	if err != nil {
+		_ = r.Remove(tmp)
+		return false, fmt.Errorf("restore %s: %w", dir, err)
+	}
+	return true, nil
 }
 
-// store copies the image at src into the cache under key.
-func (c *initramfsCache) store(key []byte, src string) error {
+// damaged removes a damaged entry.
+func (c *initramfsCache) damaged(dir, why string) error {
+	c.log.Warn("initramfs cache: a damaged entry was removed", "entry", dir, "why", why)
+	if err := os.RemoveAll(dir); err != nil {
+		return fmt.Errorf("remove the damaged entry %s: %w", dir, err)
+	}
+	return nil
+}
+
+// store copies the image at initrd in the target root into the cache
+// under key.
+func (c *initramfsCache) store(key []byte, root, initrd string) (err error) {
+	defer func() {
+		if err != nil {
+			err = fmt.Errorf("store %s: %w", initrd, err)
+		}
+	}()
 	if err := os.MkdirAll(c.dir, 0o700); err != nil {
 		return err
 	}
-	if err := checkCacheDir(filepath.Dir(c.dir)); err != nil {
-		return err
-	}
-	if err := checkCacheDir(c.dir); err != nil {
-		return err
+	for _, d := range []string{filepath.Dir(c.dir), c.dir} {
+		if err := checkCacheDir(d); err != nil {
+			return err
+		}
 	}
 	if _, err := os.Stat(c.entry(key)); err == nil {
 		return nil
 	}
 	c.removeStale()
-	in, err := os.Open(src)
+	in, err := os.OpenInRoot(root, strings.TrimPrefix(initrd, "/"))
 	if err != nil {
 		return err
 	}
@@ -295,22 +410,33 @@ func (c *initramfsCache) store(key []byte, src string) error {
 	if err != nil {
 		return err
 	}
-	sum, err := copyFile(filepath.Join(tmp, "image"), in, fi.Mode().Perm())
-	if err == nil {
-		err = os.WriteFile(filepath.Join(tmp, "key"), key, 0o600)
+	defer os.RemoveAll(tmp) // gone once renamed
+	out, err := os.OpenFile(filepath.Join(tmp, "image"), os.O_WRONLY|os.O_CREATE|os.O_EXCL, fi.Mode().Perm())
+	if err != nil {
+		return err
 	}
-	if err == nil {
-		err = os.WriteFile(filepath.Join(tmp, "sha256"), []byte(sum+"\n"), 0o600)
+	sum, err := copyTo(out, in, fi.Mode().Perm())
+	if err != nil {
+		return err
 	}
-	if err == nil {
-		err = os.Rename(tmp, c.entry(key))
-		if errors.Is(err, fs.ErrExist) || errors.Is(err, syscall.ENOTEMPTY) {
-			err = nil // another build stored it first
-		}
+	if err := writeSynced(filepath.Join(tmp, "key"), key); err != nil {
+		return err
 	}
-	if rerr := os.RemoveAll(tmp); err == nil && rerr != nil && !errors.Is(rerr, fs.ErrNotExist) {
-		err = rerr
+	if err := writeSynced(filepath.Join(tmp, "sha256"), []byte(sum+"\n")); err != nil {
+		return err
 	}
+	if err := os.Rename(tmp, c.entry(key)); err != nil && !errors.Is(err, fs.ErrExist) && !errors.Is(err, syscall.ENOTEMPTY) {
+		return err
+	} // else another build stored it first
+	return nil
+}
+
+func writeSynced(p string, data []byte) error {
+	f, err := os.OpenFile(p, os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o600)
+	if err != nil {
+		return err
+	}
+	_, err = copyTo(f, bytes.NewReader(data), 0o600)
 	return err
 }
 
@@ -329,17 +455,13 @@ func (c *initramfsCache) removeStale() {
 	}
 }
 
-// copyFile writes r to a new file dst with mode perm, synced, and
-// returns the SHA-256 of what it wrote.
-func copyFile(dst string, r io.Reader, perm fs.FileMode) (string, error) {
-	out, err := os.OpenFile(dst, os.O_WRONLY|os.O_CREATE|os.O_TRUNC, perm)
-	if err != nil {
-		return "", err
-	}
+// copyTo writes r to out, gives it mode perm whatever the umask, syncs
+// and closes it, and returns the SHA-256 of what it wrote.
+func copyTo(out *os.File, r io.Reader, perm fs.FileMode) (string, error) {
 	h := sha256.New()
-	_, err = io.Copy(io.MultiWriter(out, h), r)
+	_, err := io.Copy(io.MultiWriter(out, h), r)
 	if err == nil {
-		err = out.Chmod(perm) // whatever the umask
+		err = out.Chmod(perm)
 	}
 	if err == nil {
 		err = out.Sync()

@@ -3,6 +3,7 @@ package image
 import (
 	"context"
 	"errors"
+	"log/slog"
 	"os"
 	"path/filepath"
 	"strings"
@@ -25,13 +26,14 @@ func keyRoot(t *testing.T) string {
 		"var/lib/pacman/local/ALPM_DB_VERSION":              "9\n",
 		"var/lib/pacman/local/linux-6.1-1/desc":             "%NAME%\nlinux\n\n%VERSION%\n6.1-1\n",
 		"var/lib/pacman/local/linux-6.1-1/files":            "%FILES%\nusr/\nusr/lib/modules/6.1/\nusr/lib/modules/6.1/kernel/zfs.ko\n",
-		"var/lib/pacman/local/dracut-106-1/desc":            "%NAME%\ndracut\n\n%VERSION%\n106-1\n",
+		"var/lib/pacman/local/dracut-106-1/desc":            "%NAME%\ndracut\n\n%VERSION%\n106-1\n\n%BUILDDATE%\n1760000000\n",
 		"etc/hostid":                                        "\xee\xff\xc0\x00",
 		"etc/dracut.conf.d/paczfs.conf":                     DracutConf,
 		"etc/pacman.d/gnupg/pubring.kbx":                    "random per build",
 		"usr/lib/modules/6.1/kernel/zfs.ko":                 "module",
 		"usr/lib/modules/6.1/modules.dep":                   "kernel/zfs.ko:\n",
 		"usr/share/doc/vim/README":                          "docs",
+		"usr/share/zoneinfo/UTC":                            "TZif",
 		"etc/paczfs/config.json":                            `{"packages":{"workstation":["vim"]}}`,
 		"var/lib/pacman/local/linux-6.1-1/install-not-read": "",
 	}, 0o644)
@@ -45,13 +47,15 @@ func TestInitramfsKey(t *testing.T) {
 		t.Helper()
 		pkgs, err := localFiles(root)
 		require.NoError(t, err)
-		k, err := initramfsKey(root, kver, "/boot/initrd.img-"+kver, argv, pkgs, files, nil)
+		common, err := commonKey(keyInput{root: root, pkgs: pkgs, systemFiles: files})
+		require.NoError(t, err)
+		k, err := initramfsKey(kver, "/boot/initrd.img-"+kver, argv, common)
 		require.NoError(t, err)
 		return k
 	}
 	base := key(keyRoot(t), argv, "6.1", nil)
 	assert.Equal(t, base, key(keyRoot(t), argv, "6.1", nil), "the same target gives the same key")
-	assert.Contains(t, string(base), "package dracut 106-1\n")
+	assert.Contains(t, string(base), "package dracut 106-1 1760000000\n")
 	assert.Contains(t, string(base), "modules.dep", "depmod's index: no package owns it")
 	assert.NotContains(t, string(base), "zfs.ko 0", "a packaged module is in the key by its package's version")
 	assert.NotContains(t, string(base), "gnupg/")
@@ -64,7 +68,12 @@ func TestInitramfsKey(t *testing.T) {
 		change  func(root string)
 		changes bool
 	}{
-		{"a package's version", write("var/lib/pacman/local/dracut-106-1/desc", "%NAME%\ndracut\n\n%VERSION%\n107-1\n"), true},
+		{"a package's version", write("var/lib/pacman/local/dracut-106-1/desc", "%NAME%\ndracut\n\n%VERSION%\n107-1\n\n%BUILDDATE%\n1760000000\n"), true},
+		{"a package rebuilt at the same version", write("var/lib/pacman/local/dracut-106-1/desc", "%NAME%\ndracut\n\n%VERSION%\n106-1\n\n%BUILDDATE%\n1770000000\n"), true},
+		{"a file in /root", write("root/.ssh/authorized_keys", "ssh-ed25519 AAAA new\n"), true},
+		{"an unowned file under /usr", write("usr/bin/paczfs-bootenv", "another build of the tool"), true},
+		{"a file a link in /etc leads to", write("usr/share/zoneinfo/UTC", "TZif2"), true},
+		{"a cache in /usr/share", write("usr/share/icons/hicolor/icon-theme.cache", "mtimes"), false},
 		{"another hostid", write("etc/hostid", "\x01\x02\x03\x04"), true},
 		{"the generator's configuration", write("etc/dracut.conf.d/paczfs.conf", DracutConf+"compress=zstd\n"), true},
 		{"a new file in /etc", write("etc/vconsole.conf", "KEYMAP=de\n"), true},
@@ -78,7 +87,8 @@ func TestInitramfsKey(t *testing.T) {
 		{"a module DKMS built", write("usr/lib/modules/6.1/updates/dkms/zfs.ko", "built here"), true},
 		{"the keyring", write("etc/pacman.d/gnupg/pubring.kbx", "another build's keys"), false},
 		{"the build's configuration record", write("etc/paczfs/config.json", `{"packages":{"workstation":["vim","tmux"]}}`), false},
-		{"a file outside /etc and the modules", write("usr/share/doc/vim/README", "other docs"), false},
+		{"documentation in /usr/share", write("usr/share/doc/vim/README", "other docs"), false},
+		{"a file in /var", write("var/log/pacman.log", "another day"), false},
 	} {
 		t.Run(c.name, func(t *testing.T) {
 			root := keyRoot(t)
@@ -88,7 +98,10 @@ func TestInitramfsKey(t *testing.T) {
 	}
 	assert.NotEqual(t, base, key(keyRoot(t), append(argv[:len(argv):len(argv)], "--compress", "zstd"), "6.1", nil), "the command")
 	assert.NotEqual(t, base, key(keyRoot(t), argv, "6.1", map[string]string{"/usr/lib/x": "y"}), "system.files")
-	_, err := initramfsKey(filepath.Join(t.TempDir(), "none"), "6.1", "/boot/x", argv, nil, nil, nil)
+	_, err := commonKey(keyInput{root: filepath.Join(t.TempDir(), "none")})
+	assert.ErrorIs(t, err, os.ErrNotExist, "a root that is not there is an error, not an empty key")
+	empty := t.TempDir()
+	_, err = commonKey(keyInput{root: empty})
 	assert.ErrorIs(t, err, os.ErrNotExist, "a root without /etc is an error, not an empty key")
 }
 
@@ -197,6 +210,20 @@ func TestInitramfsCacheInTheStage(t *testing.T) {
 	assert.False(t, st.res.InitramfsReused)
 	assert.Len(t, entries(), 2)
 
+	// boot.initramfs_files are written by the stage itself: in the key.
+	_, r = runBuild(func(st *build) {
+		st.cfg.Boot.InitramfsFiles = map[string]string{"/usr/lib/initcpio/install/site": "build() { :; }\n"}
+	})
+	assert.True(t, generated(r), "another initramfs_files: built")
+	assert.Len(t, entries(), 3)
+
+	// A cache directory someone opened up since New is not read.
+	require.NoError(t, os.Chmod(filepath.Join(cacheDir, "initramfs"), 0o777))
+	st, r = runBuild(nil)
+	assert.True(t, generated(r))
+	assert.Contains(t, strings.Join(st.warnings, "\n"), "writable by group or others")
+	require.NoError(t, os.Chmod(filepath.Join(cacheDir, "initramfs"), 0o700))
+
 	// A hook before the stage may change what the key does not hold;
 	// one that names its effect (hooks.Keyed) has its key in the key.
 	require.NoError(t, os.RemoveAll(cacheDir))
@@ -265,4 +292,57 @@ func TestCacheDirIsChecked(t *testing.T) {
 			assert.ErrorContains(t, err, c.fault)
 		})
 	}
+}
+
+// restore writes in the target only, replaces nothing it could not, and
+// treats incomplete entries as none.
+func TestInitramfsCacheRestore(t *testing.T) {
+	c := &initramfsCache{dir: filepath.Join(t.TempDir(), "initramfs"), log: slog.New(slog.DiscardHandler)}
+	root := t.TempDir()
+	writeTree(t, root, map[string]string{"boot/initrd.img": "built"}, 0o600)
+	key := []byte("key")
+	require.NoError(t, c.store(key, root, "/boot/initrd.img"))
+
+	// A link where the temporary file goes is removed, not followed.
+	outside := filepath.Join(t.TempDir(), "host-file")
+	require.NoError(t, os.WriteFile(outside, []byte("the build host's"), 0o644))
+	require.NoError(t, os.Symlink(outside, filepath.Join(root, "boot/initrd.img.paczfs-new")))
+	require.NoError(t, os.WriteFile(filepath.Join(root, "boot/initrd.img"), []byte("stale"), 0o600))
+	hit, err := c.restore(key, root, "/boot/initrd.img")
+	require.NoError(t, err)
+	assert.True(t, hit)
+	assert.Equal(t, "the build host's", readString(t, outside))
+	assert.Equal(t, "built", readString(t, filepath.Join(root, "boot/initrd.img")))
+	fi, err := os.Stat(filepath.Join(root, "boot/initrd.img"))
+	require.NoError(t, err)
+	assert.Equal(t, os.FileMode(0o600), fi.Mode().Perm(), "the image's mode")
+
+	// A directory of the target that leads out of it is not followed.
+	require.NoError(t, os.Symlink(t.TempDir(), filepath.Join(root, "out")))
+	_, err = c.restore(key, root, "/out/initrd.img")
+	assert.ErrorContains(t, err, "escapes")
+
+	// A rename that fails is no hit, and leaves no temporary file.
+	require.NoError(t, os.MkdirAll(filepath.Join(root, "boot/dir.img/x"), 0o755))
+	hit, err = c.restore(key, root, "/boot/dir.img")
+	assert.Error(t, err)
+	assert.False(t, hit)
+	assert.NoFileExists(t, filepath.Join(root, "boot/dir.img.paczfs-new"))
+
+	// An entry without its image is removed.
+	require.NoError(t, os.Remove(filepath.Join(c.entry(key), "image")))
+	hit, err = c.restore(key, root, "/boot/initrd.img")
+	assert.NoError(t, err)
+	assert.False(t, hit)
+	assert.NoDirExists(t, c.entry(key))
+	hit, err = c.restore([]byte("never stored"), root, "/boot/initrd.img")
+	assert.NoError(t, err)
+	assert.False(t, hit)
+}
+
+func readString(t *testing.T, p string) string {
+	t.Helper()
+	b, err := os.ReadFile(p)
+	require.NoError(t, err)
+	return string(b)
 }

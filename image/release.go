@@ -224,6 +224,7 @@ func (st *build) syncPackages(ctx context.Context) error {
 // pkgFiles is one installed package's version and files.
 type pkgFiles struct {
 	version string
+	built   string // %BUILDDATE%: a package rebuilt at the same version differs
 	files   []string
 }
 
@@ -241,7 +242,7 @@ func localFiles(root string) (map[string]pkgFiles, error) {
 			continue // ALPM_DB_VERSION and the like
 		}
 		name := descField(desc, "%NAME%")
-		pf := pkgFiles{version: descField(desc, "%VERSION%")}
+		pf := pkgFiles{version: descField(desc, "%VERSION%"), built: descField(desc, "%BUILDDATE%")}
 		if data, err := os.ReadFile(filepath.Join(d, "files")); err == nil {
 			in := false
 			for _, l := range strings.Split(string(data), "\n") {

@@ -188,16 +188,16 @@ func TestInitramfsTriggers(t *testing.T) {
 
 func TestChangedFiles(t *testing.T) {
 	before := map[string]pkgFiles{
-		"tmux":  {"3.5-1", []string{"usr/bin/tmux", "usr/share/man/man1/tmux.1.gz"}},
-		"gone":  {"1-1", []string{"usr/bin/gone"}},
-		"same":  {"1-1", []string{"usr/bin/same"}},
-		"moved": {"1-1", []string{"usr/lib/old"}},
+		"tmux":  {version: "3.5-1", files: []string{"usr/bin/tmux", "usr/share/man/man1/tmux.1.gz"}},
+		"gone":  {version: "1-1", files: []string{"usr/bin/gone"}},
+		"same":  {version: "1-1", files: []string{"usr/bin/same"}},
+		"moved": {version: "1-1", files: []string{"usr/lib/old"}},
 	}
 	after := map[string]pkgFiles{
-		"tmux":  {"99.0-1", []string{"usr/bin/tmux"}},
-		"same":  {"1-1", []string{"usr/bin/same"}},
-		"new":   {"2-1", []string{"usr/bin/new"}},
-		"moved": {"1-2", []string{"usr/lib/new"}},
+		"tmux":  {version: "99.0-1", files: []string{"usr/bin/tmux"}},
+		"same":  {version: "1-1", files: []string{"usr/bin/same"}},
+		"new":   {version: "2-1", files: []string{"usr/bin/new"}},
+		"moved": {version: "1-2", files: []string{"usr/lib/new"}},
 	}
 	assert.Equal(t, []string{"usr/bin/gone", "usr/bin/new", "usr/bin/tmux", "usr/lib/new", "usr/lib/old", "usr/share/man/man1/tmux.1.gz"},
 		changedFiles(before, after))
@@ -212,7 +212,7 @@ func TestLocalFilesReadsThePacmanDatabase(t *testing.T) {
 	require.NoError(t, os.WriteFile(filepath.Join(root, "var/lib/pacman/local/ALPM_DB_VERSION"), []byte("9\n"), 0o644))
 	got, err := localFiles(root)
 	require.NoError(t, err)
-	assert.Equal(t, map[string]pkgFiles{"tmux": {"3.5-1", []string{"usr/", "usr/bin/", "usr/bin/tmux"}}}, got)
+	assert.Equal(t, map[string]pkgFiles{"tmux": {version: "3.5-1", files: []string{"usr/", "usr/bin/", "usr/bin/tmux"}}}, got)
 }
 
 func TestInitramfsKeptOnlyWhenNothingItIsMadeFromChanged(t *testing.T) {

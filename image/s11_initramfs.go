@@ -53,13 +53,21 @@ func stageInitramfs(ctx context.Context, st *build) error {
 		return err
 	}
 	cache, why := st.initramfsCache()
-	if why != "" {
+	if strings.HasPrefix(why, "cache_dir: ") {
+		st.warn("initramfs cache not used: %s", why)
+	} else if why != "" {
 		st.b.log.Info("initramfs cache not used", "why", why)
 	}
-	var pkgs map[string]pkgFiles
+	var common []byte
 	if cache != nil {
-		if pkgs, err = localFiles(root); err != nil {
-			return fmt.Errorf("initramfs cache: %w", err)
+		pkgs, err := localFiles(root)
+		if err == nil {
+			common, err = commonKey(keyInput{root: root, pkgs: pkgs, systemFiles: st.cfg.System.Files,
+				initramfsFiles: b.InitramfsFiles, hooks: cache.hooks})
+		}
+		if err != nil {
+			st.warn("initramfs cache: not used: its key: %v", err)
+			cache = nil
 		}
 	}
 	cached := 0
@@ -74,10 +82,10 @@ func stageInitramfs(ctx context.Context, st *build) error {
 		}
 		var key []byte
 		if cache != nil {
-			if key, err = initramfsKey(root, k, initrd, argv, pkgs, st.cfg.System.Files, cache.hooks); err != nil {
+			if key, err = initramfsKey(k, initrd, argv, common); err != nil {
 				return fmt.Errorf("initramfs for %s: the cache's key: %w", k, err)
 			}
-			hit, err := cache.restore(key, filepath.Join(root, initrd))
+			hit, err := cache.restore(key, root, initrd)
 			if err != nil {
 				st.warn("initramfs cache: %v (building the image)", err)
 			}
@@ -100,7 +108,7 @@ func stageInitramfs(ctx context.Context, st *build) error {
 			return err
 		}
 		if cache != nil {
-			if err := cache.store(key, filepath.Join(root, initrd)); err != nil {
+			if err := cache.store(key, root, initrd); err != nil {
 				st.warn("initramfs cache: not stored: %v", err)
 			}
 		}
