@@ -879,6 +879,20 @@ func BenchmarkLabBuildImage(b *testing.B) {
 	}
 }
 
+// buildAndRemove builds cfg and removes its image file and outputs,
+// for benchmarks that only want the Result.
+func buildAndRemove(b *testing.B, cfg image.Config) *image.Result {
+	bl, err := image.New(cfg)
+	require.NoError(b, err)
+	res, err := bl.Build(context.Background())
+	require.NoError(b, err)
+	require.NoError(b, os.Remove(cfg.ImageFile))
+	for _, o := range cfg.Outputs {
+		require.NoError(b, os.Remove(o.Path))
+	}
+	return res
+}
+
 // BenchmarkLabRebuild (make bench-rebuild) builds the lab image cold,
 // with an empty Config.CacheDir and package cache, then again with one
 // more workstation package and the same caches, as a rebuild after a
@@ -907,13 +921,7 @@ func BenchmarkLabRebuild(b *testing.B) {
 				if edit != nil {
 					edit(&cfg)
 				}
-				bl, err := image.New(cfg)
-				require.NoError(b, err)
-				res, err := bl.Build(context.Background())
-				require.NoError(b, err)
-				require.NoError(b, os.Remove(cfg.ImageFile))
-				require.NoError(b, os.Remove(cfg.Outputs[0].Path))
-				return res
+				return buildAndRemove(b, cfg)
 			}
 			c := build("cold", nil)
 			r := build("rebuild", func(c *image.Config) { c.Packages.Workstation = append(c.Packages.Workstation, "rsync") })
@@ -978,12 +986,7 @@ func BenchmarkLabDerive(b *testing.B) {
 			cfg.ImageFile = filepath.Join(dir, name+".img")
 			cfg.Release = image.Release{Dir: filepath.Join(dir, name), SigningKey: secret}
 			edit(&cfg)
-			bl, err := image.New(cfg)
-			require.NoError(b, err)
-			res, err := bl.Build(context.Background())
-			require.NoError(b, err)
-			require.NoError(b, os.Remove(cfg.ImageFile))
-			return res
+			return buildAndRemove(b, cfg)
 		}
 		v2 := func(c *image.Config) {
 			c.Release.Version = "2"
