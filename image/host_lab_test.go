@@ -52,6 +52,8 @@ func TestLabImageIndependentOfHost(t *testing.T) {
 	cfg.Boot.InitramfsCommand = []string{"/bin/sh", "-c", "echo initramfs for {kver} > {initrd}"}
 	// A stand-in, not an initramfs: nothing to list.
 	cfg.Boot.InitramfsList, cfg.Boot.InitramfsMust = nil, nil
+	// No syslinux in this bootable set: UEFI only.
+	cfg.Boot.BIOS = nil
 	cfg.Size = 2 * disk.GiB
 	cfg.ESPSize = 64 * disk.MiB
 	cfg.PoolName = "hostpool"
