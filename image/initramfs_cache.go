@@ -74,24 +74,25 @@ type initramfsCache struct {
 }
 
 // initramfsCache returns the build's initramfs cache, or nil and why
-// there is none ("" when Config.CacheDir is empty).
-func (st *build) initramfsCache() (*initramfsCache, string) {
+// there is none ("" when Config.CacheDir is empty), or a cache directory
+// that fails checkCacheDir.
+func (st *build) initramfsCache() (*initramfsCache, string, error) {
 	if st.cfg.CacheDir == "" {
-		return nil, ""
+		return nil, "", nil
 	}
 	keys, unkeyed := st.b.hooksThrough(hooks.StageInitramfs)
 	if len(unkeyed) > 0 {
-		return nil, "hooks without a cache key (hooks.Keyed) run at or before the initramfs stage: " + strings.Join(unkeyed, ", ")
+		return nil, "hooks without a cache key (hooks.Keyed) run at or before the initramfs stage: " + strings.Join(unkeyed, ", "), nil
 	}
 	c := &initramfsCache{dir: filepath.Join(st.cfg.CacheDir, "initramfs"), log: st.b.log, hooks: keys}
 	// New checked cache_dir if it existed; whoever made it since, or its
 	// initramfs directory, must pass the same check before it is read.
 	for _, d := range []string{st.cfg.CacheDir, c.dir} {
 		if err := checkCacheDir(d); err != nil && !errors.Is(err, fs.ErrNotExist) {
-			return nil, "cache_dir: " + err.Error()
+			return nil, "", fmt.Errorf("cache_dir: %w", err)
 		}
 	}
-	return c, ""
+	return c, "", nil
 }
 
 // hooksThrough returns the key lines of the Keyed hooks that run at or
@@ -209,13 +210,10 @@ func commonKey(in keyInput) ([]byte, error) {
 
 // initramfsKey returns the key document of kernel kver's initramfs at
 // initrd, made by argv, in a target whose commonKey is common.
-func initramfsKey(kver, initrd string, argv []string, common []byte) ([]byte, error) {
-	cmd, err := json.Marshal(argv)
-	if err != nil {
-		return nil, err
-	}
+func initramfsKey(kver, initrd string, argv []string, common []byte) []byte {
+	cmd, _ := json.Marshal(argv) // strings: never fails
 	head := fmt.Sprintf("%s\nkernel %s\ninitrd %s\ncommand %s\n", initramfsCacheFormat, kver, initrd, cmd)
-	return append([]byte(head), common...), nil
+	return append([]byte(head), common...)
 }
 
 // keyTree writes a line for each entry under dir (relative to the

@@ -52,9 +52,9 @@ func stageInitramfs(ctx context.Context, st *build) error {
 	if err := st.writeInitramfsFiles(); err != nil {
 		return err
 	}
-	cache, why := st.initramfsCache()
-	if strings.HasPrefix(why, "cache_dir: ") {
-		st.warn("initramfs cache not used: %s", why)
+	cache, why, err := st.initramfsCache()
+	if err != nil {
+		st.warn("initramfs cache not used: %v", err)
 	} else if why != "" {
 		st.b.log.Info("initramfs cache not used", "why", why)
 	}
@@ -82,9 +82,7 @@ func stageInitramfs(ctx context.Context, st *build) error {
 		}
 		var key []byte
 		if cache != nil {
-			if key, err = initramfsKey(k, initrd, argv, common); err != nil {
-				return fmt.Errorf("initramfs for %s: the cache's key: %w", k, err)
-			}
+			key = initramfsKey(k, initrd, argv, common)
 			hit, err := cache.restore(key, root, initrd)
 			if err != nil {
 				st.warn("initramfs cache: %v (building the image)", err)
