@@ -87,4 +87,9 @@
 // new sets in one transaction, bootable and workstation have nothing
 // left to do, initramfs keeps the received one when nothing it is made
 // from changed, and finalize also writes the release.
+//
+// A build with a cache (image.Config.CacheDir) reuses an initramfs only
+// when no hook it cannot name ran at or before the initramfs stage: a
+// hook that is [Keyed] (or wrapped with [WithCacheKey]) puts its key in
+// the cache's key instead of turning the cache off.
 package hooks
