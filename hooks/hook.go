@@ -49,8 +49,10 @@ type Hook interface {
 // when a hook it cannot name runs before the work it would reuse; a
 // Keyed hook's key goes into the cache's key instead. Give another key
 // whenever what the hook does to the target changes: a version, or the
-// SHA-256 of the files it copies in. What it writes under /etc and the
-// packages it installs are in the cache's key anyway.
+// SHA-256 of the files it copies in. The initramfs cache's key also
+// reads what the hook left under /etc and the packages it installed; the
+// base layer's key is made before anything is written, so for a hook at
+// or before the base stage its own key is all the cache knows of it.
 type Keyed interface {
 	Hook
 	CacheKey() string

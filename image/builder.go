@@ -99,6 +99,9 @@ type Result struct {
 	// the previous release's initramfs, since nothing it is made from
 	// changed, or every kernel's image came from Config.CacheDir.
 	InitramfsReused bool
+	// LayersReused are the layers taken from Config.CacheDir instead of
+	// installed (today the base layer alone).
+	LayersReused []string
 }
 
 // Option configures a Builder.
@@ -351,6 +354,8 @@ type build struct {
 	changed  []string // files of the packages the sync changed
 	// releaseDir: the build began writing Config.Release.Dir
 	releaseDir bool
+	// layers is the layer cache (Config.CacheDir), nil without one
+	layers *layerCache
 }
 
 // Build runs every stage in order, with the hooks, and releases everything

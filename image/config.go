@@ -78,15 +78,19 @@ type Config struct {
 	// WorkDir holds the build's mount point and scratch files; it must not
 	// be shared with another build. Empty = a fresh directory under /tmp.
 	WorkDir string `json:"work_dir,omitempty"`
-	// CacheDir keeps work a later build can reuse: today each kernel's
-	// initramfs, under the SHA-256 of what it is made from (the kernel
+	// CacheDir keeps work a later build can reuse: the base layer (the
+	// root's send stream and archives of the other datasets, under the
+	// SHA-256 of its resolved packages, pacman's settings and the
+	// layout; the received keyring is replaced by a fresh one), and each
+	// kernel's initramfs, under the SHA-256 of what it is made from (the kernel
 	// version, every installed package, its version and build date, the
 	// generator's command, /etc and /root as the build left them, the
 	// files under /usr no package owns, system.files and
 	// boot.initramfs_files). A build whose initramfs would be made
 	// from the same takes the cached image instead of running the
-	// generator. Hooks at or before the initramfs stage turn it off (what
-	// they change may not be in the key) unless they are hooks.Keyed.
+	// generator. Hooks at or before the base or initramfs stage turn that
+	// cache off (what they change may not be in the key) unless they are
+	// hooks.Keyed.
 	// Empty = no cache. It must be a
 	// directory of the building user's, writable by no one else: what it
 	// holds goes into images. A random /etc/hostid (system.hostid empty)

@@ -143,31 +143,9 @@ func diskIdentity(plan disk.Plan) *release.Disk {
 func (st *build) receiveRoot(ctx context.Context) error {
 	z := st.zfs()
 	prev := st.previous
-	rootRel := st.cfg.RootDataset
-	var before, after []zfs.DatasetSpec
-	var rootSpec zfs.DatasetSpec
-	for _, d := range st.cfg.Datasets {
-		switch {
-		case d.Name == rootRel:
-			rootSpec = d
-		case strings.HasPrefix(rootRel, d.Name+"/"):
-			before = append(before, d)
-		default:
-			after = append(after, d)
-		}
-	}
-	if err := st.createDatasets(ctx, before); err != nil {
+	before, rootSpec, after := st.splitLayout()
+	if err := st.makeRootParent(ctx, before); err != nil {
 		return err
-	}
-	// zfs receive needs the root's parent: made as a build from scratch
-	// makes it when the layout does not list it.
-	parent := st.state.RootDataset[:strings.LastIndex(st.state.RootDataset, "/")]
-	if ok, err := z.Exists(ctx, parent); err != nil {
-		return err
-	} else if !ok {
-		if err := z.CreateDataset(ctx, parent, nil, zfs.CreateOptions{Parents: true}); err != nil {
-			return err
-		}
 	}
 	full, _ := prev.Stream(release.Full)
 	if err := release.VerifyStream(st.cfg.Release.From, full); err != nil {

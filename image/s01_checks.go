@@ -100,11 +100,16 @@ func stageChecks(ctx context.Context, st *build) error {
 	if err != nil {
 		return fmt.Errorf("pool: %w", err)
 	}
+	st.planLayerCache(ctx)
 	var dsArgs [][]string
 	for _, d := range cfg.Datasets {
 		a, err := zfs.CreateDatasetArgs(temp+"/"+d.Name, d.Props, zfs.CreateOptions{Parents: true})
-		if cfg.Release.derived() && d.Name == cfg.RootDataset {
+		switch {
+		case d.Name != cfg.RootDataset:
+		case cfg.Release.derived():
 			a, err = zfs.ReceiveArgs(temp+"/"+d.Name, zfs.ReceiveOptions{Props: d.Props})
+		case st.layers != nil && st.layers.hit != nil:
+			a, err = zfs.ReceiveArgs(temp+"/"+d.Name+"@"+layerCacheSnap, zfs.ReceiveOptions{Props: d.Props})
 		}
 		if err != nil {
 			return fmt.Errorf("datasets: %w", err)

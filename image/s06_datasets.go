@@ -7,6 +7,11 @@ func stageDatasets(ctx context.Context, st *build) error {
 	if st.previous != nil {
 		return st.receiveRoot(ctx)
 	}
+	if st.layers != nil && st.layers.hit != nil {
+		if ok, err := st.receiveCachedBase(ctx); ok || err != nil {
+			return err
+		}
+	}
 	if err := st.createDatasets(ctx, st.cfg.Datasets); err != nil {
 		return err
 	}

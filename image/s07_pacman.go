@@ -22,6 +22,12 @@ func stagePacman(ctx context.Context, st *build) error {
 	if st.previous != nil {
 		return nil
 	}
+	if st.layers != nil && st.layers.received {
+		// The cached base layer's keyring is another build's: a fresh one.
+		if err := removeInRoot(st.state.Root, keyringDir); err != nil {
+			return fmt.Errorf("remove the cached layer's keyring: %w", err)
+		}
+	}
 	return st.b.installer.InitKeyring(ctx, st.state.Root)
 }
 

@@ -5,6 +5,7 @@ import (
 	"os"
 	"path"
 	"path/filepath"
+	"slices"
 
 	"github.com/paczfs/paczfs/bootenv"
 	"github.com/paczfs/paczfs/internal/fsx"
@@ -55,7 +56,13 @@ func stageBase(ctx context.Context, st *build) error {
 	if st.previous != nil {
 		return st.syncPackages(ctx)
 	}
-	if err := st.install(ctx, st.cfg.Packages.Base); err != nil {
+	cached := st.layers != nil && st.layers.received
+	installedBefore := len(st.packages)
+	if cached {
+		if err := st.takeCachedBase(ctx); err != nil {
+			return err
+		}
+	} else if err := st.install(ctx, st.cfg.Packages.Base); err != nil {
 		return err
 	}
 	if err := emptyMachineID(st.state.Root); err != nil {
@@ -63,6 +70,14 @@ func stageBase(ctx context.Context, st *build) error {
 	}
 	if err := st.layerSnapshot(ctx, LayerBase); err != nil {
 		return err
+	}
+	switch {
+	case cached:
+		if err := st.dropCacheSnapshot(ctx); err != nil {
+			return err
+		}
+	case st.layers != nil:
+		st.storeBase(ctx, slices.Clone(st.packages[installedBefore:]))
 	}
 	if c := st.cfg.MinirootClone; c != "" {
 		// Read-only, for systemd-nspawn under /var/lib/machines.

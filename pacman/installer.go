@@ -134,6 +134,10 @@ func (in *Installer) Config() Config { return in.cfg }
 type PlannedPackage struct {
 	Name, Version, Repo, Filename string
 	DownloadSize, InstalledSize   int64
+	// SHA256 is the package file's checksum in the sync database: a
+	// package rebuilt at the same version has another. Empty when the
+	// database has none.
+	SHA256 string `json:",omitempty"`
 }
 
 // Plan is the resolved package set.

@@ -552,6 +552,9 @@ func (a *Handle) UpdateDBs(force bool) error {
 type Package struct {
 	Name, Version, Repo, Filename string
 	DownloadSize, InstalledSize   int64
+	// SHA256 is the package file's checksum the sync database gives
+	// ("" for an installed package or a database without it).
+	SHA256 string
 }
 
 func pkgInfo(p *C.alpm_pkg_t) Package {
@@ -561,6 +564,9 @@ func pkgInfo(p *C.alpm_pkg_t) Package {
 		Filename:      C.GoString(C.alpm_pkg_get_filename(p)),
 		DownloadSize:  int64(C.alpm_pkg_download_size(p)),
 		InstalledSize: int64(C.alpm_pkg_get_isize(p)),
+	}
+	if sum := C.alpm_pkg_get_sha256sum(p); sum != nil {
+		out.SHA256 = C.GoString(sum)
 	}
 	if db := C.alpm_pkg_get_db(p); db != nil {
 		out.Repo = C.GoString(C.alpm_db_get_name(db))

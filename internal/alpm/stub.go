@@ -15,6 +15,7 @@ type Handle struct{}
 type Package struct {
 	Name, Version, Repo, Filename string
 	DownloadSize, InstalledSize   int64
+	SHA256                        string
 }
 
 // Transaction flags.

@@ -1,0 +1,307 @@
+package image
+
+import (
+	"archive/tar"
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"io/fs"
+	"log/slog"
+	"os"
+	"path/filepath"
+	"slices"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+	"golang.org/x/sys/unix"
+
+	"github.com/paczfs/paczfs/hooks/hookstest"
+	"github.com/paczfs/paczfs/pacman"
+	"github.com/paczfs/paczfs/zfs"
+)
+
+// listTree lists a tree as archiveTree must keep it: path, mode, owner,
+// content or link target, extended attributes, modification time of
+// files, and which names share an inode.
+func listTree(t *testing.T, dir string) []string {
+	t.Helper()
+	var out []string
+	inodes := map[uint64]string{}
+	require.NoError(t, filepath.WalkDir(dir, func(p string, d fs.DirEntry, err error) error {
+		require.NoError(t, err)
+		fi, err := d.Info()
+		require.NoError(t, err)
+		st := fi.Sys().(*syscall.Stat_t)
+		rel, _ := filepath.Rel(dir, p)
+		line := fmt.Sprintf("%s %s %d:%d", rel, fi.Mode(), st.Uid, st.Gid)
+		switch {
+		case fi.Mode()&fs.ModeSymlink != 0:
+			target, _ := os.Readlink(p)
+			line += " -> " + target
+		case fi.Mode().IsRegular():
+			data, err := os.ReadFile(p)
+			require.NoError(t, err)
+			line += fmt.Sprintf(" %q %d", data, fi.ModTime().Unix())
+			if first, ok := inodes[st.Ino]; ok {
+				line += " same as " + first
+			} else {
+				inodes[st.Ino] = rel
+			}
+		default:
+			line += fmt.Sprintf(" %d", fi.ModTime().Unix())
+		}
+		if x, err := xattrs(p, fi); err == nil && len(x) > 0 {
+			line += fmt.Sprintf(" %v", x)
+		}
+		out = append(out, line)
+		return nil
+	}))
+	return out
+}
+
+func TestArchiveTreeRoundTrip(t *testing.T) {
+	if os.Geteuid() != 0 {
+		t.Fatal("this test sets owners: run it as root (make unit does)")
+	}
+	src := t.TempDir()
+	when := time.Date(2026, 1, 2, 3, 4, 5, 0, time.UTC)
+	mk := func(rel string, mode fs.FileMode, uid, gid int, data string) {
+		p := filepath.Join(src, rel)
+		if mode.IsDir() {
+			require.NoError(t, os.Mkdir(p, 0o700))
+		} else {
+			require.NoError(t, os.WriteFile(p, []byte(data), 0o600))
+		}
+		require.NoError(t, os.Lchown(p, uid, gid))
+		require.NoError(t, os.Chmod(p, mode))
+	}
+	require.NoError(t, os.Chmod(src, 0o750)) // the filesystem package's /root
+	mk("http", fs.ModeDir|0o755, 33, 33, "")
+	mk("ftp", fs.ModeDir|0o555, 0, 14, "")
+	mk("tmp", fs.ModeDir|fs.ModeSticky|0o777, 0, 0, "")
+	mk("http/index.html", 0o644, 33, 33, "<p>hello</p>\n")
+	mk("http/suid", fs.ModeSetuid|fs.ModeSetgid|0o755, 0, 0, "#!/bin/sh\n")
+	mk("empty", 0o400, 1000, 1000, "")
+	require.NoError(t, os.Link(filepath.Join(src, "http/index.html"), filepath.Join(src, "ftp-index.html")))
+	require.NoError(t, os.Symlink("http/index.html", filepath.Join(src, "link")))
+	require.NoError(t, os.Symlink("/etc/passwd", filepath.Join(src, "abs-link")))
+	require.NoError(t, os.Lchown(filepath.Join(src, "link"), 33, 33))
+	xattr := unix.Setxattr(filepath.Join(src, "http/index.html"), "user.paczfs", []byte("kept"), 0) == nil
+	if !xattr {
+		t.Log("this file system refuses user extended attributes: they are not part of this run")
+	}
+	require.NoError(t, unix.Setxattr(filepath.Join(src, "http"), "trusted.paczfs", []byte("dir"), 0))
+	for _, p := range []string{"http/index.html", "http/suid", "empty", "http", "ftp", "tmp", "."} {
+		require.NoError(t, os.Chtimes(filepath.Join(src, p), when, when))
+	}
+
+	var buf bytes.Buffer
+	require.NoError(t, archiveTree(&buf, src))
+	dst := t.TempDir()
+	require.NoError(t, extractTree(bytes.NewReader(buf.Bytes()), dst))
+	want, got := listTree(t, src), listTree(t, dst)
+	assert.Equal(t, want, got)
+	assert.Contains(t, got, ". drwxr-x--- 0:0 1767323045")
+	assert.Contains(t, got, "tmp dtrwxrwxrwx 0:0 1767323045")
+	assert.True(t, slices.ContainsFunc(got, func(l string) bool { return strings.HasPrefix(l, "http/suid ugrwxr-xr-x 0:0") }), "set-user-ID and set-group-ID kept: %v", got)
+	assert.True(t, slices.ContainsFunc(got, func(l string) bool { return strings.Contains(l, "same as ") }), "a hard link stays one: %v", got)
+	assert.True(t, slices.ContainsFunc(got, func(l string) bool { return strings.Contains(l, "trusted.paczfs:dir") }), "a directory's attribute kept: %v", got)
+
+	// Extracting twice is an error, never a replacement.
+	assert.Error(t, extractTree(bytes.NewReader(buf.Bytes()), dst))
+}
+
+func TestArchiveTreeRefuses(t *testing.T) {
+	// A FIFO, a socket or a device is not archived: the layer is then
+	// not stored.
+	src := t.TempDir()
+	require.NoError(t, unix.Mkfifo(filepath.Join(src, "fifo"), 0o644))
+	err := archiveTree(&bytes.Buffer{}, src)
+	assert.ErrorIs(t, err, errArchiveType)
+
+	archive := func(hs ...*tar.Header) *bytes.Reader {
+		var b bytes.Buffer
+		tw := tar.NewWriter(&b)
+		for _, h := range hs {
+			h.Format = tar.FormatPAX
+			require.NoError(t, tw.WriteHeader(h))
+			if h.Size > 0 {
+				_, err := tw.Write(bytes.Repeat([]byte("x"), int(h.Size)))
+				require.NoError(t, err)
+			}
+		}
+		require.NoError(t, tw.Close())
+		return bytes.NewReader(b.Bytes())
+	}
+	outside := t.TempDir()
+	for name, r := range map[string]*bytes.Reader{
+		"a name leaving the directory": archive(&tar.Header{Name: "../escaped", Typeflag: tar.TypeReg, Mode: 0o644, Size: 1}),
+		"an absolute name":             archive(&tar.Header{Name: outside + "/escaped", Typeflag: tar.TypeReg, Mode: 0o644, Size: 1}),
+		"a file through a link leading out": archive(
+			&tar.Header{Name: "out", Typeflag: tar.TypeSymlink, Linkname: outside, Mode: 0o777},
+			&tar.Header{Name: "out/escaped", Typeflag: tar.TypeReg, Mode: 0o644, Size: 1}),
+		"a hard link to a file outside": archive(&tar.Header{Name: "hl", Typeflag: tar.TypeLink, Linkname: "../../etc/passwd"}),
+		"a device node":                 archive(&tar.Header{Name: "null", Typeflag: tar.TypeChar, Mode: 0o666, Devmajor: 1, Devminor: 3}),
+	} {
+		t.Run(name, func(t *testing.T) {
+			assert.Error(t, extractTree(r, t.TempDir()))
+			_, err := os.Lstat(filepath.Join(outside, "escaped"))
+			assert.ErrorIs(t, err, fs.ErrNotExist, "nothing written outside")
+		})
+	}
+}
+
+func TestLayerKey(t *testing.T) {
+	root := zfs.DatasetSpec{Name: "system/root", Props: map[string]string{"canmount": "noauto", "mountpoint": "/"}}
+	others := []zfs.DatasetSpec{{Name: "data/root", Props: map[string]string{"mountpoint": "/root"}}}
+	fsProps := map[string]string{"compression": "zstd"}
+	pc := pacman.ArchConfig(true)
+	plan := &pacman.Plan{Packages: []pacman.PlannedPackage{
+		{Name: "filesystem", Version: "2025.05.03-1", Repo: "core", Filename: "filesystem-2025.05.03-1-any.pkg.tar.zst", SHA256: "aa"},
+		{Name: "bash", Version: "5.3.3-2", Repo: "core", Filename: "bash-5.3.3-2-x86_64.pkg.tar.zst", SHA256: "bb"},
+	}}
+	base := layerKey(LayerBase, root, others, fsProps, pc, plan, nil)
+	assert.True(t, bytes.HasPrefix(base, []byte(layerCacheFormat+"\n")))
+
+	// What must not change the key.
+	same := map[string]func() []byte{
+		"the plan's order": func() []byte {
+			p := &pacman.Plan{Packages: slices.Clone(plan.Packages)}
+			slices.Reverse(p.Packages)
+			return layerKey(LayerBase, root, others, fsProps, pc, p, nil)
+		},
+		"the mirrors": func() []byte {
+			c := pacman.ArchConfig(true)
+			c.Repos[0].Servers = []string{"https://mirror.example/$repo/os/$arch"}
+			return layerKey(LayerBase, root, others, fsProps, c, plan, nil)
+		},
+		"the download sizes": func() []byte {
+			p := &pacman.Plan{Packages: slices.Clone(plan.Packages)}
+			p.Packages[0].DownloadSize = 0
+			p.Packages[0].DownloadSize = 12345
+			return layerKey(LayerBase, root, others, fsProps, pc, p, nil)
+		},
+	}
+	for name, fn := range same {
+		assert.Equal(t, string(base), string(fn()), name)
+	}
+	// What must.
+	pkg := func(edit func(p *pacman.PlannedPackage)) []byte {
+		p := &pacman.Plan{Packages: slices.Clone(plan.Packages)}
+		edit(&p.Packages[1])
+		return layerKey(LayerBase, root, others, fsProps, pc, p, nil)
+	}
+	differ := map[string][]byte{
+		"a version":                      pkg(func(p *pacman.PlannedPackage) { p.Version = "5.3.3-3" }),
+		"a rebuild at the same version":  pkg(func(p *pacman.PlannedPackage) { p.SHA256 = "cc" }),
+		"another repository":             pkg(func(p *pacman.PlannedPackage) { p.Repo = "testing" }),
+		"another layer":                  layerKey(LayerBootable, root, others, fsProps, pc, plan, nil),
+		"one more package":               layerKey(LayerBase, root, others, fsProps, pc, &pacman.Plan{Packages: append(slices.Clone(plan.Packages), pacman.PlannedPackage{Name: "vim"})}, nil),
+		"the root's properties":          layerKey(LayerBase, zfs.DatasetSpec{Name: root.Name, Props: map[string]string{"canmount": "noauto", "mountpoint": "/", "recordsize": "1M"}}, others, fsProps, pc, plan, nil),
+		"another root":                   layerKey(LayerBase, zfs.DatasetSpec{Name: "ROOT/default", Props: root.Props}, others, fsProps, pc, plan, nil),
+		"another data dataset":           layerKey(LayerBase, root, append(slices.Clone(others), zfs.DatasetSpec{Name: "data/srv"}), fsProps, pc, plan, nil),
+		"the pool's file system options": layerKey(LayerBase, root, others, map[string]string{"compression": "lz4"}, pc, plan, nil),
+		"a keyed hook":                   layerKey(LayerBase, root, others, fsProps, pc, plan, []string{`hook after base "x" "1"`}),
+		"no_extract": func() []byte {
+			c := pacman.ArchConfig(true)
+			c.NoExtract = []string{"usr/share/man/*"}
+			return layerKey(LayerBase, root, others, fsProps, c, plan, nil)
+		}(),
+		"the architecture": func() []byte {
+			c := pacman.ArchConfig(true)
+			c.Architecture = "aarch64"
+			return layerKey(LayerBase, root, others, fsProps, c, plan, nil)
+		}(),
+		"the target's own package cache": func() []byte {
+			c := pacman.ArchConfig(true)
+			c.CacheDirs = []string{"/var/cache/paczfs"}
+			return layerKey(LayerBase, root, others, fsProps, c, plan, nil)
+		}(),
+	}
+	for name, k := range differ {
+		assert.NotEqual(t, string(base), string(k), name)
+	}
+}
+
+// layerEntry writes a whole entry for key in dir and returns the cache.
+func layerEntry(t *testing.T, dir string, key []byte) *layerCache {
+	t.Helper()
+	c := &layerCache{dir: dir, key: key, log: slog.New(slog.DiscardHandler)}
+	require.NoError(t, os.MkdirAll(c.entry(), 0o700))
+	src := t.TempDir()
+	require.NoError(t, os.WriteFile(filepath.Join(src, "f"), []byte("data"), 0o644))
+	sum, err := writeArchive(filepath.Join(c.entry(), "data-2.tar"), src)
+	require.NoError(t, err)
+	m := fmt.Sprintf(`{"stream_size": 6, "data": [{"dataset": "data/srv", "file": "data-2.tar", "sha256": %q}], "packages": [{"Name": "bash", "Version": "5.3.3-2"}]}`, sum)
+	require.NoError(t, os.WriteFile(filepath.Join(c.entry(), "manifest.json"), []byte(m), 0o600))
+	require.NoError(t, os.WriteFile(filepath.Join(c.entry(), "stream"), []byte("stream"), 0o600))
+	require.NoError(t, os.WriteFile(filepath.Join(c.entry(), "key"), key, 0o600))
+	return c
+}
+
+func TestLayerCacheLookup(t *testing.T) {
+	key := []byte(layerCacheFormat + "\nlayer base\n")
+	c := layerEntry(t, t.TempDir(), key)
+	m := c.lookup()
+	require.NotNil(t, m, "a whole entry is a hit")
+	assert.Equal(t, int64(6), m.StreamSize)
+	assert.Equal(t, "bash", m.Packages[0].Name)
+	assert.Equal(t, "data/srv", m.Data[0].Dataset)
+
+	for name, damage := range map[string]func(dir string){
+		"no stream":            func(dir string) { os.Remove(filepath.Join(dir, "stream")) },
+		"a truncated stream":   func(dir string) { os.WriteFile(filepath.Join(dir, "stream"), []byte("str"), 0o600) },
+		"no manifest":          func(dir string) { os.Remove(filepath.Join(dir, "manifest.json")) },
+		"a broken manifest":    func(dir string) { os.WriteFile(filepath.Join(dir, "manifest.json"), []byte("{"), 0o600) },
+		"no key":               func(dir string) { os.Remove(filepath.Join(dir, "key")) },
+		"another key":          func(dir string) { os.WriteFile(filepath.Join(dir, "key"), []byte("other"), 0o600) },
+		"a changed archive":    func(dir string) { os.WriteFile(filepath.Join(dir, "data-2.tar"), []byte("x"), 0o600) },
+		"an archive went away": func(dir string) { os.Remove(filepath.Join(dir, "data-2.tar")) },
+	} {
+		t.Run(name, func(t *testing.T) {
+			c := layerEntry(t, t.TempDir(), key)
+			damage(c.entry())
+			assert.Nil(t, c.lookup(), "a miss")
+			_, err := os.Lstat(c.entry())
+			assert.ErrorIs(t, err, fs.ErrNotExist, "and the damaged entry is removed")
+		})
+	}
+	empty := &layerCache{dir: t.TempDir(), key: key, log: slog.New(slog.DiscardHandler)}
+	assert.Nil(t, empty.lookup(), "no entry: a miss")
+}
+
+// TestLayerCacheRefusedStream: a cached stream the kernel refuses is not
+// a failed build. The entry is removed and the root created as without
+// a cache.
+func TestLayerCacheRefusedStream(t *testing.T) {
+	ctx := context.Background()
+	r := &transcriptRunner{}
+	r.On("zfs receive", hookstest.Response{Err: errors.New("cannot receive: invalid stream")})
+	st := stageFixture(t, r)
+	t.Cleanup(func() { require.NoError(t, st.stack.Unwind(ctx)) })
+	for _, fn := range []stageFunc{stageESP, stagePool} {
+		require.NoError(t, fn(ctx, st))
+	}
+	st.layers = layerEntry(t, t.TempDir(), []byte("key"))
+	st.layers.hit = st.layers.lookup()
+	require.NotNil(t, st.layers.hit)
+	r.lines = nil
+	require.NoError(t, stageDatasets(ctx, st))
+	var receive, create bool
+	for _, l := range r.lines {
+		receive = receive || strings.HasPrefix(l, "zfs receive -u -o canmount=noauto -o mountpoint=/ zroot-paczfs-test01/system/default@paczfs-layer-cache")
+		create = create || strings.HasPrefix(l, "zfs create -p -o canmount=noauto -o mountpoint=/ zroot-paczfs-test01/system/default")
+	}
+	assert.True(t, receive, "the stream was offered to zfs receive: %q", r.lines)
+	assert.True(t, create, "then the root was created: %q", r.lines)
+	assert.False(t, st.layers.received)
+	assert.Nil(t, st.layers.hit)
+	assert.NotEmpty(t, st.warnings)
+	_, err := os.Lstat(st.layers.entry())
+	assert.ErrorIs(t, err, fs.ErrNotExist, "the refused entry is removed")
+}
