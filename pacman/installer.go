@@ -285,6 +285,12 @@ type Result struct {
 	// transaction (pacman prints them and goes on): a failed scriptlet
 	// shows up here.
 	Warnings []string
+	// DirModes are the directories that existed before the install (paths
+	// relative to root) whose package declares another mode: libalpm
+	// keeps an existing directory's mode and warns. A caller that made
+	// such a directory itself, as a dataset's mount point, gives it this
+	// mode (the filesystem package's /root is 0750 on Arch).
+	DirModes map[string]os.FileMode
 }
 
 // Install refreshes the sync databases and installs names, with their
@@ -333,7 +339,11 @@ func (in *Installer) Install(ctx context.Context, root string, names []string) (
 			return err
 		}
 		defer s.close()
-		defer func() { res.Downloaded = s.fetch.bytes.Load(); res.Warnings = s.warnings }()
+		defer func() {
+			res.Downloaded = s.fetch.bytes.Load()
+			res.Warnings = s.warnings
+			res.DirModes = s.relativeDirModes(root)
+		}()
 		pkgs, err := s.resolve(names)
 		if err != nil {
 			return err
@@ -766,6 +776,24 @@ func (s *session) cached(file string, sig bool) bool {
 		}
 	}
 	return false
+}
+
+// relativeDirModes returns dirModes under root, relative to it.
+func (s *session) relativeDirModes(root string) map[string]os.FileMode {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	var out map[string]os.FileMode
+	for p, m := range s.dirModes {
+		rel, err := filepath.Rel(root, p)
+		if err != nil || !filepath.IsLocal(rel) {
+			continue
+		}
+		if out == nil {
+			out = map[string]os.FileMode{}
+		}
+		out[rel] = m
+	}
+	return out
 }
 
 // The alpm.Callbacks of a session.
