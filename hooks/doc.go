@@ -88,9 +88,10 @@
 // left to do, initramfs keeps the received one when nothing it is made
 // from changed, and finalize also writes the release.
 //
-// A build with a cache (image.Config.CacheDir) reuses the base layer only
-// when no hook it cannot name runs at or before the base stage, and an
-// initramfs only when none ran at or before the initramfs stage: a hook
+// A build with a cache (image.Config.CacheDir) reuses a layer only when
+// no hook it cannot name runs at or before the layer's stage (base,
+// bootable), and an initramfs only when none ran at or before the
+// initramfs stage: a hook
 // that is [Keyed] (or wrapped with [WithCacheKey]) puts its key in the
 // cache's key instead of turning the cache off.
 package hooks

@@ -51,8 +51,8 @@ type Hook interface {
 // whenever what the hook does to the target changes: a version, or the
 // SHA-256 of the files it copies in. The initramfs cache's key also
 // reads what the hook left under /etc and the packages it installed; the
-// base layer's key is made before anything is written, so for a hook at
-// or before the base stage its own key is all the cache knows of it.
+// layers' keys are made before anything is written, so for a hook at or
+// before a layer's stage its own key is all that cache knows of it.
 type Keyed interface {
 	Hook
 	CacheKey() string

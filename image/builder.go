@@ -100,7 +100,7 @@ type Result struct {
 	// changed, or every kernel's image came from Config.CacheDir.
 	InitramfsReused bool
 	// LayersReused are the layers taken from Config.CacheDir instead of
-	// installed (today the base layer alone).
+	// installed (LayerBase, LayerBootable).
 	LayersReused []string
 }
 

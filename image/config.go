@@ -68,6 +68,8 @@ type Config struct {
 	BootEnvironments []string `json:"boot_environments"`
 	// MinirootClone, when set, receives a read-only clone of the base
 	// layer for systemd-nspawn (the original's data/machines/miniroot).
+	// The base layer holds no pacman keyring (it is the build's, random):
+	// a container made from it runs pacman-key --init and --populate.
 	MinirootClone string `json:"miniroot_clone,omitempty"`
 	// Encryption encrypts datasets outside the boot environments
 	// (data/home...) with OpenZFS native encryption.
@@ -78,19 +80,20 @@ type Config struct {
 	// WorkDir holds the build's mount point and scratch files; it must not
 	// be shared with another build. Empty = a fresh directory under /tmp.
 	WorkDir string `json:"work_dir,omitempty"`
-	// CacheDir keeps work a later build can reuse: the base layer (the
-	// root's send stream and archives of the other datasets, under the
-	// SHA-256 of its resolved packages, pacman's settings and the
-	// layout; the received keyring is replaced by a fresh one), and each
+	// CacheDir keeps work a later build can reuse: the base and bootable
+	// layers (the root's send streams and archives of the other datasets,
+	// under the SHA-256 of their resolved packages, pacman's settings and
+	// the layout; the bootable's also of the hostid and
+	// boot.initramfs_files; no layer holds the keyring), and each
 	// kernel's initramfs, under the SHA-256 of what it is made from (the kernel
 	// version, every installed package, its version and build date, the
 	// generator's command, /etc and /root as the build left them, the
 	// files under /usr no package owns, system.files and
 	// boot.initramfs_files). A build whose initramfs would be made
 	// from the same takes the cached image instead of running the
-	// generator. Hooks at or before the base or initramfs stage turn that
-	// cache off (what they change may not be in the key) unless they are
-	// hooks.Keyed.
+	// generator. Hooks at or before a layer's or the initramfs stage turn
+	// that cache off (what they change may not be in the key) unless they
+	// are hooks.Keyed.
 	// Empty = no cache. It must be a
 	// directory of the building user's, writable by no one else: what it
 	// holds goes into images. A random /etc/hostid (system.hostid empty)

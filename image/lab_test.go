@@ -900,7 +900,8 @@ func buildAndRemove(b *testing.B, cfg image.Config) *image.Result {
 // (issue 13's target: at most 0.3), PACZFS_BENCH_RUNS pairs (default 3).
 // The hostid and disk GUIDs are set, as a rebuild that wants its
 // initramfs back sets them: a random one makes /etc, and so the cache's
-// key, new. The rebuild must have taken its initramfs from the cache.
+// key, new. The rebuild must have taken its base and bootable layers and
+// its initramfs from the cache.
 func BenchmarkLabRebuild(b *testing.B) {
 	labtest.Require(b)
 	repo, url := benchRepo(b)
@@ -947,7 +948,10 @@ func BenchmarkLabRebuild(b *testing.B) {
 				}
 				b.Fatalf("the rebuild built its initramfs again: the cache's key changed (%d entries)", len(keys))
 			}
-			fmt.Printf("run %d: cold build, then a rebuild with rsync added (lab profile; initramfs from the cache: %v):\n", run, r.InitramfsReused)
+			if !slices.Equal(r.LayersReused, []string{image.LayerBase, image.LayerBootable}) {
+				b.Fatalf("the rebuild took layers %v from the cache, not base and bootable", r.LayersReused)
+			}
+			fmt.Printf("run %d: cold build, then a rebuild with rsync added (lab profile; layers from the cache: %v; initramfs from the cache: %v):\n", run, r.LayersReused, r.InitramfsReused)
 			fmt.Printf("  %-12s %9s %9s\n", "stage", "cold", "rebuild")
 			for j, s := range c.Stages {
 				fmt.Printf("  %-12s %8.1fs %8.1fs\n", s.Stage, s.Took.Seconds(), r.Stages[j].Took.Seconds())

@@ -35,8 +35,9 @@ const xattrPrefix = "SCHILY.xattr."
 // directory, regular file and symbolic link with its mode, owner, times
 // and extended attributes, hard links as links, the top directory as
 // ".". Directories where another file system is mounted are left out
-// (their datasets are archived on their own).
-func archiveTree(w io.Writer, dir string) error {
+// (their datasets are archived on their own). A socket is an error, or
+// left out with skipSockets (a keyring's gpg-agent).
+func archiveTree(w io.Writer, dir string, skipSockets bool) error {
 	top, err := os.Lstat(dir)
 	if err != nil {
 		return err
@@ -68,6 +69,8 @@ func archiveTree(w io.Writer, dir string) error {
 			if target, err = os.Readlink(p); err != nil {
 				return err
 			}
+		case m&fs.ModeSocket != 0 && skipSockets:
+			return nil
 		default:
 			return fmt.Errorf("%s: %w", p, errArchiveType)
 		}
@@ -154,6 +157,11 @@ func extractTree(r io.Reader, dir string) error {
 		return err
 	}
 	defer root.Close()
+	return extractInto(root, r)
+}
+
+// extractInto is extractTree into an open root.
+func extractInto(root *os.Root, r io.Reader) error {
 	type dirTime struct {
 		name string
 		t    time.Time

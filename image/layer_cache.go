@@ -4,6 +4,8 @@ import (
 	"bufio"
 	"bytes"
 	"context"
+	"crypto/sha256"
+	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -22,45 +24,52 @@ import (
 	"github.com/paczfs/paczfs/zfs"
 )
 
-// This file is the layer cache (Config.CacheDir/layers): the base layer
-// kept as the root dataset's send stream and archives of what its install
-// wrote to the other mounted datasets, under the SHA-256 of a key
-// document listing what the layer is made from. A build whose base layer
-// would be made from the same receives the stream instead of installing
-// (the base install took 72-79 s of a 327 s lab rebuild).
+// This file is the layer cache (Config.CacheDir/layers): the base and
+// bootable layers kept as the root dataset's send streams (the base's
+// full, the bootable's incremental from base) and archives of what each
+// install wrote to the other mounted datasets, under the SHA-256 of a key
+// document listing what the layer is made from. A build whose layers
+// would be made from the same receives the streams instead of installing
+// (in a 327 s lab rebuild, the base install took 72-79 s and the bootable
+// one 98-113 s).
 //
-// The key is known before anything is written: the resolved package set
-// of packages.base (name, version, file and the sync database's SHA-256
-// of each: a package rebuilt at the same version differs), the settings
-// of pacman that change what an install writes, the dataset layout with
-// its properties and the pool's file system properties, and the keys of
-// the hooks.Keyed hooks at or before the base stage. Other hooks there,
-// an encrypted root and a build derived from a release turn it off.
+// The keys are known before anything is written: the resolved package
+// set (name, version, file and the sync database's SHA-256 of each: a
+// package rebuilt at the same version differs), the settings of pacman
+// that change what an install writes, the dataset layout with its
+// properties and the pool's file system properties, and the keys of the
+// hooks.Keyed hooks up to the layer's stage. The bootable layer's key
+// also holds the base's, the hostid and boot.initramfs_files (written
+// before its install). Other hooks, an encrypted root, a random hostid
+// (for the bootable layer) and builds derived from a release turn it off.
 //
-// The pacman keyring is in the stream (it is made before the base layer
-// and checks its packages), and it is random per build: on a hit the
-// received keyring is removed and a fresh one made, the stream is
-// received under a snapshot of its own (paczfs-layer-cache), and the
-// base snapshot is taken after the fresh keyring, so no image shares a
-// master key with the build that stored the entry. The received snapshot
-// is then destroyed.
+// The pacman keyring is never in a layer's stream: it is random per build
+// and holds its master key. The build takes it out of the root around the
+// snapshots the streams are sent from (base, and the bootable packages'
+// own), so base holds no keyring (like Arch's bootstrap root: run
+// pacman-key --init in a container made from it) and the environments,
+// snapshotted later, hold this build's own.
 //
 // A damaged entry (a missing or changed file) is removed and the layer
-// installed; a stream the kernel refuses is removed the same way. Entries
-// are written to a .new-* directory and renamed into place.
+// installed; so is a stream the kernel refuses. Entries are written to a
+// .new-* directory and renamed into place.
 
 // layerCacheFormat is the key document's first line.
-const layerCacheFormat = "paczfs layer cache 1"
+const layerCacheFormat = "paczfs layer cache 2"
 
-// layerCacheSnap is the snapshot a cached stream is received as, until
-// the base snapshot is taken.
-const layerCacheSnap = "paczfs-layer-cache"
+// bootablePackagesSnap is the snapshot of the root after the bootable
+// packages: the bootable entry's stream ends there. It never stays.
+const bootablePackagesSnap = "paczfs-bootable-packages"
 
 // layerManifest is an entry's manifest.json.
 type layerManifest struct {
-	StreamSize int64                   `json:"stream_size"`
-	Data       []layerData             `json:"data"`
-	Packages   []pacman.PlannedPackage `json:"packages"`
+	StreamSize int64 `json:"stream_size"`
+	// GUID is the snapshot the stream ends at; From the one an
+	// incremental stream starts from (the base entry's GUID).
+	GUID     string                  `json:"guid"`
+	From     string                  `json:"from,omitempty"`
+	Data     []layerData             `json:"data"`
+	Packages []pacman.PlannedPackage `json:"packages"`
 }
 
 // layerData is one dataset's archive in an entry.
@@ -70,19 +79,28 @@ type layerData struct {
 	SHA256  string `json:"sha256"`
 }
 
-type layerCache struct {
-	dir string // Config.CacheDir/layers
-	log *slog.Logger
-	key []byte
-	// hit is the entry to take; nil: install and store.
-	hit *layerManifest
-	// received: the root came from the entry (stageDatasets).
-	received bool
+// layerEntry is one layer's key and, on a hit, its entry's manifest.
+type layerEntry struct {
+	layer string
+	key   []byte
+	hit   *layerManifest
 }
 
-// planLayerCache decides, in the checks stage, whether the base layer
-// comes from the cache: st.layers is nil when there is no cache, its hit
-// nil on a miss. A cache that cannot be read warns and the build goes on.
+type layerCache struct {
+	dir      string // Config.CacheDir/layers
+	log      *slog.Logger
+	base     *layerEntry
+	bootable *layerEntry // nil: the bootable layer is not cached
+	// received: the root came from the base entry (stageDatasets).
+	received bool
+	// baseGUID is this build's base snapshot once it is the base entry's
+	// (received, or stored by this build): the bootable entry chains on it.
+	baseGUID string
+}
+
+// planLayerCache decides, in the checks stage, which layers come from the
+// cache: st.layers is nil when there is no cache, an entry's hit nil on a
+// miss. A cache that cannot be read warns and the build goes on.
 func (st *build) planLayerCache(ctx context.Context) {
 	if st.cfg.CacheDir == "" || st.previous != nil {
 		return
@@ -109,12 +127,56 @@ func (st *build) planLayerCache(ctx context.Context) {
 		return
 	}
 	before, rootSpec, after := st.splitLayout()
-	c.key = layerKey(LayerBase, rootSpec, append(before, after...), st.cfg.FSProperties, st.cfg.Pacman, plan, keys)
-	c.hit = c.lookup()
+	others := append(before, after...)
+	c.base = &layerEntry{layer: LayerBase, key: layerKey(LayerBase, rootSpec, others, st.cfg.FSProperties, st.cfg.Pacman, plan, keys)}
+	c.base.hit = c.lookup(c.base)
 	st.layers = c
-	if c.hit != nil {
-		st.b.log.Info("layer cache: the base layer will be received", "entry", c.entry())
+	if c.base.hit != nil {
+		st.b.log.Info("layer cache: the base layer will be received", "entry", c.entry(c.base))
 	}
+
+	bkeys, bunkeyed := st.b.hooksThrough(hooks.StageBootable)
+	switch {
+	case len(bunkeyed) > 0:
+		st.b.log.Info("layer cache: the bootable layer is not cached", "why", "hooks without a cache key (hooks.Keyed) run at or before the bootable stage: "+strings.Join(bunkeyed, ", "))
+		return
+	case st.cfg.System.HostID == "":
+		st.b.log.Info("layer cache: the bootable layer is not cached", "why", "system.hostid is empty, so each build makes its own /etc/hostid before that layer")
+		return
+	}
+	bplan, err := st.b.installer.Plan(ctx, append(slices.Clone(st.cfg.Packages.Base), st.bootablePackages()...))
+	if err != nil {
+		st.warn("layer cache: the bootable layer is not cached: %v", err)
+		return
+	}
+	c.bootable = &layerEntry{layer: LayerBootable, key: bootableKey(c.base.key,
+		layerKey(LayerBootable, rootSpec, others, st.cfg.FSProperties, st.cfg.Pacman, bplan, bkeys), st.cfg.System.HostID, st.cfg.Boot.InitramfsFiles)}
+	if c.base.hit == nil {
+		return
+	}
+	if m := c.lookup(c.bootable); m != nil && m.From == c.base.hit.GUID {
+		c.bootable.hit = m
+		st.b.log.Info("layer cache: the bootable layer will be received", "entry", c.entry(c.bootable))
+	} else if m != nil {
+		st.b.log.Info("layer cache: the bootable entry follows another base entry; it will be replaced", "entry", c.entry(c.bootable))
+	}
+}
+
+// bootableKey is the bootable layer's key document: its own layerKey,
+// the base's key (its stream starts from the base's), and what the build
+// writes before the bootable install (the hostid, boot.initramfs_files).
+func bootableKey(baseKey, own []byte, hostID string, initramfsFiles map[string]string) []byte {
+	b := bytes.NewBuffer(slices.Clone(own))
+	fmt.Fprintf(b, "after %s\nhostid %q\n", sha256Hex(baseKey), hostID)
+	for _, name := range sortedKeys(initramfsFiles) {
+		fmt.Fprintf(b, "initramfs-file %q %s\n", name, sha256Hex([]byte(initramfsFiles[name])))
+	}
+	return b.Bytes()
+}
+
+func sha256Hex(b []byte) string {
+	sum := sha256.Sum256(b)
+	return hex.EncodeToString(sum[:])
 }
 
 // layerKey is the key document of a layer made from plan on the layout.
@@ -150,25 +212,25 @@ func layerKey(layer string, root zfs.DatasetSpec, others []zfs.DatasetSpec, fsPr
 	return b.Bytes()
 }
 
-// entry is the key's directory.
-func (c *layerCache) entry() string {
-	return (&initramfsCache{dir: c.dir}).entry(c.key)
+// entry is e's directory.
+func (c *layerCache) entry(e *layerEntry) string {
+	return filepath.Join(c.dir, sha256Hex(e.key))
 }
 
-// lookup returns the entry's manifest when the entry is whole: its key,
+// lookup returns e's entry's manifest when the entry is whole: its key,
 // its stream of the recorded size, every archive with its checksum. A
 // damaged entry is removed.
-func (c *layerCache) lookup() *layerManifest {
-	dir := c.entry()
+func (c *layerCache) lookup(e *layerEntry) *layerManifest {
+	dir := c.entry(e)
 	if _, err := os.Lstat(dir); err != nil {
 		return nil
 	}
 	bad := func(why string) *layerManifest {
-		c.damaged(why)
+		c.damaged(e, why)
 		return nil
 	}
 	key, err := os.ReadFile(filepath.Join(dir, "key"))
-	if err != nil || !bytes.Equal(key, c.key) {
+	if err != nil || !bytes.Equal(key, e.key) {
 		return bad("its key is missing or is another")
 	}
 	data, err := os.ReadFile(filepath.Join(dir, "manifest.json"))
@@ -196,10 +258,10 @@ func (c *layerCache) lookup() *layerManifest {
 	return &m
 }
 
-// damaged removes the entry.
-func (c *layerCache) damaged(why string) {
-	c.log.Warn("layer cache: a damaged entry was removed", "entry", c.entry(), "why", why)
-	if err := os.RemoveAll(c.entry()); err != nil {
+// damaged removes e's entry.
+func (c *layerCache) damaged(e *layerEntry, why string) {
+	c.log.Warn("layer cache: a damaged entry was removed", "layer", e.layer, "entry", c.entry(e), "why", why)
+	if err := os.RemoveAll(c.entry(e)); err != nil {
 		c.log.Warn("layer cache: remove the damaged entry", "err", err)
 	}
 }
@@ -238,10 +300,10 @@ func (st *build) makeRootParent(ctx context.Context, before []zfs.DatasetSpec) e
 	return nil
 }
 
-// receiveCachedBase makes the root from the entry's stream, as a build
-// derived from a release does from its full stream, and reports whether
-// it did. A stream the kernel refuses (ZFS then keeps nothing of it)
-// removes the entry: the caller creates the root and installs.
+// receiveCachedBase makes the root from the base entry's stream, as a
+// build derived from a release does from its full stream, and reports
+// whether it did. A stream the kernel refuses (ZFS then keeps nothing of
+// it) removes the entry: the caller creates the root and installs.
 func (st *build) receiveCachedBase(ctx context.Context) (bool, error) {
 	c := st.layers
 	z := st.zfs()
@@ -249,30 +311,35 @@ func (st *build) receiveCachedBase(ctx context.Context) (bool, error) {
 	if err := st.makeRootParent(ctx, before); err != nil {
 		return false, err
 	}
-	f, err := os.Open(filepath.Join(c.entry(), "stream"))
-	if err != nil {
-		st.warn("layer cache: %v; installing the base layer", err)
-		c.damaged("its stream cannot be read")
-		c.hit = nil
-		return false, nil
-	}
-	defer f.Close()
-	err = z.Receive(ctx, bufio.NewReaderSize(f, 1<<20), st.state.RootDataset+"@"+layerCacheSnap,
-		zfs.ReceiveOptions{Props: maps.Clone(rootSpec.Props)})
+	err := st.receiveEntry(ctx, c.base, st.state.RootDataset+"@"+LayerBase, zfs.ReceiveOptions{Props: maps.Clone(rootSpec.Props)})
 	if err != nil {
 		if ctx.Err() != nil {
 			return false, err
 		}
 		st.warn("layer cache: receiving the base layer failed (%v); installing it", err)
-		c.damaged("its stream was refused")
-		c.hit = nil
+		c.damaged(c.base, "its stream was refused")
+		c.base.hit = nil
+		if c.bootable != nil {
+			c.bootable.hit = nil
+		}
 		return false, nil
 	}
 	c.received = true
+	c.baseGUID = c.base.hit.GUID
 	if err := z.Mount(ctx, st.state.RootDataset); err != nil {
 		return true, err
 	}
 	return true, st.createDatasets(ctx, after)
+}
+
+// receiveEntry receives e's stream into target.
+func (st *build) receiveEntry(ctx context.Context, e *layerEntry, target string, o zfs.ReceiveOptions) error {
+	f, err := os.Open(filepath.Join(st.layers.entry(e), "stream"))
+	if err != nil {
+		return err
+	}
+	defer f.Close()
+	return st.zfs().Receive(ctx, bufio.NewReaderSize(f, 1<<20), target, o)
 }
 
 // dataDatasets returns the layout's datasets other than the root and its
@@ -297,92 +364,240 @@ func (st *build) dataDatasets(ctx context.Context) ([]layerData, map[string]stri
 	return out, dirs, nil
 }
 
-// takeCachedBase finishes a base layer received from the cache: a fresh
-// keyring was made by the pacman stage; the archives go into the other
-// datasets; the packages are recorded as installed.
+// takeCachedBase finishes a base layer received from the cache: the
+// archives go into the other datasets (unless the bootable entry's, which
+// hold their state after both layers, will), the packages are recorded.
 func (st *build) takeCachedBase(ctx context.Context) error {
+	c := st.layers
+	if c.bootable == nil || c.bootable.hit == nil {
+		if err := st.extractArchives(ctx, c.base); err != nil {
+			return err
+		}
+	}
+	st.packages = append(st.packages, c.base.hit.Packages...)
+	st.res.LayersReused = append(st.res.LayersReused, LayerBase)
+	return nil
+}
+
+// extractArchives writes e's archives into the datasets they were taken
+// from, freshly made by this build.
+func (st *build) extractArchives(ctx context.Context, e *layerEntry) error {
 	c := st.layers
 	_, dirs, err := st.dataDatasets(ctx)
 	if err != nil {
 		return err
 	}
-	for _, d := range c.hit.Data {
+	for _, d := range e.hit.Data {
 		dir, ok := dirs[d.Dataset]
 		if !ok {
-			return fmt.Errorf("layer cache entry %s: dataset %s is not mounted in the target", c.entry(), d.Dataset)
+			return fmt.Errorf("layer cache entry %s: dataset %s is not mounted in the target", c.entry(e), d.Dataset)
 		}
-		f, err := os.Open(filepath.Join(c.entry(), filepath.Base(d.File)))
+		f, err := os.Open(filepath.Join(c.entry(e), filepath.Base(d.File)))
 		if err != nil {
-			return fmt.Errorf("layer cache entry %s: %w", c.entry(), err)
+			return fmt.Errorf("layer cache entry %s: %w", c.entry(e), err)
 		}
 		err = extractTree(bufio.NewReader(f), dir)
 		f.Close()
 		if err != nil {
-			c.damaged("an archive could not be extracted")
-			return fmt.Errorf("layer cache entry %s: %s: %w", c.entry(), d.Dataset, err)
+			c.damaged(e, "an archive could not be extracted")
+			return fmt.Errorf("layer cache entry %s: %s: %w", c.entry(e), d.Dataset, err)
 		}
 	}
-	st.packages = append(st.packages, c.hit.Packages...)
-	st.res.LayersReused = append(st.res.LayersReused, LayerBase)
 	return nil
 }
 
-// dropCacheSnapshot destroys the snapshot the stream was received as,
-// once the base snapshot holds the layer with its fresh keyring.
-func (st *build) dropCacheSnapshot(ctx context.Context) error {
-	return st.zfs().Destroy(ctx, st.state.RootDataset+"@"+layerCacheSnap, zfs.DestroyOptions{})
-}
-
-// storeBase stores the base layer just snapshotted: the root's stream
-// from that snapshot, the archives of the other datasets, the packages.
-// A failure warns: the cache is an optimisation.
-func (st *build) storeBase(ctx context.Context, installed []pacman.PlannedPackage) {
+// snapshotBase takes the base snapshot without the keyring (a received
+// one is only held), and stores the layer on a miss.
+func (st *build) snapshotBase(ctx context.Context, installed []pacman.PlannedPackage) error {
 	c := st.layers
-	if err := st.storeBaseEntry(ctx, installed); err != nil {
-		st.warn("layer cache: the base layer was not stored: %v", err)
-		return
+	if c != nil && c.received {
+		return st.zfs().Hold(ctx, st.cfg.HoldTag, st.state.RootDataset+"@"+LayerBase, zfs.HoldOptions{})
 	}
-	c.log.Info("layer cache: the base layer was stored", "entry", c.entry())
+	if err := st.withoutKeyring(func() error { return st.layerSnapshot(ctx, LayerBase) }); err != nil {
+		return err
+	}
+	if c == nil {
+		return nil
+	}
+	guid, err := st.storeEntry(ctx, c.base, st.state.RootDataset+"@"+LayerBase, "", installed)
+	if err != nil {
+		st.warn("layer cache: the base layer was not stored: %v", err)
+		return nil
+	}
+	c.baseGUID = guid
+	c.log.Info("layer cache: the base layer was stored", "entry", c.entry(c.base))
+	return nil
 }
 
-func (st *build) storeBaseEntry(ctx context.Context, installed []pacman.PlannedPackage) error {
+// receiveCachedBootable brings the root from base to the bootable
+// packages with the bootable entry's incremental stream, and reports
+// whether it did. The keyring (this build's, made by the pacman stage) is
+// taken out while the stream is received (-F rolls the root back to
+// base, which has none) and put back. A refused stream removes the entry;
+// the caller installs.
+func (st *build) receiveCachedBootable(ctx context.Context) (bool, error) {
 	c := st.layers
-	if err := os.MkdirAll(c.dir, 0o700); err != nil {
+	e := c.bootable
+	snap := st.state.RootDataset + "@" + bootablePackagesSnap
+	var rerr error
+	err := st.withoutKeyring(func() error {
+		rerr = st.receiveEntry(ctx, e, snap, zfs.ReceiveOptions{Force: true})
+		return nil
+	})
+	if err != nil {
+		return rerr == nil, errors.Join(rerr, err)
+	}
+	if rerr != nil {
+		if ctx.Err() != nil {
+			return false, rerr
+		}
+		st.warn("layer cache: receiving the bootable layer failed (%v); installing it", rerr)
+		c.damaged(e, "its stream was refused")
+		e.hit = nil
+		return false, st.extractArchives(ctx, c.base)
+	}
+	if err := st.zfs().Destroy(ctx, snap, zfs.DestroyOptions{}); err != nil {
+		return true, err
+	}
+	if err := st.extractArchives(ctx, e); err != nil {
+		return true, err
+	}
+	// Unchanged files are left alone; st.hostID is set.
+	if err := st.beforeBootable(); err != nil {
+		return true, err
+	}
+	st.packages = append(st.packages, e.hit.Packages...)
+	st.res.LayersReused = append(st.res.LayersReused, LayerBootable)
+	return true, nil
+}
+
+// storeBootable stores the bootable packages just installed, as a stream
+// from this build's base (when it is the base entry's) to a snapshot of
+// their own, taken without the keyring and destroyed after.
+func (st *build) storeBootable(ctx context.Context, installed []pacman.PlannedPackage) error {
+	c := st.layers
+	if c == nil || c.bootable == nil || c.baseGUID == "" {
+		return nil
+	}
+	z := st.zfs()
+	snap := st.state.RootDataset + "@" + bootablePackagesSnap
+	if err := st.withoutKeyring(func() error { return z.Snapshot(ctx, zfs.SnapshotOptions{}, snap) }); err != nil {
 		return err
+	}
+	_, err := st.storeEntry(ctx, c.bootable, snap, st.state.RootDataset+"@"+LayerBase, installed)
+	if err != nil {
+		st.warn("layer cache: the bootable layer was not stored: %v", err)
+	} else {
+		c.log.Info("layer cache: the bootable layer was stored", "entry", c.entry(c.bootable))
+	}
+	return z.Destroy(ctx, snap, zfs.DestroyOptions{})
+}
+
+// withoutKeyring runs fn with the target's pacman keyring taken out of
+// the root (kept in memory, its gpg-agent's sockets left out) and puts
+// it back whatever fn returns.
+func (st *build) withoutKeyring(fn func() error) error {
+	root := st.state.Root
+	dir := filepath.Join(root, keyringDir)
+	if _, err := os.Lstat(dir); errors.Is(err, fs.ErrNotExist) {
+		return fn()
+	}
+	var saved bytes.Buffer
+	if err := archiveTree(&saved, dir, true); err != nil {
+		return fmt.Errorf("take the keyring out of the layer: %w", err)
+	}
+	if err := removeInRoot(root, keyringDir); err != nil {
+		return fmt.Errorf("take the keyring out of the layer: %w", err)
+	}
+	err := fn()
+	if rerr := restoreTree(root, keyringDir, saved.Bytes()); rerr != nil {
+		err = errors.Join(err, fmt.Errorf("put the keyring back: %w", rerr))
+	}
+	return err
+}
+
+// restoreTree extracts archive into rel, a new directory in root.
+func restoreTree(root, rel string, archive []byte) error {
+	r, err := os.OpenRoot(root)
+	if err != nil {
+		return err
+	}
+	defer r.Close()
+	if err := r.Mkdir(rel, 0o700); err != nil {
+		return err
+	}
+	sub, err := r.OpenRoot(rel)
+	if err != nil {
+		return err
+	}
+	defer sub.Close()
+	return extractInto(sub, bytes.NewReader(archive))
+}
+
+// storeEntry stores e: the stream of snap (incremental from from, when
+// set), the archives of the other datasets, the packages. It returns the
+// GUID of snap. An entry already there is kept when it starts where this
+// one would; one that follows another base is replaced.
+func (st *build) storeEntry(ctx context.Context, e *layerEntry, snap, from string, installed []pacman.PlannedPackage) (string, error) {
+	c := st.layers
+	z := st.zfs()
+	guid := func(s string) (string, error) {
+		p, err := z.Properties(ctx, s, "guid")
+		if err != nil {
+			return "", err
+		}
+		return p["guid"].Value, nil
+	}
+	m := layerManifest{Packages: installed}
+	var err error
+	if m.GUID, err = guid(snap); err != nil {
+		return "", err
+	}
+	if from != "" {
+		if m.From, err = guid(from); err != nil {
+			return "", err
+		}
+	}
+	if err := os.MkdirAll(c.dir, 0o700); err != nil {
+		return "", err
 	}
 	for _, d := range []string{filepath.Dir(c.dir), c.dir} {
 		if err := checkCacheDir(d); err != nil {
-			return err
+			return "", err
 		}
 	}
-	if _, err := os.Stat(c.entry()); err == nil {
-		return nil
+	if have := c.lookup(e); have != nil {
+		if have.From == m.From {
+			return "", errors.New("another build stored it first")
+		}
+		if err := os.RemoveAll(c.entry(e)); err != nil {
+			return "", err
+		}
 	}
 	(&initramfsCache{dir: c.dir, log: c.log}).removeStale()
 	tmp, err := os.MkdirTemp(c.dir, ".new-")
 	if err != nil {
-		return err
+		return "", err
 	}
 	defer os.RemoveAll(tmp) // gone once renamed
-	m := layerManifest{Packages: installed}
 	data, dirs, err := st.dataDatasets(ctx)
 	if err != nil {
-		return err
+		return "", err
 	}
 	for _, d := range data {
 		var werr error
 		d.SHA256, werr = writeArchive(filepath.Join(tmp, d.File), dirs[d.Dataset])
 		if werr != nil {
-			return fmt.Errorf("%s: %w", d.Dataset, werr)
+			return "", fmt.Errorf("%s: %w", d.Dataset, werr)
 		}
 		m.Data = append(m.Data, d)
 	}
 	f, err := os.OpenFile(filepath.Join(tmp, "stream"), os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o600)
 	if err != nil {
-		return err
+		return "", err
 	}
 	w := bufio.NewWriterSize(f, 1<<20)
-	err = st.zfs().Send(ctx, w, st.state.RootDataset+"@"+LayerBase, zfs.SendOptions{Compressed: true, LargeBlocks: true, Embedded: true})
+	err = z.Send(ctx, w, snap, zfs.SendOptions{From: from, Compressed: true, LargeBlocks: true, Embedded: true})
 	if err == nil {
 		err = w.Flush()
 	}
@@ -393,27 +608,30 @@ func (st *build) storeBaseEntry(ctx context.Context, installed []pacman.PlannedP
 		err = cerr
 	}
 	if err != nil {
-		return err
+		return "", err
 	}
 	fi, err := os.Stat(filepath.Join(tmp, "stream"))
 	if err != nil {
-		return err
+		return "", err
 	}
 	m.StreamSize = fi.Size()
 	js, err := json.MarshalIndent(m, "", "  ")
 	if err != nil {
-		return err
+		return "", err
 	}
 	if err := writeSynced(filepath.Join(tmp, "manifest.json"), js); err != nil {
-		return err
+		return "", err
 	}
-	if err := writeSynced(filepath.Join(tmp, "key"), c.key); err != nil {
-		return err
+	if err := writeSynced(filepath.Join(tmp, "key"), e.key); err != nil {
+		return "", err
 	}
-	if err := os.Rename(tmp, c.entry()); err != nil && !errors.Is(err, fs.ErrExist) && !errors.Is(err, syscall.ENOTEMPTY) {
-		return err
-	} // else another build stored it first
-	return nil
+	if err := os.Rename(tmp, c.entry(e)); err != nil {
+		if errors.Is(err, fs.ErrExist) || errors.Is(err, syscall.ENOTEMPTY) {
+			return "", errors.New("another build stored it first")
+		}
+		return "", err
+	}
+	return m.GUID, nil
 }
 
 // writeArchive archives dir into the new file p and returns its SHA-256.
@@ -423,7 +641,7 @@ func writeArchive(p, dir string) (string, error) {
 		return "", err
 	}
 	pr, pw := io.Pipe()
-	go func() { pw.CloseWithError(archiveTree(pw, dir)) }()
+	go func() { pw.CloseWithError(archiveTree(pw, dir, false)) }()
 	sum, err := copyTo(f, pr, 0o600)
 	pr.CloseWithError(err)
 	return sum, err

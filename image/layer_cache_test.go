@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"io/fs"
 	"log/slog"
+	"net"
 	"os"
 	"path/filepath"
 	"slices"
@@ -101,7 +102,7 @@ func TestArchiveTreeRoundTrip(t *testing.T) {
 	}
 
 	var buf bytes.Buffer
-	require.NoError(t, archiveTree(&buf, src))
+	require.NoError(t, archiveTree(&buf, src, false))
 	dst := t.TempDir()
 	require.NoError(t, extractTree(bytes.NewReader(buf.Bytes()), dst))
 	want, got := listTree(t, src), listTree(t, dst)
@@ -121,7 +122,7 @@ func TestArchiveTreeRefuses(t *testing.T) {
 	// not stored.
 	src := t.TempDir()
 	require.NoError(t, unix.Mkfifo(filepath.Join(src, "fifo"), 0o644))
-	err := archiveTree(&bytes.Buffer{}, src)
+	err := archiveTree(&bytes.Buffer{}, src, false)
 	assert.ErrorIs(t, err, errArchiveType)
 
 	archive := func(hs ...*tar.Header) *bytes.Reader {
@@ -228,26 +229,27 @@ func TestLayerKey(t *testing.T) {
 	}
 }
 
-// layerEntry writes a whole entry for key in dir and returns the cache.
-func layerEntry(t *testing.T, dir string, key []byte) *layerCache {
+// writeLayerEntry writes a whole entry for key in dir and returns the
+// cache with that entry as its base.
+func writeLayerEntry(t *testing.T, dir string, key []byte) *layerCache {
 	t.Helper()
-	c := &layerCache{dir: dir, key: key, log: slog.New(slog.DiscardHandler)}
-	require.NoError(t, os.MkdirAll(c.entry(), 0o700))
+	c := &layerCache{dir: dir, log: slog.New(slog.DiscardHandler), base: &layerEntry{layer: LayerBase, key: key}}
+	require.NoError(t, os.MkdirAll(c.entry(c.base), 0o700))
 	src := t.TempDir()
 	require.NoError(t, os.WriteFile(filepath.Join(src, "f"), []byte("data"), 0o644))
-	sum, err := writeArchive(filepath.Join(c.entry(), "data-2.tar"), src)
+	sum, err := writeArchive(filepath.Join(c.entry(c.base), "data-2.tar"), src)
 	require.NoError(t, err)
-	m := fmt.Sprintf(`{"stream_size": 6, "data": [{"dataset": "data/srv", "file": "data-2.tar", "sha256": %q}], "packages": [{"Name": "bash", "Version": "5.3.3-2"}]}`, sum)
-	require.NoError(t, os.WriteFile(filepath.Join(c.entry(), "manifest.json"), []byte(m), 0o600))
-	require.NoError(t, os.WriteFile(filepath.Join(c.entry(), "stream"), []byte("stream"), 0o600))
-	require.NoError(t, os.WriteFile(filepath.Join(c.entry(), "key"), key, 0o600))
+	m := fmt.Sprintf(`{"stream_size": 6, "guid": "123", "data": [{"dataset": "data/srv", "file": "data-2.tar", "sha256": %q}], "packages": [{"Name": "bash", "Version": "5.3.3-2"}]}`, sum)
+	require.NoError(t, os.WriteFile(filepath.Join(c.entry(c.base), "manifest.json"), []byte(m), 0o600))
+	require.NoError(t, os.WriteFile(filepath.Join(c.entry(c.base), "stream"), []byte("stream"), 0o600))
+	require.NoError(t, os.WriteFile(filepath.Join(c.entry(c.base), "key"), key, 0o600))
 	return c
 }
 
 func TestLayerCacheLookup(t *testing.T) {
 	key := []byte(layerCacheFormat + "\nlayer base\n")
-	c := layerEntry(t, t.TempDir(), key)
-	m := c.lookup()
+	c := writeLayerEntry(t, t.TempDir(), key)
+	m := c.lookup(c.base)
 	require.NotNil(t, m, "a whole entry is a hit")
 	assert.Equal(t, int64(6), m.StreamSize)
 	assert.Equal(t, "bash", m.Packages[0].Name)
@@ -264,15 +266,15 @@ func TestLayerCacheLookup(t *testing.T) {
 		"an archive went away": func(dir string) { os.Remove(filepath.Join(dir, "data-2.tar")) },
 	} {
 		t.Run(name, func(t *testing.T) {
-			c := layerEntry(t, t.TempDir(), key)
-			damage(c.entry())
-			assert.Nil(t, c.lookup(), "a miss")
-			_, err := os.Lstat(c.entry())
+			c := writeLayerEntry(t, t.TempDir(), key)
+			damage(c.entry(c.base))
+			assert.Nil(t, c.lookup(c.base), "a miss")
+			_, err := os.Lstat(c.entry(c.base))
 			assert.ErrorIs(t, err, fs.ErrNotExist, "and the damaged entry is removed")
 		})
 	}
-	empty := &layerCache{dir: t.TempDir(), key: key, log: slog.New(slog.DiscardHandler)}
-	assert.Nil(t, empty.lookup(), "no entry: a miss")
+	empty := &layerCache{dir: t.TempDir(), log: slog.New(slog.DiscardHandler)}
+	assert.Nil(t, empty.lookup(&layerEntry{key: key}), "no entry: a miss")
 }
 
 // TestLayerCacheRefusedStream: a cached stream the kernel refuses is not
@@ -287,21 +289,98 @@ func TestLayerCacheRefusedStream(t *testing.T) {
 	for _, fn := range []stageFunc{stageESP, stagePool} {
 		require.NoError(t, fn(ctx, st))
 	}
-	st.layers = layerEntry(t, t.TempDir(), []byte("key"))
-	st.layers.hit = st.layers.lookup()
-	require.NotNil(t, st.layers.hit)
+	st.layers = writeLayerEntry(t, t.TempDir(), []byte("key"))
+	st.layers.base.hit = st.layers.lookup(st.layers.base)
+	require.NotNil(t, st.layers.base.hit)
 	r.lines = nil
 	require.NoError(t, stageDatasets(ctx, st))
 	var receive, create bool
 	for _, l := range r.lines {
-		receive = receive || strings.HasPrefix(l, "zfs receive -u -o canmount=noauto -o mountpoint=/ zroot-paczfs-test01/system/default@paczfs-layer-cache")
+		receive = receive || strings.HasPrefix(l, "zfs receive -u -o canmount=noauto -o mountpoint=/ zroot-paczfs-test01/system/default@base")
 		create = create || strings.HasPrefix(l, "zfs create -p -o canmount=noauto -o mountpoint=/ zroot-paczfs-test01/system/default")
 	}
 	assert.True(t, receive, "the stream was offered to zfs receive: %q", r.lines)
 	assert.True(t, create, "then the root was created: %q", r.lines)
 	assert.False(t, st.layers.received)
-	assert.Nil(t, st.layers.hit)
+	assert.Nil(t, st.layers.base.hit)
 	assert.NotEmpty(t, st.warnings)
-	_, err := os.Lstat(st.layers.entry())
+	_, err := os.Lstat(st.layers.entry(st.layers.base))
 	assert.ErrorIs(t, err, fs.ErrNotExist, "the refused entry is removed")
+}
+
+// TestMountPointModes: zfs makes mount points 0755 before any package is
+// installed, and libalpm keeps an existing directory's mode; the build
+// gives the layout's mount points the modes their packages declare, and
+// no other directory.
+func TestMountPointModes(t *testing.T) {
+	st := &build{cfg: &Config{Datasets: zfs.DefaultDatasets()}, b: &Builder{log: slog.New(slog.DiscardHandler)}}
+	st.state.Root = t.TempDir()
+	for _, d := range []string{"root", "srv", "usr", "var/lib/machines"} {
+		require.NoError(t, os.MkdirAll(filepath.Join(st.state.Root, d), 0o755))
+	}
+	require.NoError(t, st.fixMountPointModes(map[string]os.FileMode{"root": 0o750, "usr": 0o700, "srv": 0o755 | os.ModeSticky}))
+	mode := func(d string) os.FileMode {
+		fi, err := os.Stat(filepath.Join(st.state.Root, d))
+		require.NoError(t, err)
+		return fi.Mode() & (os.ModePerm | os.ModeSticky)
+	}
+	assert.Equal(t, os.FileMode(0o750), mode("root"), "a mount point gets its package's mode")
+	assert.Equal(t, 0o755|os.ModeSticky, mode("srv"))
+	assert.Equal(t, os.FileMode(0o755), mode("usr"), "not a mount point: left alone")
+	assert.Equal(t, os.FileMode(0o755), mode("var/lib/machines"), "no package declared another mode")
+	assert.NoError(t, st.fixMountPointModes(nil))
+}
+
+func TestBootableKey(t *testing.T) {
+	own := []byte(layerCacheFormat + "\nlayer bootable\n")
+	files := map[string]string{"etc/mkinitcpio.conf.d/paczfs.conf": "HOOKS=(zfs)\n"}
+	k := bootableKey([]byte("base key"), own, "00c0ffee", files)
+	assert.True(t, bytes.HasPrefix(k, own))
+	for name, other := range map[string][]byte{
+		"another base":              bootableKey([]byte("other base key"), own, "00c0ffee", files),
+		"another own key":           bootableKey([]byte("base key"), []byte(layerCacheFormat+"\nlayer bootable\npackage x\n"), "00c0ffee", files),
+		"another hostid":            bootableKey([]byte("base key"), own, "0badcafe", files),
+		"another initramfs file":    bootableKey([]byte("base key"), own, "00c0ffee", map[string]string{"etc/mkinitcpio.conf.d/paczfs.conf": "HOOKS=(zfs sd-encrypt)\n"}),
+		"one more initramfs file":   bootableKey([]byte("base key"), own, "00c0ffee", map[string]string{"etc/mkinitcpio.conf.d/paczfs.conf": "HOOKS=(zfs)\n", "etc/x": ""}),
+		"no initramfs files at all": bootableKey([]byte("base key"), own, "00c0ffee", nil),
+	} {
+		assert.NotEqual(t, string(k), string(other), name)
+	}
+	assert.Equal(t, string(k), string(bootableKey([]byte("base key"), own, "00c0ffee", map[string]string{"etc/mkinitcpio.conf.d/paczfs.conf": "HOOKS=(zfs)\n"})))
+}
+
+// TestWithoutKeyring: a layer's snapshot is taken with the keyring out of
+// the root, and the keyring is back after, as it was (its gpg-agent's
+// socket aside), even when the snapshot failed.
+func TestWithoutKeyring(t *testing.T) {
+	st := &build{b: &Builder{log: slog.New(slog.DiscardHandler)}}
+	st.state.Root = t.TempDir()
+	dir := filepath.Join(st.state.Root, keyringDir)
+	writeTree(t, st.state.Root, map[string]string{
+		keyringDir + "/pubring.kbx":                 "keys",
+		keyringDir + "/trustdb.gpg":                 "trust",
+		keyringDir + "/private-keys-v1.d/AB12.key":  "secret",
+		keyringDir + "/openpgp-revocs.d/ABCDEF.rev": "revocation",
+	}, 0o600)
+	require.NoError(t, os.Chmod(dir, 0o755))
+	require.NoError(t, os.Chmod(filepath.Join(dir, "private-keys-v1.d"), 0o700))
+	want := listTree(t, dir)
+	l, err := net.Listen("unix", filepath.Join(dir, "S.gpg-agent"))
+	require.NoError(t, err)
+	defer l.Close()
+
+	for _, fail := range []error{nil, errors.New("snapshot failed")} {
+		err := st.withoutKeyring(func() error {
+			_, err := os.Lstat(dir)
+			assert.ErrorIs(t, err, fs.ErrNotExist, "no keyring while the snapshot is taken")
+			return fail
+		})
+		assert.Equal(t, fail, err)
+		assert.Equal(t, want, listTree(t, dir), "the keyring is back as it was")
+	}
+	// No keyring (a hook made the pacman stage): fn runs all the same.
+	require.NoError(t, os.RemoveAll(dir))
+	ran := false
+	require.NoError(t, st.withoutKeyring(func() error { ran = true; return nil }))
+	assert.True(t, ran)
 }

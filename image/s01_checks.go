@@ -100,6 +100,9 @@ func stageChecks(ctx context.Context, st *build) error {
 	if err != nil {
 		return fmt.Errorf("pool: %w", err)
 	}
+	if err := st.pairModules(ctx); err != nil {
+		return err
+	}
 	st.planLayerCache(ctx)
 	var dsArgs [][]string
 	for _, d := range cfg.Datasets {
@@ -108,16 +111,13 @@ func stageChecks(ctx context.Context, st *build) error {
 		case d.Name != cfg.RootDataset:
 		case cfg.Release.derived():
 			a, err = zfs.ReceiveArgs(temp+"/"+d.Name, zfs.ReceiveOptions{Props: d.Props})
-		case st.layers != nil && st.layers.hit != nil:
-			a, err = zfs.ReceiveArgs(temp+"/"+d.Name+"@"+layerCacheSnap, zfs.ReceiveOptions{Props: d.Props})
+		case st.layers != nil && st.layers.base.hit != nil:
+			a, err = zfs.ReceiveArgs(temp+"/"+d.Name+"@"+LayerBase, zfs.ReceiveOptions{Props: d.Props})
 		}
 		if err != nil {
 			return fmt.Errorf("datasets: %w", err)
 		}
 		dsArgs = append(dsArgs, a)
-	}
-	if err := st.pairModules(ctx); err != nil {
-		return err
 	}
 	names := append(append(append([]string{}, cfg.Packages.Base...), st.bootablePackages()...), cfg.Packages.Workstation...)
 	pplan, err := st.b.installer.Plan(ctx, names)

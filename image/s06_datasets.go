@@ -7,7 +7,7 @@ func stageDatasets(ctx context.Context, st *build) error {
 	if st.previous != nil {
 		return st.receiveRoot(ctx)
 	}
-	if st.layers != nil && st.layers.hit != nil {
+	if st.layers != nil && st.layers.base.hit != nil {
 		if ok, err := st.receiveCachedBase(ctx); ok || err != nil {
 			return err
 		}

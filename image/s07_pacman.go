@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"strings"
 
 	"github.com/paczfs/paczfs/pacman"
 )
@@ -21,12 +22,6 @@ import (
 func stagePacman(ctx context.Context, st *build) error {
 	if st.previous != nil {
 		return nil
-	}
-	if st.layers != nil && st.layers.received {
-		// The cached base layer's keyring is another build's: a fresh one.
-		if err := removeInRoot(st.state.Root, keyringDir); err != nil {
-			return fmt.Errorf("remove the cached layer's keyring: %w", err)
-		}
 	}
 	return st.b.installer.InitKeyring(ctx, st.state.Root)
 }
@@ -56,6 +51,9 @@ func (st *build) install(ctx context.Context, names []string) error {
 	for _, w := range res.Warnings {
 		st.warn("pacman: %s", w)
 	}
+	if err := st.fixMountPointModes(res.DirModes); err != nil {
+		return err
+	}
 	if len(st.cfg.Pacman.CacheDirs) == 0 {
 		return st.emptyTargetCache()
 	}
@@ -83,5 +81,34 @@ func (st *build) emptyTargetCache() error {
 		n++
 	}
 	st.b.log.Debug("emptied the target's package cache", "dir", dir, "entries", n)
+	return nil
+}
+
+// fixMountPointModes gives the layout's mount points the modes their
+// packages declare. zfs made them 0755 before any package was installed,
+// and libalpm keeps an existing directory's mode (it warns): /root would
+// stay readable by everyone where Arch's filesystem package makes it 0750.
+func (st *build) fixMountPointModes(modes map[string]os.FileMode) error {
+	if len(modes) == 0 {
+		return nil
+	}
+	r, err := os.OpenRoot(st.state.Root)
+	if err != nil {
+		return err
+	}
+	defer r.Close()
+	for _, d := range st.cfg.Datasets {
+		mp := d.Props["mountpoint"]
+		if d.Props["canmount"] == "off" || !filepath.IsAbs(mp) || mp == "/" {
+			continue
+		}
+		rel := strings.TrimPrefix(filepath.Clean(mp), "/")
+		if m, ok := modes[rel]; ok {
+			if err := r.Chmod(rel, m); err != nil {
+				return fmt.Errorf("give %s its package's mode: %w", mp, err)
+			}
+			st.b.log.Debug("mount point given its package's mode", "dir", mp, "mode", m)
+		}
+	}
 	return nil
 }

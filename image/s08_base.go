@@ -56,9 +56,8 @@ func stageBase(ctx context.Context, st *build) error {
 	if st.previous != nil {
 		return st.syncPackages(ctx)
 	}
-	cached := st.layers != nil && st.layers.received
-	installedBefore := len(st.packages)
-	if cached {
+	n := len(st.packages)
+	if st.layers != nil && st.layers.received {
 		if err := st.takeCachedBase(ctx); err != nil {
 			return err
 		}
@@ -68,16 +67,8 @@ func stageBase(ctx context.Context, st *build) error {
 	if err := emptyMachineID(st.state.Root); err != nil {
 		return err
 	}
-	if err := st.layerSnapshot(ctx, LayerBase); err != nil {
+	if err := st.snapshotBase(ctx, slices.Clone(st.packages[n:])); err != nil {
 		return err
-	}
-	switch {
-	case cached:
-		if err := st.dropCacheSnapshot(ctx); err != nil {
-			return err
-		}
-	case st.layers != nil:
-		st.storeBase(ctx, slices.Clone(st.packages[installedBefore:]))
 	}
 	if c := st.cfg.MinirootClone; c != "" {
 		// Read-only, for systemd-nspawn under /var/lib/machines.

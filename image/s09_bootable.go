@@ -1,15 +1,27 @@
 package image
 
-import "context"
+import (
+	"context"
+	"slices"
+)
 
 func stageBootable(ctx context.Context, st *build) error {
 	if st.previous != nil {
 		return nil // the base stage synced every layer's packages
 	}
+	if c := st.layers; c != nil && c.received && c.bootable != nil && c.bootable.hit != nil {
+		if ok, err := st.receiveCachedBootable(ctx); ok || err != nil {
+			return err
+		}
+	}
 	if err := st.beforeBootable(); err != nil {
 		return err
 	}
-	return st.install(ctx, st.bootablePackages())
+	n := len(st.packages)
+	if err := st.install(ctx, st.bootablePackages()); err != nil {
+		return err
+	}
+	return st.storeBootable(ctx, slices.Clone(st.packages[n:]))
 }
 
 // beforeBootable writes what the bootable layer's own package hooks read
