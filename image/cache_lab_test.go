@@ -37,20 +37,7 @@ import (
 // generator is.
 func TestLabCachedRebuildEqualsCold(t *testing.T) {
 	labtest.Require(t)
-	cfg := labProfile(t)
-	cfg.Packages.Bootable = []string{"systemd-boot-efi", "openssh-server"}
-	cfg.Packages.Workstation = []string{"tmux"}
-	cfg.System.Units = []string{"ssh.service"}
-	cfg.Boot.Kernel = "/usr/lib/systemd/boot/efi/{kver}.efi"
-	cfg.Boot.Initrd = "/boot/initrd-{kver}"
-	cfg.Boot.InitramfsCommand = []string{"/bin/sh", "-c", "echo initramfs for {kver} > {initrd}"}
-	cfg.Boot.InitramfsList, cfg.Boot.InitramfsMust = nil, nil
-	cfg.Boot.BIOS = nil
-	cfg.Size = 2 * disk.GiB
-	cfg.ESPSize = 64 * disk.MiB
-	cfg.PoolName = "rebuildpool"
-	cfg.System.HostID = "00cac4e0"
-	cfg.GUIDSeed = "cached-rebuild"
+	cfg := standInProfile(t, "rebuildpool", "00cac4e0", "cached-rebuild")
 	cfg.CacheDir = t.TempDir()
 	// One path for both builds: it is recorded in /etc/paczfs/config.json.
 	cfg.ImageFile = filepath.Join(t.TempDir(), "cache.img")

@@ -41,24 +41,7 @@ type hostEnv struct {
 // material may differ (README: per-build values).
 func TestLabImageIndependentOfHost(t *testing.T) {
 	labtest.Require(t)
-	cfg := labProfile(t)
-	// The real base and system stage, the ssh drop-in, the ESP hook; the
-	// kernel and its initramfs stand in (the boot tests build real ones).
-	cfg.Packages.Bootable = []string{"systemd-boot-efi", "openssh-server"}
-	cfg.Packages.Workstation = []string{"tmux"}
-	cfg.System.Units = []string{"ssh.service"}
-	cfg.Boot.Kernel = "/usr/lib/systemd/boot/efi/{kver}.efi"
-	cfg.Boot.Initrd = "/boot/initrd-{kver}"
-	cfg.Boot.InitramfsCommand = []string{"/bin/sh", "-c", "echo initramfs for {kver} > {initrd}"}
-	// A stand-in, not an initramfs: nothing to list.
-	cfg.Boot.InitramfsList, cfg.Boot.InitramfsMust = nil, nil
-	// No syslinux in this bootable set: UEFI only.
-	cfg.Boot.BIOS = nil
-	cfg.Size = 2 * disk.GiB
-	cfg.ESPSize = 64 * disk.MiB
-	cfg.PoolName = "hostpool"
-	cfg.System.HostID = "00c0ffee"
-	cfg.GUIDSeed = "host-independence"
+	cfg := standInProfile(t, "hostpool", "00c0ffee", "host-independence")
 	// One path for both builds: the image path is recorded in
 	// /etc/paczfs/config.json, a documented per-build value.
 	cfg.ImageFile = filepath.Join(t.TempDir(), "host.img")
@@ -118,6 +101,31 @@ func TestLabImageIndependentOfHost(t *testing.T) {
 	for _, want := range []string{"etc drwxr-xr-x 0:0", "home drwxr-xr-x 0:0", "etc/machine-id -r--r--r-- 0:0"} {
 		assert.True(t, slices.ContainsFunc(a, func(l string) bool { return strings.HasPrefix(l, want) }), "%q listed", want)
 	}
+}
+
+// standInProfile is the lab profile with the real base and system stage,
+// the ssh drop-in and the ESP hook, a small disk, and a kernel and
+// initramfs that stand in (the boot tests build real ones): a build of
+// about two minutes. The hostid and GUID seed are set, so two builds of
+// it differ only in what is random by design.
+func standInProfile(t *testing.T, pool, hostID, seed string) image.Config {
+	cfg := labProfile(t)
+	cfg.Packages.Bootable = []string{"systemd-boot-efi", "openssh-server"}
+	cfg.Packages.Workstation = []string{"tmux"}
+	cfg.System.Units = []string{"ssh.service"}
+	cfg.Boot.Kernel = "/usr/lib/systemd/boot/efi/{kver}.efi"
+	cfg.Boot.Initrd = "/boot/initrd-{kver}"
+	cfg.Boot.InitramfsCommand = []string{"/bin/sh", "-c", "echo initramfs for {kver} > {initrd}"}
+	// A stand-in, not an initramfs: nothing to list.
+	cfg.Boot.InitramfsList, cfg.Boot.InitramfsMust = nil, nil
+	// No syslinux in this bootable set: UEFI only.
+	cfg.Boot.BIOS = nil
+	cfg.Size = 2 * disk.GiB
+	cfg.ESPSize = 64 * disk.MiB
+	cfg.PoolName = pool
+	cfg.System.HostID = hostID
+	cfg.GUIDSeed = seed
+	return cfg
 }
 
 // listRoot imports the image's pool read-only, mounts its root dataset
