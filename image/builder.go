@@ -356,6 +356,8 @@ type build struct {
 	releaseDir bool
 	// layers is the layer cache (Config.CacheDir), nil without one
 	layers *layerCache
+	// dryRun: Builder.Plan, which writes nothing (not even to the cache)
+	dryRun bool
 }
 
 // Build runs every stage in order, with the hooks, and releases everything

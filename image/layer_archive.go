@@ -42,7 +42,11 @@ func archiveTree(w io.Writer, dir string, skipSockets bool) error {
 	if err != nil {
 		return err
 	}
-	dev := top.Sys().(*syscall.Stat_t).Dev
+	topSt, ok := top.Sys().(*syscall.Stat_t)
+	if !ok {
+		return fmt.Errorf("%s: no Unix file information", dir)
+	}
+	dev := topSt.Dev
 	tw := tar.NewWriter(w)
 	links := map[uint64]string{}
 	err = filepath.WalkDir(dir, func(p string, d fs.DirEntry, err error) error {
@@ -53,8 +57,14 @@ func archiveTree(w io.Writer, dir string, skipSockets bool) error {
 		if err != nil {
 			return err
 		}
-		st := fi.Sys().(*syscall.Stat_t)
+		st, ok := fi.Sys().(*syscall.Stat_t)
+		if !ok {
+			return fmt.Errorf("%s: no Unix file information", p)
+		}
 		if st.Dev != dev {
+			if !d.IsDir() {
+				return fmt.Errorf("%s: a file mounted from elsewhere", p)
+			}
 			return filepath.SkipDir // a mount point
 		}
 		rel, err := filepath.Rel(dir, p)
@@ -148,9 +158,12 @@ func xattrs(p string, fi fs.FileInfo) (map[string]string, error) {
 
 // extractTree writes the archive r (archiveTree's) into dir, which exists:
 // its "." entry gives dir its mode, owner and attributes. Every name stays
-// in dir (os.Root: no link is followed out of it); an existing file is an
-// error, never replaced. Directories' times are set last, once their
-// content is written.
+// in dir (os.Root: no link is followed out of it). What is there already
+// is replaced by the archive's entry of the same name (a directory keeps
+// its content and takes the entry's mode, owner and times): a hook that
+// wrote into the dataset before the layer was taken from the cache ran in
+// the build that stored it too, and its files are in the archive.
+// Directories' times are set last, once their content is written.
 func extractTree(r io.Reader, dir string) error {
 	root, err := os.OpenRoot(dir)
 	if err != nil {
@@ -184,12 +197,15 @@ func extractInto(root *os.Root, r io.Reader) error {
 		switch h.Typeflag {
 		case tar.TypeDir:
 			if name != "." {
-				if err := root.Mkdir(name, 0o700); err != nil {
+				if err := mkdirReplacing(root, name); err != nil {
 					return err
 				}
 			}
 			dirs = append(dirs, dirTime{name, h.ModTime})
 		case tar.TypeReg:
+			if err := removeNonDir(root, name); err != nil {
+				return err
+			}
 			f, err := root.OpenFile(name, os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o600)
 			if err != nil {
 				return err
@@ -202,12 +218,18 @@ func extractInto(root *os.Root, r io.Reader) error {
 				return fmt.Errorf("%s: %w", name, err)
 			}
 		case tar.TypeSymlink:
+			if err := removeNonDir(root, name); err != nil {
+				return err
+			}
 			if err := root.Symlink(h.Linkname, name); err != nil {
 				return err
 			}
 		case tar.TypeLink:
 			if !filepath.IsLocal(h.Linkname) {
 				return fmt.Errorf("archive entry %q links to %q, outside the directory", h.Name, h.Linkname)
+			}
+			if err := removeNonDir(root, name); err != nil {
+				return err
 			}
 			if err := root.Link(h.Linkname, name); err != nil {
 				return err
@@ -243,6 +265,33 @@ func extractInto(root *os.Root, r io.Reader) error {
 		}
 	}
 	return nil
+}
+
+// removeNonDir removes name from root unless it is missing; a directory
+// there is an error (an archive never replaces one with a file).
+func removeNonDir(root *os.Root, name string) error {
+	fi, err := root.Lstat(name)
+	switch {
+	case errors.Is(err, fs.ErrNotExist):
+		return nil
+	case err != nil:
+		return err
+	case fi.IsDir():
+		return fmt.Errorf("%s is a directory, the archive has a file there", name)
+	}
+	return root.Remove(name)
+}
+
+// mkdirReplacing makes directory name in root, leaves one that is there,
+// and replaces anything else.
+func mkdirReplacing(root *os.Root, name string) error {
+	if fi, err := root.Lstat(name); err == nil && fi.IsDir() {
+		return nil
+	}
+	if err := removeNonDir(root, name); err != nil {
+		return err
+	}
+	return root.Mkdir(name, 0o700)
 }
 
 // setXattrs sets the extended attributes of the PAX records on name (a

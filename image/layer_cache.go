@@ -15,6 +15,7 @@ import (
 	"maps"
 	"os"
 	"path/filepath"
+	"runtime/debug"
 	"slices"
 	"strings"
 	"syscall"
@@ -83,7 +84,11 @@ type layerData struct {
 type layerEntry struct {
 	layer string
 	key   []byte
-	hit   *layerManifest
+	// plan is the resolved set the key was made from (the bootable's
+	// includes the base's): what the build installed must be it, or the
+	// layer is not stored (the repositories changed since the checks).
+	plan *pacman.Plan
+	hit  *layerManifest
 }
 
 type layerCache struct {
@@ -96,6 +101,8 @@ type layerCache struct {
 	// baseGUID is this build's base snapshot once it is the base entry's
 	// (received, or stored by this build): the bootable entry chains on it.
 	baseGUID string
+	// keep: a dry run, which removes no damaged entry.
+	keep bool
 }
 
 // planLayerCache decides, in the checks stage, which layers come from the
@@ -114,7 +121,14 @@ func (st *build) planLayerCache(ctx context.Context) {
 		st.b.log.Info("layer cache not used", "why", "the root is encrypted")
 		return
 	}
-	c := &layerCache{dir: filepath.Join(st.cfg.CacheDir, "layers"), log: st.b.log}
+	for _, d := range st.cfg.Datasets {
+		if mp := filepath.Clean(d.Props["mountpoint"]); d.Name != st.cfg.RootDataset && filepath.IsAbs(mp) && mp != "/" &&
+			strings.HasPrefix("/"+keyringDir+"/", mp+"/") {
+			st.b.log.Info("layer cache not used", "why", "dataset "+d.Name+" is mounted at "+mp+": its archive would hold the keyring")
+			return
+		}
+	}
+	c := &layerCache{dir: filepath.Join(st.cfg.CacheDir, "layers"), log: st.b.log, keep: st.dryRun}
 	for _, d := range []string{st.cfg.CacheDir, c.dir} {
 		if err := checkCacheDir(d); err != nil && !errors.Is(err, fs.ErrNotExist) {
 			st.warn("layer cache not used: cache_dir: %v", err)
@@ -127,8 +141,9 @@ func (st *build) planLayerCache(ctx context.Context) {
 		return
 	}
 	before, rootSpec, after := st.splitLayout()
-	others := append(before, after...)
-	c.base = &layerEntry{layer: LayerBase, key: layerKey(LayerBase, rootSpec, others, st.cfg.FSProperties, st.cfg.Pacman, plan, keys)}
+	others := slices.Concat(before, after)
+	c.base = &layerEntry{layer: LayerBase, plan: plan,
+		key: layerKey(LayerBase, st.cfg.Packages.Base, rootSpec, others, st.cfg.FSProperties, st.cfg.Pacman, plan, keys)}
 	c.base.hit = c.lookup(c.base)
 	st.layers = c
 	if c.base.hit != nil {
@@ -144,13 +159,14 @@ func (st *build) planLayerCache(ctx context.Context) {
 		st.b.log.Info("layer cache: the bootable layer is not cached", "why", "system.hostid is empty, so each build makes its own /etc/hostid before that layer")
 		return
 	}
-	bplan, err := st.b.installer.Plan(ctx, append(slices.Clone(st.cfg.Packages.Base), st.bootablePackages()...))
+	bplan, err := st.b.installer.Plan(ctx, slices.Concat(st.cfg.Packages.Base, st.bootablePackages()))
 	if err != nil {
 		st.warn("layer cache: the bootable layer is not cached: %v", err)
 		return
 	}
-	c.bootable = &layerEntry{layer: LayerBootable, key: bootableKey(c.base.key,
-		layerKey(LayerBootable, rootSpec, others, st.cfg.FSProperties, st.cfg.Pacman, bplan, bkeys), st.cfg.System.HostID, st.cfg.Boot.InitramfsFiles)}
+	c.bootable = &layerEntry{layer: LayerBootable, plan: bplan, key: bootableKey(c.base.key,
+		layerKey(LayerBootable, st.bootablePackages(), rootSpec, others, st.cfg.FSProperties, st.cfg.Pacman, bplan, bkeys),
+		st.cfg.System.HostID, st.cfg.Boot.InitramfsFiles)}
 	if c.base.hit == nil {
 		return
 	}
@@ -160,6 +176,33 @@ func (st *build) planLayerCache(ctx context.Context) {
 	} else if m != nil {
 		st.b.log.Info("layer cache: the bootable entry follows another base entry; it will be replaced", "entry", c.entry(c.bootable))
 	}
+}
+
+// builderVersion names the paczfs that builds: what a layer's stages write
+// besides the packages is its code, so another version misses. The
+// module's version when paczfs is a dependency (with its checksum), the
+// VCS revision when it is the main module and known, and Version.
+func builderVersion() string {
+	v := "paczfs " + Version
+	bi, ok := debug.ReadBuildInfo()
+	if !ok {
+		return v
+	}
+	const path = "github.com/paczfs/paczfs"
+	if bi.Main.Path == path {
+		v += " " + bi.Main.Version
+		for _, s := range bi.Settings {
+			if s.Key == "vcs.revision" || s.Key == "vcs.modified" {
+				v += " " + s.Key + "=" + s.Value
+			}
+		}
+	}
+	for _, d := range bi.Deps {
+		if d.Path == path {
+			v += " " + d.Version + " " + d.Sum
+		}
+	}
+	return v
 }
 
 // bootableKey is the bootable layer's key document: its own layerKey,
@@ -180,7 +223,9 @@ func sha256Hex(b []byte) string {
 }
 
 // layerKey is the key document of a layer made from plan on the layout.
-func layerKey(layer string, root zfs.DatasetSpec, others []zfs.DatasetSpec, fsProps map[string]string, pc pacman.Config, plan *pacman.Plan, hookKeys []string) []byte {
+// requested are the names the layer's install asks for: pacman records
+// which packages were asked for and which came as dependencies.
+func layerKey(layer string, requested []string, root zfs.DatasetSpec, others []zfs.DatasetSpec, fsProps map[string]string, pc pacman.Config, plan *pacman.Plan, hookKeys []string) []byte {
 	var b bytes.Buffer
 	props := func(m map[string]string) string {
 		var out []string
@@ -189,7 +234,9 @@ func layerKey(layer string, root zfs.DatasetSpec, others []zfs.DatasetSpec, fsPr
 		}
 		return strings.Join(out, " ")
 	}
-	fmt.Fprintf(&b, "%s\nlayer %s\n", layerCacheFormat, layer)
+	fmt.Fprintf(&b, "%s\nbuilder %s\nlayer %s\n", layerCacheFormat, builderVersion(), layer)
+	names := slices.Sorted(slices.Values(requested))
+	fmt.Fprintf(&b, "requested %q\n", names)
 	fmt.Fprintf(&b, "root %q %s\n", root.Name, props(root.Props))
 	for _, d := range others {
 		fmt.Fprintf(&b, "dataset %q %s\n", d.Name, props(d.Props))
@@ -258,8 +305,12 @@ func (c *layerCache) lookup(e *layerEntry) *layerManifest {
 	return &m
 }
 
-// damaged removes e's entry.
+// damaged removes e's entry (not in a dry run).
 func (c *layerCache) damaged(e *layerEntry, why string) {
+	if c.keep {
+		c.log.Warn("layer cache: a damaged entry (left for the build to remove)", "layer", e.layer, "entry", c.entry(e), "why", why)
+		return
+	}
 	c.log.Warn("layer cache: a damaged entry was removed", "layer", e.layer, "entry", c.entry(e), "why", why)
 	if err := os.RemoveAll(c.entry(e)); err != nil {
 		c.log.Warn("layer cache: remove the damaged entry", "err", err)
@@ -315,6 +366,9 @@ func (st *build) receiveCachedBase(ctx context.Context) (bool, error) {
 	if err != nil {
 		if ctx.Err() != nil {
 			return false, err
+		}
+		if ok, eerr := z.Exists(ctx, st.state.RootDataset); eerr != nil || ok {
+			return false, fmt.Errorf("layer cache: receiving the base layer failed and left %s: %w", st.state.RootDataset, errors.Join(err, eerr))
 		}
 		st.warn("layer cache: receiving the base layer failed (%v); installing it", err)
 		c.damaged(c.base, "its stream was refused")
@@ -399,8 +453,7 @@ func (st *build) extractArchives(ctx context.Context, e *layerEntry) error {
 		err = extractTree(bufio.NewReader(f), dir)
 		f.Close()
 		if err != nil {
-			c.damaged(e, "an archive could not be extracted")
-			return fmt.Errorf("layer cache entry %s: %s: %w", c.entry(e), d.Dataset, err)
+			return fmt.Errorf("layer cache entry %s: extract into %s: %w", c.entry(e), d.Dataset, err)
 		}
 	}
 	return nil
@@ -419,7 +472,7 @@ func (st *build) snapshotBase(ctx context.Context, installed []pacman.PlannedPac
 	if c == nil {
 		return nil
 	}
-	guid, err := st.storeEntry(ctx, c.base, st.state.RootDataset+"@"+LayerBase, "", installed)
+	guid, err := st.storeEntry(ctx, c.base, st.state.RootDataset+"@"+LayerBase, "", installed, st.packages)
 	if err != nil {
 		st.warn("layer cache: the base layer was not stored: %v", err)
 		return nil
@@ -484,7 +537,7 @@ func (st *build) storeBootable(ctx context.Context, installed []pacman.PlannedPa
 	if err := st.withoutKeyring(func() error { return z.Snapshot(ctx, zfs.SnapshotOptions{}, snap) }); err != nil {
 		return err
 	}
-	_, err := st.storeEntry(ctx, c.bootable, snap, st.state.RootDataset+"@"+LayerBase, installed)
+	_, err := st.storeEntry(ctx, c.bootable, snap, st.state.RootDataset+"@"+LayerBase, installed, st.packages)
 	if err != nil {
 		st.warn("layer cache: the bootable layer was not stored: %v", err)
 	} else {
@@ -507,7 +560,11 @@ func (st *build) withoutKeyring(fn func() error) error {
 		return fmt.Errorf("take the keyring out of the layer: %w", err)
 	}
 	if err := removeInRoot(root, keyringDir); err != nil {
-		return fmt.Errorf("take the keyring out of the layer: %w", err)
+		err = fmt.Errorf("take the keyring out of the layer: %w", err)
+		if rerr := restoreTree(root, keyringDir, saved.Bytes()); rerr != nil {
+			err = errors.Join(err, fmt.Errorf("put the keyring back: %w", rerr))
+		}
+		return err
 	}
 	err := fn()
 	if rerr := restoreTree(root, keyringDir, saved.Bytes()); rerr != nil {
@@ -516,14 +573,15 @@ func (st *build) withoutKeyring(fn func() error) error {
 	return err
 }
 
-// restoreTree extracts archive into rel, a new directory in root.
+// restoreTree extracts archive into rel, a directory in root (made when
+// missing).
 func restoreTree(root, rel string, archive []byte) error {
 	r, err := os.OpenRoot(root)
 	if err != nil {
 		return err
 	}
 	defer r.Close()
-	if err := r.Mkdir(rel, 0o700); err != nil {
+	if err := mkdirReplacing(r, rel); err != nil {
 		return err
 	}
 	sub, err := r.OpenRoot(rel)
@@ -535,13 +593,23 @@ func restoreTree(root, rel string, archive []byte) error {
 }
 
 // storeEntry stores e: the stream of snap (incremental from from, when
-// set), the archives of the other datasets, the packages. It returns the
-// GUID of snap. An entry already there is kept when it starts where this
-// one would; one that follows another base is replaced.
-func (st *build) storeEntry(ctx context.Context, e *layerEntry, snap, from string, installed []pacman.PlannedPackage) (string, error) {
+// set), the archives of the other datasets, the packages installed. It
+// returns the GUID of snap. Nothing is stored unless the packages in the
+// root (all) are the plan e's key was made from. An entry already there
+// is kept when it starts where this one would; one that follows another
+// base is replaced.
+func (st *build) storeEntry(ctx context.Context, e *layerEntry, snap, from string, installed, all []pacman.PlannedPackage) (guid string, err error) {
 	c := st.layers
+	defer func() {
+		if err != nil {
+			err = fmt.Errorf("%s: %w", c.entry(e), err)
+		}
+	}()
+	if why := samePackages(e.plan, all); why != "" {
+		return "", fmt.Errorf("the repositories changed since the checks: %s", why)
+	}
 	z := st.zfs()
-	guid := func(s string) (string, error) {
+	guidOf := func(s string) (string, error) {
 		p, err := z.Properties(ctx, s, "guid")
 		if err != nil {
 			return "", err
@@ -549,12 +617,11 @@ func (st *build) storeEntry(ctx context.Context, e *layerEntry, snap, from strin
 		return p["guid"].Value, nil
 	}
 	m := layerManifest{Packages: installed}
-	var err error
-	if m.GUID, err = guid(snap); err != nil {
+	if m.GUID, err = guidOf(snap); err != nil {
 		return "", err
 	}
 	if from != "" {
-		if m.From, err = guid(from); err != nil {
+		if m.From, err = guidOf(from); err != nil {
 			return "", err
 		}
 	}
@@ -631,7 +698,35 @@ func (st *build) storeEntry(ctx context.Context, e *layerEntry, snap, from strin
 		}
 		return "", err
 	}
+	// The rename itself survives a crash once the directory is synced.
+	if d, err := os.Open(c.dir); err == nil {
+		_ = d.Sync()
+		d.Close()
+	}
 	return m.GUID, nil
+}
+
+// samePackages reports how the packages installed (all) differ from plan
+// ("" when they are the same set: name, version and checksum).
+func samePackages(plan *pacman.Plan, all []pacman.PlannedPackage) string {
+	id := func(p pacman.PlannedPackage) string { return p.Name + " " + p.Version + " " + p.SHA256 }
+	want := map[string]bool{}
+	for _, p := range plan.Packages {
+		want[id(p)] = true
+	}
+	have := map[string]bool{}
+	for _, p := range all {
+		have[id(p)] = true
+		if !want[id(p)] {
+			return "installed " + p.Name + " " + p.Version + ", planned otherwise"
+		}
+	}
+	for _, p := range plan.Packages {
+		if !have[id(p)] {
+			return "planned " + p.Name + " " + p.Version + ", not installed"
+		}
+	}
+	return ""
 }
 
 // writeArchive archives dir into the new file p and returns its SHA-256.

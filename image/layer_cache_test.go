@@ -113,7 +113,25 @@ func TestArchiveTreeRoundTrip(t *testing.T) {
 	assert.True(t, slices.ContainsFunc(got, func(l string) bool { return strings.Contains(l, "same as ") }), "a hard link stays one: %v", got)
 	assert.True(t, slices.ContainsFunc(got, func(l string) bool { return strings.Contains(l, "trusted.paczfs:dir") }), "a directory's attribute kept: %v", got)
 
-	// Extracting twice is an error, never a replacement.
+	// Extracting over what is there gives the archive's tree: a file a
+	// hook wrote before is replaced, one the archive does not have stays
+	// (the archive's build ran the same hook, so it has its files).
+	require.NoError(t, os.WriteFile(filepath.Join(dst, "http/index.html"), []byte("a hook's"), 0o666))
+	require.NoError(t, os.Remove(filepath.Join(dst, "link")))
+	require.NoError(t, os.WriteFile(filepath.Join(dst, "link"), nil, 0o644))
+	require.NoError(t, os.Chmod(filepath.Join(dst, "http"), 0o777))
+	require.NoError(t, extractTree(bytes.NewReader(buf.Bytes()), dst))
+	assert.Equal(t, want, listTree(t, dst))
+	require.NoError(t, os.WriteFile(filepath.Join(dst, "extra"), nil, 0o644))
+	require.NoError(t, extractTree(bytes.NewReader(buf.Bytes()), dst))
+	assert.Contains(t, listTree(t, dst), "extra -rw-r--r-- 0:0 \"\" "+func() string {
+		fi, err := os.Stat(filepath.Join(dst, "extra"))
+		require.NoError(t, err)
+		return fmt.Sprint(fi.ModTime().Unix())
+	}())
+	// A directory where the archive has a file is not removed.
+	require.NoError(t, os.Remove(filepath.Join(dst, "empty")))
+	require.NoError(t, os.Mkdir(filepath.Join(dst, "empty"), 0o755))
 	assert.Error(t, extractTree(bytes.NewReader(buf.Bytes()), dst))
 }
 
@@ -166,7 +184,8 @@ func TestLayerKey(t *testing.T) {
 		{Name: "filesystem", Version: "2025.05.03-1", Repo: "core", Filename: "filesystem-2025.05.03-1-any.pkg.tar.zst", SHA256: "aa"},
 		{Name: "bash", Version: "5.3.3-2", Repo: "core", Filename: "bash-5.3.3-2-x86_64.pkg.tar.zst", SHA256: "bb"},
 	}}
-	base := layerKey(LayerBase, root, others, fsProps, pc, plan, nil)
+	req := []string{"base", "bash"}
+	base := layerKey(LayerBase, req, root, others, fsProps, pc, plan, nil)
 	assert.True(t, bytes.HasPrefix(base, []byte(layerCacheFormat+"\n")))
 
 	// What must not change the key.
@@ -174,18 +193,21 @@ func TestLayerKey(t *testing.T) {
 		"the plan's order": func() []byte {
 			p := &pacman.Plan{Packages: slices.Clone(plan.Packages)}
 			slices.Reverse(p.Packages)
-			return layerKey(LayerBase, root, others, fsProps, pc, p, nil)
+			return layerKey(LayerBase, req, root, others, fsProps, pc, p, nil)
 		},
 		"the mirrors": func() []byte {
 			c := pacman.ArchConfig(true)
 			c.Repos[0].Servers = []string{"https://mirror.example/$repo/os/$arch"}
-			return layerKey(LayerBase, root, others, fsProps, c, plan, nil)
+			return layerKey(LayerBase, req, root, others, fsProps, c, plan, nil)
+		},
+		"the order of the names asked for": func() []byte {
+			return layerKey(LayerBase, []string{"bash", "base"}, root, others, fsProps, pc, plan, nil)
 		},
 		"the download sizes": func() []byte {
 			p := &pacman.Plan{Packages: slices.Clone(plan.Packages)}
 			p.Packages[0].DownloadSize = 0
 			p.Packages[0].DownloadSize = 12345
-			return layerKey(LayerBase, root, others, fsProps, pc, p, nil)
+			return layerKey(LayerBase, req, root, others, fsProps, pc, p, nil)
 		},
 	}
 	for name, fn := range same {
@@ -195,33 +217,34 @@ func TestLayerKey(t *testing.T) {
 	pkg := func(edit func(p *pacman.PlannedPackage)) []byte {
 		p := &pacman.Plan{Packages: slices.Clone(plan.Packages)}
 		edit(&p.Packages[1])
-		return layerKey(LayerBase, root, others, fsProps, pc, p, nil)
+		return layerKey(LayerBase, req, root, others, fsProps, pc, p, nil)
 	}
 	differ := map[string][]byte{
+		"another name asked for (pacman records which were)": layerKey(LayerBase, []string{"base"}, root, others, fsProps, pc, plan, nil),
 		"a version":                      pkg(func(p *pacman.PlannedPackage) { p.Version = "5.3.3-3" }),
 		"a rebuild at the same version":  pkg(func(p *pacman.PlannedPackage) { p.SHA256 = "cc" }),
 		"another repository":             pkg(func(p *pacman.PlannedPackage) { p.Repo = "testing" }),
-		"another layer":                  layerKey(LayerBootable, root, others, fsProps, pc, plan, nil),
-		"one more package":               layerKey(LayerBase, root, others, fsProps, pc, &pacman.Plan{Packages: append(slices.Clone(plan.Packages), pacman.PlannedPackage{Name: "vim"})}, nil),
-		"the root's properties":          layerKey(LayerBase, zfs.DatasetSpec{Name: root.Name, Props: map[string]string{"canmount": "noauto", "mountpoint": "/", "recordsize": "1M"}}, others, fsProps, pc, plan, nil),
-		"another root":                   layerKey(LayerBase, zfs.DatasetSpec{Name: "ROOT/default", Props: root.Props}, others, fsProps, pc, plan, nil),
-		"another data dataset":           layerKey(LayerBase, root, append(slices.Clone(others), zfs.DatasetSpec{Name: "data/srv"}), fsProps, pc, plan, nil),
-		"the pool's file system options": layerKey(LayerBase, root, others, map[string]string{"compression": "lz4"}, pc, plan, nil),
-		"a keyed hook":                   layerKey(LayerBase, root, others, fsProps, pc, plan, []string{`hook after base "x" "1"`}),
+		"another layer":                  layerKey(LayerBootable, req, root, others, fsProps, pc, plan, nil),
+		"one more package":               layerKey(LayerBase, req, root, others, fsProps, pc, &pacman.Plan{Packages: append(slices.Clone(plan.Packages), pacman.PlannedPackage{Name: "vim"})}, nil),
+		"the root's properties":          layerKey(LayerBase, req, zfs.DatasetSpec{Name: root.Name, Props: map[string]string{"canmount": "noauto", "mountpoint": "/", "recordsize": "1M"}}, others, fsProps, pc, plan, nil),
+		"another root":                   layerKey(LayerBase, req, zfs.DatasetSpec{Name: "ROOT/default", Props: root.Props}, others, fsProps, pc, plan, nil),
+		"another data dataset":           layerKey(LayerBase, req, root, append(slices.Clone(others), zfs.DatasetSpec{Name: "data/srv"}), fsProps, pc, plan, nil),
+		"the pool's file system options": layerKey(LayerBase, req, root, others, map[string]string{"compression": "lz4"}, pc, plan, nil),
+		"a keyed hook":                   layerKey(LayerBase, req, root, others, fsProps, pc, plan, []string{`hook after base "x" "1"`}),
 		"no_extract": func() []byte {
 			c := pacman.ArchConfig(true)
 			c.NoExtract = []string{"usr/share/man/*"}
-			return layerKey(LayerBase, root, others, fsProps, c, plan, nil)
+			return layerKey(LayerBase, req, root, others, fsProps, c, plan, nil)
 		}(),
 		"the architecture": func() []byte {
 			c := pacman.ArchConfig(true)
 			c.Architecture = "aarch64"
-			return layerKey(LayerBase, root, others, fsProps, c, plan, nil)
+			return layerKey(LayerBase, req, root, others, fsProps, c, plan, nil)
 		}(),
 		"the target's own package cache": func() []byte {
 			c := pacman.ArchConfig(true)
 			c.CacheDirs = []string{"/var/cache/paczfs"}
-			return layerKey(LayerBase, root, others, fsProps, c, plan, nil)
+			return layerKey(LayerBase, req, root, others, fsProps, c, plan, nil)
 		}(),
 	}
 	for name, k := range differ {
@@ -284,6 +307,8 @@ func TestLayerCacheRefusedStream(t *testing.T) {
 	ctx := context.Background()
 	r := &transcriptRunner{}
 	r.On("zfs receive", hookstest.Response{Err: errors.New("cannot receive: invalid stream")})
+	// ZFS keeps nothing of a refused full stream.
+	r.On("zfs list -H -o name -t all zroot-paczfs-test01/system/default", hookstest.Response{ExitCode: 1, Stderr: "cannot open 'zroot-paczfs-test01/system/default': dataset does not exist"})
 	st := stageFixture(t, r)
 	t.Cleanup(func() { require.NoError(t, st.stack.Unwind(ctx)) })
 	for _, fn := range []stageFunc{stageESP, stagePool} {
@@ -383,4 +408,25 @@ func TestWithoutKeyring(t *testing.T) {
 	ran := false
 	require.NoError(t, st.withoutKeyring(func() error { ran = true; return nil }))
 	assert.True(t, ran)
+}
+
+// TestSamePackages: a layer is stored only when what was installed is
+// the plan its key was made from.
+func TestSamePackages(t *testing.T) {
+	plan := &pacman.Plan{Packages: []pacman.PlannedPackage{{Name: "bash", Version: "5.3-1", SHA256: "aa"}, {Name: "glibc", Version: "2.42-1", SHA256: "bb"}}}
+	assert.Empty(t, samePackages(plan, []pacman.PlannedPackage{plan.Packages[1], plan.Packages[0]}), "the same set, in another order")
+	assert.Contains(t, samePackages(plan, []pacman.PlannedPackage{plan.Packages[0], {Name: "glibc", Version: "2.42-2", SHA256: "cc"}}), "installed glibc 2.42-2")
+	assert.Contains(t, samePackages(plan, []pacman.PlannedPackage{plan.Packages[0], {Name: "glibc", Version: "2.42-1", SHA256: "dd"}}), "installed glibc 2.42-1", "rebuilt at the same version")
+	assert.Contains(t, samePackages(plan, plan.Packages[:1]), "planned glibc 2.42-1, not installed")
+}
+
+// TestLayerCacheDryRunKeeps: Builder.Plan writes nothing, so a damaged
+// entry it finds stays for the build to remove.
+func TestLayerCacheDryRunKeeps(t *testing.T) {
+	c := writeLayerEntry(t, t.TempDir(), []byte("key"))
+	c.keep = true
+	require.NoError(t, os.Remove(filepath.Join(c.entry(c.base), "stream")))
+	assert.Nil(t, c.lookup(c.base))
+	_, err := os.Lstat(c.entry(c.base))
+	assert.NoError(t, err, "the entry is still there")
 }

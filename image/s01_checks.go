@@ -27,6 +27,7 @@ type buildPlan struct {
 // naming them.
 func (b *Builder) Plan(ctx context.Context) (*BuildPlan, error) {
 	st := b.newBuild()
+	st.dryRun = true
 	if err := stageChecks(ctx, st); err != nil {
 		return nil, err
 	}

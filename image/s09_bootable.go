@@ -9,6 +9,19 @@ func stageBootable(ctx context.Context, st *build) error {
 	if st.previous != nil {
 		return nil // the base stage synced every layer's packages
 	}
+	if err := st.bootableLayer(ctx); err != nil {
+		return err
+	}
+	// The keyring package's own files, whatever its install script did
+	// (it populates only when pacman-key is there first) and whether the
+	// layers came from the cache: the keys of the packages the image
+	// ships.
+	return st.b.installer.PopulateKeyring(ctx, st.state.Root)
+}
+
+// bootableLayer receives the bootable packages from the cache, or
+// installs them (and stores them when there is a cache).
+func (st *build) bootableLayer(ctx context.Context) error {
 	if c := st.layers; c != nil && c.received && c.bootable != nil && c.bootable.hit != nil {
 		if ok, err := st.receiveCachedBootable(ctx); ok || err != nil {
 			return err

@@ -48,11 +48,20 @@ func (in *Installer) keyringDir(root string) (string, error) {
 // keyrings populated from the keyring package's files, and the trusted
 // keys imported and locally signed. Any gpg-agent started for it is
 // stopped before returning, so nothing keeps the root busy.
-func (in *Installer) InitKeyring(ctx context.Context, root string) (err error) {
+func (in *Installer) InitKeyring(ctx context.Context, root string) error {
 	realdir := GPGDir(root)
 	if err := fsx.Mkdir(realdir, 0o755); err != nil {
 		return err
 	}
+	return in.withPacmanKey(ctx, realdir, func(gpgdir string, pk func(args ...string) error) error {
+		return in.initKeyring(ctx, root, realdir, gpgdir, pk)
+	})
+}
+
+// withPacmanKey runs fn with pacman-key set up for the keyring at realdir:
+// gpgdir is a short link to it, pk runs pacman-key on it. Any gpg-agent
+// started for it is stopped after fn.
+func (in *Installer) withPacmanKey(ctx context.Context, realdir string, fn func(gpgdir string, pk func(args ...string) error) error) (err error) {
 	// gpg-agent's sockets live in the home directory, and a unix socket
 	// path has at most 107 bytes: a deep root (a test's temporary
 	// directory, a long altroot) makes gpg fail to start its agent. Work
@@ -86,6 +95,39 @@ func (in *Installer) InitKeyring(ctx context.Context, root string) (err error) {
 			err = errors.Join(err, fmt.Errorf("stop gpg-agent of %s: %w", realdir, kerr))
 		}
 	}()
+	return fn(gpgdir, pk)
+}
+
+// PopulateKeyring imports the configured keyrings (Config.Keyrings) into
+// root's keyring from root's own keyring package files
+// (usr/share/pacman/keyrings), as the keyring package's install script
+// does when the keyring exists (pacman-key --populate): the keys of the
+// packages the image ships, whatever the files InitKeyring read
+// (Config.KeyringDir, perhaps the build host's, perhaps older). It does
+// nothing when root has no keyring or not every keyring's files.
+func (in *Installer) PopulateKeyring(ctx context.Context, root string) error {
+	realdir := GPGDir(root)
+	dir := filepath.Join(root, "usr/share/pacman/keyrings")
+	if len(in.cfg.Keyrings) == 0 {
+		return nil
+	}
+	if rings, _ := filepath.Glob(filepath.Join(realdir, "pubring.*")); len(rings) == 0 {
+		return nil
+	}
+	for _, k := range in.cfg.Keyrings {
+		if _, err := os.Stat(filepath.Join(dir, k+".gpg")); err != nil {
+			return nil
+		}
+	}
+	return in.withPacmanKey(ctx, realdir, func(_ string, pk func(args ...string) error) error {
+		if err := pk(append([]string{"--populate-from", dir, "--populate"}, in.cfg.Keyrings...)...); err != nil {
+			return fmt.Errorf("keyring %s: populate %v from %s: %w", realdir, in.cfg.Keyrings, dir, err)
+		}
+		return nil
+	})
+}
+
+func (in *Installer) initKeyring(ctx context.Context, root, realdir, gpgdir string, pk func(args ...string) error) error {
 	if err := in.genMasterKey(ctx, gpgdir); err != nil {
 		return fmt.Errorf("keyring %s: master key: %w", realdir, err)
 	}

@@ -1,6 +1,8 @@
 package pacman_test
 
 import (
+	"os"
+	"path/filepath"
 	"strings"
 	"testing"
 
@@ -56,4 +58,33 @@ func TestInitKeyringMasterKeyFailureStopsTheAgent(t *testing.T) {
 	require.Error(t, err)
 	assert.Contains(t, err.Error(), "master key")
 	assert.Equal(t, "gpgconf all", programs(r.Calls())[len(r.Calls())-1], "any agent gpg started is stopped")
+}
+
+// PopulateKeyring imports the keyrings from the target's own keyring
+// package files, as the package's install script does when the keyring
+// exists, and does nothing without a keyring or without those files.
+func TestPopulateKeyringFromTheTargetsFiles(t *testing.T) {
+	c := pacman.ArchConfig(false)
+	c.TrustedKeys = nil
+	r := &hookstest.FakeRunner{}
+	in, err := pacman.New(c, pacman.WithRunner(r))
+	require.NoError(t, err)
+	root := t.TempDir()
+	require.NoError(t, in.PopulateKeyring(t.Context(), root))
+	assert.Empty(t, r.Calls(), "no keyring: nothing to populate")
+
+	gpg := pacman.GPGDir(root)
+	require.NoError(t, os.MkdirAll(gpg, 0o755))
+	require.NoError(t, os.WriteFile(filepath.Join(gpg, "pubring.kbx"), nil, 0o644))
+	require.NoError(t, in.PopulateKeyring(t.Context(), root))
+	assert.Empty(t, r.Calls(), "no keyring package files in the target: nothing to populate")
+
+	files := filepath.Join(root, "usr/share/pacman/keyrings")
+	require.NoError(t, os.MkdirAll(files, 0o755))
+	require.NoError(t, os.WriteFile(filepath.Join(files, "archlinux.gpg"), nil, 0o644))
+	require.NoError(t, in.PopulateKeyring(t.Context(), root))
+	calls := r.Calls()
+	require.Len(t, calls, 2)
+	assert.Contains(t, calls[0], "--populate-from "+files+" --populate archlinux")
+	assert.True(t, strings.HasPrefix(calls[1], "gpgconf "), "its agent is stopped: %v", calls)
 }
