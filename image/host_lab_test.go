@@ -113,13 +113,7 @@ func standInProfile(t *testing.T, pool, hostID, seed string) image.Config {
 	cfg.Packages.Bootable = []string{"systemd-boot-efi", "openssh-server"}
 	cfg.Packages.Workstation = []string{"tmux"}
 	cfg.System.Units = []string{"ssh.service"}
-	cfg.Boot.Kernel = "/usr/lib/systemd/boot/efi/{kver}.efi"
-	cfg.Boot.Initrd = "/boot/initrd-{kver}"
-	cfg.Boot.InitramfsCommand = []string{"/bin/sh", "-c", "echo initramfs for {kver} > {initrd}"}
-	// A stand-in, not an initramfs: nothing to list.
-	cfg.Boot.InitramfsList, cfg.Boot.InitramfsMust = nil, nil
-	// No syslinux in this bootable set: UEFI only.
-	cfg.Boot.BIOS = nil
+	standInBoot(&cfg)
 	cfg.Size = 2 * disk.GiB
 	cfg.ESPSize = 64 * disk.MiB
 	cfg.PoolName = pool

@@ -569,6 +569,20 @@ func checkImage(t *testing.T, cfg image.Config, res *image.Result) {
 	}
 }
 
+// standInBoot gives cfg a "kernel" and initramfs command that are data
+// like any profile's (the boot tests build real ones), and no BIOS boot:
+// the stand-in bootable sets have no syslinux (without this, since BIOS
+// boot came to the lab profile in 0708739, the bootloader stage found no
+// gptmbr.bin and every stage after it failed there).
+func standInBoot(cfg *image.Config) {
+	cfg.Boot.Kernel = "/usr/lib/systemd/boot/efi/{kver}.efi"
+	cfg.Boot.Initrd = "/boot/initrd-{kver}"
+	cfg.Boot.InitramfsCommand = []string{"/bin/sh", "-c", "echo initramfs for {kver} > {initrd}"}
+	// A stand-in, not an initramfs: nothing to list.
+	cfg.Boot.InitramfsList, cfg.Boot.InitramfsMust = nil, nil
+	cfg.Boot.BIOS = nil
+}
+
 // smallProfile is the lab profile cut down to what each stage needs to
 // run for real, quickly: a few packages, no network units, and a "kernel"
 // and initramfs command that are data like any profile's (the boot
@@ -580,15 +594,7 @@ func smallProfile(t *testing.T) image.Config {
 	cfg.Packages.Workstation = []string{"less"}
 	cfg.System.Network = false
 	cfg.System.Units = nil
-	cfg.Boot.Kernel = "/usr/lib/systemd/boot/efi/{kver}.efi"
-	cfg.Boot.Initrd = "/boot/initrd-{kver}"
-	cfg.Boot.InitramfsCommand = []string{"/bin/sh", "-c", "echo initramfs for {kver} > {initrd}"}
-	// A stand-in, not an initramfs: nothing to list.
-	cfg.Boot.InitramfsList, cfg.Boot.InitramfsMust = nil, nil
-	// No syslinux in these packages: UEFI only (broken since BIOS boot
-	// came to the lab profile, 0708739: the bootloader stage found no
-	// gptmbr.bin, so every stage after it failed there).
-	cfg.Boot.BIOS = nil
+	standInBoot(&cfg)
 	cfg.Size = 1 * disk.GiB
 	cfg.ESPSize = 64 * disk.MiB
 	// No systemd in these packages: nothing to assess boots with.
