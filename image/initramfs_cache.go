@@ -394,7 +394,7 @@ func (c *initramfsCache) store(key []byte, root, initrd string) (err error) {
 	if _, err := os.Stat(c.entry(key)); err == nil {
 		return nil
 	}
-	c.removeStale()
+	removeStale(c.dir, c.log)
 	in, err := os.OpenInRoot(root, strings.TrimPrefix(initrd, "/"))
 	if err != nil {
 		return err
@@ -442,12 +442,13 @@ func writeSynced(p string, data []byte) error {
 // writes: what a build killed while storing left.
 const staleAfter = 24 * time.Hour
 
-// removeStale removes the .new-* directories killed builds left.
-func (c *initramfsCache) removeStale() {
-	old, _ := filepath.Glob(filepath.Join(c.dir, ".new-*"))
+// removeStale removes the .new-* directories killed builds left in dir
+// (a cache's initramfs or layers directory).
+func removeStale(dir string, log *slog.Logger) {
+	old, _ := filepath.Glob(filepath.Join(dir, ".new-*"))
 	for _, d := range old {
 		if fi, err := os.Lstat(d); err == nil && fi.IsDir() && time.Since(fi.ModTime()) > staleAfter {
-			c.log.Debug("initramfs cache: removing what a killed build left", "dir", d)
+			log.Debug("cache: removing what a killed build left", "dir", d)
 			_ = os.RemoveAll(d)
 		}
 	}

@@ -641,7 +641,7 @@ func (st *build) storeEntry(ctx context.Context, e *layerEntry, snap, from strin
 			return "", err
 		}
 	}
-	(&initramfsCache{dir: c.dir, log: c.log}).removeStale()
+	removeStale(c.dir, c.log)
 	tmp, err := os.MkdirTemp(c.dir, ".new-")
 	if err != nil {
 		return "", err
