@@ -18,6 +18,13 @@
 // VMDK, VHDX or raw copies through qemu-img; a build's convert stage
 // writes all of its outputs at once, one qemu-img each.
 //
+// With [Config].CacheDir, a build keeps what a later one can reuse: the
+// base and bootable layers as the root's send streams (with archives of
+// the other datasets; never the pacman keyring) and each initramfs, each
+// under the SHA-256 of what it is made from. A rebuild whose inputs are
+// unchanged receives the streams and copies the initramfs instead of
+// installing and generating ([Result].LayersReused, InitramfsReused).
+//
 // With [Release] set, a build also writes a signed release of its root
 // environment (package release): its full ZFS stream and manifest. A
 // build whose Release.From names the previous release starts from it
