@@ -107,6 +107,7 @@ func TestArchDracutProfile(t *testing.T) {
 	assert.Contains(t, conf, "\nadd_dracutmodules+=\" zfs \"\n", "spaces on both sides, as dracut.conf(5) asks")
 	assert.NotContains(t, c.Boot.InitramfsFiles, ArchInitramfsDropIn)
 	assert.Equal(t, []string{"dracut", "--force", "--kver", "{kver}", "{initrd}"}, c.Boot.InitramfsCommand)
+	assert.Equal(t, []string{"--no-compress"}, c.Boot.InitramfsUncompressed, "the build compresses dracut's image itself")
 	assert.Empty(t, c.Boot.InitramfsList, "paczfs reads dracut's image itself, not through lsinitrd (50 s in the lab)")
 	assert.Equal(t, []string{"etc/hostid"}, c.Boot.InitramfsMust)
 	assert.Empty(t, c.Boot.InitramfsHookTargets, "Arch's dracut has no pacman hook: paczfs-update-esp builds")

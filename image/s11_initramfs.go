@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 
 	"github.com/paczfs/paczfs/boot"
@@ -80,9 +81,14 @@ func stageInitramfs(ctx context.Context, st *build) error {
 		if err != nil {
 			return fmt.Errorf("boot.initramfs_command: %w", err)
 		}
+		method := ""
+		if len(b.InitramfsUncompressed) > 0 {
+			method = initramfsCompression(root, k)
+			argv = slices.Concat(argv[:1], b.InitramfsUncompressed, argv[1:])
+		}
 		var key []byte
 		if cache != nil {
-			key = initramfsKey(k, initrd, argv, common)
+			key = initramfsKey(k, initrd, append(slices.Clone(argv), "paczfs-compress="+method), common)
 			hit, err := cache.restore(key, root, initrd)
 			if err != nil {
 				st.warn("initramfs cache: %v (building the image)", err)
@@ -101,6 +107,11 @@ func stageInitramfs(ctx context.Context, st *build) error {
 		}
 		if fi, err := os.Stat(filepath.Join(root, initrd)); err != nil || fi.Size() == 0 {
 			return fmt.Errorf("initramfs for %s: %s was not written by %v", k, initrd, argv)
+		}
+		if method != "" {
+			if err := compressInitramfs(filepath.Join(root, initrd), method); err != nil {
+				return fmt.Errorf("initramfs for %s: %w", k, err)
+			}
 		}
 		if err := st.checkInitramfs(ctx, k, initrd); err != nil {
 			return err
@@ -194,4 +205,56 @@ func missingFiles(listing string, must []string) []string {
 		}
 	}
 	return missing
+}
+
+// initramfsCompression is how the build compresses kernel kver's
+// initramfs: zstd, unless the kernel's configuration in the target
+// (/usr/lib/modules/{kver}/config, /boot/config-{kver}) says it cannot
+// unpack zstd, then gzip. Without a configuration file, zstd, as dracut
+// assumes too: every distribution kernel paczfs builds for has it.
+func initramfsCompression(root, kver string) string {
+	for _, p := range []string{"usr/lib/modules/" + kver + "/config", "boot/config-" + kver} {
+		data, err := os.ReadFile(filepath.Join(root, p))
+		if err != nil {
+			continue
+		}
+		if strings.Contains("\n"+string(data), "\nCONFIG_RD_ZSTD=y") {
+			return boot.CompressZstd
+		}
+		return boot.CompressGzip
+	}
+	return boot.CompressZstd
+}
+
+// compressInitramfs compresses the uncompressed initramfs at path in
+// place, keeping its mode (through a temporary file and a rename,
+// synced).
+func compressInitramfs(path, method string) error {
+	fi, err := os.Stat(path)
+	if err != nil {
+		return err
+	}
+	image, err := os.ReadFile(path)
+	if err != nil {
+		return err
+	}
+	f, err := os.CreateTemp(filepath.Dir(path), ".paczfs-initramfs-*")
+	if err != nil {
+		return err
+	}
+	defer os.Remove(f.Name())
+	_, err = boot.CompressInitramfs(f, image, method)
+	if err == nil {
+		err = f.Chmod(fi.Mode().Perm())
+	}
+	if err == nil {
+		err = f.Sync()
+	}
+	if cerr := f.Close(); err == nil {
+		err = cerr
+	}
+	if err != nil {
+		return fmt.Errorf("compressing %s (%s): %w", path, method, err)
+	}
+	return os.Rename(f.Name(), path)
 }
