@@ -206,7 +206,9 @@ type Boot struct {
 	// (paczfs-update-esp) stays InitramfsCommand, the generator's own
 	// compression. In the lab, dracut's zstd -15 took 50 to 100 s of a
 	// 200 s build and made the same size (its modules are compressed
-	// already); zstd's default level here takes about 5 s.
+	// already); zstd's default level here takes about 5 s. They belong
+	// to the command: whoever replaces InitramfsCommand sets them for the
+	// new one, or clears them.
 	InitramfsUncompressed []string `json:"initramfs_uncompressed,omitempty"`
 	// InitramfsFiles are written into the target before the command runs:
 	// drop-ins (mkinitcpio.conf.d, initramfs-tools/conf.d, hooks), never

@@ -578,6 +578,8 @@ func standInBoot(cfg *image.Config) {
 	cfg.Boot.Kernel = "/usr/lib/systemd/boot/efi/{kver}.efi"
 	cfg.Boot.Initrd = "/boot/initrd-{kver}"
 	cfg.Boot.InitramfsCommand = []string{"/bin/sh", "-c", "echo initramfs for {kver} > {initrd}"}
+	// Its output is not dracut's: no --no-compress, nothing to compress.
+	cfg.Boot.InitramfsUncompressed = nil
 	// A stand-in, not an initramfs: nothing to list.
 	cfg.Boot.InitramfsList, cfg.Boot.InitramfsMust = nil, nil
 	cfg.Boot.BIOS = nil
