@@ -3,10 +3,8 @@ package boot
 import (
 	"bytes"
 	"compress/gzip"
-	"errors"
 	"fmt"
 	"io"
-	"strconv"
 	"strings"
 
 	"github.com/klauspost/compress/zstd"
@@ -87,22 +85,17 @@ func CompressInitramfs(w io.Writer, image []byte, method string) (compressed boo
 func earlyArchive(image []byte, off int) (next int, early bool, err error) {
 	early = true
 	for {
-		if len(image)-off < 110 || !isCpio(image[off:]) {
-			return 0, false, fmt.Errorf("%w: cpio header at byte %d", ErrInitramfsFormat, off)
+		if len(image)-off < 110 {
+			return 0, false, fmt.Errorf("%w: cpio header at byte %d cut short", ErrInitramfsFormat, off)
 		}
-		hdr := image[off : off+110]
-		field := func(i int) (int, error) {
-			v, err := strconv.ParseUint(string(hdr[6+8*i:14+8*i]), 16, 32)
-			return int(v), err
+		size64, nameSize64, err := newcHeader(image[off : off+110])
+		if err != nil {
+			return 0, false, fmt.Errorf("at byte %d: %w", off, err)
 		}
-		size, err1 := field(6)
-		nameSize, err2 := field(11)
-		if err := errors.Join(err1, err2); err != nil {
-			return 0, false, fmt.Errorf("%w: cpio header at byte %d: %v", ErrInitramfsFormat, off, err)
-		}
+		size, nameSize := int(size64), int(nameSize64)
 		nameEnd := off + 110 + nameSize
-		if nameSize < 1 || nameSize > maxCpioName || nameEnd > len(image) {
-			return 0, false, fmt.Errorf("%w: cpio name at byte %d", ErrInitramfsFormat, off)
+		if nameEnd > len(image) {
+			return 0, false, fmt.Errorf("%w: cpio name at byte %d cut short", ErrInitramfsFormat, off)
 		}
 		name := cleanMember(string(bytes.TrimRight(image[off+110:nameEnd], "\x00")))
 		data := nameEnd + int(pad4(int64(110+nameSize)))

@@ -183,20 +183,9 @@ func readCpio(br *bufio.Reader, found func(string) bool) (done bool, err error) 
 		if _, err := io.ReadFull(br, hdr[:]); err != nil {
 			return false, fmt.Errorf("%w: cpio header: %v", ErrInitramfsFormat, err)
 		}
-		if !isCpio(hdr[:6]) {
-			return false, fmt.Errorf("%w: cpio header magic % x", ErrInitramfsFormat, hdr[:6])
-		}
-		field := func(i int) (int64, error) {
-			v, err := strconv.ParseUint(string(hdr[6+8*i:14+8*i]), 16, 32)
-			return int64(v), err
-		}
-		size, err1 := field(6)
-		nameSize, err2 := field(11)
-		if err := errors.Join(err1, err2); err != nil {
-			return false, fmt.Errorf("%w: cpio header: %v", ErrInitramfsFormat, err)
-		}
-		if nameSize < 1 || nameSize > maxCpioName {
-			return false, fmt.Errorf("%w: cpio name of %d bytes", ErrInitramfsFormat, nameSize)
+		size, nameSize, err := newcHeader(hdr[:])
+		if err != nil {
+			return false, err
 		}
 		name := make([]byte, nameSize)
 		if _, err := io.ReadFull(br, name); err != nil {
@@ -220,3 +209,24 @@ func readCpio(br *bufio.Reader, found func(string) bool) (done bool, err error) 
 }
 
 func pad4(n int64) int64 { return (4 - n%4) % 4 }
+
+// newcHeader reads a newc member's header (110 bytes): the size of its
+// data and of its name (NUL included), bounded.
+func newcHeader(hdr []byte) (size, nameSize int64, err error) {
+	if len(hdr) < 110 || !isCpio(hdr) {
+		return 0, 0, fmt.Errorf("%w: cpio header magic % x", ErrInitramfsFormat, hdr[:min(6, len(hdr))])
+	}
+	field := func(i int) (int64, error) {
+		v, err := strconv.ParseUint(string(hdr[6+8*i:14+8*i]), 16, 32)
+		return int64(v), err
+	}
+	size, err1 := field(6)
+	nameSize, err2 := field(11)
+	if err := errors.Join(err1, err2); err != nil {
+		return 0, 0, fmt.Errorf("%w: cpio header: %v", ErrInitramfsFormat, err)
+	}
+	if nameSize < 1 || nameSize > maxCpioName {
+		return 0, 0, fmt.Errorf("%w: cpio name of %d bytes", ErrInitramfsFormat, nameSize)
+	}
+	return size, nameSize, nil
+}

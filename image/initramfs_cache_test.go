@@ -106,8 +106,38 @@ func TestInitramfsKey(t *testing.T) {
 // The stage stores what the generator built, takes it back in the next
 // build made from the same, builds again when something changed or the
 // entry is damaged, and keeps no cache when a hook runs before it.
-func TestInitramfsCacheInTheStage(t *testing.T) {
+// initramfsRun runs the stages up to the initramfs on a fresh fixture
+// with cacheDir, the generator's image as fakeRoot left it, after edit,
+// then the stages in after. The runner holds the commands from the
+// initramfs stage on.
+func initramfsRun(t *testing.T, cacheDir string, edit func(st *build), after ...stageFunc) (*build, *transcriptRunner) {
+	t.Helper()
 	ctx := context.Background()
+	r := &transcriptRunner{}
+	st := stageFixture(t, r)
+	st.cfg.CacheDir = cacheDir
+	for _, fn := range []stageFunc{stageESP, stagePool} {
+		require.NoError(t, fn(ctx, st))
+	}
+	fakeRoot(t, st.state.Root)
+	writeTree(t, st.state.Root, map[string]string{
+		"var/lib/pacman/local/mkinitcpio-41-1/desc": "%NAME%\nmkinitcpio\n\n%VERSION%\n41-1\n",
+	}, 0o644)
+	for _, fn := range []stageFunc{stageDatasets, stageSystem} {
+		require.NoError(t, fn(ctx, st))
+	}
+	if edit != nil {
+		edit(st)
+	}
+	r.lines = nil
+	for _, fn := range append([]stageFunc{stageInitramfs}, after...) {
+		require.NoError(t, fn(ctx, st))
+	}
+	t.Cleanup(func() { require.NoError(t, st.stack.Unwind(ctx)) })
+	return st, r
+}
+
+func TestInitramfsCacheInTheStage(t *testing.T) {
 	cacheDir := filepath.Join(t.TempDir(), "cache")
 	built := string(testutil.Newc("bin", "etc/", "etc/hostid", "hooks/zfs", "init"))
 	image := "boot/initramfs-linux-lts.img"
@@ -119,30 +149,9 @@ func TestInitramfsCacheInTheStage(t *testing.T) {
 		}
 		return false
 	}
-	// runBuild runs the stages up to the initramfs on a fresh fixture, with
-	// the generator's image as fakeRoot left it (built), after edit.
 	runBuild := func(edit func(st *build)) (*build, *transcriptRunner) {
 		t.Helper()
-		r := &transcriptRunner{}
-		st := stageFixture(t, r)
-		st.cfg.CacheDir = cacheDir
-		for _, fn := range []stageFunc{stageESP, stagePool} {
-			require.NoError(t, fn(ctx, st))
-		}
-		fakeRoot(t, st.state.Root)
-		writeTree(t, st.state.Root, map[string]string{
-			"var/lib/pacman/local/mkinitcpio-41-1/desc": "%NAME%\nmkinitcpio\n\n%VERSION%\n41-1\n",
-		}, 0o644)
-		for _, fn := range []stageFunc{stageDatasets, stageSystem} {
-			require.NoError(t, fn(ctx, st))
-		}
-		if edit != nil {
-			edit(st)
-		}
-		r.lines = nil
-		require.NoError(t, stageInitramfs(ctx, st))
-		t.Cleanup(func() { require.NoError(t, st.stack.Unwind(ctx)) })
-		return st, r
+		return initramfsRun(t, cacheDir, edit)
 	}
 	entries := func() []string {
 		m, err := filepath.Glob(filepath.Join(cacheDir, "initramfs", "[0-9a-f]*"))

@@ -2,7 +2,6 @@ package image
 
 import (
 	"bytes"
-	"context"
 	"os"
 	"path/filepath"
 	"strings"
@@ -20,34 +19,17 @@ import (
 // for a kernel configured without zstd; the device's command is the
 // generator's own, and the cache keeps the two apart.
 func TestInitramfsCompressedByTheBuild(t *testing.T) {
-	ctx := context.Background()
 	cacheDir := filepath.Join(t.TempDir(), "cache")
 	image := "boot/initramfs-linux-lts.img"
 	built := testutil.Newc("bin", "etc/", "etc/hostid", "hooks/zfs", "init")
 	run := func(edit func(st *build)) (*build, *transcriptRunner) {
 		t.Helper()
-		r := &transcriptRunner{}
-		st := stageFixture(t, r)
-		st.cfg.CacheDir = cacheDir
-		for _, fn := range []stageFunc{stageESP, stagePool} {
-			require.NoError(t, fn(ctx, st))
-		}
-		fakeRoot(t, st.state.Root)
-		writeTree(t, st.state.Root, map[string]string{
-			"var/lib/pacman/local/mkinitcpio-41-1/desc": "%NAME%\nmkinitcpio\n\n%VERSION%\n41-1\n",
-		}, 0o644)
-		for _, fn := range []stageFunc{stageDatasets, stageSystem} {
-			require.NoError(t, fn(ctx, st))
-		}
-		st.cfg.Boot.InitramfsUncompressed = []string{"-z", "cat"}
-		if edit != nil {
-			edit(st)
-		}
-		r.lines = nil
-		require.NoError(t, stageInitramfs(ctx, st))
-		require.NoError(t, stageBootloader(ctx, st))
-		t.Cleanup(func() { require.NoError(t, st.stack.Unwind(ctx)) })
-		return st, r
+		return initramfsRun(t, cacheDir, func(st *build) {
+			st.cfg.Boot.InitramfsUncompressed = []string{"-z", "cat"}
+			if edit != nil {
+				edit(st)
+			}
+		}, stageBootloader)
 	}
 	generator := func(r *transcriptRunner) string {
 		for _, l := range r.lines {
