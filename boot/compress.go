@@ -58,7 +58,7 @@ func CompressInitramfs(w io.Writer, image []byte, method string) (compressed boo
 		return false, err
 	}
 	rest := image[off:]
-	if len(rest) == 0 || len(rest) < 6 || !isCpio(rest) {
+	if len(rest) < 6 || !isCpio(rest) {
 		// Nothing left, or the generator compressed it already.
 		_, err := w.Write(rest)
 		return false, err

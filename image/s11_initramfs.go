@@ -1,6 +1,7 @@
 package image
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -11,6 +12,7 @@ import (
 
 	"github.com/paczfs/paczfs/boot"
 	"github.com/paczfs/paczfs/hooks"
+	"github.com/paczfs/paczfs/internal/fsx"
 )
 
 // expand fills a profile's command or path template for kernel kver of
@@ -227,8 +229,8 @@ func initramfsCompression(root, kver string) string {
 }
 
 // compressInitramfs compresses the uncompressed initramfs at path in
-// place, keeping its mode (through a temporary file and a rename,
-// synced).
+// place, keeping its mode (fsx.WriteFile: a temporary file renamed over
+// it).
 func compressInitramfs(path, method string) error {
 	fi, err := os.Stat(path)
 	if err != nil {
@@ -238,23 +240,9 @@ func compressInitramfs(path, method string) error {
 	if err != nil {
 		return err
 	}
-	f, err := os.CreateTemp(filepath.Dir(path), ".paczfs-initramfs-*")
-	if err != nil {
-		return err
-	}
-	defer os.Remove(f.Name())
-	_, err = boot.CompressInitramfs(f, image, method)
-	if err == nil {
-		err = f.Chmod(fi.Mode().Perm())
-	}
-	if err == nil {
-		err = f.Sync()
-	}
-	if cerr := f.Close(); err == nil {
-		err = cerr
-	}
-	if err != nil {
+	var out bytes.Buffer
+	if _, err := boot.CompressInitramfs(&out, image, method); err != nil {
 		return fmt.Errorf("compressing %s (%s): %w", path, method, err)
 	}
-	return os.Rename(f.Name(), path)
+	return fsx.WriteFile(path, out.Bytes(), fi.Mode().Perm())
 }
