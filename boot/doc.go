@@ -9,7 +9,10 @@
 // InitramfsMissing reads an initramfs as the kernel does (newc cpio
 // archives, the last one compressed) to check that it holds the files a
 // ZFS root needs, such as /etc/hostid, without the generator's listing
-// tool.
+// tool. CompressInitramfs compresses an uncompressed one as the kernel
+// expects it (early archives left uncompressed, the rest zstd or gzip),
+// in-process: the build uses it for dracut, whose own zstd -15 is slow
+// in an emulated VM. Both need no root and no tool.
 //
 // See https://uapi-group.org/specifications/specs/boot_loader_specification/.
 package boot
