@@ -195,7 +195,7 @@ func (in *Installer) inScratch(ctx context.Context, filesRepo string, fn func(*s
 		return err
 	}
 	return onOwnThread(func() error {
-		s, err := in.open(ctx, scratch, dbpath, false, true, filesRepo)
+		s, err := in.open(ctx, scratch, dbpath, sigNone, true, filesRepo)
 		if err != nil {
 			return err
 		}
@@ -266,10 +266,16 @@ func (in *Installer) Files(ctx context.Context, repo string, names []string) (ma
 	return out, nil
 }
 
+// planned is what a plan says of a package libalpm resolved.
+func planned(q alpm.Package) PlannedPackage {
+	return PlannedPackage{Name: q.Name, Version: q.Version, Repo: q.Repo, Filename: q.Filename,
+		DownloadSize: q.DownloadSize, InstalledSize: q.InstalledSize, SHA256: q.SHA256}
+}
+
 func toPlan(pkgs []alpm.Package) *Plan {
 	p := &Plan{}
 	for _, q := range pkgs {
-		p.Packages = append(p.Packages, PlannedPackage(q))
+		p.Packages = append(p.Packages, planned(q))
 		p.DownloadSize += q.DownloadSize
 		p.InstalledSize += q.InstalledSize
 	}
@@ -334,15 +340,21 @@ func (in *Installer) Install(ctx context.Context, root string, names []string) (
 				err = errors.Join(err, s.fixModes(created))
 			}
 		}()
-		s, err = in.open(ctx, root, filepath.Join(root, "var/lib/pacman"), true, false, "")
+		dbpath := filepath.Join(root, "var/lib/pacman")
+		s, err = in.open(ctx, root, dbpath, sigPaczfs, false, "")
 		if err != nil {
 			return err
 		}
-		defer s.close()
+		var downloaded int64 // by a session closed before the commit
 		defer func() {
-			res.Downloaded = s.fetch.bytes.Load()
+			if s == nil { // the second session did not open
+				res.Downloaded = downloaded
+				return
+			}
+			res.Downloaded = downloaded + s.fetch.bytes.Load()
 			res.Warnings = s.warnings
 			res.DirModes = s.relativeDirModes(root)
+			s.close()
 		}()
 		pkgs, err := s.resolve(names)
 		if err != nil {
@@ -358,6 +370,23 @@ func (in *Installer) Install(ctx context.Context, root string, names []string) (
 		if pkgs, err = s.resolve(names); err != nil {
 			return err
 		}
+		if err := s.checkSignatures(pkgs); errors.Is(err, errSigSlowPath) {
+			// libalpm checks this transaction itself, in a session that
+			// gives it the package levels (the files are cached now).
+			in.log.Info("package signatures left to libalpm", "why", err)
+			s.h.Release()
+			downloaded += s.fetch.bytes.Load()
+			s.close()
+			if s, err = in.open(ctx, root, dbpath, sigLibalpm, false, ""); err != nil {
+				return err
+			}
+			if pkgs, err = s.resolve(names); err != nil {
+				return err
+			}
+		} else if err != nil {
+			s.h.Release()
+			return err
+		}
 		stop := context.AfterFunc(ctx, s.h.Interrupt)
 		defer stop()
 		if err := s.h.Commit(); err != nil {
@@ -369,7 +398,7 @@ func (in *Installer) Install(ctx context.Context, root string, names []string) (
 		for _, p := range s.h.Installed() {
 			for _, q := range pkgs {
 				if p.Name == q.Name {
-					res.Installed = append(res.Installed, PlannedPackage(q))
+					res.Installed = append(res.Installed, planned(q))
 				}
 			}
 		}
@@ -415,23 +444,20 @@ func (in *Installer) Sync(ctx context.Context, root string, names []string) (*Sy
 			return err
 		}
 		defer func() { err = errors.Join(err, unmount()) }()
-		s, err := in.open(ctx, root, filepath.Join(root, "var/lib/pacman"), true, false, "")
+		dbpath := filepath.Join(root, "var/lib/pacman")
+		s, err := in.open(ctx, root, dbpath, sigPaczfs, false, "")
 		if err != nil {
 			return err
 		}
-		defer s.close()
-		defer func() { res.Downloaded = s.fetch.bytes.Load(); res.Warnings = s.warnings }()
-		stop := context.AfterFunc(ctx, s.h.Interrupt)
-		defer stop()
-		commit := func(what string) error {
-			if err := s.h.Commit(); err != nil {
-				if ctx.Err() != nil {
-					return fmt.Errorf("sync: %s: %w (%v)", what, ctx.Err(), err)
-				}
-				return s.classify(err)
+		var downloaded int64 // by a session closed before the commit
+		defer func() {
+			if s == nil { // the second session did not open
+				res.Downloaded = downloaded
+				return
 			}
-			return nil
-		}
+			res.Downloaded, res.Warnings = downloaded+s.fetch.bytes.Load(), s.warnings
+			s.close()
+		}()
 		// 1. Install and upgrade (nothing to do is no transaction).
 		pkgs, err := s.h.PrepareUpgrade(names, alpm.TransNeeded)
 		if err != nil {
@@ -443,15 +469,38 @@ func (in *Installer) Sync(ctx context.Context, root string, names []string) (*Sy
 				return err
 			}
 			s.h.Release()
+			if err := s.checkSignatures(pkgs); errors.Is(err, errSigSlowPath) {
+				in.log.Info("package signatures left to libalpm", "why", err)
+				downloaded += s.fetch.bytes.Load()
+				s.close()
+				if s, err = in.open(ctx, root, dbpath, sigLibalpm, false, ""); err != nil {
+					return err
+				}
+			} else if err != nil {
+				return err
+			}
 			if pkgs, err = s.h.PrepareUpgrade(names, alpm.TransNeeded); err != nil {
 				return s.classify(err)
 			}
+		} else {
+			s.h.Release()
+		}
+		stop := context.AfterFunc(ctx, s.h.Interrupt)
+		defer stop()
+		commit := func(what string) error {
+			if err := s.h.Commit(); err != nil {
+				if ctx.Err() != nil {
+					return fmt.Errorf("sync: %s: %w (%v)", what, ctx.Err(), err)
+				}
+				return s.classify(err)
+			}
+			return nil
+		}
+		if len(pkgs) > 0 {
 			if err := commit("install"); err != nil {
 				return err
 			}
 			res.Installed = append(res.Installed, toPlan(pkgs).Packages...)
-		} else {
-			s.h.Release()
 		}
 		// 2. What the set no longer covers: packages no name is satisfied
 		// by (nor a named group has) that nothing installed needs, in
@@ -493,20 +542,24 @@ func (in *Installer) Sync(ctx context.Context, root string, names []string) (*Sy
 
 // session is one libalpm handle at work.
 type session struct {
-	in       *Installer
-	ctx      context.Context
-	h        *alpm.Handle
-	fetch    *fetcher
-	cache    []string
-	repos    map[string]Repo
-	rootDir  string
-	dbext    string                 // ".db", or ".files" for file lists
-	release  func()                 // the process-wide libalpm lock (see alpm.AcquireGPGDir)
-	gpgdir   string                 // the stable link libalpm's gpgme uses
-	dirModes map[string]os.FileMode // from libalpm's "directory permissions differ" warnings
-	mu       sync.Mutex
-	warnings []string
-	errs     []string
+	in      *Installer
+	ctx     context.Context
+	h       *alpm.Handle
+	fetch   *fetcher
+	cache   []string
+	repos   map[string]Repo
+	rootDir string
+	dbext   string // ".db", or ".files" for file lists
+	release func() // the process-wide libalpm lock (see alpm.AcquireGPGDir)
+	// pkgLevels, in a sigPaczfs session, are the package signature bits
+	// of each repository, which libalpm was not given: checkSignatures
+	// applies them.
+	pkgLevels map[string]int
+	gpgdir    string                 // the stable link libalpm's gpgme uses
+	dirModes  map[string]os.FileMode // from libalpm's "directory permissions differ" warnings
+	mu        sync.Mutex
+	warnings  []string
+	errs      []string
 }
 
 func (in *Installer) cacheDirs(root string) []string {
@@ -516,11 +569,21 @@ func (in *Installer) cacheDirs(root string) []string {
 	return []string{filepath.Join(root, "var/cache/pacman/pkg")}
 }
 
-// open makes a handle for root. verify turns signature checking on (the
-// target's keyring); plan mode checks nothing and writes only dbpath.
-// open starts a libalpm session on root. filesRepo, when set, registers
-// only that repository, with its files database (.files) instead of .db.
-func (in *Installer) open(ctx context.Context, root, dbpath string, verify, plan bool, filesRepo string) (*session, error) {
+// sigMode says who checks signatures in a session.
+type sigMode int
+
+const (
+	sigNone    sigMode = iota // nothing is checked (plans, in a scratch directory)
+	sigLibalpm                // libalpm checks databases and packages
+	sigPaczfs                 // libalpm checks databases; packages are checkSignatures's first (sigcheck.go)
+)
+
+// open starts a libalpm session on root, checking signatures with the
+// target's keyring as mode says; plan mode writes only dbpath.
+// filesRepo, when set, registers only that repository, with its files
+// database (.files) instead of .db.
+func (in *Installer) open(ctx context.Context, root, dbpath string, mode sigMode, plan bool, filesRepo string) (*session, error) {
+	verify := mode != sigNone
 	s := &session{in: in, ctx: ctx, repos: map[string]Repo{}, rootDir: root, dbext: ".db"}
 	s.fetch = newFetcher(ctx, in.client, in.emit)
 	level, err := alpm.ParseSigLevel(in.cfg.SigLevel, alpm.DefaultSigLevel)
@@ -535,6 +598,14 @@ func (in *Installer) open(ctx context.Context, root, dbpath string, verify, plan
 	}
 	if !verify {
 		level, local = 0, 0
+	}
+	// The package bits libalpm is given: none when paczfs checks the
+	// packages itself, the levels kept for that check.
+	const pkgBits = alpm.SigPackage | alpm.SigPackageOptional | alpm.SigPackageMarginalOK | alpm.SigPackageUnknownOK
+	alpmLevel := func(l int) int { return l }
+	if mode == sigPaczfs {
+		s.pkgLevels = map[string]int{}
+		alpmLevel = func(l int) int { return l &^ pkgBits }
 	}
 	s.cache = in.cacheDirs(root)
 	if plan {
@@ -554,7 +625,7 @@ func (in *Installer) open(ctx context.Context, root, dbpath string, verify, plan
 		Root: root, DBPath: dbpath, CacheDirs: s.cache,
 		GPGDir:            gpgdir,
 		Architecture:      in.cfg.Architecture,
-		SigLevel:          level,
+		SigLevel:          alpmLevel(level),
 		LocalFileSigLevel: local,
 		ParallelDownloads: in.cfg.ParallelDownloads,
 		IgnorePkgs:        in.cfg.IgnorePkgs,
@@ -592,6 +663,14 @@ func (in *Installer) open(ctx context.Context, root, dbpath string, verify, plan
 			if rl, err = alpm.ParseSigLevel(r.SigLevel, level); err != nil {
 				closeAll()
 				return nil, err
+			}
+		}
+		if s.pkgLevels != nil {
+			if rl == alpm.SigUseDefault {
+				s.pkgLevels[r.Name] = level & pkgBits
+			} else {
+				s.pkgLevels[r.Name] = rl & pkgBits
+				rl = alpmLevel(rl)
 			}
 		}
 		var servers []string
@@ -727,8 +806,14 @@ func (s *session) classify(err error) error {
 	case alpm.ErrCodeRetrieve, alpm.ErrCodeExternalDownload:
 		return fmt.Errorf("%w: %w", ErrDownload, err)
 	}
-	if strings.Contains(strings.ToLower(logged), "signature") || strings.Contains(strings.ToLower(logged), "pgp") {
-		return fmt.Errorf("%w: %w", ErrSignature, err)
+	// libalpm's words for a signature it refused: "signature from ... is
+	// invalid", "PGP signature", "key ... is unknown" or "disabled", and
+	// for a key it could not import, "required key missing from keyring".
+	lower := strings.ToLower(logged)
+	for _, w := range []string{"signature", "pgp", "keyring", `key "`} {
+		if strings.Contains(lower, w) {
+			return fmt.Errorf("%w: %w", ErrSignature, err)
+		}
 	}
 	return err
 }

@@ -3,6 +3,7 @@
 package pacman_test
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -16,6 +17,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/ProtonMail/go-crypto/openpgp"
+	"github.com/ProtonMail/go-crypto/openpgp/packet"
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 
@@ -90,6 +93,19 @@ func (r *recorder) packageBytes() (n int64, files int) {
 		}
 	}
 	return n, files
+}
+
+// lastCheck is the last EventCheck of phase.
+func (r *recorder) lastCheck(phase string) pacman.Event {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	var last pacman.Event
+	for _, e := range r.events {
+		if e.Kind == pacman.EventCheck && e.Message == phase {
+			last = e
+		}
+	}
+	return last
 }
 
 func (r *recorder) kinds() map[pacman.EventKind]int {
@@ -189,6 +205,9 @@ func TestLabInstallBaseOnZFSVerifiedByPacmanAndEqualToPacman(t *testing.T) {
 	assert.Equal(t, len(plan.Packages), files, "every package was downloaded once")
 	assert.Positive(t, n)
 	kinds := rec.kinds()
+	// The signatures were checked by paczfs, every package, before
+	// libalpm's commit (which then checks their checksums only).
+	assert.Equal(t, len(plan.Packages), rec.lastCheck("checking package signatures").Current, "every signature checked in-process")
 	assert.Positive(t, kinds[pacman.EventInstall])
 	assert.Positive(t, kinds[pacman.EventInstalled])
 	assert.Positive(t, kinds[pacman.EventHook], "the lab hooks ran")
@@ -270,7 +289,8 @@ func TestLabTamperedPackageAndUnsignedDatabaseAreRejected(t *testing.T) {
 	require.NoError(t, err)
 	data[len(data)/2] ^= 0x01 // one byte changed
 	require.NoError(t, os.WriteFile(pkgs[0], data, 0o644))
-	in := installer(t, repo.PacmanConfig(serve(t, bad)), &recorder{})
+	rec := &recorder{}
+	in := installer(t, repo.PacmanConfig(serve(t, bad)), rec)
 	root := t.TempDir()
 	require.NoError(t, in.InitKeyring(ctx, root))
 	_, err = in.Install(ctx, root, []string{"less"})
@@ -279,6 +299,30 @@ func TestLabTamperedPackageAndUnsignedDatabaseAreRejected(t *testing.T) {
 	assert.ErrorIs(t, err, pacman.ErrIntegrity)
 	assert.ErrorContains(t, err, "less-")
 	assert.NotContains(t, strings.Join(localPackages(t, root), " "), "less-", "the root is not marked as having the package")
+	assert.Positive(t, rec.lastCheck("checking package signatures").Count, "paczfs checked it first, then left it to libalpm")
+
+	// A package signed by a key the keyring does not have: paczfs's check
+	// does not pass it, and libalpm refuses it.
+	foreign := copyRepo(t, repo.Dir)
+	pkgs, _ = filepath.Glob(filepath.Join(foreign, "less-*.pkg.tar.zst"))
+	require.Len(t, pkgs, 1)
+	stranger, err := openpgp.NewEntity("stranger", "", "stranger@paczfs.invalid", &packet.Config{Algorithm: packet.PubKeyAlgoEdDSA})
+	require.NoError(t, err)
+	f, err := os.Open(pkgs[0])
+	require.NoError(t, err)
+	var sig bytes.Buffer
+	require.NoError(t, openpgp.DetachSign(&sig, stranger, f, nil))
+	f.Close()
+	require.NoError(t, os.WriteFile(pkgs[0]+".sig", sig.Bytes(), 0o644))
+	in = installer(t, repo.PacmanConfig(serve(t, foreign)), &recorder{})
+	root = t.TempDir()
+	require.NoError(t, in.InitKeyring(ctx, root))
+	_, err = in.Install(ctx, root, []string{"less"})
+	require.Error(t, err)
+	t.Log(err)
+	assert.ErrorIs(t, err, pacman.ErrSignature)
+	assert.ErrorContains(t, err, "key")
+	assert.Empty(t, localPackages(t, root))
 
 	unsigned := copyRepo(t, repo.Dir)
 	for _, s := range []string{labrepo.RepoName + ".db.sig", labrepo.RepoName + ".db.tar.zst.sig"} {

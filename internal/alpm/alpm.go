@@ -555,6 +555,11 @@ type Package struct {
 	// SHA256 is the package file's checksum the sync database gives
 	// ("" for an installed package or a database without it).
 	SHA256 string
+	// Base64Sig is the package's detached signature as the sync database
+	// carries it (%PGPSIG%), base64; "" when the database has none and
+	// the signature is the file beside the package (.sig). libalpm checks
+	// this one first.
+	Base64Sig string
 }
 
 func pkgInfo(p *C.alpm_pkg_t) Package {
@@ -567,6 +572,9 @@ func pkgInfo(p *C.alpm_pkg_t) Package {
 	}
 	if sum := C.alpm_pkg_get_sha256sum(p); sum != nil {
 		out.SHA256 = C.GoString(sum)
+	}
+	if sig := C.alpm_pkg_get_base64_sig(p); sig != nil {
+		out.Base64Sig = C.GoString(sig)
 	}
 	if db := C.alpm_pkg_get_db(p); db != nil {
 		out.Repo = C.GoString(C.alpm_db_get_name(db))

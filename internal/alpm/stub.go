@@ -15,7 +15,7 @@ type Handle struct{}
 type Package struct {
 	Name, Version, Repo, Filename string
 	DownloadSize, InstalledSize   int64
-	SHA256                        string
+	SHA256, Base64Sig             string
 }
 
 // Transaction flags.
