@@ -370,7 +370,8 @@ func (in *Installer) Install(ctx context.Context, root string, names []string) (
 		if pkgs, err = s.resolve(names); err != nil {
 			return err
 		}
-		if err := s.checkSignatures(pkgs); errors.Is(err, errSigSlowPath) {
+		signed, err := s.checkSignatures(pkgs)
+		if errors.Is(err, errSigSlowPath) {
 			// libalpm checks this transaction itself, in a session that
 			// gives it the package levels (the files are cached now).
 			in.log.Info("package signatures left to libalpm", "why", err)
@@ -402,7 +403,7 @@ func (in *Installer) Install(ctx context.Context, root string, names []string) (
 				}
 			}
 		}
-		return nil
+		return recordSignatures(dbpath, signed)
 	})
 	res.Took = time.Since(start)
 	return res, err
@@ -459,6 +460,7 @@ func (in *Installer) Sync(ctx context.Context, root string, names []string) (*Sy
 			s.close()
 		}()
 		// 1. Install and upgrade (nothing to do is no transaction).
+		var signed []alpm.Package // whose signatures paczfs checked
 		pkgs, err := s.h.PrepareUpgrade(names, alpm.TransNeeded)
 		if err != nil {
 			return s.classify(err)
@@ -469,18 +471,23 @@ func (in *Installer) Sync(ctx context.Context, root string, names []string) (*Sy
 				return err
 			}
 			s.h.Release()
-			if err := s.checkSignatures(pkgs); errors.Is(err, errSigSlowPath) {
+			if pkgs, err = s.h.PrepareUpgrade(names, alpm.TransNeeded); err != nil {
+				return s.classify(err)
+			}
+			if signed, err = s.checkSignatures(pkgs); errors.Is(err, errSigSlowPath) {
 				in.log.Info("package signatures left to libalpm", "why", err)
+				s.h.Release()
 				downloaded += s.fetch.bytes.Load()
 				s.close()
 				if s, err = in.open(ctx, root, dbpath, sigLibalpm, false, ""); err != nil {
 					return err
 				}
+				if pkgs, err = s.h.PrepareUpgrade(names, alpm.TransNeeded); err != nil {
+					return s.classify(err)
+				}
 			} else if err != nil {
+				s.h.Release()
 				return err
-			}
-			if pkgs, err = s.h.PrepareUpgrade(names, alpm.TransNeeded); err != nil {
-				return s.classify(err)
 			}
 		} else {
 			s.h.Release()
@@ -501,6 +508,9 @@ func (in *Installer) Sync(ctx context.Context, root string, names []string) (*Sy
 				return err
 			}
 			res.Installed = append(res.Installed, toPlan(pkgs).Packages...)
+			if err := recordSignatures(dbpath, signed); err != nil {
+				return err
+			}
 		}
 		// 2. What the set no longer covers: packages no name is satisfied
 		// by (nor a named group has) that nothing installed needs, in
@@ -623,13 +633,14 @@ func (in *Installer) open(ctx context.Context, root, dbpath string, mode sigMode
 	s.release, s.gpgdir = release, gpgdir
 	o := alpm.Options{
 		Root: root, DBPath: dbpath, CacheDirs: s.cache,
-		GPGDir:            gpgdir,
-		Architecture:      in.cfg.Architecture,
-		SigLevel:          alpmLevel(level),
-		LocalFileSigLevel: local,
-		ParallelDownloads: in.cfg.ParallelDownloads,
-		IgnorePkgs:        in.cfg.IgnorePkgs,
-		NoExtract:         in.cfg.NoExtract,
+		GPGDir:             gpgdir,
+		Architecture:       in.cfg.Architecture,
+		SigLevel:           alpmLevel(level),
+		LocalFileSigLevel:  local,
+		RemoteFileSigLevel: level, // URLs are libalpm's to check, whatever the mode
+		ParallelDownloads:  in.cfg.ParallelDownloads,
+		IgnorePkgs:         in.cfg.IgnorePkgs,
+		NoExtract:          in.cfg.NoExtract,
 		// Scriptlets, hooks and gpg get the environment chrooted commands
 		// get, never the build host's (LANG, TZ, HOME, PATH order...).
 		ChildEnv: chroot.Environ(),
@@ -823,13 +834,13 @@ func (s *session) prefetch(pkgs []alpm.Package) error {
 	level, _ := alpm.ParseSigLevel(s.in.cfg.SigLevel, alpm.DefaultSigLevel)
 	var jobs []downloadJob
 	for _, p := range pkgs {
-		if p.DownloadSize == 0 && s.cached(p.Filename, level&alpm.SigPackage != 0) {
-			continue
-		}
 		r := s.repos[p.Repo]
 		rl := level
 		if r.SigLevel != "" {
 			rl, _ = alpm.ParseSigLevel(r.SigLevel, level)
+		}
+		if p.DownloadSize == 0 && s.cached(p.Filename, rl&alpm.SigPackage != 0) {
+			continue
 		}
 		j := downloadJob{file: p.Filename, repo: p.Repo, sig: rl&alpm.SigPackage != 0, sigOpt: rl&alpm.SigPackageOptional != 0}
 		for _, sv := range r.Servers {

@@ -244,6 +244,22 @@ func TestLabInstallBaseOnZFSVerifiedByPacmanAndEqualToPacman(t *testing.T) {
 	l2, err := pacmanCmd(t, root2, conf, "-Ql")
 	require.NoError(t, err)
 	assert.Equal(t, strings.ReplaceAll(l2, root2, ""), strings.ReplaceAll(l1, root, ""), "file lists")
+	// What the local database says of each package's checks, as pacman
+	// recorded them: paczfs checked the signatures, libalpm the checksums.
+	validated := func(root string) []string {
+		qi, err := pacmanCmd(t, root, conf, "-Qi")
+		require.NoError(t, err)
+		var out []string
+		for _, l := range strings.Split(qi, "\n") {
+			if strings.HasPrefix(l, "Name") || strings.HasPrefix(l, "Validated By") {
+				out = append(out, strings.Join(strings.Fields(l), " "))
+			}
+		}
+		return out
+	}
+	v1, v2 := validated(root), validated(root2)
+	assert.Equal(t, v2, v1, "pacman -Qi's Validated By")
+	assert.Contains(t, strings.Join(v1, "\n"), "Signature", "signatures recorded as checked")
 	assert.Greater(t, strings.Count(l1, "\n"), 5000)
 }
 
@@ -281,21 +297,30 @@ func TestLabTamperedPackageAndUnsignedDatabaseAreRejected(t *testing.T) {
 	labtest.Require(t)
 	repo := labRepo(t)
 	ctx := t.Context()
+	// installLess installs less from dir (a damaged copy of the
+	// repository) into a fresh root, which it returns with the error.
+	installLess := func(dir string, rec *recorder) (string, error) {
+		in := installer(t, repo.PacmanConfig(serve(t, dir)), rec)
+		root := t.TempDir()
+		require.NoError(t, in.InitKeyring(ctx, root))
+		_, err := in.Install(ctx, root, []string{"less"})
+		require.Error(t, err)
+		t.Log(err)
+		return root, err
+	}
+	less := func(dir string) string {
+		pkgs, _ := filepath.Glob(filepath.Join(dir, "less-*.pkg.tar.zst"))
+		require.Len(t, pkgs, 1)
+		return pkgs[0]
+	}
 
 	bad := copyRepo(t, repo.Dir)
-	pkgs, _ := filepath.Glob(filepath.Join(bad, "less-*.pkg.tar.zst"))
-	require.Len(t, pkgs, 1)
-	data, err := os.ReadFile(pkgs[0])
+	data, err := os.ReadFile(less(bad))
 	require.NoError(t, err)
 	data[len(data)/2] ^= 0x01 // one byte changed
-	require.NoError(t, os.WriteFile(pkgs[0], data, 0o644))
+	require.NoError(t, os.WriteFile(less(bad), data, 0o644))
 	rec := &recorder{}
-	in := installer(t, repo.PacmanConfig(serve(t, bad)), rec)
-	root := t.TempDir()
-	require.NoError(t, in.InitKeyring(ctx, root))
-	_, err = in.Install(ctx, root, []string{"less"})
-	require.Error(t, err)
-	t.Log(err)
+	root, err := installLess(bad, rec)
 	assert.ErrorIs(t, err, pacman.ErrIntegrity)
 	assert.ErrorContains(t, err, "less-")
 	assert.NotContains(t, strings.Join(localPackages(t, root), " "), "less-", "the root is not marked as having the package")
@@ -304,22 +329,15 @@ func TestLabTamperedPackageAndUnsignedDatabaseAreRejected(t *testing.T) {
 	// A package signed by a key the keyring does not have: paczfs's check
 	// does not pass it, and libalpm refuses it.
 	foreign := copyRepo(t, repo.Dir)
-	pkgs, _ = filepath.Glob(filepath.Join(foreign, "less-*.pkg.tar.zst"))
-	require.Len(t, pkgs, 1)
 	stranger, err := openpgp.NewEntity("stranger", "", "stranger@paczfs.invalid", &packet.Config{Algorithm: packet.PubKeyAlgoEdDSA})
 	require.NoError(t, err)
-	f, err := os.Open(pkgs[0])
+	f, err := os.Open(less(foreign))
 	require.NoError(t, err)
 	var sig bytes.Buffer
 	require.NoError(t, openpgp.DetachSign(&sig, stranger, f, nil))
 	f.Close()
-	require.NoError(t, os.WriteFile(pkgs[0]+".sig", sig.Bytes(), 0o644))
-	in = installer(t, repo.PacmanConfig(serve(t, foreign)), &recorder{})
-	root = t.TempDir()
-	require.NoError(t, in.InitKeyring(ctx, root))
-	_, err = in.Install(ctx, root, []string{"less"})
-	require.Error(t, err)
-	t.Log(err)
+	require.NoError(t, os.WriteFile(less(foreign)+".sig", sig.Bytes(), 0o644))
+	root, err = installLess(foreign, &recorder{})
 	assert.ErrorIs(t, err, pacman.ErrSignature)
 	assert.ErrorContains(t, err, "key")
 	assert.Empty(t, localPackages(t, root))
@@ -328,15 +346,39 @@ func TestLabTamperedPackageAndUnsignedDatabaseAreRejected(t *testing.T) {
 	for _, s := range []string{labrepo.RepoName + ".db.sig", labrepo.RepoName + ".db.tar.zst.sig"} {
 		require.NoError(t, os.Remove(filepath.Join(unsigned, s)))
 	}
-	in = installer(t, repo.PacmanConfig(serve(t, unsigned)), &recorder{})
-	root = t.TempDir()
-	require.NoError(t, in.InitKeyring(ctx, root))
-	_, err = in.Install(ctx, root, []string{"less"})
-	require.Error(t, err)
-	t.Log(err)
+	root, err = installLess(unsigned, &recorder{})
 	assert.ErrorIs(t, err, pacman.ErrSignature)
 	assert.ErrorContains(t, err, labrepo.RepoName+".db.sig")
 	assert.Empty(t, localPackages(t, root))
+}
+
+// TestLabSignatureLeftToLibalpmStillInstalls: a signature paczfs's check
+// does not take (here two good signatures in one file, which gpg and
+// libalpm accept: paczfs's check takes exactly one) goes to libalpm's
+// own check, which passes it, and the install goes on. (A marker packet
+// after the signature, which paczfs's check also declines, makes
+// libalpm 15 itself hang in its signature check, as pacman -S does.)
+func TestLabSignatureLeftToLibalpmStillInstalls(t *testing.T) {
+	labtest.Require(t)
+	repo := labRepo(t)
+	dir := copyRepo(t, repo.Dir)
+	pkgs, _ := filepath.Glob(filepath.Join(dir, "less-*.pkg.tar.zst"))
+	require.Len(t, pkgs, 1)
+	sig, err := os.ReadFile(pkgs[0] + ".sig")
+	require.NoError(t, err)
+	require.NoError(t, os.WriteFile(pkgs[0]+".sig", append(sig, sig...), 0o644))
+	rec := &recorder{}
+	in := installer(t, repo.PacmanConfig(serve(t, dir)), rec)
+	root := t.TempDir()
+	require.NoError(t, in.InitKeyring(t.Context(), root))
+	res, err := in.Install(t.Context(), root, []string{"less"})
+	require.NoError(t, err)
+	assert.Contains(t, strings.Join(localPackages(t, root), " "), "less")
+	assert.Positive(t, rec.lastCheck("checking package signatures").Count, "paczfs's check ran first")
+	assert.Less(t, rec.lastCheck("checking package signatures").Current, len(res.Installed), "and did not pass every package")
+	qi, err := pacmanCmd(t, root, pacmanConf(t, serve(t, dir)), "-Qi", "less")
+	require.NoError(t, err)
+	assert.Contains(t, qi, "Signature", "libalpm checked the signature")
 }
 
 func TestLabServerDownOrWrongURLFailsClearlyAndQuickly(t *testing.T) {

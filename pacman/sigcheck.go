@@ -3,6 +3,7 @@ package pacman
 import (
 	"bytes"
 	"context"
+	"crypto/sha256"
 	"encoding/base64"
 	"encoding/hex"
 	"errors"
@@ -12,7 +13,8 @@ import (
 	"path/filepath"
 	"runtime"
 	"strings"
-	"sync/atomic"
+	"sync"
+	"time"
 
 	"github.com/ProtonMail/go-crypto/openpgp"
 	"github.com/ProtonMail/go-crypto/openpgp/packet"
@@ -21,6 +23,7 @@ import (
 	"github.com/paczfs/paczfs/hooks"
 	"github.com/paczfs/paczfs/internal/alpm"
 	"github.com/paczfs/paczfs/internal/chroot"
+	"github.com/paczfs/paczfs/internal/fsx"
 )
 
 // Package signatures are checked by paczfs before libalpm commits, all
@@ -41,8 +44,16 @@ import (
 // PackageUnknownOk (TrustAll), never "never"; a disabled, revoked or
 // expired key or an expired signature fails. The validity is gpg's own
 // (--list-keys), read once per transaction; the cryptography is
-// go-crypto's. When the packages pass, libalpm still checks each one's
-// SHA-256 from the sync database, as it does for an unsigned package.
+// go-crypto's. Where the two differ the check is the stricter: one
+// binary signature packet and nothing else in the file (go-crypto's
+// reader skips packets it does not know, which gpg or libalpm refuse), the
+// issuer's fingerprint matching, no signature older than its key or from
+// the future (gpg's "time conflict"), and an expired key refused (libalpm
+// takes one). The file's SHA-256 must be the sync database's: libalpm
+// checks that one again when it reads the file to install it, so the
+// file installed is the file whose signature was checked. Afterwards
+// the local database records the signature check as libalpm would have
+// (%VALIDATION%), so pacman -Qi says "Validated By: ... Signature".
 
 // errSigSlowPath says that the fast check did not accept a package: the
 // transaction is checked by libalpm instead.
@@ -111,7 +122,11 @@ func parseValidity(colons string) map[string]keyValidity {
 			}
 		case "fpr":
 			if pending && len(f) > 9 && f[9] != "" {
-				out[strings.ToUpper(f[9])] = cur
+				fpr := strings.ToUpper(f[9])
+				if _, seen := out[fpr]; seen {
+					cur = keyValidity{} // listed twice: trusted neither way
+				}
+				out[fpr] = cur
 			}
 			pending = false
 		}
@@ -134,19 +149,24 @@ func trusted(v byte, level int) bool {
 	return false
 }
 
-// check verifies file against its detached signature sig at level. It
-// returns nil when libalpm would accept it, an error wrapping
-// errSigSlowPath saying why not otherwise.
-func (c *sigChecker) check(file string, sig []byte, level int) error {
+// check verifies file against its detached signature sig at level,
+// and that the file's SHA-256 is sha256 (the sync database's, which
+// libalpm checks again when it reads the file to install it). It returns
+// nil when libalpm would accept it, an error wrapping errSigSlowPath
+// saying why not otherwise.
+func (c *sigChecker) check(file string, sig []byte, level int, sha256sum string) error {
 	slow := func(format string, a ...any) error {
 		return fmt.Errorf("%w: %s: %s", errSigSlowPath, filepath.Base(file), fmt.Sprintf(format, a...))
 	}
-	// One signature packet, binary: gpg would check every signature in
-	// the file, go-crypto the first whose key it has.
-	pr := packet.NewReader(bytes.NewReader(sig))
+	// One signature packet, binary, and nothing else: gpg checks every
+	// signature in the file and fails on most packets it cannot read
+	// (libalpm 15 hangs on a marker packet, which gpg ignores), where
+	// go-crypto's reader skips what it does not know and verifies the
+	// first signature whose key it has.
+	r := bytes.NewReader(sig)
 	var sp *packet.Signature
 	for n := 0; ; n++ {
-		p, err := pr.Next()
+		p, err := packet.Read(r)
 		if err == io.EOF {
 			break
 		}
@@ -165,54 +185,82 @@ func (c *sigChecker) check(file string, sig []byte, level int) error {
 	if sp.SigType != packet.SigTypeBinary {
 		return slow("signature type %#x", sp.SigType)
 	}
+	if sp.IssuerKeyId == nil {
+		return slow("signature names no key")
+	}
 	f, err := os.Open(file)
 	if err != nil {
 		return slow("%v", err)
 	}
 	defer f.Close()
-	vs, signer, err := openpgp.VerifyDetachedSignature(c.keys, f, bytes.NewReader(sig), nil)
+	sum := sha256.New()
+	_, signer, err := openpgp.VerifyDetachedSignature(c.keys, io.TeeReader(f, sum), bytes.NewReader(sig), nil)
 	if err != nil {
 		return slow("%v", err)
 	}
-	if vs.IssuerKeyId == nil {
-		return slow("signature names no key")
+	if sha256sum == "" || !strings.EqualFold(hex.EncodeToString(sum.Sum(nil)), sha256sum) {
+		return slow("SHA-256 is not the database's %q", sha256sum)
 	}
-	var fpr []byte
-	if signer.PrimaryKey.KeyId == *vs.IssuerKeyId {
-		fpr = signer.PrimaryKey.Fingerprint
+	// The key that signed: the one key of the signer with the issuer's
+	// ID, and the issuer's fingerprint when the signature gives it (as
+	// gpg looks it up).
+	var keys []*packet.PublicKey
+	if signer.PrimaryKey.KeyId == *sp.IssuerKeyId {
+		keys = append(keys, signer.PrimaryKey)
 	}
 	for _, sk := range signer.Subkeys {
-		if sk.PublicKey.KeyId == *vs.IssuerKeyId {
-			fpr = sk.PublicKey.Fingerprint
+		if sk.PublicKey.KeyId == *sp.IssuerKeyId {
+			keys = append(keys, sk.PublicKey)
 		}
 	}
-	if fpr == nil {
-		return slow("key %X not found", *vs.IssuerKeyId)
+	if len(keys) != 1 {
+		return slow("%d keys with ID %X", len(keys), *sp.IssuerKeyId)
 	}
-	v, ok := c.validity[strings.ToUpper(hex.EncodeToString(fpr))]
-	if !ok {
-		return slow("gpg does not list key %X", fpr)
+	key := keys[0]
+	if sp.IssuerFingerprint != nil && !bytes.Equal(sp.IssuerFingerprint, key.Fingerprint) {
+		return slow("issuer fingerprint %X is not key %X's", sp.IssuerFingerprint, key.Fingerprint)
 	}
-	if v.disabled || !trusted(v.own, level) || !trusted(v.primary, level) {
-		return slow("key %X has validity %q (primary %q) in the keyring", fpr, v.own, v.primary)
+	// gpg refuses a signature older than its key, or a key or signature
+	// from the future ("time conflict"); go-crypto does not ask.
+	now := time.Now()
+	if sp.CreationTime.Before(key.CreationTime) || key.CreationTime.After(now) || sp.CreationTime.After(now) {
+		return slow("signature made %s by key %X created %s", sp.CreationTime.UTC().Format(time.RFC3339), key.Fingerprint, key.CreationTime.UTC().Format(time.RFC3339))
+	}
+	v, ok := c.validity[strings.ToUpper(hex.EncodeToString(key.Fingerprint))]
+	switch {
+	case !ok:
+		return slow("gpg does not list key %X", key.Fingerprint)
+	case v.disabled:
+		return slow("key %X is disabled in the keyring", key.Fingerprint)
+	case !trusted(v.own, level) || !trusted(v.primary, level):
+		return slow("key %X has validity %q (primary %q) in the keyring", key.Fingerprint, v.own, v.primary)
 	}
 	return nil
 }
 
 // sigJob is one package to check.
 type sigJob struct {
-	file  string // the package file in a cache directory
-	b64   string // the sync database's signature, when it has one
-	level int    // the package's signature level (its repository's)
+	file   string // the package file in a cache directory
+	b64    string // the sync database's signature, when it has one
+	level  int    // the package's signature level (its repository's)
+	sha256 string // the sync database's checksum of the file
+	signed *bool  // set when a signature was checked (not an optional one missing)
 }
 
 // checkAll checks jobs on every CPU. It returns nil when all pass, an
 // error wrapping errSigSlowPath when any does not, or ctx's error.
-// done counts the packages checked, for progress.
+// done is called after each package, with how many are done.
 func (c *sigChecker) checkAll(ctx context.Context, jobs []sigJob, done func(n int)) error {
 	g, ctx := errgroup.WithContext(ctx)
 	g.SetLimit(runtime.GOMAXPROCS(0))
-	var n atomic.Int64
+	var mu sync.Mutex
+	n := 0
+	finished := func() {
+		mu.Lock()
+		defer mu.Unlock()
+		n++
+		done(n)
+	}
 	for _, j := range jobs {
 		g.Go(func() error {
 			if err := ctx.Err(); err != nil {
@@ -226,15 +274,18 @@ func (c *sigChecker) checkAll(ctx context.Context, jobs []sigJob, done func(n in
 				}
 			} else if sig, err = os.ReadFile(j.file + ".sig"); err != nil {
 				if errors.Is(err, os.ErrNotExist) && j.level&alpm.SigPackageOptional != 0 {
-					done(int(n.Add(1)))
-					return nil // unsigned, and allowed to be
+					finished()
+					return nil // unsigned, and allowed to be (libalpm checks its checksum)
 				}
 				return fmt.Errorf("%w: %s: %v", errSigSlowPath, filepath.Base(j.file), err)
 			}
-			if err := c.check(j.file, sig, j.level); err != nil {
+			if err := c.check(j.file, sig, j.level, j.sha256); err != nil {
 				return err
 			}
-			done(int(n.Add(1)))
+			if j.signed != nil {
+				*j.signed = true
+			}
+			finished()
 			return nil
 		})
 	}
@@ -243,14 +294,19 @@ func (c *sigChecker) checkAll(ctx context.Context, jobs []sigJob, done func(n in
 
 // checkSignatures checks the signatures of pkgs, now in the cache, when
 // the session is sigPaczfs (see above); otherwise libalpm will. It emits
-// EventCheck ("checking package signatures") as it goes.
-func (s *session) checkSignatures(pkgs []alpm.Package) error {
+// EventCheck ("checking package signatures") as it goes, and returns the
+// packages whose signature it checked.
+func (s *session) checkSignatures(pkgs []alpm.Package) ([]alpm.Package, error) {
 	if s.pkgLevels == nil {
-		return nil
+		return nil, nil
 	}
 	var jobs []sigJob
-	for _, p := range pkgs {
-		level := s.pkgLevels[p.Repo]
+	signed := make([]bool, len(pkgs))
+	for i, p := range pkgs {
+		level, ok := s.pkgLevels[p.Repo]
+		if !ok {
+			return nil, fmt.Errorf("%w: %s comes from %q, a repository without a signature level here", errSigSlowPath, p.Filename, p.Repo)
+		}
 		if level&alpm.SigPackage == 0 {
 			continue
 		}
@@ -262,27 +318,83 @@ func (s *session) checkSignatures(pkgs []alpm.Package) error {
 			}
 		}
 		if file == "" {
-			return fmt.Errorf("%w: %s is not in the cache", errSigSlowPath, p.Filename)
+			return nil, fmt.Errorf("%w: %s is not in the cache", errSigSlowPath, p.Filename)
 		}
-		jobs = append(jobs, sigJob{file: file, b64: p.Base64Sig, level: level})
+		jobs = append(jobs, sigJob{file: file, b64: p.Base64Sig, level: level, sha256: p.SHA256, signed: &signed[i]})
 	}
 	if len(jobs) == 0 {
-		return nil
+		return nil, nil
 	}
 	const phase = "checking package signatures"
 	s.in.emit(Event{Kind: EventCheck, Message: phase, Count: len(jobs)})
 	c, err := loadSigChecker(s.ctx, s.in.run, s.gpgdir)
 	if err != nil {
 		if s.ctx.Err() != nil {
-			return fmt.Errorf("check package signatures: %w", s.ctx.Err())
+			return nil, fmt.Errorf("check package signatures: %w", s.ctx.Err())
 		}
-		return fmt.Errorf("%w: %w", errSigSlowPath, err)
+		return nil, fmt.Errorf("%w: %w", errSigSlowPath, err)
 	}
 	err = c.checkAll(s.ctx, jobs, func(n int) {
 		s.in.emit(Event{Kind: EventCheck, Message: phase, Current: n, Count: len(jobs), Percent: n * 100 / len(jobs)})
 	})
-	if err != nil && !errors.Is(err, errSigSlowPath) {
-		return fmt.Errorf("check package signatures: %w", err)
+	if err != nil {
+		if !errors.Is(err, errSigSlowPath) {
+			err = fmt.Errorf("check package signatures: %w", err)
+		}
+		return nil, err
 	}
-	return err
+	var out []alpm.Package
+	for i, p := range pkgs {
+		if signed[i] {
+			out = append(out, p)
+		}
+	}
+	return out, nil
+}
+
+// recordSignatures writes into the local database what libalpm would
+// have recorded had it checked the signatures of pkgs, now installed:
+// under %VALIDATION% in each one's desc, "sha256" and "pgp" ("pgp" alone
+// for a signature the sync database carried, whose file libalpm does not
+// checksum), which pacman -Qi shows as "Validated By". libalpm, given no
+// package signature level, wrote "sha256" alone.
+func recordSignatures(dbpath string, pkgs []alpm.Package) error {
+	for _, p := range pkgs {
+		desc := filepath.Join(dbpath, "local", p.Name+"-"+p.Version, "desc")
+		data, err := os.ReadFile(desc)
+		if err != nil {
+			return fmt.Errorf("record the signature check of %s: %w", p.Name, err)
+		}
+		want := []string{"sha256", "pgp"}
+		if p.Base64Sig != "" {
+			want = []string{"pgp"}
+		}
+		out, ok := setValidation(string(data), want)
+		if !ok {
+			continue
+		}
+		if err := fsx.WriteFile(desc, []byte(out), 0o644); err != nil {
+			return fmt.Errorf("record the signature check of %s: %w", p.Name, err)
+		}
+	}
+	return nil
+}
+
+// setValidation replaces the methods of the %VALIDATION% section of a
+// local database desc file with want, when that section holds "sha256"
+// alone (what libalpm writes for a package it checked by checksum only).
+// Otherwise it reports false and changes nothing.
+func setValidation(desc string, want []string) (string, bool) {
+	lines := strings.Split(desc, "\n")
+	for i, l := range lines {
+		if l != "%VALIDATION%" {
+			continue
+		}
+		if i+2 >= len(lines) || lines[i+1] != "sha256" || lines[i+2] != "" {
+			return desc, false
+		}
+		out := append(append(append([]string{}, lines[:i+1]...), want...), lines[i+2:]...)
+		return strings.Join(out, "\n"), true
+	}
+	return desc, false
 }

@@ -3,7 +3,10 @@ package pacman
 import (
 	"bytes"
 	"context"
+	"crypto"
+	"crypto/sha256"
 	"encoding/base64"
+	"encoding/hex"
 	"errors"
 	"os"
 	"os/exec"
@@ -40,6 +43,10 @@ func TestParseValidity(t *testing.T) {
 		"fpr:::::::::CCCC3333333333333333333333333333333333333:",
 		"pub:-:255:22:DDDDDDDDDDDDDDDD:1796321002:::-:::scSC:::::ed25519:::0:",
 		"fpr:::::::::DDDD4444444444444444444444444444444444444:",
+		"pub:f:255:22:EEEEEEEEEEEEEEEE:1796321002:::-:::scSC:::::ed25519:::0:",
+		"fpr:::::::::EEEE5555555555555555555555555555555555555:",
+		"pub:f:255:22:EEEEEEEEEEEEEEEE:1796321002:::-:::scSC:::::ed25519:::0:",
+		"fpr:::::::::EEEE5555555555555555555555555555555555555:",
 		"",
 	}, "\n")
 	v := parseValidity(colons)
@@ -50,6 +57,7 @@ func TestParseValidity(t *testing.T) {
 		"BBBB2222222222222222222222222222222222222": {own: 'f', primary: 'f'},
 		"CCCC3333333333333333333333333333333333333": {own: 'f', primary: 'f', disabled: true},
 		"DDDD4444444444444444444444444444444444444": {own: '-', primary: '-'},
+		"EEEE5555555555555555555555555555555555555": {}, // listed twice
 	}, v)
 }
 
@@ -122,19 +130,12 @@ func newSigKeyring(t *testing.T) *sigKeyring {
 		require.NoError(t, err, string(out))
 	}
 	gpg(pub.Bytes(), "--import")
-	gpg([]byte(strings.ToUpper(fmtFpr(k.master.PrimaryKey.Fingerprint))+":6:\n"), "--import-ownertrust")
+	gpg([]byte(fmtFpr(k.master.PrimaryKey.Fingerprint)+":6:\n"), "--import-ownertrust")
 	gpg(nil, "--check-trustdb")
 	return k
 }
 
-func fmtFpr(b []byte) string {
-	const hexd = "0123456789ABCDEF"
-	out := make([]byte, 0, 2*len(b))
-	for _, c := range b {
-		out = append(out, hexd[c>>4], hexd[c&15])
-	}
-	return string(out)
-}
+func fmtFpr(b []byte) string { return strings.ToUpper(hex.EncodeToString(b)) }
 
 // signed writes a package file and its .sig by e, returning the file.
 func signed(t *testing.T, dir, name string, e *openpgp.Entity, cfg *packet.Config) string {
@@ -171,7 +172,7 @@ func TestSigCheckAcceptsOnlyWhatLibalpmWould(t *testing.T) {
 		t.Helper()
 		sig, err := os.ReadFile(file + ".sig")
 		require.NoError(t, err)
-		assert.NoError(t, c.check(file, sig, lvl))
+		assert.NoError(t, c.check(file, sig, lvl, sumOf(t, file)))
 	}
 	slow := func(file string, sig []byte, lvl int, why string) {
 		t.Helper()
@@ -180,7 +181,7 @@ func TestSigCheckAcceptsOnlyWhatLibalpmWould(t *testing.T) {
 			sig, err = os.ReadFile(file + ".sig")
 			require.NoError(t, err)
 		}
-		err := c.check(file, sig, lvl)
+		err := c.check(file, sig, lvl, sumOf(t, file))
 		require.Error(t, err, why)
 		assert.ErrorIs(t, err, errSigSlowPath, why)
 		assert.Contains(t, err.Error(), filepath.Base(file), "the error names the file")
@@ -227,34 +228,71 @@ func TestSigCheckAcceptsOnlyWhatLibalpmWould(t *testing.T) {
 
 	slow(good, []byte("not a signature"), required, "garbage")
 
+	// Packets go-crypto's reader would skip, which libalpm does not take:
+	// a marker (gpg ignores it, but libalpm 15's check hangs on it, as
+	// pacman -S does in the lab), a packet of an unknown type, a
+	// signature with an unknown hash (gpg: "invalid digest algorithm"),
+	// before or after a good one.
+	goodBytes := mustRead(t, good+".sig")
+	marker := []byte{0xa8, 0x03, 'P', 'G', 'P'}
+	unknown := []byte{0xfc, 0x01, 0x00}
+	require.Less(t, goodBytes[1], byte(192), "a one-octet packet length")
+	badHash := bytes.Clone(goodBytes)
+	badHash[2+3] = 100 // version, type, public-key algorithm, hash algorithm
+	for name, extra := range map[string][]byte{"a marker packet": marker, "an unknown packet": unknown, "a signature with an unknown hash": badHash} {
+		slow(good, append(bytes.Clone(goodBytes), extra...), trustAll, name+" after the signature")
+		slow(good, append(bytes.Clone(extra), goodBytes...), trustAll, name+" before the signature")
+	}
+
+	// A signature older than its key: gpg's "time conflict".
+	pk := k.packager.PrimaryKey
+	early := &packet.Signature{Version: 4, SigType: packet.SigTypeBinary, PubKeyAlgo: pk.PubKeyAlgo, Hash: crypto.SHA256,
+		CreationTime: pk.CreationTime.Add(-time.Hour), IssuerKeyId: &pk.KeyId, IssuerFingerprint: pk.Fingerprint}
+	h, err := early.PrepareSign(nil)
+	require.NoError(t, err)
+	h.Write(mustRead(t, good))
+	require.NoError(t, early.Sign(h, k.packager.PrivateKey, nil))
+	var earlyBytes bytes.Buffer
+	require.NoError(t, early.Serialize(&earlyBytes))
+	slow(good, earlyBytes.Bytes(), trustAll, "a signature older than its key")
+
+	// The file must be the one the database describes.
+	for _, sum := range []string{"", strings.Repeat("0", 64)} {
+		err := c.check(good, goodBytes, required, sum)
+		assert.ErrorIs(t, err, errSigSlowPath, "SHA-256 %q", sum)
+	}
+
 	// checkAll: the database's signature (base64) comes before the file's,
 	// as in libalpm; a missing .sig passes only when signatures are
 	// optional; every accepted package is counted.
 	var n atomic.Int64
 	count := func(int) { n.Add(1) }
+	job := func(file, b64 string, level int) sigJob {
+		return sigJob{file: file, b64: b64, level: level, sha256: sumOf(t, file)}
+	}
 	goodSig := base64.StdEncoding.EncodeToString(mustRead(t, good+".sig"))
 	nosig := filepath.Join(dir, "nosig")
 	require.NoError(t, os.WriteFile(nosig, []byte("x"), 0o644))
 	require.NoError(t, c.checkAll(t.Context(), []sigJob{
-		{file: good, level: required},
-		{file: stranger, level: trustAll},
-		{file: good, b64: goodSig, level: required},
-		{file: nosig, level: optional},
+		job(good, "", required),
+		job(stranger, "", trustAll),
+		job(good, goodSig, required),
+		job(nosig, "", optional),
 	}, count))
 	assert.Equal(t, int64(4), n.Load())
 	strangerSig := base64.StdEncoding.EncodeToString(mustRead(t, stranger+".sig"))
 	for name, jobs := range map[string][]sigJob{
-		"a missing required signature":               {{file: good, level: required}, {file: nosig, level: required}},
-		"the database's signature is another file's": {{file: good, b64: strangerSig, level: trustAll}},
-		"the database's signature is not base64":     {{file: good, b64: "!!", level: required}},
-		"an untrusted key among good ones":           {{file: good, level: required}, {file: stranger, level: required}},
+		"a missing required signature":               {job(good, "", required), job(nosig, "", required)},
+		"the database's signature is another file's": {job(good, strangerSig, trustAll)},
+		"the database's signature is not base64":     {job(good, "!!", required)},
+		"an untrusted key among good ones":           {job(good, "", required), job(stranger, "", required)},
 	} {
 		err := c.checkAll(t.Context(), jobs, func(int) {})
 		assert.ErrorIs(t, err, errSigSlowPath, name)
 	}
 	ctx, cancel := context.WithCancel(t.Context())
 	cancel()
-	err = c.checkAll(ctx, []sigJob{{file: good, level: required}}, func(int) {})
+	err = c.checkAll(ctx, []sigJob{job(good, "", required)}, func(int) {})
 	assert.Error(t, err)
 	assert.False(t, errors.Is(err, errSigSlowPath), "a cancelled check is not left to libalpm: %v", err)
 }
@@ -264,4 +302,82 @@ func mustRead(t *testing.T, file string) []byte {
 	b, err := os.ReadFile(file)
 	require.NoError(t, err)
 	return b
+}
+
+func sumOf(t *testing.T, file string) string {
+	t.Helper()
+	sum := sha256.Sum256(mustRead(t, file))
+	return hex.EncodeToString(sum[:])
+}
+
+// TestCheckSignaturesFollowsEachRepository runs a session's check: each
+// package at its repository's level, found in the first cache that has
+// it; a repository the session has no level for, or a package missing
+// from the cache, goes to libalpm.
+func TestCheckSignaturesFollowsEachRepository(t *testing.T) {
+	k := newSigKeyring(t)
+	level := func(s string) int {
+		l, err := alpm.ParseSigLevel(s, alpm.DefaultSigLevel)
+		require.NoError(t, err)
+		return l
+	}
+	empty, dir := t.TempDir(), t.TempDir()
+	signed(t, dir, "good", k.packager, nil)
+	stranger := signed(t, dir, "stranger", k.stranger, nil)
+	require.NoError(t, os.Remove(stranger+".sig"))
+	var events []Event
+	s := &session{in: &Installer{run: &hooks.ExecRunner{}, emit: func(e Event) { events = append(events, e) }},
+		ctx: t.Context(), gpgdir: k.dir, cache: []string{empty, dir},
+		pkgLevels: map[string]int{"core": level("Required"), "extra": level("Optional TrustAll"), "local": level("Never")}}
+	pkg := func(name, repo string) alpm.Package {
+		p := alpm.Package{Name: name, Version: "1-1", Repo: repo, Filename: name}
+		if _, err := os.Stat(filepath.Join(dir, name)); err == nil {
+			p.SHA256 = sumOf(t, filepath.Join(dir, name))
+		}
+		return p
+	}
+	got, err := s.checkSignatures([]alpm.Package{pkg("good", "core"), pkg("stranger", "extra"), pkg("absent", "local")})
+	require.NoError(t, err)
+	require.Len(t, got, 1, "only the package whose signature was checked: the unsigned optional one and the Never one were not")
+	assert.Equal(t, "good", got[0].Name)
+	require.NotEmpty(t, events)
+	assert.Equal(t, Event{Kind: EventCheck, Message: "checking package signatures", Current: 2, Count: 2, Percent: 100}, events[len(events)-1])
+
+	for name, pkgs := range map[string][]alpm.Package{
+		"a repository without a level": {pkg("good", "elsewhere")},
+		"a package not in the cache":   {pkg("absent", "core")},
+		"a required signature missing": {pkg("stranger", "core")},
+	} {
+		_, err := s.checkSignatures(pkgs)
+		assert.ErrorIs(t, err, errSigSlowPath, name)
+	}
+	none := &session{}
+	got, err = none.checkSignatures([]alpm.Package{pkg("good", "core")})
+	assert.NoError(t, err)
+	assert.Empty(t, got, "a libalpm session checks nothing here")
+}
+
+func TestRecordSignatures(t *testing.T) {
+	desc := "%NAME%\nless\n\n%VALIDATION%\nsha256\n\n%DEPENDS%\nglibc\n\n"
+	out, ok := setValidation(desc, []string{"sha256", "pgp"})
+	assert.True(t, ok)
+	assert.Equal(t, "%NAME%\nless\n\n%VALIDATION%\nsha256\npgp\n\n%DEPENDS%\nglibc\n\n", out)
+	out, ok = setValidation(desc, []string{"pgp"})
+	assert.True(t, ok)
+	assert.Equal(t, "%NAME%\nless\n\n%VALIDATION%\npgp\n\n%DEPENDS%\nglibc\n\n", out)
+	for _, d := range []string{"%NAME%\nless\n\n", "%VALIDATION%\nsha256\npgp\n\n", "%VALIDATION%\nnone\n\n", "%VALIDATION%\nsha256"} {
+		out, ok := setValidation(d, []string{"pgp"})
+		assert.False(t, ok, d)
+		assert.Equal(t, d, out)
+	}
+
+	dbpath := t.TempDir()
+	for _, name := range []string{"less-668-1", "bash-5.3-1"} {
+		require.NoError(t, os.MkdirAll(filepath.Join(dbpath, "local", name), 0o755))
+		require.NoError(t, os.WriteFile(filepath.Join(dbpath, "local", name, "desc"), []byte(desc), 0o644))
+	}
+	require.NoError(t, recordSignatures(dbpath, []alpm.Package{{Name: "less", Version: "668-1"}, {Name: "bash", Version: "5.3-1", Base64Sig: "iQ=="}}))
+	assert.Contains(t, string(mustRead(t, filepath.Join(dbpath, "local/less-668-1/desc"))), "%VALIDATION%\nsha256\npgp\n\n")
+	assert.Contains(t, string(mustRead(t, filepath.Join(dbpath, "local/bash-5.3-1/desc"))), "%VALIDATION%\npgp\n\n")
+	assert.Error(t, recordSignatures(dbpath, []alpm.Package{{Name: "zsh", Version: "1-1"}}), "a package not installed")
 }

@@ -461,7 +461,7 @@ func (a *Handle) apply(o Options) error {
 	if err := a.check("set local file siglevel", C.alpm_option_set_local_file_siglevel(h, C.int(o.LocalFileSigLevel))); err != nil {
 		return err
 	}
-	if err := a.check("set remote file siglevel", C.alpm_option_set_remote_file_siglevel(h, C.int(o.SigLevel))); err != nil {
+	if err := a.check("set remote file siglevel", C.alpm_option_set_remote_file_siglevel(h, C.int(o.RemoteFileSigLevel))); err != nil {
 		return err
 	}
 	checkspace := C.int(0)

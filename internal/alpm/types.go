@@ -20,10 +20,12 @@ type Options struct {
 	Architecture      string
 	SigLevel          int
 	LocalFileSigLevel int
-	ParallelDownloads int
-	IgnorePkgs        []string
-	NoExtract         []string
-	CheckSpace        bool
+	// RemoteFileSigLevel applies to packages installed from URLs.
+	RemoteFileSigLevel int
+	ParallelDownloads  int
+	IgnorePkgs         []string
+	NoExtract          []string
+	CheckSpace         bool
 	// DBExt is the sync databases' file name extension: "" for
 	// ".db", ".files" for the databases with file lists (pacman -F).
 	DBExt string
