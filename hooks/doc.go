@@ -48,7 +48,8 @@
 //	             clone system/bootable
 //	workstation  install the workstation set; snapshot @workstation     install-workstation, snapshot-workstation
 //	             (held), clone system/workstation
-//	finalize     bootfs, snapshot @installed (held), export, detach     finalize-image, clean-up
+//	finalize     bootfs, snapshot @installed (held), trim (an image     finalize-image, clean-up
+//	             file's freed blocks become holes), export, detach
 //	convert      raw disk to VDI, QCOW, QCOW2, VMDK, VHDX, raw           save-image-file, save-vdi-file,
 //	                                                                     save-qcow-file, save-qcow2-file
 //

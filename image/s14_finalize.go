@@ -45,6 +45,18 @@ func stageFinalize(ctx context.Context, st *build) error {
 	st.res.Packages = st.packages
 	st.res.Kernel = st.kver
 	st.res.HostID = st.hostID
+	if !st.target.block {
+		// What the build freed (files rewritten, temporary datasets, old
+		// metadata) becomes holes in the image file again: the file and
+		// every output hold only the pool's live data. The pool's
+		// autotrim leaves recent and small frees; a disk keeps its own.
+		if err := z.TrimPool(ctx, pool, zfs.TrimOptions{Wait: true}); err != nil {
+			if ctx.Err() != nil {
+				return err
+			}
+			st.warn("the pool's free space was not trimmed, so the image file and its outputs keep blocks the build freed: %v", err)
+		}
+	}
 	if err := exportPool(ctx, z, pool, zfs.ExportOptions{}); err != nil {
 		if h := procs.Holders(st.state.Root); len(h) > 0 {
 			err = fmt.Errorf("%w; held by: %s", err, strings.Join(h, "; "))

@@ -343,3 +343,51 @@ lrwxrwxrwx   1 root     root            7 Dec  2 05:50 bin -> usr/bin
 	assert.Equal(t, []string{"etc/zfs/zpool.cache", "usr/bin"}, missingFiles(lsinitrd, []string{"etc/zfs/zpool.cache", "usr/bin"}),
 		"a link's target is not a file of the image")
 }
+
+// TestFinalizeTrimsAnImageFileOnly: an image file's pool is trimmed
+// before export (its freed blocks become holes); a pool that cannot be
+// trimmed is a warning, not a failed build; a disk is left as it is.
+func TestFinalizeTrimsAnImageFileOnly(t *testing.T) {
+	for _, c := range []struct {
+		name     string
+		block    bool
+		trimErr  string
+		trimmed  bool
+		warnings int
+	}{
+		{name: "image file", trimmed: true},
+		{name: "image file without discard", trimErr: "cannot trim: trim operations are not supported by this device\n", trimmed: true, warnings: 1},
+		{name: "disk", block: true},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			r := &transcriptRunner{}
+			st := stageFixture(t, r)
+			st.target.block = c.block
+			if c.trimErr != "" {
+				r.On("zpool trim", hookstest.Response{ExitCode: 1, Stderr: c.trimErr})
+			}
+			ctx := context.Background()
+			for i, fn := range []stageFunc{stageESP, stagePool, stageDatasets, stageSystem, stageInitramfs, stageBootloader, stageFinalize} {
+				if i == 2 {
+					fakeRoot(t, st.state.Root) // what the packages installed
+				}
+				require.NoError(t, fn(ctx, st))
+			}
+			trim := slices.IndexFunc(r.lines, func(l string) bool { return strings.HasPrefix(l, "zpool trim -w ") })
+			export := slices.IndexFunc(r.lines, func(l string) bool { return strings.HasPrefix(l, "zpool export ") })
+			require.Positive(t, export, "the pool was exported")
+			if c.trimmed {
+				require.Positive(t, trim, "the pool was trimmed")
+				assert.Less(t, trim, export, "before its export")
+			} else {
+				assert.Equal(t, -1, trim, "a disk is not trimmed")
+			}
+			warnings := slices.DeleteFunc(slices.Clone(st.warnings), func(w string) bool { return !strings.Contains(w, "trim") })
+			assert.Len(t, warnings, c.warnings)
+			if c.warnings > 0 {
+				assert.Contains(t, warnings[0], "not trimmed")
+				assert.Contains(t, warnings[0], "not supported")
+			}
+		})
+	}
+}

@@ -25,6 +25,9 @@ var (
 	// ErrHasDependents: children or clones depend on it. Destroy
 	// recursively, or promote the clones first.
 	ErrHasDependents = errors.New("has dependents")
+	// ErrNotSupported: the devices cannot do it (trim on a disk or a
+	// loop device without discard).
+	ErrNotSupported = errors.New("not supported")
 )
 
 // classes maps message fragments to sentinels. The fragments are the
@@ -45,6 +48,8 @@ var classes = []struct {
 	{"is busy", ErrBusy}, // dataset, pool, "pool or dataset"
 	{"is held", ErrBusy},
 	{"being held", ErrBusy}, // "cannot destroy snapshot x: it's being held"
+	{"trim operations are not supported", ErrNotSupported},
+	{"support trim operations", ErrNotSupported}, // "cannot trim: no devices in pool support trim operations"
 }
 
 // Classify returns the sentinel matching a zfs or zpool error message,

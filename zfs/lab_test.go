@@ -4,6 +4,7 @@ package zfs_test
 
 import (
 	"context"
+	"crypto/rand"
 	"crypto/sha256"
 	"errors"
 	"fmt"
@@ -13,6 +14,7 @@ import (
 	"path/filepath"
 	"strings"
 	"sync"
+	"syscall"
 	"testing"
 	"time"
 
@@ -374,4 +376,49 @@ func TestLabErrorClassification(t *testing.T) {
 	for what, msg := range captured {
 		t.Logf("%-20s %q", what, msg)
 	}
+}
+
+// allocated is how many bytes of path's file are on disk.
+func allocated(t *testing.T, path string) int64 {
+	fi, err := os.Stat(path)
+	require.NoError(t, err)
+	return fi.Sys().(*syscall.Stat_t).Blocks * 512
+}
+
+// TestLabTrimPunchesHolesInTheImage: TrimPool gives a file's freed
+// blocks back to the sparse image (autotrim off, so the trim is
+// TrimPool's), and a pool on a loop device that cannot discard gives
+// ErrNotSupported.
+func TestLabTrimPunchesHolesInTheImage(t *testing.T) {
+	labtest.Require(t)
+	c := zfs.New()
+	ctx := t.Context()
+	pool, alt, image, _ := newPool(t, c)
+	require.NoError(t, c.SetPoolProperty(ctx, pool, "autotrim", "off"))
+	require.NoError(t, c.CreateDatasets(ctx, pool, zfs.DefaultDatasets())) // the root at alt
+	noise := make([]byte, 48<<20)
+	_, err := rand.Read(noise)
+	require.NoError(t, err)
+	require.NoError(t, os.WriteFile(filepath.Join(alt, "noise"), noise, 0o644))
+	labtest.Run(t, "zpool", "sync", pool)
+	written := allocated(t, image)
+	require.NoError(t, os.Remove(filepath.Join(alt, "noise")))
+	labtest.Run(t, "zpool", "sync", pool)
+	assert.Greater(t, allocated(t, image), written-8<<20, "freeing alone gives nothing back")
+	require.NoError(t, c.TrimPool(ctx, pool, zfs.TrimOptions{Wait: true}))
+	trimmed := allocated(t, image)
+	t.Logf("image allocated: %d MiB with the file, %d MiB after it was removed and the pool trimmed", written>>20, trimmed>>20)
+	assert.Less(t, trimmed, written-40<<20, "the file's blocks are holes again")
+
+	// A loop device that cannot discard (its limit set to 0 before the
+	// pool opens it).
+	image2, plan := labtest.Image(t, 2*disk.GiB)
+	loop := labtest.Attach(t, image2, plan)
+	require.NoError(t, os.WriteFile(filepath.Join("/sys/block", filepath.Base(loop.Path), "queue/discard_max_bytes"), []byte("0"), 0o644))
+	pool2 := labtest.Name("paczfs")
+	require.NoError(t, c.CreatePool(ctx, zfs.PoolSpec{Name: "zroot", TempName: pool2, AltRoot: t.TempDir(), Vdevs: []string{loop.PartitionPath(2)}}))
+	t.Cleanup(func() { _ = c.ExportPool(context.Background(), pool2, zfs.ExportOptions{Force: true}) })
+	err = c.TrimPool(ctx, pool2, zfs.TrimOptions{Wait: true})
+	t.Log(err)
+	assert.ErrorIs(t, err, zfs.ErrNotSupported)
 }

@@ -227,6 +227,27 @@ func (c *Client) ExportPool(ctx context.Context, name string, opt ExportOptions)
 	return nil
 }
 
+// TrimOptions tune TrimPool.
+type TrimOptions struct {
+	Wait bool // -w: return when every device is trimmed
+}
+
+// TrimPool tells the pool's devices which of their blocks are free
+// (zpool trim): on a sparse image file attached as a loop device those
+// ranges become holes again, so the file, and every conversion of it,
+// holds only the pool's live data. A pool whose devices cannot discard
+// gives ErrNotSupported.
+func (c *Client) TrimPool(ctx context.Context, name string, opt TrimOptions) error {
+	args := []string{"zpool", "trim"}
+	if opt.Wait {
+		args = append(args, "-w")
+	}
+	if _, err := c.cmd(ctx, append(args, name)...); err != nil {
+		return wrap("trim pool "+name, err)
+	}
+	return nil
+}
+
 // DestroyPool destroys a pool and everything in it. Use with care: paczfs
 // itself never destroys a pool; this is for tests and tools.
 func (c *Client) DestroyPool(ctx context.Context, name string) error {

@@ -152,6 +152,7 @@ var realMessages = []struct {
 	{"cannot unmount '/mnt/a/b': pool or dataset is busy\n", zfs.ErrBusy},
 	{"cannot destroy 'zroot/a': filesystem has children\nuse '-r' to destroy the following datasets:\nzroot/a/b\n", zfs.ErrHasDependents},
 	{"cannot destroy 'zroot/a@s': snapshot has dependent clones\nuse '-R' to destroy the following datasets:\nzroot/c\n", zfs.ErrHasDependents},
+	{"cannot trim: no devices in pool support trim operations\n", zfs.ErrNotSupported},
 	{"cannot create 'zroot/a': permission denied\n", nil},
 }
 
