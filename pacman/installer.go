@@ -372,13 +372,9 @@ func (in *Installer) Install(ctx context.Context, root string, names []string) (
 		}
 		signed, err := s.checkSignatures(pkgs)
 		if errors.Is(err, errSigSlowPath) {
-			// libalpm checks this transaction itself, in a session that
-			// gives it the package levels (the files are cached now).
-			in.log.Info("package signatures left to libalpm", "why", err)
-			s.h.Release()
-			downloaded += s.fetch.bytes.Load()
-			s.close()
-			if s, err = in.open(ctx, root, dbpath, sigLibalpm, false, ""); err != nil {
+			var n int64
+			s, n, err = in.toLibalpm(ctx, s, root, dbpath, err)
+			if downloaded += n; err != nil {
 				return err
 			}
 			if pkgs, err = s.resolve(names); err != nil {
@@ -475,11 +471,9 @@ func (in *Installer) Sync(ctx context.Context, root string, names []string) (*Sy
 				return s.classify(err)
 			}
 			if signed, err = s.checkSignatures(pkgs); errors.Is(err, errSigSlowPath) {
-				in.log.Info("package signatures left to libalpm", "why", err)
-				s.h.Release()
-				downloaded += s.fetch.bytes.Load()
-				s.close()
-				if s, err = in.open(ctx, root, dbpath, sigLibalpm, false, ""); err != nil {
+				var n int64
+				s, n, err = in.toLibalpm(ctx, s, root, dbpath, err)
+				if downloaded += n; err != nil {
 					return err
 				}
 				if pkgs, err = s.h.PrepareUpgrade(names, alpm.TransNeeded); err != nil {
@@ -587,6 +581,19 @@ const (
 	sigLibalpm                // libalpm checks databases and packages
 	sigPaczfs                 // libalpm checks databases; packages are checkSignatures's first (sigcheck.go)
 )
+
+// toLibalpm closes s, whose package signatures paczfs's check did not
+// pass (why), and opens the session in which libalpm checks them itself,
+// given the package levels (the files are in the cache now). It returns
+// the new session (nil when it did not open) and the bytes s downloaded.
+func (in *Installer) toLibalpm(ctx context.Context, s *session, root, dbpath string, why error) (*session, int64, error) {
+	in.log.Info("package signatures left to libalpm", "why", why)
+	s.h.Release()
+	n := s.fetch.bytes.Load()
+	s.close()
+	ns, err := in.open(ctx, root, dbpath, sigLibalpm, false, "")
+	return ns, n, err
+}
 
 // open starts a libalpm session on root, checking signatures with the
 // target's keyring as mode says; plan mode writes only dbpath.
