@@ -84,7 +84,7 @@ FULL_BOOTS := ^(TestBootReleasePowerCuts|TestBootEnvironmentLifecycle|TestBootEn
 labtest: lab $(REGISTRY)
 	rm -rf $(BOOT_DIR)
 	PACZFS_REGISTRY=$(REGISTRY) $(LAB) test -repo -timeout 50m -skip '$(LONG_TESTS)' -out $(BOOT_DIR) $(LAB_PKGS)
-	PACZFS_BOOT_IMAGES=$(BOOT_DIR) PACZFS_REQUIRE_LAB=1 $(GO) test -count=1 -tags boot -run '^TestBoot' -skip '$(FULL_BOOTS)' -parallel 2 -timeout 70m -v ./image
+	PACZFS_BOOT_IMAGES=$(BOOT_DIR) PACZFS_REQUIRE_LAB=1 $(GO) test -count=1 -tags boot -run '^(TestBoot|TestLabImageQCOW2$$)' -skip '$(FULL_BOOTS)' -parallel 2 -timeout 70m -v ./image
 	PACZFS_REQUIRE_LAB=1 $(GO) test -count=1 -tags labhost -timeout 10m -v ./examples
 
 # (-parallel 2: one emulated machine per CPU. Three at once on two CPUs

@@ -262,7 +262,7 @@ func (b *Builder) checkHooks() problems {
 // hostTools are the programs a build runs on the build host.
 func (b *Builder) hostTools() []string {
 	tools := []string{"zpool", "zfs", "unshare", "chroot", "mount"}
-	if len(b.cfg.Outputs) > 0 {
+	if slices.ContainsFunc(b.cfg.Outputs, func(o Output) bool { return !InProcess(o) }) {
 		tools = append(tools, "qemu-img")
 	}
 	if b.cfg.SwapSize > 0 || slices.ContainsFunc(b.cfg.layout().Partitions, func(p disk.PartitionSpec) bool { return p.Role == disk.RoleSwap }) {

@@ -333,9 +333,15 @@ func TestHostChecksNameMissingToolsAndRoot(t *testing.T) {
 	_, err := New(cfg, probe)
 	require.Error(t, err)
 	msg := err.Error()
-	for _, want := range []string{"qemu-img not found", "zpool not found", "run as root"} {
+	for _, want := range []string{"zpool not found", "run as root"} {
 		assert.Contains(t, msg, want)
 	}
+	assert.NotContains(t, msg, "qemu-img not found", "a zlib QCOW2 is written without qemu-img")
+
+	cfg.Outputs = append(cfg.Outputs, Output{Format: VDI, Path: filepath.Join(t.TempDir(), "x.vdi")})
+	_, err = New(cfg, probe)
+	require.Error(t, err)
+	assert.Contains(t, err.Error(), "qemu-img not found")
 }
 
 func TestEnvironmentsAndESPHook(t *testing.T) {

@@ -58,12 +58,19 @@ func TestConvertRoundTrip(t *testing.T) {
 		assert.NoError(t, err, "%s: %s", fm, out)
 		assert.Contains(t, string(out), "Images are identical", fm)
 	}
+	// The default QCOW2 is paczfs's own: zlib, and clean for qemu-img.
+	info, err := exec.Command(qemuImg, "info", filepath.Join(dir, "out.qcow2")).CombinedOutput()
+	require.NoError(t, err, "%s", info)
+	assert.Contains(t, string(info), "compression type: zlib")
+	check, err := exec.Command(qemuImg, "check", filepath.Join(dir, "out.qcow2")).CombinedOutput()
+	require.NoError(t, err, "%s", check)
+	assert.Contains(t, string(check), "No errors were found")
 	// An output as a build writes it, compression included.
 	dst := filepath.Join(dir, "zstd.qcow2")
 	require.NoError(t, image.WriteOutput(context.Background(), &hooks.ExecRunner{}, src, image.Output{Format: image.QCOW2, Path: dst, Compression: image.CompressZstd}))
 	out, err := exec.Command(qemuImg, "compare", "-f", "raw", src, dst).CombinedOutput()
 	assert.NoError(t, err, "%s", out)
-	info, err := exec.Command(qemuImg, "info", dst).CombinedOutput()
+	info, err = exec.Command(qemuImg, "info", dst).CombinedOutput()
 	require.NoError(t, err, "%s", info)
 	assert.Contains(t, string(info), "compression type: zstd")
 }

@@ -15,8 +15,9 @@
 // or cancellation it releases everything it acquired (chroot mounts,
 // gpg-agent, the imported pool, the loop device) and removes the partial
 // output unless [WithKeepOnFailure]. [Convert] writes VDI, QCOW, QCOW2,
-// VMDK, VHDX or raw copies through qemu-img; a build's convert stage
-// writes all of its outputs at once, one qemu-img each.
+// VMDK, VHDX or raw copies: a zlib QCOW2 in-process (internal/qcow2,
+// several times faster than qemu-img), the others through qemu-img; a
+// build's convert stage writes all of its outputs at once.
 //
 // With [Config].CacheDir, a build keeps what a later one can reuse: the
 // base and bootable layers as the root's send streams (with archives of
@@ -51,6 +52,6 @@
 //
 // Building needs root, OpenZFS (zpool, zfs), util-linux (unshare, mount,
 // mkswap for swap), cgo with libalpm (pacman-key, gpg, gpgconf for the
-// keyring) and qemu-img for outputs. The checks that need them report
-// what is missing before anything is written.
+// keyring) and qemu-img for outputs other than a zlib QCOW2. The checks
+// that need them report what is missing before anything is written.
 package image

@@ -15,10 +15,10 @@ import (
 	"github.com/paczfs/paczfs/internal/fsx"
 )
 
-// stageConvert writes every output at once: each qemu-img reads the same
-// exported image (from the page cache after the first) and compresses on
-// a CPU of its own, so two outputs take about as long as the slowest
-// rather than the sum. At most GOMAXPROCS (and at least two) run
+// stageConvert writes every output at once: each qemu-img (or the
+// in-process QCOW2 writer) reads the same exported image (from the page
+// cache after the first) and compresses on CPUs of its own, so two
+// outputs take about as long as the slowest rather than the sum. At most GOMAXPROCS (and at least two) run
 // together. The first failure stops the others; the build's cleanup then
 // removes every output.
 func stageConvert(ctx context.Context, st *build) error {
@@ -58,8 +58,8 @@ func stageConvert(ctx context.Context, st *build) error {
 				return err
 			}
 			// Outputs are the caller's files, not the image's: they get
-			// the caller's umask as the image file does (qemu-img ran
-			// with the build's).
+			// the caller's umask as the image file does (qemu-img and
+			// the writer ran with the build's).
 			return os.Chmod(o.Path, 0o644&^mask)
 		})
 	}

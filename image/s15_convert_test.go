@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"strings"
 	"testing"
 	"time"
 
@@ -13,6 +14,7 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/paczfs/paczfs/hooks"
+	"github.com/paczfs/paczfs/internal/fsx"
 )
 
 // convertGate is a runner whose qemu-img convert reports progress, then
@@ -68,7 +70,7 @@ func convertBuild(t *testing.T, r hooks.Runner, progress func(Progress), formats
 func TestOutputsAreWrittenTogether(t *testing.T) {
 	r := &convertGate{started: make(chan string), gate: make(chan struct{})}
 	var msgs []string
-	st, dir := convertBuild(t, r, func(p Progress) { msgs = append(msgs, p.Message) }, QCOW2, VDI)
+	st, dir := convertBuild(t, r, func(p Progress) { msgs = append(msgs, p.Message) }, VMDK, VDI)
 	done := make(chan error, 1)
 	go func() { done <- stageConvert(context.Background(), st) }()
 	var started []string
@@ -82,16 +84,16 @@ func TestOutputsAreWrittenTogether(t *testing.T) {
 			t.Fatalf("only %v started: the outputs are converted one after the other", started)
 		}
 	}
-	assert.ElementsMatch(t, []string{"out.qcow2", "out.vdi"}, started)
+	assert.ElementsMatch(t, []string{"out.vmdk", "out.vdi"}, started)
 	close(r.gate)
 	require.NoError(t, <-done)
-	for _, f := range []string{"out.qcow2", "out.vdi"} {
+	for _, f := range []string{"out.vmdk", "out.vdi"} {
 		data, err := os.ReadFile(filepath.Join(dir, f))
 		require.NoError(t, err)
 		assert.Equal(t, "converted", string(data), f)
 	}
 	assert.Len(t, st.res.Outputs, 2)
-	assert.Contains(t, msgs, "out.qcow2 (qcow2): 100%")
+	assert.Contains(t, msgs, "out.vmdk (vmdk): 100%")
 	assert.Contains(t, msgs, "out.vdi (vdi): 10%")
 }
 
@@ -100,7 +102,7 @@ func TestOutputsAreWrittenTogether(t *testing.T) {
 // the build's to remove.
 func TestAFailedOutputStopsTheOthers(t *testing.T) {
 	r := &convertGate{started: make(chan string, 2), gate: make(chan struct{}), fail: "out.vdi"}
-	st, dir := convertBuild(t, r, nil, QCOW2, VDI)
+	st, dir := convertBuild(t, r, nil, VMDK, VDI)
 	err := stageConvert(context.Background(), st)
 	require.Error(t, err)
 	var ce *hooks.CmdError
@@ -116,9 +118,57 @@ func TestAFailedOutputStopsTheOthers(t *testing.T) {
 // A bad output is refused before any qemu-img runs.
 func TestOutputsAreCheckedBeforeAnyIsWritten(t *testing.T) {
 	r := &convertGate{started: make(chan string, 2), gate: make(chan struct{})}
-	st, _ := convertBuild(t, r, nil, QCOW2)
+	st, _ := convertBuild(t, r, nil, VMDK)
 	st.cfg.Outputs = append(st.cfg.Outputs, Output{Format: VDI, Path: st.cfg.Outputs[0].Path + ".vdi", Compression: CompressZstd})
 	err := stageConvert(context.Background(), st)
 	require.ErrorContains(t, err, "zstd compression is for qcow2 only")
 	assert.NoFileExists(t, st.cfg.Outputs[0].Path)
+}
+
+// A zlib QCOW2 is written in this process, from the image file itself,
+// while qemu-img writes the other output: no qemu-img runs for it, its
+// progress reaches the caller, and it gets the caller's umask.
+func TestQCOW2IsWrittenInProcess(t *testing.T) {
+	r := &convertGate{started: make(chan string, 1), gate: make(chan struct{})}
+	var msgs []string
+	st, dir := convertBuild(t, r, func(p Progress) { msgs = append(msgs, p.Message) }, QCOW2, VDI)
+	f, err := os.Create(st.target.path)
+	require.NoError(t, err)
+	require.NoError(t, f.Truncate(64<<20))
+	_, err = f.WriteAt([]byte(strings.Repeat("paczfs ", 50000)), 3<<20)
+	require.NoError(t, err)
+	require.NoError(t, f.Close())
+	done := make(chan error, 1)
+	go func() { done <- stageConvert(context.Background(), st) }()
+	assert.Equal(t, "out.vdi", <-r.started, "qemu-img runs for the VDI only")
+	// The QCOW2 is finished while the VDI still waits.
+	require.Eventually(t, func() bool {
+		data, err := os.ReadFile(filepath.Join(dir, "out.qcow2"))
+		return err == nil && len(data) > 4 && string(data[:4]) == "QFI\xfb"
+	}, 20*time.Second, 10*time.Millisecond)
+	close(r.gate)
+	require.NoError(t, <-done)
+	assert.Contains(t, msgs, "out.qcow2 (qcow2): 0%")
+	assert.Contains(t, msgs, "out.qcow2 (qcow2): 100%")
+	fi, err := os.Stat(filepath.Join(dir, "out.qcow2"))
+	require.NoError(t, err)
+	mask, err := fsx.Umask()
+	require.NoError(t, err)
+	assert.Equal(t, os.FileMode(0o644)&^mask, fi.Mode().Perm())
+}
+
+// A QCOW2 that cannot be written leaves no file behind.
+func TestQCOW2FailureLeavesNoFile(t *testing.T) {
+	dir := t.TempDir()
+	dst := filepath.Join(dir, "x.qcow2")
+	err := WriteOutput(context.Background(), &convertGate{}, filepath.Join(dir, "missing.raw"), Output{Format: QCOW2, Path: dst})
+	require.ErrorIs(t, err, os.ErrNotExist)
+	assert.NoFileExists(t, dst)
+
+	src := filepath.Join(dir, "dir.raw")
+	require.NoError(t, os.Mkdir(src, 0o755))
+	err = WriteOutput(context.Background(), &convertGate{}, src, Output{Format: QCOW2, Path: dst})
+	require.Error(t, err)
+	assert.Contains(t, err.Error(), "not a regular file")
+	assert.NoFileExists(t, dst)
 }

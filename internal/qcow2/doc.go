@@ -10,7 +10,10 @@
 // (on every CPU, with its fast skip over incompressible data) and writes
 // the same format qemu-img does: on the build host about three times as
 // fast for a smaller file. Its output is also the same for the same
-// input (qemu-img -W orders clusters as they finish).
+// input (qemu-img -W orders clusters as they finish). No Go library
+// writes compressed QCOW2: of those found, zchee/go-qcow2 is unmaintained
+// since 2017, jinroh/qcow2 writes no compressed cluster (and warns that
+// it may lose data), go-diskimages/qcow2 only reads them.
 //
 // What it writes, by the QCOW2 specification (docs/interop/qcow2.txt in
 // QEMU): 64 KiB clusters, 16-bit refcounts, no backing file, no
