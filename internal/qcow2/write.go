@@ -400,43 +400,39 @@ func (c *compressor) do(src *os.File, size int64, j *job) {
 		j.zero = true
 		return
 	}
-	c.out.Reset()
-	c.zw.Reset(&c.out)
-	if _, err := c.zw.Write(c.buf); err != nil {
-		j.err = err
-		return
-	}
-	if err := c.zw.Close(); err != nil {
-		j.err = err
-		return
-	}
 	// At least a sector saved, or the cluster is stored whole: it is read
 	// without inflating, and a compressed cluster written to in the VM is
-	// inflated and stored whole anyway.
-	if c.out.Len() <= ClusterSize-512 {
-		j.compressed = true
-		j.data = bytes.Clone(c.out.Bytes())
-		return
-	}
-	// Too few repeats for matches to pay (ZFS's lz4 blocks, mostly):
-	// Huffman codes alone may still save a few percent, which zlib's
-	// default level finds and the fast matcher's estimate gives up on.
-	c.out.Reset()
-	c.hw.Reset(&c.out)
-	if _, err := c.hw.Write(c.buf); err != nil {
-		j.err = err
-		return
-	}
-	if err := c.hw.Close(); err != nil {
-		j.err = err
-		return
-	}
-	if c.out.Len() <= ClusterSize-512 {
-		j.compressed = true
-		j.data = bytes.Clone(c.out.Bytes())
-		return
+	// inflated and stored whole anyway. When matches do not pay (ZFS's
+	// lz4 blocks, mostly), Huffman codes alone may still save a few
+	// percent, which zlib's default level finds and the fast matcher's
+	// estimate gives up on.
+	for _, zw := range []*flate.Writer{c.zw, c.hw} {
+		ok, err := c.deflate(zw)
+		if err != nil {
+			j.err = err
+			return
+		}
+		if ok {
+			j.compressed = true
+			j.data = bytes.Clone(c.out.Bytes())
+			return
+		}
 	}
 	j.data = bytes.Clone(c.buf)
+}
+
+// deflate compresses the cluster into c.out with zw, and reports whether
+// that saves a sector.
+func (c *compressor) deflate(zw *flate.Writer) (bool, error) {
+	c.out.Reset()
+	zw.Reset(&c.out)
+	if _, err := zw.Write(c.buf); err != nil {
+		return false, err
+	}
+	if err := zw.Close(); err != nil {
+		return false, err
+	}
+	return c.out.Len() <= ClusterSize-512, nil
 }
 
 func allZero(b []byte) bool {
