@@ -169,6 +169,6 @@ func TestQCOW2FailureLeavesNoFile(t *testing.T) {
 	require.NoError(t, os.Mkdir(src, 0o755))
 	err = WriteOutput(context.Background(), &convertGate{}, src, Output{Format: QCOW2, Path: dst})
 	require.Error(t, err)
-	assert.Contains(t, err.Error(), "not a regular file")
+	assert.Contains(t, err.Error(), "neither a regular file nor a block device")
 	assert.NoFileExists(t, dst)
 }

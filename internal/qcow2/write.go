@@ -64,8 +64,8 @@ type Stats struct {
 	FileSize   int64 // bytes of the QCOW2 file
 }
 
-// Write writes the raw image src as a compressed QCOW2 image to dst,
-// which must be empty. It reads only src's data extents (SEEK_DATA), and
+// Write writes the raw image src (a file or a block device) as a
+// compressed QCOW2 image to dst, which must be empty. It reads only src's data extents (SEEK_DATA), and
 // writes in the same order for the same input. On an error dst holds no
 // header: it is not a QCOW2 image, and the caller removes it.
 func Write(ctx context.Context, dst, src *os.File, opt Options) (Stats, error) {
@@ -74,8 +74,16 @@ func Write(ctx context.Context, dst, src *os.File, opt Options) (Stats, error) {
 		return Stats{}, err
 	}
 	size := fi.Size()
-	if !fi.Mode().IsRegular() || size <= 0 {
-		return Stats{}, fmt.Errorf("%w: %s is not a regular file with data (mode %s, %d bytes)", ErrSource, src.Name(), fi.Mode(), size)
+	if fi.Mode()&os.ModeDevice != 0 && fi.Mode()&os.ModeCharDevice == 0 {
+		// A block device (a build on a whole disk): its size is its end.
+		if size, err = src.Seek(0, io.SeekEnd); err != nil {
+			return Stats{}, fmt.Errorf("qcow2: the size of %s: %w", src.Name(), err)
+		}
+	} else if !fi.Mode().IsRegular() {
+		return Stats{}, fmt.Errorf("%w: %s is neither a regular file nor a block device (mode %s)", ErrSource, src.Name(), fi.Mode())
+	}
+	if size <= 0 {
+		return Stats{}, fmt.Errorf("%w: %s is empty", ErrSource, src.Name())
 	}
 	if dfi, err := dst.Stat(); err != nil {
 		return Stats{}, err
