@@ -140,14 +140,14 @@ bench-update: lab
 # The lab-profile image built by paczfs and by hand with the plain tools
 # (image/testdata/plain-build.sh), three times each in one VM run, each
 # leading in turn, every run from a cold package cache: every run's
-# stages, sizes, medians, spreads and the ratio of medians (about 45
+# stages, sizes, medians, spreads and the ratio of medians (about 41
 # minutes under emulation; PACZFS_BENCH_RUNS=1 makes one run each).
 bench-image: lab
 	$(LAB) test -repo -timeout 120m -bench BenchmarkLabBuildImage -run '^$$' ./image
 
 # A cold build of the lab image with an empty cache_dir, then a rebuild
 # with one workstation package added and the same caches: both builds'
-# stages and rebuild/cold (three pairs in one VM run, about 27 minutes;
+# stages and rebuild/cold (three pairs in one VM run, about 21 minutes;
 # PACZFS_BENCH_RUNS=1 makes one pair).
 bench-rebuild: lab
 	$(LAB) test -repo -timeout 120m -bench BenchmarkLabRebuild -run '^$$' ./image
