@@ -405,6 +405,52 @@ func (in *Installer) Install(ctx context.Context, root string, names []string) (
 	return res, err
 }
 
+// Download fetches into the first cache directory (Config.CacheDirs, or
+// root's own cache without them) the packages an Install of names into
+// root would fetch, and installs nothing: root's package database is
+// read, never changed (its sync databases are refreshed, as Install
+// refreshes them). Signatures and checksums are the Install's to check:
+// a file Download left that does not pass is refused there. It lets a
+// caller fetch a later install's packages while other work runs; an
+// Install that finds them cached downloads nothing. Result.Installed
+// lists what the install would install; Downloaded counts bytes moved.
+func (in *Installer) Download(ctx context.Context, root string, names []string) (*Result, error) {
+	if !alpm.Available {
+		return nil, ErrUnavailable
+	}
+	start := time.Now()
+	root, err := filepath.Abs(root)
+	if err != nil {
+		return nil, err
+	}
+	if _, err := os.Stat(filepath.Join(root, "var/lib/pacman/local")); err != nil {
+		return nil, fmt.Errorf("download for %s: no package database there (Install makes it): %w", root, err)
+	}
+	res := &Result{}
+	err = onInstallThread(in.log, func() error {
+		s, err := in.open(ctx, root, filepath.Join(root, "var/lib/pacman"), sigPaczfs, false, "")
+		if err != nil {
+			return err
+		}
+		defer func() {
+			res.Downloaded = s.fetch.bytes.Load()
+			res.Warnings = s.warnings
+			s.close()
+		}()
+		pkgs, err := s.resolve(names)
+		if err != nil {
+			return err
+		}
+		defer s.h.Release()
+		for _, p := range pkgs {
+			res.Installed = append(res.Installed, planned(p))
+		}
+		return s.prefetch(pkgs)
+	})
+	res.Took = time.Since(start)
+	return res, err
+}
+
 // SyncResult reports a Sync.
 type SyncResult struct {
 	Result

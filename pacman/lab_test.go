@@ -656,3 +656,56 @@ func TestLabTrustedKeyFromFile(t *testing.T) {
 	require.NoError(t, err, string(out))
 	assert.Contains(t, string(out), "[  full  ]", "locally signed, so fully valid")
 }
+
+// Download fetches what a later Install into the same root needs, and
+// installs nothing: the root's database stays as it was, and the Install
+// after it downloads no package. Cancelled, it returns the context's
+// error and the root is still unchanged.
+func TestLabDownloadThenInstallDownloadsNothing(t *testing.T) {
+	labtest.Require(t)
+	repo := labRepo(t)
+	url := serve(t, repo.Dir)
+	cache := t.TempDir()
+	cfg := repo.PacmanConfig(url)
+	cfg.CacheDirs = []string{cache}
+	root := t.TempDir()
+	first := []string{"bash"}
+	later := []string{"less", "rsync"}
+	in := installer(t, cfg, &recorder{})
+	require.NoError(t, in.InitKeyring(t.Context(), root))
+	_, err := in.Install(t.Context(), root, first)
+	require.NoError(t, err)
+	before := localPackages(t, root)
+
+	_, err = in.Download(t.Context(), t.TempDir(), later)
+	assert.Error(t, err, "a root without a package database is refused")
+
+	ctx, cancel := context.WithCancel(t.Context())
+	cancel()
+	_, err = in.Download(ctx, root, later)
+	require.ErrorIs(t, err, context.Canceled)
+
+	rec := &recorder{}
+	res, err := installer(t, cfg, rec).Download(t.Context(), root, later)
+	require.NoError(t, err)
+	n, files := rec.packageBytes()
+	t.Logf("download: %d package files, %d bytes (%d in all), %d packages planned, %s", files, n, res.Downloaded, len(res.Installed), res.Took)
+	assert.Positive(t, files, "the later install's packages are downloaded")
+	var names []string
+	for _, p := range res.Installed {
+		names = append(names, p.Name)
+		assert.FileExists(t, filepath.Join(cache, p.Filename), "%s is in the cache", p.Name)
+	}
+	assert.Subset(t, names, later)
+	assert.NotContains(t, names, "bash", "what the root has is not fetched again")
+	assert.Equal(t, before, localPackages(t, root), "Download installs nothing")
+	assert.NoFileExists(t, filepath.Join(root, "var/lib/pacman/db.lck"), "the database is unlocked")
+
+	rec = &recorder{}
+	res, err = installer(t, cfg, rec).Install(t.Context(), root, later)
+	require.NoError(t, err)
+	n, files = rec.packageBytes()
+	assert.Zero(t, n, "the install after Download downloads no package")
+	assert.Zero(t, files)
+	assert.Len(t, res.Installed, len(names), "it installs what Download planned")
+}
