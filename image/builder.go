@@ -11,6 +11,7 @@ import (
 	"path/filepath"
 	"slices"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/paczfs/paczfs/cleanup"
@@ -125,7 +126,8 @@ func WithLogger(l *slog.Logger) Option { return func(b *Builder) { b.log = l } }
 func WithHooks(h ...hooks.Hook) Option { return func(b *Builder) { b.hooks = append(b.hooks, h...) } }
 
 // WithProgress receives stage and package progress. It is called from the
-// building goroutine and from download workers: keep it quick.
+// building goroutine and from download and conversion workers, never by
+// two at once: keep it quick.
 func WithProgress(fn func(Progress)) Option { return func(b *Builder) { b.progress = fn } }
 
 // WithKeepOnFailure keeps a partial image file and outputs after a failed
@@ -192,6 +194,13 @@ func New(cfg Config, opts ...Option) (*Builder, error) {
 	}
 	if b.progress == nil {
 		b.progress = func(Progress) {}
+	} else {
+		// Downloads, conversions and the build goroutine report at once
+		// (the workstation layer downloads during the initramfs stage):
+		// the caller's function is called by one goroutine at a time.
+		fn := b.progress
+		var mu sync.Mutex
+		b.progress = func(p Progress) { mu.Lock(); defer mu.Unlock(); fn(p) }
 	}
 	if b.stateDir == "" {
 		b.stateDir = DefaultStateDir

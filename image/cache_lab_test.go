@@ -22,8 +22,10 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/paczfs/paczfs/disk"
+	"github.com/paczfs/paczfs/hooks"
 	"github.com/paczfs/paczfs/image"
 	"github.com/paczfs/paczfs/internal/labtest"
+	"github.com/paczfs/paczfs/pacman"
 )
 
 // TestLabCachedRebuildEqualsCold builds one configuration twice with one
@@ -41,6 +43,9 @@ func TestLabCachedRebuildEqualsCold(t *testing.T) {
 	cfg.CacheDir = t.TempDir()
 	// One path for both builds: it is recorded in /etc/paczfs/config.json.
 	cfg.ImageFile = filepath.Join(t.TempDir(), "cache.img")
+	// A package cache of its own, empty: the cold build downloads
+	// everything, the workstation layer's packages during the initramfs.
+	cfg.Pacman.CacheDirs = []string{t.TempDir()}
 
 	type built struct {
 		res   *image.Result
@@ -48,10 +53,25 @@ func TestLabCachedRebuildEqualsCold(t *testing.T) {
 	}
 	var runs []built
 	for i, name := range []string{"cold", "cached"} {
-		b, err := image.New(cfg, image.WithLogger(labtest.Logger(t)))
+		var stage hooks.Stage
+		downloads := map[hooks.Stage]int{}
+		b, err := image.New(cfg, image.WithLogger(labtest.Logger(t)), image.WithProgress(func(p image.Progress) {
+			if p.Kind == image.StageStarted {
+				stage = p.Stage
+			}
+			if e := p.Package; p.Kind == image.PackageEvent && e.Kind == pacman.EventDownloadDone && strings.HasSuffix(e.File, ".pkg.tar.zst") {
+				downloads[stage]++
+			}
+		}))
 		require.NoError(t, err)
 		res, err := b.Build(context.Background())
 		require.NoError(t, err, name)
+		t.Logf("%s: packages downloaded by stage: %v", name, downloads)
+		assert.Zero(t, downloads[hooks.StageWorkstation], "%s: the workstation stage finds its packages cached", name)
+		if i == 0 {
+			assert.GreaterOrEqual(t, downloads[hooks.StageInitramfs], len(cfg.Packages.Workstation), "cold: the workstation layer's packages download during the initramfs")
+			assert.Positive(t, downloads[hooks.StageBase], "cold: the package cache started empty")
+		}
 		runs = append(runs, built{res, listImage(t, cfg)})
 		require.NoError(t, os.Remove(cfg.ImageFile))
 		for _, s := range res.Stages {

@@ -218,14 +218,22 @@ func TestLabBuildBootableImage(t *testing.T) {
 		})
 	}
 	var events int
+	var stage hooks.Stage
+	downloads := map[hooks.Stage]int{}
 	b, err := image.New(cfg, image.WithLogger(labtest.Logger(t)), image.WithHooks(
 		hooks.Func("install-report", hooks.StageSystem, hooks.After, installReport),
 		hooks.Script{Path: script, AtStage: hooks.StageSystem, Position: hooks.After, InTarget: true},
 		trace("before-base", hooks.StageBase, hooks.Before),
 		trace("after-finalize", hooks.StageFinalize, hooks.After),
 	), image.WithProgress(func(p image.Progress) {
+		if p.Kind == image.StageStarted {
+			stage = p.Stage
+		}
 		if p.Kind == image.PackageEvent {
 			events++
+			if e := p.Package; e.Kind == pacman.EventDownloadDone && strings.HasSuffix(e.File, ".pkg.tar.zst") {
+				downloads[stage]++
+			}
 		} else {
 			t.Logf("progress: %s %s %s %s", p.Kind, p.Stage, p.Message, p.Took.Round(time.Millisecond))
 		}
@@ -240,6 +248,12 @@ func TestLabBuildBootableImage(t *testing.T) {
 	}
 	assert.Equal(t, []string{"before-base", "after-finalize"}, order)
 	assert.Greater(t, events, 100, "package progress events")
+	t.Logf("packages downloaded by stage: %v", downloads)
+	// Without a host cache nothing is fetched ahead (the target's cache
+	// would carry it into @bootable): the workstation stage downloads
+	// its own. TestLabCachedRebuildEqualsCold checks the other case.
+	assert.Zero(t, downloads[hooks.StageInitramfs], "no download during the initramfs without a host cache")
+	assert.GreaterOrEqual(t, downloads[hooks.StageWorkstation], 3, "the workstation stage downloads its packages")
 	assert.Len(t, res.Stages, len(hooks.Stages()))
 	assert.Equal(t, []string{"labpool/system/default", "labpool/system/bootable", "labpool/system/workstation"}, res.Environments)
 	assert.NotEmpty(t, res.Kernel)

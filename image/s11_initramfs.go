@@ -34,7 +34,20 @@ func expandAll(root string, argv []string, kver, initrd string) ([]string, error
 	return out, nil
 }
 
-func stageInitramfs(ctx context.Context, st *build) error {
+// stageInitramfs generates the initramfs while the workstation layer's
+// packages download (prefetchWorkstation): the download is the one part
+// of a later stage that can run beside the generator without changing
+// what it reads.
+func stageInitramfs(ctx context.Context, st *build) (err error) {
+	wait := st.prefetchWorkstation(ctx)
+	ok := false
+	defer func() { wait(!ok) }()
+	err = generateInitramfs(ctx, st)
+	ok = err == nil
+	return err
+}
+
+func generateInitramfs(ctx context.Context, st *build) error {
 	root := st.state.Root
 	b := st.cfg.Boot
 	kvers, err := boot.KernelVersions(root, b.Kernel)

@@ -7,7 +7,6 @@ import (
 	"os"
 	"path/filepath"
 	"runtime"
-	"sync"
 
 	"golang.org/x/sync/errgroup"
 
@@ -41,15 +40,12 @@ func stageConvert(ctx context.Context, st *build) error {
 		}
 		st.res.Outputs = append(st.res.Outputs, o)
 	}
-	var mu sync.Mutex // the caller's progress function is called by one goroutine at a time
 	g, gctx := errgroup.WithContext(ctx)
 	g.SetLimit(max(2, runtime.GOMAXPROCS(0)))
 	for _, o := range st.cfg.Outputs {
 		name := filepath.Base(o.Path)
 		report := func(pct int) {
 			if pct%10 == 0 {
-				mu.Lock()
-				defer mu.Unlock()
 				st.b.progress(Progress{Kind: Message, Stage: hooks.StageConvert, Message: fmt.Sprintf("%s (%s): %d%%", name, o.Format, pct)})
 			}
 		}
