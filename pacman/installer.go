@@ -419,12 +419,9 @@ func (in *Installer) Download(ctx context.Context, root string, names []string) 
 		return nil, ErrUnavailable
 	}
 	start := time.Now()
-	root, err := filepath.Abs(root)
+	root, err := installedRoot("download for", root)
 	if err != nil {
 		return nil, err
-	}
-	if _, err := os.Stat(filepath.Join(root, "var/lib/pacman/local")); err != nil {
-		return nil, fmt.Errorf("download for %s: no package database there (Install makes it): %w", root, err)
 	}
 	res := &Result{}
 	err = onInstallThread(in.log, func() error {
@@ -451,6 +448,19 @@ func (in *Installer) Download(ctx context.Context, root string, names []string) 
 	return res, err
 }
 
+// installedRoot returns root made absolute, or an error (op names the
+// call) when it holds no installed system's package database.
+func installedRoot(op, root string) (string, error) {
+	root, err := filepath.Abs(root)
+	if err != nil {
+		return "", err
+	}
+	if _, err := os.Stat(filepath.Join(root, "var/lib/pacman/local")); err != nil {
+		return "", fmt.Errorf("%s %s: no installed system (var/lib/pacman/local): %w", op, root, err)
+	}
+	return root, nil
+}
+
 // SyncResult reports a Sync.
 type SyncResult struct {
 	Result
@@ -473,12 +483,9 @@ func (in *Installer) Sync(ctx context.Context, root string, names []string) (*Sy
 		return nil, ErrUnavailable
 	}
 	start := time.Now()
-	root, err := filepath.Abs(root)
+	root, err := installedRoot("sync", root)
 	if err != nil {
 		return nil, err
-	}
-	if _, err := os.Stat(filepath.Join(root, "var/lib/pacman/local")); err != nil {
-		return nil, fmt.Errorf("sync %s: no installed system (var/lib/pacman/local): %w", root, err)
 	}
 	res := &SyncResult{}
 	err = onInstallThread(in.log, func() (err error) {
