@@ -103,9 +103,17 @@ func (s *stallReader) Read(p []byte) (int, error) {
 	return n, err
 }
 
+// errNotModified: the server's file is not newer than the local copy
+// (HTTP 304 to If-Modified-Since).
+var errNotModified = errors.New("not modified (304)")
+
 // get downloads rawURL into dir under its base name, atomically (a .part
-// file renamed into place). It returns the bytes transferred.
-func (f *fetcher) get(parent context.Context, rawURL, dir string, progress func(done, total int64)) (int64, error) {
+// file renamed into place). It returns the bytes transferred. With
+// conditional, a local copy that has the server's modification time
+// (every HTTP download is given it) is asked for only if newer, as
+// pacman's own downloader does for databases: errNotModified, nothing
+// changed.
+func (f *fetcher) get(parent context.Context, rawURL, dir string, conditional bool, progress func(done, total int64)) (int64, error) {
 	u, err := url.Parse(rawURL)
 	if err != nil {
 		return 0, err
@@ -118,6 +126,7 @@ func (f *fetcher) get(parent context.Context, rawURL, dir string, progress func(
 	part := dst + ".part"
 	var body io.ReadCloser
 	var total int64 = -1
+	var modified time.Time // the server's Last-Modified, when it sent one
 	ctx, cancel := context.WithCancel(parent)
 	defer cancel()
 	switch u.Scheme {
@@ -139,10 +148,18 @@ func (f *fetcher) get(parent context.Context, rawURL, dir string, progress func(
 			return 0, err
 		}
 		req.Header.Set("User-Agent", "paczfs (libalpm)")
+		if fi, err := os.Stat(dst); conditional && err == nil && fi.Mode().IsRegular() && fi.ModTime().After(time.Unix(0, 0)) {
+			req.Header.Set("If-Modified-Since", fi.ModTime().UTC().Format(http.TimeFormat))
+		}
 		resp, err := f.client.Do(req)
 		if err != nil {
 			return 0, err
 		}
+		if resp.StatusCode == http.StatusNotModified {
+			resp.Body.Close()
+			return 0, errNotModified
+		}
+		modified, _ = http.ParseTime(resp.Header.Get("Last-Modified"))
 		if resp.StatusCode == http.StatusNotFound {
 			resp.Body.Close()
 			return 0, errNotFound
@@ -204,17 +221,34 @@ func (f *fetcher) get(parent context.Context, rawURL, dir string, progress func(
 		os.Remove(part)
 		return done, err
 	}
+	if u.Scheme != "file" {
+		// The server's time, or the epoch when it gave none (then the
+		// next download is unconditional): never this host's clock.
+		if modified.IsZero() {
+			modified = time.Unix(0, 0)
+		}
+		if err := os.Chtimes(part, modified, modified); err != nil {
+			os.Remove(part)
+			return done, err
+		}
+	}
 	return done, os.Rename(part, dst)
 }
 
-// Fetch implements libalpm's fetch callback: 0 downloaded, -1 failed.
-// libalpm tries each server in turn and asks for signatures separately.
+// Fetch implements libalpm's fetch callback: 0 downloaded, 1 the local
+// copy is up to date, -1 failed. libalpm tries each server in turn and
+// asks for signatures separately. Unless forced (pacman -Syy), a
+// database or signature the server has not changed since the copy in
+// localpath is not downloaded again.
 func (f *fetcher) Fetch(rawURL, localpath string, force bool) int {
 	if f.ctx.Err() != nil {
 		f.record(rawURL, f.ctx.Err())
 		return -1
 	}
-	n, err := f.get(f.ctx, rawURL, localpath, nil)
+	n, err := f.get(f.ctx, rawURL, localpath, !force, nil)
+	if errors.Is(err, errNotModified) {
+		return 1
+	}
 	if err != nil {
 		f.record(rawURL, err)
 		return -1
@@ -274,7 +308,7 @@ func (f *fetcher) one(ctx context.Context, j downloadJob, dir string) error {
 	var last error
 	for _, u := range j.urls {
 		f.emit(Event{Kind: EventDownloadStart, Repo: j.repo, File: j.file, URL: u})
-		n, err := f.get(ctx, u, dir, func(done, total int64) {
+		n, err := f.get(ctx, u, dir, false, func(done, total int64) {
 			f.emit(Event{Kind: EventDownloadProgress, Repo: j.repo, File: j.file, URL: u, Bytes: done, Total: total})
 		})
 		if err != nil {
@@ -285,7 +319,7 @@ func (f *fetcher) one(ctx context.Context, j downloadJob, dir string) error {
 			continue
 		}
 		if j.sig {
-			if _, err := f.get(ctx, u+".sig", dir, nil); err != nil {
+			if _, err := f.get(ctx, u+".sig", dir, false, nil); err != nil {
 				if ctx.Err() != nil {
 					return ctx.Err()
 				}
