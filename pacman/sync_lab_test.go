@@ -3,6 +3,8 @@
 package pacman_test
 
 import (
+	"os"
+	"path/filepath"
 	"strings"
 	"testing"
 
@@ -69,4 +71,40 @@ func TestLabSyncReachesANewSet(t *testing.T) {
 	v, err := pacmanCmd(t, root, conf, "-Q", "tmux")
 	require.NoError(t, err, v)
 	assert.Equal(t, "tmux 99.0-1", strings.TrimSpace(v))
+}
+
+// A signature paczfs's check does not take (two in one file, as in
+// TestLabSignatureLeftToLibalpmStillInstalls) goes to libalpm's own
+// check in a Sync too, which passes it, and the Sync goes on.
+func TestLabSyncSignatureLeftToLibalpmStillInstalls(t *testing.T) {
+	labtest.Require(t)
+	ctx := t.Context()
+	repo := labRepo(t)
+	dir := copyRepo(t, repo.Dir)
+	pkgs, _ := filepath.Glob(filepath.Join(dir, "tmux-*.pkg.tar.zst"))
+	require.Len(t, pkgs, 1)
+	sig, err := os.ReadFile(pkgs[0] + ".sig")
+	require.NoError(t, err)
+	require.NoError(t, os.WriteFile(pkgs[0]+".sig", append(sig, sig...), 0o644))
+	url := serve(t, dir)
+	in := installer(t, repo.PacmanConfig(url), &recorder{})
+	root := t.TempDir()
+	require.NoError(t, in.InitKeyring(ctx, root))
+	_, err = in.Install(ctx, root, []string{"bash"})
+	require.NoError(t, err)
+
+	rec := &recorder{}
+	res, err := installer(t, repo.PacmanConfig(url), rec).Sync(ctx, root, []string{"bash", "tmux"})
+	require.NoError(t, err)
+	var names []string
+	for _, p := range res.Installed {
+		names = append(names, p.Name)
+	}
+	assert.Contains(t, names, "tmux")
+	check := rec.lastCheck("checking package signatures")
+	assert.Positive(t, check.Count, "paczfs's check ran first")
+	assert.Less(t, check.Current, len(res.Installed), "and did not pass every package")
+	qi, err := pacmanCmd(t, root, pacmanConf(t, url), "-Qi", "tmux")
+	require.NoError(t, err)
+	assert.Contains(t, qi, "Signature", "libalpm checked the signature")
 }
