@@ -131,8 +131,9 @@ func WithHooks(h ...hooks.Hook) Option { return func(b *Builder) { b.hooks = app
 func WithProgress(fn func(Progress)) Option { return func(b *Builder) { b.progress = fn } }
 
 // WithKeepOnFailure keeps a partial image file and outputs after a failed
-// or cancelled build, to inspect them. Mounts, the pool and the loop
-// device are released either way.
+// or cancelled build, to inspect them (an output not yet whole under its
+// partial name, .<name>.paczfs-<id>.partial, beside it). Mounts, the pool
+// and the loop device are released either way.
 func WithKeepOnFailure(keep bool) Option { return func(b *Builder) { b.keep = keep } }
 
 // WithInstallerOptions passes options to the pacman installer (an HTTP
@@ -361,6 +362,8 @@ type build struct {
 	// a derived build (Config.Release.From)
 	previous *release.Manifest
 	changed  []string // files of the packages the sync changed
+	// partials: the files the convert stage created for its outputs
+	partials []string
 	// releaseDir: the build began writing Config.Release.Dir
 	releaseDir bool
 	// layers is the layer cache (Config.CacheDir), nil without one
@@ -542,6 +545,11 @@ func (st *build) removePartial() error {
 	var errs []error
 	if st.target != nil && st.target.created {
 		if err := os.Remove(st.target.path); err != nil && !errors.Is(err, os.ErrNotExist) {
+			errs = append(errs, err)
+		}
+	}
+	for _, p := range st.partials {
+		if err := os.Remove(p); err != nil && !errors.Is(err, os.ErrNotExist) {
 			errs = append(errs, err)
 		}
 	}

@@ -52,6 +52,9 @@ type record struct {
 	// ReleaseDir is the release the build began writing (Config.Release:
 	// it was new or empty, so its release files are the build's).
 	ReleaseDir string `json:"release_dir,omitempty"`
+	// Partials are the files the convert stage writes its outputs to
+	// until each is whole (each created by the build, O_EXCL).
+	Partials []string `json:"partials,omitempty"`
 }
 
 // stateFile is a live build's record, locked for the build's life.
@@ -92,6 +95,17 @@ func openState(dir string) (*stateFile, error) {
 	}
 	s.name = final
 	return s, nil
+}
+
+// id names the build in the files it makes beside the caller's
+// (partialName): its record's ID, or a random one without a record.
+func (s *stateFile) id() string {
+	if s != nil {
+		return s.rec.ID
+	}
+	var id [6]byte
+	_, _ = rand.Read(id[:])
+	return hex.EncodeToString(id[:])
 }
 
 // update changes the record and writes it to disk before returning: the
@@ -170,8 +184,9 @@ var ErrStillHeld = errors.New("still held by a process that is not the build's")
 // build started that still run in its target (chrooted commands, the
 // keyring's gpg-agent), force-exports its temporary pools, unmounts what
 // remains below its work directory, detaches its loop devices, removes
-// its empty work directories and the partial image it created, then its
-// record. Build calls it first, for every build on the host.
+// its empty work directories, kills what still writes its partial outputs
+// and removes them and the partial image it created, then its record.
+// Build calls it first, for every build on the host.
 func Recover(ctx context.Context, opts ...RecoverOption) ([]Recovered, error) {
 	r := &recoverer{dir: DefaultStateDir}
 	for _, o := range opts {
@@ -312,6 +327,20 @@ func (r *recoverer) one(ctx context.Context, name string) (*Recovered, error) {
 			errs = append(errs, err)
 		} else {
 			done("removed partial release " + rec.ReleaseDir)
+		}
+	}
+	for _, p := range rec.Partials {
+		// A qemu-img the build started goes on writing after the build
+		// is killed: it goes first.
+		for _, w := range procs.WithArgUnder(p) {
+			if err := syscall.Kill(w.PID, syscall.SIGKILL); err == nil {
+				done(fmt.Sprintf("killed pid %d (%s)", w.PID, w.Cmdline))
+			}
+		}
+		if err := os.Remove(p); err == nil {
+			done("removed partial output " + p)
+		} else if !errors.Is(err, fs.ErrNotExist) {
+			errs = append(errs, err)
 		}
 	}
 	if rec.Created && rec.Image != "" && len(errs) == 0 {

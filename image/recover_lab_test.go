@@ -30,8 +30,8 @@ import (
 // PACZFS_TEST_BUILD naming a JSON configuration: TestLabHelperBuild builds
 // it, printing "STAGE <name>" when a stage has done its work (an After
 // hook) and "PACKAGE" at the first package libalpm extracts in the base
-// stage, then sleeps
-// at PACZFS_TEST_PAUSE ("base" or "package") until killed.
+// stage and "CONVERTING" at the first progress of an output, then sleeps
+// at PACZFS_TEST_PAUSE (a stage, "package" or "converting") until killed.
 func TestLabHelperBuild(t *testing.T) {
 	file := os.Getenv("PACZFS_TEST_BUILD")
 	if file == "" {
@@ -52,11 +52,19 @@ func TestLabHelperBuild(t *testing.T) {
 			return nil
 		}))
 	}
-	first := true
+	first, converting := true, false
 	var stage hooks.Stage
 	b, err := image.New(cfg, image.WithHooks(hs...), image.WithProgress(func(p image.Progress) {
 		if p.Kind == image.StageStarted {
 			stage = p.Stage
+		}
+		// The first progress of an output: its conversion has begun.
+		if p.Kind == image.Message && p.Stage == hooks.StageConvert && !converting {
+			converting = true
+			fmt.Println("CONVERTING")
+			if pause == "converting" {
+				time.Sleep(time.Hour)
+			}
 		}
 		// The first package libalpm extracts in the base stage: the
 		// checks stage's planning sends package events too.
@@ -156,17 +164,30 @@ func TestLabKillDuringEachStageThenRecover(t *testing.T) {
 	dir := t.TempDir()
 	// "base" is killed during the base stage: in libalpm's transaction,
 	// with the API mounts and the chroot of its scriptlets.
-	for _, at := range []string{"target", "partition", "pool", "datasets", "pacman", "base", "finalize"} {
+	// "convert" is killed while its two outputs are written: the QCOW2
+	// in the build's process, the VDI by a qemu-img that outlives it.
+	for _, at := range []string{"target", "partition", "pool", "datasets", "pacman", "base", "finalize", "convert"} {
 		t.Run(at, func(t *testing.T) {
 			cfg := killCfg(t, dir, "kill")
 			pause := at
-			if at == "base" {
+			switch at {
+			case "base":
 				pause = "package"
+			case "convert":
+				pause = "converting"
+				cfg.Outputs = []image.Output{{Format: image.QCOW2, Path: filepath.Join(dir, "kill.qcow2")},
+					{Format: image.VDI, Path: filepath.Join(dir, "kill.vdi")}}
 			}
 			cmd, lines := startBuild(t, cfg, pause)
-			if at == "base" {
+			switch at {
+			case "base":
 				waitFor(t, lines, "PACKAGE")
-			} else {
+			case "convert":
+				waitFor(t, lines, "CONVERTING")
+				partial, err := filepath.Glob(filepath.Join(dir, ".kill.*.partial"))
+				require.NoError(t, err)
+				require.Len(t, partial, 2, "each output is written to a partial file")
+			default:
 				waitFor(t, lines, "STAGE "+at)
 			}
 			require.NoError(t, cmd.Process.Signal(syscall.SIGKILL))
@@ -184,6 +205,13 @@ func TestLabKillDuringEachStageThenRecover(t *testing.T) {
 				assert.NotEmpty(t, released, "something was held")
 			}
 			assertReleased(t, cfg, nil)
+			for _, o := range cfg.Outputs {
+				assert.NoFileExists(t, o.Path)
+			}
+			partial, err := filepath.Glob(filepath.Join(dir, ".kill.*.partial"))
+			require.NoError(t, err)
+			assert.Empty(t, partial, "partial outputs")
+			assert.Empty(t, procs.WithArgUnder(dir), "processes writing in the output directory (qemu-img)")
 		})
 	}
 	// The same paths build again.

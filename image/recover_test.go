@@ -3,10 +3,13 @@ package image
 import (
 	"context"
 	"encoding/json"
+	"fmt"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
@@ -106,4 +109,40 @@ func TestBuildRecordsAndRemovesItsRecord(t *testing.T) {
 	assert.Equal(t, os.Getpid(), seen.PID)
 	left, _ := os.ReadDir(b.stateDir)
 	assert.Empty(t, left, "the record is removed once all is released")
+}
+
+// A build killed while converting leaves its outputs' partial files and
+// the qemu-img still writing one: Recover kills the writer, removes the
+// partial files it recorded, and leaves the outputs' own names (a
+// previous output the build would have replaced) alone.
+func TestRecoverRemovesPartialOutputsAndTheirWriters(t *testing.T) {
+	state, tmp := t.TempDir(), t.TempDir()
+	out := filepath.Join(tmp, "disk.vdi")
+	require.NoError(t, os.WriteFile(out, []byte("the previous output"), 0o644))
+	partial := partialName(out, "conv01")
+	require.NoError(t, os.WriteFile(partial, []byte("half"), 0o600))
+	gone := partialName(filepath.Join(tmp, "disk.vmdk"), "conv01") // never created
+	// A stand-in for the orphaned qemu-img: the partial file in its argv.
+	writer := exec.Command("tail", "-f", partial)
+	require.NoError(t, writer.Start())
+	exited := make(chan error, 1)
+	go func() { exited <- writer.Wait() }()
+	writeRecord(t, state, record{ID: "conv01", PID: 999996, Partials: []string{partial, gone}})
+
+	got, err := Recover(context.Background(), RecoverStateDir(state), RecoverRunner(&hookstest.FakeRunner{}))
+	require.NoError(t, err)
+	require.Len(t, got, 1)
+	require.Len(t, got[0].Released, 2, "%q", got[0].Released)
+	assert.True(t, strings.HasPrefix(got[0].Released[0], fmt.Sprintf("killed pid %d (tail -f ", writer.Process.Pid)), got[0].Released[0])
+	assert.Equal(t, "removed partial output "+partial, got[0].Released[1])
+	select {
+	case err := <-exited:
+		assert.ErrorContains(t, err, "killed")
+	case <-time.After(10 * time.Second):
+		t.Fatal("the writer still runs")
+	}
+	assert.NoFileExists(t, partial)
+	data, err := os.ReadFile(out)
+	require.NoError(t, err)
+	assert.Equal(t, "the previous output", string(data))
 }

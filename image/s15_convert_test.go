@@ -34,11 +34,11 @@ func (r *convertGate) Run(ctx context.Context, c hooks.Cmd) ([]byte, error) {
 	if err := os.WriteFile(dst, []byte("partial"), 0o600); err != nil {
 		return nil, err
 	}
-	if filepath.Base(dst) == r.fail {
+	if outputName(dst) == r.fail {
 		return nil, &hooks.CmdError{Args: c.Args, ExitCode: 1, Stderr: "qemu-img: out of space"}
 	}
 	_, _ = c.Stdout.Write([]byte("    (0.00/100%)\r    (10.00/100%)\r"))
-	r.started <- filepath.Base(dst)
+	r.started <- outputName(dst)
 	select {
 	case <-r.gate:
 	case <-ctx.Done():
@@ -46,6 +46,15 @@ func (r *convertGate) Run(ctx context.Context, c hooks.Cmd) ([]byte, error) {
 	}
 	_, _ = c.Stdout.Write([]byte("    (100.00/100%)\r"))
 	return nil, os.WriteFile(dst, []byte("converted"), 0o600)
+}
+
+// outputName is the name of the output whose partial file is path.
+func outputName(path string) string {
+	name := strings.TrimPrefix(filepath.Base(path), ".")
+	if i := strings.Index(name, ".paczfs-"); i >= 0 && strings.HasSuffix(name, ".partial") {
+		return name[:i]
+	}
+	return name
 }
 
 func convertBuild(t *testing.T, r hooks.Runner, progress func(Progress), formats ...Format) (*build, string) {
@@ -141,11 +150,17 @@ func TestQCOW2IsWrittenInProcess(t *testing.T) {
 	done := make(chan error, 1)
 	go func() { done <- stageConvert(context.Background(), st) }()
 	assert.Equal(t, "out.vdi", <-r.started, "qemu-img runs for the VDI only")
-	// The QCOW2 is finished while the VDI still waits.
+	// The QCOW2 is finished while the VDI still waits, under its
+	// partial name: no output has its own name before all are whole.
 	require.Eventually(t, func() bool {
-		data, err := os.ReadFile(filepath.Join(dir, "out.qcow2"))
+		p, _ := filepath.Glob(filepath.Join(dir, ".out.qcow2.paczfs-*.partial"))
+		if len(p) != 1 {
+			return false
+		}
+		data, err := os.ReadFile(p[0])
 		return err == nil && len(data) > 4 && string(data[:4]) == "QFI\xfb"
 	}, 20*time.Second, 10*time.Millisecond)
+	assert.NoFileExists(t, filepath.Join(dir, "out.qcow2"))
 	close(r.gate)
 	require.NoError(t, <-done)
 	assert.Contains(t, msgs, "out.qcow2 (qcow2): 0%")
@@ -171,4 +186,68 @@ func TestQCOW2FailureLeavesNoFile(t *testing.T) {
 	require.Error(t, err)
 	assert.Contains(t, err.Error(), "neither a regular file nor a block device")
 	assert.NoFileExists(t, dst)
+}
+
+// With Overwrite, the previous outputs stay until every new one is whole:
+// a failed conversion leaves them as they were and removes the build's
+// partial files; a finished one replaces them.
+func TestPreviousOutputsStayUntilTheNewOnesAreWhole(t *testing.T) {
+	r := &convertGate{started: make(chan string, 2), gate: make(chan struct{}), fail: "out.vdi"}
+	st, dir := convertBuild(t, r, nil, VMDK, VDI)
+	st.cfg.Overwrite = true
+	for _, o := range st.cfg.Outputs {
+		require.NoError(t, os.WriteFile(o.Path, []byte("previous"), 0o644))
+	}
+	require.Error(t, stageConvert(context.Background(), st))
+	require.NoError(t, st.removePartial())
+	ents, err := os.ReadDir(dir)
+	require.NoError(t, err)
+	var names []string
+	for _, e := range ents {
+		names = append(names, e.Name())
+	}
+	assert.ElementsMatch(t, []string{"out.vmdk", "out.vdi"}, names, "only the previous outputs are left")
+	for _, o := range st.cfg.Outputs {
+		data, err := os.ReadFile(o.Path)
+		require.NoError(t, err)
+		assert.Equal(t, "previous", string(data), o.Path)
+	}
+
+	r = &convertGate{started: make(chan string, 2), gate: make(chan struct{})}
+	close(r.gate)
+	st.b.runner, st.partials, st.res.Outputs = r, nil, nil
+	require.NoError(t, stageConvert(context.Background(), st))
+	for _, o := range st.cfg.Outputs {
+		data, err := os.ReadFile(o.Path)
+		require.NoError(t, err)
+		assert.Equal(t, "converted", string(data), o.Path)
+	}
+	left, err := filepath.Glob(filepath.Join(dir, ".*.partial"))
+	require.NoError(t, err)
+	assert.Empty(t, left)
+}
+
+// Without Overwrite, a file that appears at an output's path while the
+// build converts is not replaced: the stage fails naming it, and the
+// build's cleanup removes only what the build wrote.
+func TestAnOutputThatAppearedDuringTheBuildIsNotReplaced(t *testing.T) {
+	r := &convertGate{started: make(chan string, 2), gate: make(chan struct{})}
+	st, dir := convertBuild(t, r, nil, VMDK, VDI)
+	done := make(chan error, 1)
+	go func() { done <- stageConvert(context.Background(), st) }()
+	<-r.started
+	<-r.started
+	theirs := filepath.Join(dir, "out.vdi")
+	require.NoError(t, os.WriteFile(theirs, []byte("someone else's"), 0o644))
+	close(r.gate)
+	err := <-done
+	require.ErrorIs(t, err, ErrOutputExists)
+	assert.Contains(t, err.Error(), "outputs[1].path: "+theirs)
+	require.NoError(t, st.removePartial())
+	data, err := os.ReadFile(theirs)
+	require.NoError(t, err)
+	assert.Equal(t, "someone else's", string(data))
+	ents, err := os.ReadDir(dir)
+	require.NoError(t, err)
+	require.Len(t, ents, 1, "the build's own output and partial files are removed")
 }
