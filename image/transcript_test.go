@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"regexp"
 	"slices"
 	"strings"
 	"testing"
@@ -22,6 +23,9 @@ import (
 	"github.com/paczfs/paczfs/internal/testutil"
 	"github.com/paczfs/paczfs/release"
 )
+
+// partialID is the build's ID in an output's partial file name.
+var partialID = regexp.MustCompile(`\.paczfs-[0-9a-f]{12}\.partial`)
 
 var update = flag.Bool("update", false, "rewrite testdata/*.golden from this run")
 
@@ -43,7 +47,8 @@ func (r *transcriptRunner) Run(ctx context.Context, c hooks.Cmd) ([]byte, error)
 	if i := slices.Index(args, "paczfs-chroot"); i > 0 && args[0] == "unshare" {
 		line = "chroot " + hooks.QuoteArgs(args[i+1:])
 	}
-	r.lines = append(r.lines, strings.ReplaceAll(line, r.tmp, "$TMP"))
+	line = partialID.ReplaceAllString(strings.ReplaceAll(line, r.tmp, "$TMP"), ".paczfs-ID.partial")
+	r.lines = append(r.lines, line)
 	out, err := r.FakeRunner.Run(ctx, c)
 	if err == nil && strings.HasPrefix(line, "chroot ") && slices.Contains(args, "lsinitcpio") {
 		out = []byte("./\nbin\netc/\netc/hostid\nhooks/zfs\ninit\nusr/lib/modules/6.12.1/extramodules/zfs.ko.zst\n")
