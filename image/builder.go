@@ -103,6 +103,9 @@ type Result struct {
 	// LayersReused are the layers taken from Config.CacheDir instead of
 	// installed (LayerBase, LayerBootable).
 	LayersReused []string
+	// CachePruned are the least recently used entries removed from
+	// Config.CacheDir after the build, to keep it within Config.CacheMax.
+	CachePruned []string
 }
 
 // Option configures a Builder.
@@ -362,6 +365,8 @@ type build struct {
 	// a derived build (Config.Release.From)
 	previous *release.Manifest
 	changed  []string // files of the packages the sync changed
+	// cacheUsed: the cache entries this build took or stored (not pruned)
+	cacheUsed map[string]bool
 	// partials: the files the convert stage created for its outputs
 	partials []string
 	// releaseDir: the build began writing Config.Release.Dir
@@ -421,6 +426,7 @@ func (b *Builder) Build(ctx context.Context) (res *Result, err error) {
 			return nil, err
 		}
 	}
+	st.pruneAfterBuild(ctx)
 	st.ok = true
 	return nil, nil
 }

@@ -17,6 +17,7 @@ import (
 	"strings"
 	"syscall"
 	"testing"
+	"time"
 
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
@@ -52,7 +53,19 @@ func TestLabCachedRebuildEqualsCold(t *testing.T) {
 		files []string
 	}
 	var runs []built
+	// A bound every build's own entries exceed (the same for both: it is
+	// recorded in /etc/paczfs/config.json), and before the rebuild an
+	// entry neither build uses, last used a month ago: the rebuild prunes
+	// it and keeps the entries it used.
+	cfg.CacheMax = 1
+	stale := filepath.Join(cfg.CacheDir, "layers", strings.Repeat("5a", 32))
 	for i, name := range []string{"cold", "cached"} {
+		if i == 1 {
+			require.NoError(t, os.MkdirAll(stale, 0o700))
+			require.NoError(t, os.WriteFile(filepath.Join(stale, "stream"), make([]byte, 1<<20), 0o600))
+			old := time.Now().Add(-30 * 24 * time.Hour)
+			require.NoError(t, os.Chtimes(stale, old, old))
+		}
 		var stage hooks.Stage
 		downloads := map[hooks.Stage]int{}
 		b, err := image.New(cfg, image.WithLogger(labtest.Logger(t)), image.WithProgress(func(p image.Progress) {
@@ -84,6 +97,15 @@ func TestLabCachedRebuildEqualsCold(t *testing.T) {
 	assert.False(t, cold.res.InitramfsReused, "the cold build found no cached initramfs")
 	assert.Equal(t, []string{image.LayerBase, image.LayerBootable}, cached.res.LayersReused, "the rebuild received the base and bootable layers from the cache")
 	assert.True(t, cached.res.InitramfsReused, "the rebuild took its initramfs from the cache")
+	assert.Empty(t, cold.res.CachePruned, "every entry is the cold build's own")
+	assert.Equal(t, []string{stale}, cached.res.CachePruned, "only the entry the rebuild did not use is pruned")
+	assert.NoDirExists(t, stale)
+	assert.True(t, slices.ContainsFunc(cached.res.Warnings, func(w string) bool { return strings.Contains(w, "more than cache_max") }), "%q", cached.res.Warnings)
+	for sub, n := range map[string]int{"layers": 2, "initramfs": 1} {
+		ents, err := filepath.Glob(filepath.Join(cfg.CacheDir, sub, strings.Repeat("[0-9a-f]", 64)))
+		require.NoError(t, err)
+		assert.Len(t, ents, n, "%s entries the rebuild used stay", sub)
+	}
 	pkgs := func(r *image.Result) []string {
 		var out []string
 		for _, p := range r.Packages {

@@ -99,6 +99,11 @@ type Config struct {
 	// holds goes into images. A random /etc/hostid (system.hostid empty)
 	// makes every build's initramfs new; set system.hostid to reuse it.
 	CacheDir string `json:"cache_dir,omitempty"`
+	// CacheMax bounds what CacheDir holds: after a build succeeds, the
+	// least recently used entries (by when a build stored or last took
+	// them) are removed until the rest fits, never one this build used.
+	// 0 = DefaultCacheMax (10 GiB). See PruneCache.
+	CacheMax disk.Size `json:"cache_max,omitempty"`
 
 	Pacman   pacman.Config `json:"pacman"`
 	Packages Packages      `json:"packages"`
@@ -653,6 +658,9 @@ func (c *Config) validate() problems {
 	}
 	if c.WorkDir != "" && !filepath.IsAbs(c.WorkDir) {
 		p.add("work_dir", "give an absolute path", "%q is relative", c.WorkDir)
+	}
+	if c.CacheMax < 0 {
+		p.add("cache_max", "use 0 for the default ("+DefaultCacheMax.String()+")", "%s is negative", c.CacheMax)
 	}
 	if c.CacheDir != "" && !filepath.IsAbs(c.CacheDir) {
 		p.add("cache_dir", "give an absolute path", "%q is relative", c.CacheDir)

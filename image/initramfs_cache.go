@@ -443,11 +443,14 @@ func writeSynced(p string, data []byte) error {
 const staleAfter = 24 * time.Hour
 
 // removeStale removes the .new-* directories killed builds left in dir
-// (a cache's initramfs or layers directory).
+// (a cache's initramfs or layers directory), and the .old-* ones a killed
+// PruneCache left.
 func removeStale(dir string, log *slog.Logger) {
 	old, _ := filepath.Glob(filepath.Join(dir, ".new-*"))
-	for _, d := range old {
-		if fi, err := os.Lstat(d); err == nil && fi.IsDir() && time.Since(fi.ModTime()) > staleAfter {
+	// .old-*: an entry PruneCache renamed, never read again.
+	pruned, _ := filepath.Glob(filepath.Join(dir, ".old-*"))
+	for _, d := range append(old, pruned...) {
+		if fi, err := os.Lstat(d); err == nil && fi.IsDir() && (time.Since(fi.ModTime()) > staleAfter || strings.HasPrefix(filepath.Base(d), ".old-")) {
 			log.Debug("cache: removing what a killed build left", "dir", d)
 			_ = os.RemoveAll(d)
 		}

@@ -147,6 +147,7 @@ func (st *build) planLayerCache(ctx context.Context) {
 	c.base.hit = c.lookup(c.base)
 	st.layers = c
 	if c.base.hit != nil {
+		st.usedCacheEntry(c.entry(c.base))
 		st.b.log.Info("layer cache: the base layer will be received", "entry", c.entry(c.base))
 	}
 
@@ -172,6 +173,7 @@ func (st *build) planLayerCache(ctx context.Context) {
 	}
 	if m := c.lookup(c.bootable); m != nil && m.From == c.base.hit.GUID {
 		c.bootable.hit = m
+		st.usedCacheEntry(c.entry(c.bootable))
 		st.b.log.Info("layer cache: the bootable layer will be received", "entry", c.entry(c.bootable))
 	} else if m != nil {
 		st.b.log.Info("layer cache: the bootable entry follows another base entry; it will be replaced", "entry", c.entry(c.bootable))
@@ -703,6 +705,7 @@ func (st *build) storeEntry(ctx context.Context, e *layerEntry, snap, from strin
 		_ = d.Sync()
 		d.Close()
 	}
+	st.usedCacheEntry(c.entry(e))
 	return m.GUID, nil
 }
 

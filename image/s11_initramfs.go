@@ -109,6 +109,7 @@ func generateInitramfs(ctx context.Context, st *build) error {
 				st.warn("initramfs cache: %v (building the image)", err)
 			}
 			if hit {
+				st.usedCacheEntry(cache.entry(key))
 				if err := st.checkInitramfs(ctx, k, initrd); err != nil {
 					return err
 				}
@@ -134,6 +135,8 @@ func generateInitramfs(ctx context.Context, st *build) error {
 		if cache != nil {
 			if err := cache.store(key, root, initrd); err != nil {
 				st.warn("initramfs cache: not stored: %v", err)
+			} else {
+				st.usedCacheEntry(cache.entry(key))
 			}
 		}
 	}

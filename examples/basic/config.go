@@ -167,6 +167,11 @@ func (s *settings) defaultValue(spec varSpec) value {
 		return text("")
 	case "BUILD_CACHE":
 		return text(c.CacheDir)
+	case "BUILD_CACHE_MAX":
+		if c.CacheMax == 0 {
+			return text("")
+		}
+		return text(c.CacheMax.String())
 	case "POOL_NAME":
 		return text(c.PoolName)
 	case "TRUSTED_KEYS":
@@ -417,6 +422,7 @@ func (s *settings) config(readFile func(string) ([]byte, error)) (image.Config, 
 		}
 		c.CacheDir = abs
 	}
+	c.CacheMax = size("BUILD_CACHE_MAX")
 	c.PoolName = s.str("POOL_NAME")
 	c.Pacman.TrustedKeys = trustedKeys(s.list("TRUSTED_KEYS"))
 	c.System.Locales = s.list("LOCALES")

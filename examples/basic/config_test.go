@@ -407,6 +407,8 @@ func TestRemoteCacheDetection(t *testing.T) {
 	assert.Equal(t, []string{filepath.Join(wd, "cache")}, config(t, load(t, "CACHE_PATH=cache\n", nil)).Pacman.CacheDirs)
 	assert.Equal(t, filepath.Join(wd, "built"), config(t, load(t, "BUILD_CACHE=built\n", nil)).CacheDir, "BUILD_CACHE is made absolute too")
 	assert.Empty(t, config(t, load(t, "", nil)).CacheDir)
+	assert.Equal(t, 20*disk.GiB, config(t, load(t, "BUILD_CACHE_MAX=20G\n", nil)).CacheMax)
+	assert.Zero(t, config(t, load(t, "", nil)).CacheMax, "empty: the library's default")
 }
 
 func TestPrintedConfigLoadsBackToTheSameConfig(t *testing.T) {

@@ -151,7 +151,7 @@ var fieldVariables = [][2]string{
 	{"system.keymap", "KEYMAP"}, {"system.hostid", "HOSTID"}, {"block_device", "BLOCK_DEV"},
 	{"image_file", "IMAGE_FILE"}, {"swap_size", "SWAP_SIZE"}, {"pool_name", "POOL_NAME"}, {"esp_size", "ESP_SIZE"},
 	{"manage.release_keys", "RELEASE_KEYS"}, {"release.signing_key", "RELEASE_SIGNING_KEY"}, {"release.version", "RELEASE_VERSION"},
-	{"release.from", "RELEASE_FROM"}, {"release.name", "RELEASE_NAME"}, {"release.dir", "RELEASE_DIR"}, {"manage.tool", "BOOTENV_TOOL"}, {"manage.keep_good", "KEEP_GOOD"}, {"manage.off", "MANAGE=no"}, {"guid_seed", "GUID_SEED"}, {"work_dir", "CHROOT_PATH"}, {"cache_dir", "BUILD_CACHE"}, {"size", "IMAGE_SIZE"},
+	{"release.from", "RELEASE_FROM"}, {"release.name", "RELEASE_NAME"}, {"release.dir", "RELEASE_DIR"}, {"manage.tool", "BOOTENV_TOOL"}, {"manage.keep_good", "KEEP_GOOD"}, {"manage.off", "MANAGE=no"}, {"guid_seed", "GUID_SEED"}, {"work_dir", "CHROOT_PATH"}, {"cache_dir", "BUILD_CACHE"}, {"cache_max", "BUILD_CACHE_MAX"}, {"size", "IMAGE_SIZE"},
 }
 
 func fieldWords() *strings.Replacer {

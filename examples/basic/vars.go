@@ -40,6 +40,8 @@ var variables = []varSpec{
 		Help: "package cache directory on this host; empty = the target's own /var/cache/pacman/pkg, emptied after each layer so the image does not carry the downloads; host:path = mounted read-only with sshfs for the build"},
 	{Name: "BUILD_CACHE",
 		Help: "a directory of yours (writable by no one else) where builds keep what a later build can reuse: the base and bootable layers (taken back when their resolved packages, pacman settings, layout and, for bootable, HOSTID and initramfs files are unchanged) and each kernel's initramfs (taken back when everything it is made from is unchanged; set HOSTID and GUID_SEED for that); empty = none"},
+	{Name: "BUILD_CACHE_MAX",
+		Help: "how much BUILD_CACHE may hold: after a build, the entries used least recently go until the rest fits (never one the build used); empty = 10G"},
 	{Name: "POOL_NAME", Help: "the pool's name on disk"},
 	{Name: "TRUSTED_KEYS", List: true,
 		Help: "keys to trust in the target's keyring: key ids, or public key files (a path with a / or ending in .asc, .gpg, .pgp, .key)"},
