@@ -42,7 +42,8 @@
 //	initramfs    a portable initramfs with ZFS and the hostid, from      prepare-initramfs
 //	             drop-in configuration (no package file is edited),
 //	             its files checked (boot.initramfs_must); meanwhile the
-//	             workstation set downloads into the host's package cache
+//	             workstation set downloads (into the host's package
+//	             cache, or a temporary dataset over the target's)
 //	bootloader   systemd-boot (also EFI/BOOT/BOOTX64.EFI), loader.conf,  install-grub, snapshot-bootable
 //	             kernel+initramfs+entry per boot environment, the
 //	             ESP-refresh pacman hook; snapshot @bootable (held),

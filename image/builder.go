@@ -367,6 +367,10 @@ type build struct {
 	changed  []string // files of the packages the sync changed
 	// cacheUsed: the cache entries this build took or stored (not pruned)
 	cacheUsed map[string]bool
+	// prefetchDS: the temporary dataset over the target's package cache
+	// (prefetchWorkstation), prefetchMade once zfs created it
+	prefetchDS   string
+	prefetchMade bool
 	// partials: the files the convert stage created for its outputs
 	partials []string
 	// releaseDir: the build began writing Config.Release.Dir

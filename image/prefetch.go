@@ -2,30 +2,56 @@ package image
 
 import (
 	"context"
+	"errors"
+	"os"
+	"path/filepath"
 	"slices"
+	"strings"
 	"time"
 
 	"github.com/paczfs/paczfs/hooks"
 	"github.com/paczfs/paczfs/pacman"
+	"github.com/paczfs/paczfs/zfs"
 )
 
+// targetCache is the target's own package cache, where the installer
+// downloads without pacman.cache_dirs.
+const targetCache = "/var/cache/pacman/pkg"
+
+// prefetchDataset is the temporary dataset the workstation layer's
+// packages download into during the initramfs without a host cache:
+// mounted over the target's own cache, so the root dataset (and
+// @bootable, taken meanwhile) never holds them. Destroyed after the
+// workstation install.
+const prefetchDataset = "paczfs-prefetch"
+
 // prefetchWorkstation starts downloading the workstation layer's packages
-// into the build's package cache (pacman.cache_dirs on the build host)
 // and returns the wait for it: with cancel, it stops the download first.
 // The generator and this download share nothing: the download reads the
-// target's package database and writes only the host's cache (and the
-// sync databases, which the workstation install refreshes again), so the
+// target's package database and writes only a package cache (and the sync
+// databases, which the workstation install refreshes again), so the
 // initramfs is what it would be without it. The workstation install then
 // finds its packages cached. A failed download only warns: the install
 // downloads what it lacks, as without it.
 //
-// Nothing is fetched without a host cache (the target's own cache would
-// carry the files into @bootable, taken before the workstation layer), in
-// a derived build (its workstation layer is the Sync of the whole set),
-// or when a hook replaces the workstation stage.
+// The cache is the build host's (pacman.cache_dirs) or, without one, a
+// temporary dataset mounted over the target's own cache
+// (prefetchDataset): files downloaded into the root dataset itself would
+// be in @bootable, taken before the workstation layer.
+//
+// Nothing is fetched in a derived build (its workstation layer is the
+// Sync of the whole set), or when a hook replaces the workstation stage.
 func (st *build) prefetchWorkstation(ctx context.Context) (wait func(cancel bool)) {
 	if !st.prefetching() {
 		return func(bool) {}
+	}
+	if len(st.cfg.Pacman.CacheDirs) == 0 {
+		if err := st.mountPrefetchDataset(ctx); err != nil {
+			if ctx.Err() == nil {
+				st.warn("workstation packages not downloaded during the initramfs (the workstation stage downloads them): %v", err)
+			}
+			return func(bool) {}
+		}
 	}
 	names := st.cfg.Packages.Workstation
 	ctx, cancel := context.WithCancel(ctx)
@@ -59,6 +85,72 @@ func (st *build) prefetching() bool {
 	replaced := slices.ContainsFunc(st.b.hooks, func(h hooks.Hook) bool {
 		return h.Stage() == hooks.StageWorkstation && h.When() == hooks.Replace
 	})
-	return len(st.cfg.Packages.Workstation) > 0 && st.previous == nil &&
-		len(st.cfg.Pacman.CacheDirs) > 0 && !replaced && st.state.Root != ""
+	if len(st.cfg.Packages.Workstation) == 0 || st.previous != nil || replaced || st.state.Root == "" {
+		return false
+	}
+	if len(st.cfg.Pacman.CacheDirs) > 0 {
+		return true
+	}
+	why := st.prefetchDatasetUnusable()
+	if why != "" {
+		st.b.log.Info("workstation packages are not downloaded during the initramfs", "why", why)
+	}
+	return why == ""
+}
+
+// prefetchDatasetUnusable says why the target's cache cannot take a
+// temporary dataset ("" when it can): the pool is not known, the cache
+// directory is missing or not empty, or it is not in the root dataset (a
+// dataset of the layout is mounted at or above it, other than the root).
+func (st *build) prefetchDatasetUnusable() string {
+	if st.state.Pool == "" {
+		return "no pool"
+	}
+	ents, err := os.ReadDir(filepath.Join(st.state.Root, targetCache))
+	switch {
+	case err != nil:
+		return "the target's package cache: " + err.Error()
+	case len(ents) > 0:
+		return "the target's package cache is not empty"
+	}
+	for _, d := range st.cfg.Datasets {
+		mp := filepath.Clean(d.Props["mountpoint"])
+		if d.Name == st.cfg.RootDataset || !filepath.IsAbs(mp) || mp == "/" || d.Props["canmount"] == "off" {
+			continue
+		}
+		if targetCache == mp || strings.HasPrefix(targetCache, mp+"/") {
+			return "dataset " + d.Name + " is mounted at " + mp
+		}
+	}
+	return ""
+}
+
+// mountPrefetchDataset creates prefetchDataset mounted over the target's
+// own cache, and registers its destruction with the build's cleanup.
+func (st *build) mountPrefetchDataset(ctx context.Context) error {
+	name := st.state.Pool + "/" + prefetchDataset
+	z := st.zfs()
+	// Created and mounted in one command; the cleanup is registered first,
+	// so a failure half-way is undone too.
+	st.prefetchDS = name
+	st.stack.Push("destroy "+name, func(ctx context.Context) error { return st.destroyPrefetchDataset(ctx) })
+	err := z.CreateDataset(ctx, name, map[string]string{"mountpoint": targetCache, "canmount": "on"}, zfs.CreateOptions{})
+	if err != nil {
+		return err
+	}
+	st.prefetchMade = true
+	return nil
+}
+
+// destroyPrefetchDataset destroys prefetchDataset (unmounting it), once.
+func (st *build) destroyPrefetchDataset(ctx context.Context) error {
+	if st.prefetchDS == "" || !st.prefetchMade {
+		st.prefetchDS = ""
+		return nil
+	}
+	if err := st.zfs().Destroy(ctx, st.prefetchDS, zfs.DestroyOptions{}); err != nil {
+		return errors.Join(errors.New("the temporary package cache was not destroyed"), err)
+	}
+	st.prefetchDS, st.prefetchMade = "", false
+	return nil
 }

@@ -2,6 +2,8 @@ package image
 
 import (
 	"context"
+	"os"
+	"path/filepath"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -11,7 +13,9 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/paczfs/paczfs/hooks"
+	"github.com/paczfs/paczfs/hooks/hookstest"
 	"github.com/paczfs/paczfs/release"
+	"github.com/paczfs/paczfs/zfs"
 )
 
 // The caller's progress function is never called by two goroutines at
@@ -43,9 +47,10 @@ func TestProgressIsCalledByOneGoroutineAtATime(t *testing.T) {
 }
 
 // The workstation layer is fetched ahead only where that cannot change
-// the image: with a host cache, in a fresh build whose workstation stage
-// is the builder's own, with packages to fetch. Otherwise nothing starts
-// and the wait returns at once.
+// the image: into a host cache or a temporary dataset over the target's
+// own (empty, in the root dataset), in a fresh build whose workstation
+// stage is the builder's own, with packages to fetch. Otherwise nothing
+// starts and the wait returns at once.
 func TestPrefetchOnlyWhereItCannotChangeTheImage(t *testing.T) {
 	base := func(edit func(c *Config)) *build {
 		c := testConfig(t)
@@ -56,12 +61,29 @@ func TestPrefetchOnlyWhereItCannotChangeTheImage(t *testing.T) {
 		}
 		b, err := New(c, hostOK)
 		require.NoError(t, err)
-		return &build{b: b, cfg: &b.cfg, state: hooks.State{Root: t.TempDir()}}
+		root := t.TempDir()
+		require.NoError(t, os.MkdirAll(filepath.Join(root, targetCache), 0o755))
+		return &build{b: b, cfg: &b.cfg, state: hooks.State{Root: root, Pool: "zroot-paczfs-test01"}}
 	}
+	noHostCache := func(c *Config) { c.Pacman.CacheDirs = nil }
 	for name, st := range map[string]*build{
-		"no host cache": base(func(c *Config) { c.Pacman.CacheDirs = nil }),
-		"no packages":   func() *build { st := base(nil); st.cfg.Packages.Workstation = nil; return st }(),
-		"derived build": func() *build { st := base(nil); st.previous = &release.Manifest{}; return st }(),
+		"no host cache, a full target cache": func() *build {
+			st := base(noHostCache)
+			require.NoError(t, os.WriteFile(filepath.Join(st.state.Root, targetCache, "x.pkg.tar.zst"), nil, 0o644))
+			return st
+		}(),
+		"no host cache, no target cache": func() *build {
+			st := base(noHostCache)
+			require.NoError(t, os.Remove(filepath.Join(st.state.Root, targetCache)))
+			return st
+		}(),
+		"no host cache, the target cache in a dataset of the layout": base(func(c *Config) {
+			c.Pacman.CacheDirs = nil
+			c.Datasets = append(c.Datasets, zfs.DatasetSpec{Name: "data/var", Props: map[string]string{"mountpoint": "/var"}})
+		}),
+		"no host cache, no pool": func() *build { st := base(noHostCache); st.state.Pool = ""; return st }(),
+		"no packages":            func() *build { st := base(nil); st.cfg.Packages.Workstation = nil; return st }(),
+		"derived build":          func() *build { st := base(nil); st.previous = &release.Manifest{}; return st }(),
 		"replaced stage": func() *build {
 			st := base(nil)
 			st.b.hooks = append(st.b.hooks, hooks.Func("mine", hooks.StageWorkstation, hooks.Replace, func(context.Context, *hooks.State) error { return nil }))
@@ -73,6 +95,46 @@ func TestPrefetchOnlyWhereItCannotChangeTheImage(t *testing.T) {
 		})
 	}
 	assert.True(t, base(nil).prefetching())
+	assert.True(t, base(noHostCache).prefetching(), "into a temporary dataset")
+}
+
+// Without a host cache the packages download into a temporary dataset
+// mounted over the target's own cache: created before the download,
+// destroyed by the workstation stage or, when the build fails first, by
+// its cleanup; never twice.
+func TestPrefetchDatasetOverTheTargetCache(t *testing.T) {
+	c := testConfig(t)
+	c.Packages.Workstation = []string{"tmux"}
+	fake := &hookstest.FakeRunner{}
+	b, err := New(c, hostOK, WithRunner(fake))
+	require.NoError(t, err)
+	root := t.TempDir()
+	require.NoError(t, os.MkdirAll(filepath.Join(root, targetCache), 0o755))
+	st := &build{b: b, cfg: &b.cfg, res: &Result{}, state: hooks.State{Root: root, Pool: "zroot-paczfs-test01"}}
+	st.prefetchWorkstation(t.Context())(false)
+	assert.Equal(t, []string{"zfs create -o canmount=on -o mountpoint=/var/cache/pacman/pkg zroot-paczfs-test01/paczfs-prefetch"}, fake.Calls())
+	require.NoError(t, st.destroyPrefetchDataset(t.Context()))
+	require.NoError(t, st.stack.Unwind(t.Context()), "the cleanup after the stage's destroy")
+	assert.Equal(t, "zfs destroy zroot-paczfs-test01/paczfs-prefetch", fake.Calls()[1])
+	assert.Len(t, fake.Calls(), 2, "destroyed once")
+
+	// A build that fails before its workstation stage: the cleanup
+	// destroys it.
+	fake2 := &hookstest.FakeRunner{}
+	st.b.runner = fake2
+	st.prefetchWorkstation(t.Context())(true)
+	require.NoError(t, st.stack.Unwind(t.Context()))
+	assert.Equal(t, []string{"zfs create -o canmount=on -o mountpoint=/var/cache/pacman/pkg zroot-paczfs-test01/paczfs-prefetch",
+		"zfs destroy zroot-paczfs-test01/paczfs-prefetch"}, fake2.Calls())
+
+	// zfs cannot create it: a warning, no download, nothing to destroy.
+	fake3 := (&hookstest.FakeRunner{}).On("zfs create", hookstest.Response{ExitCode: 1, Stderr: "cannot create: out of space"})
+	st.b.runner, st.warnings = fake3, nil
+	st.prefetchWorkstation(t.Context())(false)
+	require.NoError(t, st.stack.Unwind(t.Context()))
+	assert.Len(t, fake3.Calls(), 1)
+	require.Len(t, st.warnings, 1)
+	assert.Contains(t, st.warnings[0], "out of space")
 }
 
 // A download that fails only warns: the workstation stage downloads what

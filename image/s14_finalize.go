@@ -50,6 +50,14 @@ func stageFinalize(ctx context.Context, st *build) error {
 		// metadata) becomes holes in the image file again: the file and
 		// every output hold only the pool's live data. The pool's
 		// autotrim leaves recent and small frees; a disk keeps its own.
+		// A destroyed dataset (the temporary package cache) is freed in
+		// the background: wait for it, or its blocks stay in the file.
+		if err := z.WaitFree(ctx, pool); err != nil {
+			if ctx.Err() != nil {
+				return err
+			}
+			st.warn("waiting for the pool to free what the build destroyed: %v", err)
+		}
 		if err := z.TrimPool(ctx, pool, zfs.TrimOptions{Wait: true}); err != nil {
 			if ctx.Err() != nil {
 				return err

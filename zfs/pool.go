@@ -248,6 +248,16 @@ func (c *Client) TrimPool(ctx context.Context, name string, opt TrimOptions) err
 	return nil
 }
 
+// WaitFree waits until the pool has freed in the background what
+// destroyed datasets and snapshots held (zpool wait -t free): only then
+// is that space free for TrimPool to hand back.
+func (c *Client) WaitFree(ctx context.Context, name string) error {
+	if _, err := c.cmd(ctx, "zpool", "wait", "-t", "free", name); err != nil {
+		return wrap("wait for pool "+name+" to free", err)
+	}
+	return nil
+}
+
 // DestroyPool destroys a pool and everything in it. Use with care: paczfs
 // itself never destroys a pool; this is for tests and tools.
 func (c *Client) DestroyPool(ctx context.Context, name string) error {
