@@ -361,12 +361,7 @@ func TestLabTamperedPackageAndUnsignedDatabaseAreRejected(t *testing.T) {
 func TestLabSignatureLeftToLibalpmStillInstalls(t *testing.T) {
 	labtest.Require(t)
 	repo := labRepo(t)
-	dir := copyRepo(t, repo.Dir)
-	pkgs, _ := filepath.Glob(filepath.Join(dir, "less-*.pkg.tar.zst"))
-	require.Len(t, pkgs, 1)
-	sig, err := os.ReadFile(pkgs[0] + ".sig")
-	require.NoError(t, err)
-	require.NoError(t, os.WriteFile(pkgs[0]+".sig", append(sig, sig...), 0o644))
+	dir := repoWithDoubledSignature(t, repo, "less")
 	rec := &recorder{}
 	in := installer(t, repo.PacmanConfig(serve(t, dir)), rec)
 	root := t.TempDir()
@@ -379,6 +374,20 @@ func TestLabSignatureLeftToLibalpmStillInstalls(t *testing.T) {
 	qi, err := pacmanCmd(t, root, pacmanConf(t, serve(t, dir)), "-Qi", "less")
 	require.NoError(t, err)
 	assert.Contains(t, qi, "Signature", "libalpm checked the signature")
+}
+
+// repoWithDoubledSignature copies repo and gives pkg's file two good
+// signatures in its .sig, which paczfs's check declines and libalpm's
+// passes; it returns the copy's directory.
+func repoWithDoubledSignature(t *testing.T, repo *labrepo.Repo, pkg string) string {
+	t.Helper()
+	dir := copyRepo(t, repo.Dir)
+	pkgs, _ := filepath.Glob(filepath.Join(dir, pkg+"-*.pkg.tar.zst"))
+	require.Len(t, pkgs, 1)
+	sig, err := os.ReadFile(pkgs[0] + ".sig")
+	require.NoError(t, err)
+	require.NoError(t, os.WriteFile(pkgs[0]+".sig", append(sig, sig...), 0o644))
+	return dir
 }
 
 func TestLabServerDownOrWrongURLFailsClearlyAndQuickly(t *testing.T) {

@@ -3,8 +3,6 @@
 package pacman_test
 
 import (
-	"os"
-	"path/filepath"
 	"strings"
 	"testing"
 
@@ -80,17 +78,12 @@ func TestLabSyncSignatureLeftToLibalpmStillInstalls(t *testing.T) {
 	labtest.Require(t)
 	ctx := t.Context()
 	repo := labRepo(t)
-	dir := copyRepo(t, repo.Dir)
-	pkgs, _ := filepath.Glob(filepath.Join(dir, "tmux-*.pkg.tar.zst"))
-	require.Len(t, pkgs, 1)
-	sig, err := os.ReadFile(pkgs[0] + ".sig")
-	require.NoError(t, err)
-	require.NoError(t, os.WriteFile(pkgs[0]+".sig", append(sig, sig...), 0o644))
+	dir := repoWithDoubledSignature(t, repo, "tmux")
 	url := serve(t, dir)
 	in := installer(t, repo.PacmanConfig(url), &recorder{})
 	root := t.TempDir()
 	require.NoError(t, in.InitKeyring(ctx, root))
-	_, err = in.Install(ctx, root, []string{"bash"})
+	_, err := in.Install(ctx, root, []string{"bash"})
 	require.NoError(t, err)
 
 	rec := &recorder{}
