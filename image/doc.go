@@ -17,7 +17,9 @@
 // output unless [WithKeepOnFailure]. [Convert] writes VDI, QCOW, QCOW2,
 // VMDK, VHDX or raw copies: a zlib QCOW2 in-process (internal/qcow2,
 // several times faster than qemu-img), the others through qemu-img; a
-// build's convert stage writes all of its outputs at once.
+// build's convert stage writes all of its outputs at once, each to a
+// partial file beside it, and renames them into place only when all are
+// whole ([Recover] removes what a killed build left).
 //
 // With [Config].CacheDir, a build keeps what a later one can reuse: the
 // base and bootable layers as the root's send streams (with archives of
@@ -25,6 +27,8 @@
 // under the SHA-256 of what it is made from. A rebuild whose inputs are
 // unchanged receives the streams and copies the initramfs instead of
 // installing and generating ([Result].LayersReused, InitramfsReused).
+// The cache is bounded by [Config].CacheMax (least recently used entries
+// go first; [PruneCache] does it without a build).
 //
 // With [Release] set, a build also writes a signed release of its root
 // environment (package release): its full ZFS stream and manifest. A
