@@ -371,8 +371,10 @@ type build struct {
 	// (prefetchWorkstation), prefetchMade once zfs created it
 	prefetchDS   string
 	prefetchMade bool
-	// partials: the files the convert stage created for its outputs
-	partials []string
+	// partials: the files the convert stage created for its outputs;
+	// newOutputs: the outputs it renamed into place where none was
+	partials   []string
+	newOutputs []string
 	// releaseDir: the build began writing Config.Release.Dir
 	releaseDir bool
 	// layers is the layer cache (Config.CacheDir), nil without one
@@ -563,8 +565,8 @@ func (st *build) removePartial() error {
 			errs = append(errs, err)
 		}
 	}
-	for _, o := range st.res.Outputs {
-		if err := os.Remove(o.Path); err != nil && !errors.Is(err, os.ErrNotExist) {
+	for _, p := range st.newOutputs {
+		if err := os.Remove(p); err != nil && !errors.Is(err, os.ErrNotExist) {
 			errs = append(errs, err)
 		}
 	}

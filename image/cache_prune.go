@@ -42,8 +42,12 @@ type PrunedCache struct {
 // when it succeeds (Config.CacheMax), keeping the entries it used; call
 // PruneCache to bound a cache no build is writing, from a timer say.
 // Each entry is renamed out of the way before it is removed, so a build
-// reading the cache sees an entry whole or not at all (a build that had
-// already chosen it installs instead).
+// reading the cache sees an entry whole or not at all. A build that chose
+// an entry in its checks and finds it gone installs the layer instead,
+// unless it had received the entry's stream already: then it fails on the
+// missing archives. Prune while builds run only with a bound they do not
+// reach, or between builds. dir must be absolute and pass the checks a
+// build makes of Config.CacheDir (the user's, writable by no one else).
 func PruneCache(ctx context.Context, dir string, max disk.Size) (PrunedCache, error) {
 	return pruneCache(ctx, dir, max, nil, nil)
 }
@@ -61,6 +65,27 @@ func pruneCache(ctx context.Context, dir string, max disk.Size, keep map[string]
 	}
 	if max == 0 {
 		max = DefaultCacheMax
+	}
+	// As a build reads it: absolute, the user's and writable by no one
+	// else, its caches real directories (not links), since entries are
+	// removed as root.
+	if !filepath.IsAbs(dir) {
+		return res, fmt.Errorf("cache_dir: %q is relative: give an absolute path", dir)
+	}
+	if err := checkCacheDir(dir); err != nil {
+		if errors.Is(err, fs.ErrNotExist) {
+			return res, nil
+		}
+		return res, fmt.Errorf("cache_dir: %w", err)
+	}
+	for _, sub := range cacheSubdirs {
+		d := filepath.Join(dir, sub)
+		if fi, err := os.Lstat(d); err == nil && !fi.IsDir() {
+			return res, fmt.Errorf("cache_dir: %s is not a directory", d)
+		}
+		if err := checkCacheDir(d); err != nil && !errors.Is(err, fs.ErrNotExist) {
+			return res, fmt.Errorf("cache_dir: %w", err)
+		}
 	}
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)

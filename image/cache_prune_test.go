@@ -103,3 +103,24 @@ func TestCacheMaxIsValidated(t *testing.T) {
 	require.ErrorAs(t, err, &ce)
 	assert.True(t, strings.Contains(err.Error(), "cache_max"), "%v", err)
 }
+
+// PruneCache removes entries as root only in a directory a build would
+// take as its cache: absolute, not writable by others, its caches not
+// links.
+func TestPruneCacheRefusesADirectoryABuildWouldRefuse(t *testing.T) {
+	_, err := PruneCache(context.Background(), "relative/cache", disk.MiB)
+	require.ErrorContains(t, err, "is relative")
+
+	dir := t.TempDir()
+	makeEntry(t, dir, "layers", "a1", 10, time.Hour)
+	require.NoError(t, os.Chmod(dir, 0o777))
+	_, err = PruneCache(context.Background(), dir, 1)
+	require.ErrorContains(t, err, "writable by group or others")
+	require.NoError(t, os.Chmod(dir, 0o700))
+
+	other := t.TempDir()
+	require.NoError(t, os.Symlink(filepath.Join(dir, "layers"), filepath.Join(other, "layers")))
+	_, err = PruneCache(context.Background(), other, 1)
+	require.ErrorContains(t, err, "is not a directory")
+	assert.DirExists(t, filepath.Join(dir, "layers", fmt.Sprintf("%062x", 0)+"a1"), "nothing removed through the link")
+}

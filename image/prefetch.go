@@ -125,30 +125,53 @@ func (st *build) prefetchDatasetUnusable() string {
 	return ""
 }
 
-// mountPrefetchDataset creates prefetchDataset mounted over the target's
-// own cache, and registers its destruction with the build's cleanup.
+// mountPrefetchDataset creates prefetchDataset (canmount=noauto: a
+// leftover would never mount by itself) and mounts it over the target's
+// own cache. The workstation stage destroys it, or the build's cleanup
+// when the build fails first. A dataset made but not mounted is destroyed
+// at once; if that fails too, the workstation stage tries again and fails
+// the build rather than ship it.
 func (st *build) mountPrefetchDataset(ctx context.Context) error {
 	name := st.state.Pool + "/" + prefetchDataset
 	z := st.zfs()
-	// Created and mounted in one command; the cleanup is registered first,
-	// so a failure half-way is undone too.
 	st.prefetchDS = name
 	st.stack.Push("destroy "+name, func(ctx context.Context) error { return st.destroyPrefetchDataset(ctx) })
-	err := z.CreateDataset(ctx, name, map[string]string{"mountpoint": targetCache, "canmount": "on"}, zfs.CreateOptions{})
-	if err != nil {
+	if err := z.CreateDataset(ctx, name, map[string]string{"mountpoint": targetCache, "canmount": "noauto"}, zfs.CreateOptions{}); err != nil {
+		if ok, xerr := z.Exists(ctx, name); ok || xerr != nil {
+			st.prefetchMade = true // made, or unknown: destroy it
+			err = errors.Join(err, st.destroyPrefetchDataset(ctx))
+		}
 		return err
 	}
 	st.prefetchMade = true
+	if err := z.Mount(ctx, name); err != nil {
+		return errors.Join(err, st.destroyPrefetchDataset(ctx))
+	}
 	return nil
 }
 
 // destroyPrefetchDataset destroys prefetchDataset (unmounting it), once.
+// Busy is tried again for up to a minute, as exportPool does: the mount
+// namespaces of the installer's threads and chrooted commands hold copies
+// of its mount that the kernel releases asynchronously.
 func (st *build) destroyPrefetchDataset(ctx context.Context) error {
 	if st.prefetchDS == "" || !st.prefetchMade {
 		st.prefetchDS = ""
 		return nil
 	}
-	if err := st.zfs().Destroy(ctx, st.prefetchDS, zfs.DestroyOptions{}); err != nil {
+	var err error
+	for range 240 {
+		if err = st.zfs().Destroy(ctx, st.prefetchDS, zfs.DestroyOptions{}); !errors.Is(err, zfs.ErrBusy) {
+			break
+		}
+		select {
+		case <-ctx.Done():
+		case <-time.After(250 * time.Millisecond):
+			continue
+		}
+		break
+	}
+	if err != nil && !errors.Is(err, zfs.ErrNotFound) {
 		return errors.Join(errors.New("the temporary package cache was not destroyed"), err)
 	}
 	st.prefetchDS, st.prefetchMade = "", false

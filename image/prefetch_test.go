@@ -4,6 +4,7 @@ import (
 	"context"
 	"os"
 	"path/filepath"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -112,11 +113,11 @@ func TestPrefetchDatasetOverTheTargetCache(t *testing.T) {
 	require.NoError(t, os.MkdirAll(filepath.Join(root, targetCache), 0o755))
 	st := &build{b: b, cfg: &b.cfg, res: &Result{}, state: hooks.State{Root: root, Pool: "zroot-paczfs-test01"}}
 	st.prefetchWorkstation(t.Context())(false)
-	assert.Equal(t, []string{"zfs create -o canmount=on -o mountpoint=/var/cache/pacman/pkg zroot-paczfs-test01/paczfs-prefetch"}, fake.Calls())
+	assert.Equal(t, []string{"zfs create -o canmount=noauto -o mountpoint=/var/cache/pacman/pkg zroot-paczfs-test01/paczfs-prefetch", "zfs mount zroot-paczfs-test01/paczfs-prefetch"}, fake.Calls())
 	require.NoError(t, st.destroyPrefetchDataset(t.Context()))
 	require.NoError(t, st.stack.Unwind(t.Context()), "the cleanup after the stage's destroy")
-	assert.Equal(t, "zfs destroy zroot-paczfs-test01/paczfs-prefetch", fake.Calls()[1])
-	assert.Len(t, fake.Calls(), 2, "destroyed once")
+	assert.Equal(t, "zfs destroy zroot-paczfs-test01/paczfs-prefetch", fake.Calls()[2])
+	assert.Len(t, fake.Calls(), 3, "destroyed once")
 
 	// A build that fails before its workstation stage: the cleanup
 	// destroys it.
@@ -124,17 +125,36 @@ func TestPrefetchDatasetOverTheTargetCache(t *testing.T) {
 	st.b.runner = fake2
 	st.prefetchWorkstation(t.Context())(true)
 	require.NoError(t, st.stack.Unwind(t.Context()))
-	assert.Equal(t, []string{"zfs create -o canmount=on -o mountpoint=/var/cache/pacman/pkg zroot-paczfs-test01/paczfs-prefetch",
+	assert.Equal(t, []string{"zfs create -o canmount=noauto -o mountpoint=/var/cache/pacman/pkg zroot-paczfs-test01/paczfs-prefetch", "zfs mount zroot-paczfs-test01/paczfs-prefetch",
 		"zfs destroy zroot-paczfs-test01/paczfs-prefetch"}, fake2.Calls())
 
 	// zfs cannot create it: a warning, no download, nothing to destroy.
-	fake3 := (&hookstest.FakeRunner{}).On("zfs create", hookstest.Response{ExitCode: 1, Stderr: "cannot create: out of space"})
+	fake3 := (&hookstest.FakeRunner{}).On("zfs create", hookstest.Response{ExitCode: 1, Stderr: "cannot create: out of space"}).
+		On("zfs list", hookstest.Response{ExitCode: 1, Stderr: "cannot open 'zroot-paczfs-test01/paczfs-prefetch': dataset does not exist"})
 	st.b.runner, st.warnings = fake3, nil
 	st.prefetchWorkstation(t.Context())(false)
 	require.NoError(t, st.stack.Unwind(t.Context()))
-	assert.Len(t, fake3.Calls(), 1)
+	assert.Len(t, fake3.Calls(), 2, "create, and the check that nothing was made")
 	require.Len(t, st.warnings, 1)
 	assert.Contains(t, st.warnings[0], "out of space")
+
+	// Made but not mounted: destroyed at once, then a warning.
+	fake4 := (&hookstest.FakeRunner{}).On("zfs mount", hookstest.Response{ExitCode: 1, Stderr: "cannot mount: directory is not empty"})
+	st.b.runner, st.warnings = fake4, nil
+	st.prefetchWorkstation(t.Context())(false)
+	assert.Equal(t, "zfs destroy zroot-paczfs-test01/paczfs-prefetch", fake4.Calls()[2])
+	require.NoError(t, st.stack.Unwind(t.Context()))
+	assert.Len(t, fake4.Calls(), 3, "not destroyed twice")
+	require.Len(t, st.warnings, 1)
+
+	// Busy a few times (a mount namespace still holds a copy): tried
+	// again until it goes.
+	busy := hookstest.Response{ExitCode: 1, Stderr: "cannot destroy 'x': dataset is busy"}
+	fake5 := (&hookstest.FakeRunner{}).Once("zfs destroy", busy).Once("zfs destroy", busy)
+	st.b.runner = fake5
+	st.prefetchWorkstation(t.Context())(false)
+	require.NoError(t, st.destroyPrefetchDataset(t.Context()))
+	assert.Equal(t, 3, strings.Count(strings.Join(fake5.Calls(), "\n"), "zfs destroy"))
 }
 
 // A download that fails only warns: the workstation stage downloads what

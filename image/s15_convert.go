@@ -46,7 +46,16 @@ func stageConvert(ctx context.Context, st *build) error {
 	id := st.record.id()
 	partial := make([]string, len(st.cfg.Outputs))
 	for i, o := range st.cfg.Outputs {
-		partial[i] = partialName(o.Path, id)
+		// Absolute, through no link: Recover, run from anywhere, finds
+		// the file, and the qemu-img whose argument names it.
+		dir, err := filepath.Abs(filepath.Dir(o.Path))
+		if err != nil {
+			return err
+		}
+		if real, err := filepath.EvalSymlinks(dir); err == nil {
+			dir = real
+		}
+		partial[i] = partialName(filepath.Join(dir, filepath.Base(o.Path)), id)
 	}
 	if err := st.record.update(func(r *record) { r.Partials = append(r.Partials, partial...) }); err != nil {
 		return err
@@ -91,10 +100,16 @@ func stageConvert(ctx context.Context, st *build) error {
 	}
 	dirs := map[string]bool{}
 	for i, o := range st.cfg.Outputs {
+		_, lerr := os.Lstat(o.Path)
 		if err := renameOutput(partial[i], o.Path, st.cfg.Overwrite); err != nil {
 			return fmt.Errorf("outputs[%d].path: %w", i, err)
 		}
 		st.res.Outputs = append(st.res.Outputs, o)
+		// One that replaced a previous output stays if the build fails
+		// later: it is whole, and the previous one is gone.
+		if lerr != nil {
+			st.newOutputs = append(st.newOutputs, o.Path)
+		}
 		dirs[filepath.Dir(o.Path)] = true
 	}
 	for d := range dirs {
@@ -129,13 +144,18 @@ func renameOutput(partial, path string, overwrite bool) error {
 	case errors.Is(err, unix.EINVAL), errors.Is(err, unix.ENOSYS):
 		// A filesystem without RENAME_NOREPLACE: a link cannot replace
 		// a file either.
-		if err := os.Link(partial, path); err != nil {
-			if errors.Is(err, fs.ErrExist) {
-				return fmt.Errorf("%s: %w (not replaced: remove it, or allow overwriting)", path, ErrOutputExists)
-			}
-			return err
+		lerr := os.Link(partial, path)
+		switch {
+		case errors.Is(lerr, fs.ErrExist):
+			return fmt.Errorf("%s: %w (not replaced: remove it, or allow overwriting)", path, ErrOutputExists)
+		case lerr == nil:
+			return os.Remove(partial)
 		}
-		return os.Remove(partial)
+		// Nor links (some FUSE and SMB mounts): look, then rename.
+		if _, err := os.Lstat(path); err == nil {
+			return fmt.Errorf("%s: %w (not replaced: remove it, or allow overwriting)", path, ErrOutputExists)
+		}
+		return os.Rename(partial, path)
 	case err != nil:
 		return &os.LinkError{Op: "rename", Old: partial, New: path, Err: err}
 	}

@@ -251,3 +251,21 @@ func TestAnOutputThatAppearedDuringTheBuildIsNotReplaced(t *testing.T) {
 	require.NoError(t, err)
 	require.Len(t, ents, 1, "the build's own output and partial files are removed")
 }
+
+// An output given relative to the working directory is written to an
+// absolute partial path: Recover, run from anywhere, finds the file and
+// the qemu-img whose argument names it.
+func TestPartialFilesAreRecordedAbsolute(t *testing.T) {
+	r := &convertGate{started: make(chan string, 1), gate: make(chan struct{})}
+	close(r.gate)
+	st, dir := convertBuild(t, r, nil, VDI)
+	t.Chdir(dir)
+	st.cfg.Outputs[0].Path = "rel.vdi"
+	require.NoError(t, stageConvert(context.Background(), st))
+	require.Len(t, st.partials, 1)
+	real, err := filepath.EvalSymlinks(dir)
+	require.NoError(t, err)
+	assert.True(t, filepath.IsAbs(st.partials[0]), st.partials[0])
+	assert.Equal(t, real, filepath.Dir(st.partials[0]))
+	assert.FileExists(t, filepath.Join(dir, "rel.vdi"))
+}
