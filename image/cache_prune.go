@@ -2,7 +2,6 @@ package image
 
 import (
 	"context"
-	"crypto/rand"
 	"encoding/hex"
 	"errors"
 	"fmt"
@@ -148,9 +147,7 @@ func isKeyName(name string) bool {
 // removeEntry renames the entry to a .old-* name in its directory (an
 // atomic disappearance for readers), then removes it.
 func removeEntry(p string) error {
-	var id [6]byte
-	_, _ = rand.Read(id[:])
-	old := filepath.Join(filepath.Dir(p), ".old-"+hex.EncodeToString(id[:]))
+	old := filepath.Join(filepath.Dir(p), ".old-"+randomID())
 	if err := os.Rename(p, old); err != nil {
 		if errors.Is(err, fs.ErrNotExist) {
 			return nil // another build removed it

@@ -68,9 +68,7 @@ func openState(dir string) (*stateFile, error) {
 	if err := fsx.Mkdir(dir, 0o700); err != nil {
 		return nil, fmt.Errorf("state directory: %w", err)
 	}
-	var id [6]byte
-	_, _ = rand.Read(id[:])
-	s := &stateFile{rec: record{ID: hex.EncodeToString(id[:]), PID: os.Getpid(), Started: time.Now().UTC()}}
+	s := &stateFile{rec: record{ID: randomID(), PID: os.Getpid(), Started: time.Now().UTC()}}
 	// Made under a name Recover does not read, locked and written, then
 	// renamed into place: Recover never sees a record unlocked or empty.
 	final := filepath.Join(dir, s.rec.ID+".json")
@@ -103,6 +101,11 @@ func (s *stateFile) id() string {
 	if s != nil {
 		return s.rec.ID
 	}
+	return randomID()
+}
+
+// randomID is 12 random hex digits: a build's ID, or a file name's part.
+func randomID() string {
 	var id [6]byte
 	_, _ = rand.Read(id[:])
 	return hex.EncodeToString(id[:])
