@@ -41,11 +41,11 @@ type PrunedCache struct {
 // when it succeeds (Config.CacheMax), keeping the entries it used; call
 // PruneCache to bound a cache no build is writing, from a timer say.
 // Each entry is renamed out of the way before it is removed, so a build
-// reading the cache sees an entry whole or not at all. A build that chose
-// an entry in its checks and finds it gone installs the layer instead,
-// unless it had received the entry's stream already: then it fails on the
-// missing archives. Prune while builds run only with a bound they do not
-// reach, or between builds. dir must be absolute and pass the checks a
+// looking an entry up sees it whole or not at all. A build holds the
+// stream and archives of the layer entries it chose in its checks open
+// until it ends, so pruning them meanwhile does not fail it (their space
+// comes back when it ends); an initramfs entry removed before the build
+// reads it is built instead. dir must be absolute and pass the checks a
 // build makes of Config.CacheDir (the user's, writable by no one else).
 func PruneCache(ctx context.Context, dir string, max disk.Size) (PrunedCache, error) {
 	return pruneCache(ctx, dir, max, nil, nil)

@@ -71,6 +71,37 @@ type layerManifest struct {
 	From     string                  `json:"from,omitempty"`
 	Data     []layerData             `json:"data"`
 	Packages []pacman.PlannedPackage `json:"packages"`
+
+	// files are the entry's stream and archives by name, opened when
+	// the build looked the entry up: an entry pruned meanwhile
+	// (PruneCache, or another build's prune) stays readable to the build
+	// that chose it. Closed when the build ends.
+	files map[string]*os.File
+}
+
+// reader reads the entry's file name (its stream or an archive) from the
+// start, through the handle opened by lookup.
+func (m *layerManifest) reader(name string) (io.Reader, error) {
+	f, ok := m.files[name]
+	if !ok {
+		return nil, fmt.Errorf("%s: %w", name, fs.ErrClosed)
+	}
+	fi, err := f.Stat()
+	if err != nil {
+		return nil, err
+	}
+	return io.NewSectionReader(f, 0, fi.Size()), nil
+}
+
+// close closes the files lookup opened; m is nil-safe.
+func (m *layerManifest) close() {
+	if m == nil {
+		return
+	}
+	for _, f := range m.files {
+		f.Close()
+	}
+	m.files = nil
 }
 
 // layerData is one dataset's archive in an entry.
@@ -146,6 +177,7 @@ func (st *build) planLayerCache(ctx context.Context) {
 		key: layerKey(LayerBase, st.cfg.Packages.Base, rootSpec, others, st.cfg.FSProperties, st.cfg.Pacman, plan, keys)}
 	c.base.hit = c.lookup(c.base)
 	st.layers = c
+	st.stack.Push("close the layer cache entries", func(context.Context) error { c.close(); return nil })
 	if c.base.hit != nil {
 		st.usedCacheEntry(c.entry(c.base))
 		st.b.log.Info("layer cache: the base layer will be received", "entry", c.entry(c.base))
@@ -176,7 +208,17 @@ func (st *build) planLayerCache(ctx context.Context) {
 		st.usedCacheEntry(c.entry(c.bootable))
 		st.b.log.Info("layer cache: the bootable layer will be received", "entry", c.entry(c.bootable))
 	} else if m != nil {
+		m.close()
 		st.b.log.Info("layer cache: the bootable entry follows another base entry; it will be replaced", "entry", c.entry(c.bootable))
+	}
+}
+
+// close closes the files of the entries the build chose.
+func (c *layerCache) close() {
+	for _, e := range []*layerEntry{c.base, c.bootable} {
+		if e != nil {
+			e.hit.close()
+		}
 	}
 }
 
@@ -267,14 +309,17 @@ func (c *layerCache) entry(e *layerEntry) string {
 }
 
 // lookup returns e's entry's manifest when the entry is whole: its key,
-// its stream of the recorded size, every archive with its checksum. A
+// its stream of the recorded size, every archive with its checksum. The
+// stream and archives stay open (layerManifest.files) until closed. A
 // damaged entry is removed.
 func (c *layerCache) lookup(e *layerEntry) *layerManifest {
 	dir := c.entry(e)
 	if _, err := os.Lstat(dir); err != nil {
 		return nil
 	}
+	m := &layerManifest{}
 	bad := func(why string) *layerManifest {
+		m.close()
 		c.damaged(e, why)
 		return nil
 	}
@@ -286,25 +331,40 @@ func (c *layerCache) lookup(e *layerEntry) *layerManifest {
 	if err != nil {
 		return bad("no manifest")
 	}
-	var m layerManifest
-	if err := json.Unmarshal(data, &m); err != nil {
+	if err := json.Unmarshal(data, m); err != nil {
 		return bad("its manifest does not parse")
 	}
-	if fi, err := os.Stat(filepath.Join(dir, "stream")); err != nil || fi.Size() != m.StreamSize {
-		return bad("its stream is missing or not of the recorded size")
+	m.files = map[string]*os.File{}
+	open := func(name string) (*os.File, error) {
+		f, err := os.Open(filepath.Join(dir, name))
+		if err != nil {
+			return nil, err
+		}
+		m.files[name] = f
+		return f, nil
+	}
+	f, err := open("stream")
+	if err != nil {
+		return bad("its stream is missing")
+	}
+	if fi, err := f.Stat(); err != nil || fi.Size() != m.StreamSize {
+		return bad("its stream is not of the recorded size")
 	}
 	for _, d := range m.Data {
-		f, err := os.Open(filepath.Join(dir, filepath.Base(d.File)))
+		f, err := open(filepath.Base(d.File))
 		if err != nil {
 			return bad("an archive is missing")
 		}
 		sum, err := readerSHA256(f)
-		f.Close()
 		if err != nil || sum != d.SHA256 {
 			return bad("an archive does not match its checksum")
 		}
 	}
-	return &m
+	if c.keep {
+		// A dry run reads nothing more.
+		m.close()
+	}
+	return m
 }
 
 // damaged removes e's entry (not in a dry run).
@@ -374,8 +434,10 @@ func (st *build) receiveCachedBase(ctx context.Context) (bool, error) {
 		}
 		st.warn("layer cache: receiving the base layer failed (%v); installing it", err)
 		c.damaged(c.base, "its stream was refused")
+		c.base.hit.close()
 		c.base.hit = nil
 		if c.bootable != nil {
+			c.bootable.hit.close()
 			c.bootable.hit = nil
 		}
 		return false, nil
@@ -390,12 +452,11 @@ func (st *build) receiveCachedBase(ctx context.Context) (bool, error) {
 
 // receiveEntry receives e's stream into target.
 func (st *build) receiveEntry(ctx context.Context, e *layerEntry, target string, o zfs.ReceiveOptions) error {
-	f, err := os.Open(filepath.Join(st.layers.entry(e), "stream"))
+	r, err := e.hit.reader("stream")
 	if err != nil {
-		return err
+		return fmt.Errorf("layer cache entry %s: %w", st.layers.entry(e), err)
 	}
-	defer f.Close()
-	return st.zfs().Receive(ctx, bufio.NewReaderSize(f, 1<<20), target, o)
+	return st.zfs().Receive(ctx, bufio.NewReaderSize(r, 1<<20), target, o)
 }
 
 // dataDatasets returns the layout's datasets other than the root and its
@@ -448,13 +509,11 @@ func (st *build) extractArchives(ctx context.Context, e *layerEntry) error {
 		if !ok {
 			return fmt.Errorf("layer cache entry %s: dataset %s is not mounted in the target", c.entry(e), d.Dataset)
 		}
-		f, err := os.Open(filepath.Join(c.entry(e), filepath.Base(d.File)))
+		r, err := e.hit.reader(filepath.Base(d.File))
 		if err != nil {
 			return fmt.Errorf("layer cache entry %s: %w", c.entry(e), err)
 		}
-		err = extractTree(bufio.NewReader(f), dir)
-		f.Close()
-		if err != nil {
+		if err := extractTree(bufio.NewReader(r), dir); err != nil {
 			return fmt.Errorf("layer cache entry %s: extract into %s: %w", c.entry(e), d.Dataset, err)
 		}
 	}
@@ -508,6 +567,7 @@ func (st *build) receiveCachedBootable(ctx context.Context) (bool, error) {
 		}
 		st.warn("layer cache: receiving the bootable layer failed (%v); installing it", rerr)
 		c.damaged(e, "its stream was refused")
+		e.hit.close()
 		e.hit = nil
 		return false, st.extractArchives(ctx, c.base)
 	}
@@ -636,6 +696,7 @@ func (st *build) storeEntry(ctx context.Context, e *layerEntry, snap, from strin
 		}
 	}
 	if have := c.lookup(e); have != nil {
+		have.close()
 		if have.From == m.From {
 			return "", errors.New("another build stored it first")
 		}

@@ -6,6 +6,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"io/fs"
 	"log/slog"
 	"net"
@@ -429,4 +430,73 @@ func TestLayerCacheDryRunKeeps(t *testing.T) {
 	assert.Nil(t, c.lookup(c.base))
 	_, err := os.Lstat(c.entry(c.base))
 	assert.NoError(t, err, "the entry is still there")
+}
+
+// TestAChosenLayerEntryOutlivesAPrune: a build reads the stream and
+// archives of the entry it chose in its checks through the files lookup
+// opened, so a prune that removes the entry before the build has read
+// them (PruneCache from a timer, another build's bound) does not fail it.
+func TestAChosenLayerEntryOutlivesAPrune(t *testing.T) {
+	ctx := context.Background()
+	cacheDir := t.TempDir()
+	c := writeLayerEntry(t, filepath.Join(cacheDir, "layers"), []byte("key"))
+	m := c.lookup(c.base)
+	require.NotNil(t, m)
+	t.Cleanup(m.close)
+
+	pruned, err := PruneCache(ctx, cacheDir, 1)
+	require.NoError(t, err)
+	require.Equal(t, []string{c.entry(c.base)}, pruned.Removed)
+	_, err = os.Lstat(c.entry(c.base))
+	require.ErrorIs(t, err, fs.ErrNotExist, "the entry is gone from the cache")
+
+	for range 2 { // read twice: each reader starts at the beginning
+		r, err := m.reader("stream")
+		require.NoError(t, err)
+		stream, err := io.ReadAll(r)
+		require.NoError(t, err)
+		assert.Equal(t, "stream", string(stream))
+	}
+	r, err := m.reader("data-2.tar")
+	require.NoError(t, err)
+	out := t.TempDir()
+	require.NoError(t, extractTree(r, out))
+	data, err := os.ReadFile(filepath.Join(out, "f"))
+	require.NoError(t, err)
+	assert.Equal(t, "data", string(data), "the archive extracts whole")
+
+	m.close()
+	_, err = m.reader("stream")
+	assert.ErrorIs(t, err, fs.ErrClosed, "closed when the build ends")
+}
+
+// TestDryRunLookupHoldsNoFiles: Builder.Plan reads no stream, so its
+// lookups leave nothing open.
+func TestDryRunLookupHoldsNoFiles(t *testing.T) {
+	c := writeLayerEntry(t, t.TempDir(), []byte("key"))
+	c.keep = true
+	m := c.lookup(c.base)
+	require.NotNil(t, m)
+	assert.Empty(t, m.files)
+}
+
+// TestTheBaseStreamIsReceivedAfterItsEntryWasPruned: the datasets stage
+// receives the stream of the entry the checks chose even when the entry
+// left the cache in between.
+func TestTheBaseStreamIsReceivedAfterItsEntryWasPruned(t *testing.T) {
+	ctx := context.Background()
+	r := &transcriptRunner{}
+	st := stageFixture(t, r)
+	t.Cleanup(func() { require.NoError(t, st.stack.Unwind(ctx)) })
+	for _, fn := range []stageFunc{stageESP, stagePool} {
+		require.NoError(t, fn(ctx, st))
+	}
+	st.layers = writeLayerEntry(t, t.TempDir(), []byte("key"))
+	st.layers.base.hit = st.layers.lookup(st.layers.base)
+	require.NotNil(t, st.layers.base.hit)
+	t.Cleanup(st.layers.close)
+	require.NoError(t, os.RemoveAll(st.layers.entry(st.layers.base)))
+	require.NoError(t, stageDatasets(ctx, st))
+	assert.True(t, st.layers.received, "the root came from the stream")
+	assert.Empty(t, st.warnings)
 }
