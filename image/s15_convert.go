@@ -30,7 +30,8 @@ import (
 // SIGKILL, removes the partial files), and with Config.Overwrite the
 // previous outputs stay until the new ones replace them. Without it, a
 // file that appeared at an output's path during the build is not
-// replaced: the stage fails naming it.
+// replaced: the stage fails naming it, before any output is renamed
+// (checkRenames).
 func stageConvert(ctx context.Context, st *build) error {
 	// Every argv before any file is touched: a bad output fails the stage
 	// with nothing written.
@@ -98,6 +99,9 @@ func stageConvert(ctx context.Context, st *build) error {
 	if err := g.Wait(); err != nil {
 		return err
 	}
+	if err := checkRenames(st.cfg.Outputs, st.cfg.Overwrite); err != nil {
+		return err
+	}
 	dirs := map[string]bool{}
 	for i, o := range st.cfg.Outputs {
 		_, lerr := os.Lstat(o.Path)
@@ -115,6 +119,26 @@ func stageConvert(ctx context.Context, st *build) error {
 	for d := range dirs {
 		if err := syncFile(d); err != nil {
 			return err
+		}
+	}
+	return nil
+}
+
+// checkRenames looks at every output's path before the first whole
+// output is renamed into place, so what would fail a later rename (a
+// file that appeared without overwrite, a directory in the way) fails
+// the stage with no output replaced, rather than after some were.
+func checkRenames(outputs []Output, overwrite bool) error {
+	for i, o := range outputs {
+		fi, err := os.Lstat(o.Path)
+		switch {
+		case errors.Is(err, fs.ErrNotExist):
+		case err != nil:
+			return fmt.Errorf("outputs[%d].path: %w", i, err)
+		case !overwrite:
+			return fmt.Errorf("outputs[%d].path: %s: %w (not replaced: remove it, or allow overwriting)", i, o.Path, ErrOutputExists)
+		case fi.IsDir():
+			return fmt.Errorf("outputs[%d].path: %s is a directory (a build replaces only files: move it away)", i, o.Path)
 		}
 	}
 	return nil

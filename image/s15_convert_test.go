@@ -269,3 +269,43 @@ func TestPartialFilesAreRecordedAbsolute(t *testing.T) {
 	assert.Equal(t, real, filepath.Dir(st.partials[0]))
 	assert.FileExists(t, filepath.Join(dir, "rel.vdi"))
 }
+
+// A rename that would fail (here a directory that appeared at the second
+// output's path) fails the stage before any whole output is renamed into
+// place: the first output's previous file is not replaced either, so the
+// outputs are never a mix of this build's and the previous one's.
+func TestNoOutputIsReplacedWhenALaterOneCannotBe(t *testing.T) {
+	r := &convertGate{started: make(chan string, 2), gate: make(chan struct{})}
+	st, dir := convertBuild(t, r, nil, VMDK, VDI)
+	st.cfg.Overwrite = true
+	require.NoError(t, os.WriteFile(st.cfg.Outputs[0].Path, []byte("previous"), 0o644))
+	done := make(chan error, 1)
+	go func() { done <- stageConvert(context.Background(), st) }()
+	<-r.started
+	<-r.started
+	require.NoError(t, os.Mkdir(st.cfg.Outputs[1].Path, 0o755))
+	close(r.gate)
+	err := <-done
+	require.Error(t, err)
+	assert.Contains(t, err.Error(), "outputs[1].path: "+st.cfg.Outputs[1].Path+" is a directory")
+	require.NoError(t, st.removePartial())
+	data, err := os.ReadFile(st.cfg.Outputs[0].Path)
+	require.NoError(t, err)
+	assert.Equal(t, "previous", string(data), "the first output was not replaced")
+	ents, err := os.ReadDir(dir)
+	require.NoError(t, err)
+	assert.Len(t, ents, 2, "the previous output and the directory; no partial file")
+
+	// Without overwrite, a file that appeared at the second path keeps the
+	// first output from being renamed into place at all.
+	r = &convertGate{started: make(chan string, 2), gate: make(chan struct{})}
+	st, _ = convertBuild(t, r, nil, VMDK, VDI)
+	go func() { done <- stageConvert(context.Background(), st) }()
+	<-r.started
+	<-r.started
+	require.NoError(t, os.WriteFile(st.cfg.Outputs[1].Path, []byte("theirs"), 0o644))
+	close(r.gate)
+	require.ErrorIs(t, <-done, ErrOutputExists)
+	assert.Empty(t, st.newOutputs, "nothing was renamed into place")
+	assert.NoFileExists(t, st.cfg.Outputs[0].Path)
+}
