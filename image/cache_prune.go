@@ -29,9 +29,10 @@ var cacheSubdirs = [...]string{"layers", "initramfs"}
 
 // PrunedCache is what PruneCache did.
 type PrunedCache struct {
-	Removed []string // the entries removed, least recently used first
-	Freed   int64    // bytes they held
-	Kept    int64    // bytes the entries left hold
+	Removed []string  // the entries removed, least recently used first
+	Freed   int64     // bytes they held
+	Kept    int64     // bytes the entries left hold
+	Max     disk.Size // the bound applied: max, or DefaultCacheMax for 0
 }
 
 // PruneCache removes the least recently used entries of the cache in dir
@@ -65,6 +66,7 @@ func pruneCache(ctx context.Context, dir string, max disk.Size, keep map[string]
 	if max == 0 {
 		max = DefaultCacheMax
 	}
+	res.Max = max
 	// As a build reads it: absolute, the user's and writable by no one
 	// else, its caches real directories (not links), since entries are
 	// removed as root.
@@ -198,12 +200,8 @@ func (st *build) pruneAfterBuild(ctx context.Context) {
 		return
 	}
 	st.res.CachePruned = res.Removed
-	max := st.cfg.CacheMax
-	if max == 0 {
-		max = DefaultCacheMax
-	}
-	if res.Kept > int64(max) {
-		st.warn("the cache %s holds %d bytes, more than cache_max (%d bytes), in the entries this build used", st.cfg.CacheDir, res.Kept, int64(max))
+	if res.Kept > int64(res.Max) {
+		st.warn("the cache %s holds %d bytes, more than cache_max (%d bytes), in the entries this build used", st.cfg.CacheDir, res.Kept, int64(res.Max))
 	}
 }
 

@@ -73,6 +73,10 @@ func TestPruneCacheOfNothing(t *testing.T) {
 	res, err := PruneCache(context.Background(), filepath.Join(t.TempDir(), "none"), disk.MiB)
 	require.NoError(t, err)
 	assert.Zero(t, res.Kept)
+	assert.Equal(t, disk.MiB, res.Max, "the bound applied")
+	res, err = PruneCache(context.Background(), filepath.Join(t.TempDir(), "none"), 0)
+	require.NoError(t, err)
+	assert.Equal(t, DefaultCacheMax, res.Max, "0 is the default bound")
 }
 
 // Taking an entry marks it used: a build's hits outlive older entries.

@@ -762,10 +762,7 @@ func (st *build) storeEntry(ctx context.Context, e *layerEntry, snap, from strin
 		return "", err
 	}
 	// The rename itself survives a crash once the directory is synced.
-	if d, err := os.Open(c.dir); err == nil {
-		_ = d.Sync()
-		d.Close()
-	}
+	_ = syncFile(c.dir)
 	st.usedCacheEntry(c.entry(e))
 	return m.GUID, nil
 }
