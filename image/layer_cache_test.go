@@ -301,6 +301,23 @@ func TestLayerCacheLookup(t *testing.T) {
 	assert.Nil(t, empty.lookup(&layerEntry{key: key}), "no entry: a miss")
 }
 
+// baseHitFixture is a build through the pool stage whose checks chose a
+// whole base entry from the layer cache (its files open until the test
+// ends).
+func baseHitFixture(t *testing.T, r *transcriptRunner) *build {
+	t.Helper()
+	st := stageFixture(t, r)
+	t.Cleanup(func() { require.NoError(t, st.stack.Unwind(context.Background())) })
+	for _, fn := range []stageFunc{stageESP, stagePool} {
+		require.NoError(t, fn(context.Background(), st))
+	}
+	st.layers = writeLayerEntry(t, t.TempDir(), []byte("key"))
+	st.layers.base.hit = st.layers.lookup(st.layers.base)
+	require.NotNil(t, st.layers.base.hit)
+	t.Cleanup(st.layers.close)
+	return st
+}
+
 // TestLayerCacheRefusedStream: a cached stream the kernel refuses is not
 // a failed build. The entry is removed and the root created as without
 // a cache.
@@ -310,14 +327,7 @@ func TestLayerCacheRefusedStream(t *testing.T) {
 	r.On("zfs receive", hookstest.Response{Err: errors.New("cannot receive: invalid stream")})
 	// ZFS keeps nothing of a refused full stream.
 	r.On("zfs list -H -o name -t all zroot-paczfs-test01/system/default", hookstest.Response{ExitCode: 1, Stderr: "cannot open 'zroot-paczfs-test01/system/default': dataset does not exist"})
-	st := stageFixture(t, r)
-	t.Cleanup(func() { require.NoError(t, st.stack.Unwind(ctx)) })
-	for _, fn := range []stageFunc{stageESP, stagePool} {
-		require.NoError(t, fn(ctx, st))
-	}
-	st.layers = writeLayerEntry(t, t.TempDir(), []byte("key"))
-	st.layers.base.hit = st.layers.lookup(st.layers.base)
-	require.NotNil(t, st.layers.base.hit)
+	st := baseHitFixture(t, r)
 	r.lines = nil
 	require.NoError(t, stageDatasets(ctx, st))
 	var receive, create bool
@@ -486,15 +496,7 @@ func TestDryRunLookupHoldsNoFiles(t *testing.T) {
 func TestTheBaseStreamIsReceivedAfterItsEntryWasPruned(t *testing.T) {
 	ctx := context.Background()
 	r := &transcriptRunner{}
-	st := stageFixture(t, r)
-	t.Cleanup(func() { require.NoError(t, st.stack.Unwind(ctx)) })
-	for _, fn := range []stageFunc{stageESP, stagePool} {
-		require.NoError(t, fn(ctx, st))
-	}
-	st.layers = writeLayerEntry(t, t.TempDir(), []byte("key"))
-	st.layers.base.hit = st.layers.lookup(st.layers.base)
-	require.NotNil(t, st.layers.base.hit)
-	t.Cleanup(st.layers.close)
+	st := baseHitFixture(t, r)
 	require.NoError(t, os.RemoveAll(st.layers.entry(st.layers.base)))
 	require.NoError(t, stageDatasets(ctx, st))
 	assert.True(t, st.layers.received, "the root came from the stream")
