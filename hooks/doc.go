@@ -34,8 +34,10 @@
 //	base         install the base set; snapshot @base (held), the        install-miniroot, snapshot-miniroot
 //	             read-only miniroot clone for systemd-nspawn
 //	bootable     the initramfs drop-ins and the hostid first (the        install-bootable
-//	             layer's own package hooks build an initramfs), then
-//	             install kernel, ZFS and boot tools
+//	             layer's own package hooks read them), then install
+//	             kernel, ZFS and boot tools, with the generators of
+//	             boot.initramfs_stubs stubbed (the initramfs stage
+//	             builds the image once)
 //	system       pacman.conf+mirrorlists, hostname, timezone, locales,   set-locale, copy-ssh-keys, prepare-users
 //	             keymap, skel, networkd+resolved, root login, ssh keys,
 //	             machine-id, hostid (kept), fstab, units, /etc/paczfs

@@ -236,6 +236,17 @@ type Boot struct {
 	// Empty: paczfs-update-esp always builds (initramfs-tools in the lab,
 	// whose converted packages run no triggers).
 	InitramfsHookTargets []string `json:"initramfs_hook_targets,omitempty"`
+	// InitramfsStubs are commands that the bootable layer's package
+	// hooks and scriptlets (and a derived release's package sync's) find
+	// as stubs that do nothing: the distribution's own hook would build
+	// an initramfs there, before the system is configured, and the
+	// initramfs stage builds it again once it is. Each stub is written to
+	// /usr/local/sbin, first in their PATH, and removed after the
+	// transaction; the hook's other work is done (Arch's
+	// 90-mkinitcpio-install still writes the kernel's preset and copies
+	// the kernel to /boot; only its mkinitcpio run is skipped). Names,
+	// not paths. Empty: nothing is stubbed.
+	InitramfsStubs []string `json:"initramfs_stubs,omitempty"`
 	// InitramfsMust are paths {initrd} must have (etc/hostid): the
 	// initramfs stage fails when one is missing, instead of an image that
 	// boots wrong. The stage reads the image itself (boot.InitramfsMissing:
@@ -637,6 +648,11 @@ func (c *Config) validate() problems {
 	for i, a := range b.InitramfsUncompressed {
 		if a == "" {
 			p.add(fmt.Sprintf("boot.initramfs_uncompressed[%d]", i), "give the generator's argument for an uncompressed image, e.g. --no-compress, or drop the empty one", "empty")
+		}
+	}
+	for i, n := range b.InitramfsStubs {
+		if !stubName.MatchString(n) {
+			p.add(fmt.Sprintf("boot.initramfs_stubs[%d]", i), "give a command's name as hooks run it (e.g. mkinitcpio), not a path", "%q", n)
 		}
 	}
 	if !slices.ContainsFunc(b.RootOptions, func(o string) bool { return strings.Contains(o, "{dataset}") }) {

@@ -199,7 +199,7 @@ func (st *build) planLayerCache(ctx context.Context) {
 	}
 	c.bootable = &layerEntry{layer: LayerBootable, plan: bplan, key: bootableKey(c.base.key,
 		layerKey(LayerBootable, st.bootablePackages(), rootSpec, others, st.cfg.FSProperties, st.cfg.Pacman, bplan, bkeys),
-		st.cfg.System.HostID, st.cfg.Boot.InitramfsFiles)}
+		st.cfg.System.HostID, st.cfg.Boot.InitramfsFiles, st.cfg.Boot.InitramfsStubs)}
 	if c.base.hit == nil {
 		return
 	}
@@ -252,11 +252,16 @@ func builderVersion() string {
 // bootableKey is the bootable layer's key document: its own layerKey,
 // the base's key (its stream starts from the base's), and what the build
 // writes before the bootable install (the hostid, boot.initramfs_files).
-func bootableKey(baseKey, own []byte, hostID string, initramfsFiles map[string]string) []byte {
+func bootableKey(baseKey, own []byte, hostID string, initramfsFiles map[string]string, stubs []string) []byte {
 	b := bytes.NewBuffer(slices.Clone(own))
 	fmt.Fprintf(b, "after %s\nhostid %q\n", sha256Hex(baseKey), hostID)
 	for _, name := range sortedKeys(initramfsFiles) {
 		fmt.Fprintf(b, "initramfs-file %q %s\n", name, sha256Hex([]byte(initramfsFiles[name])))
+	}
+	// What the layer's hooks wrote differs with them (the initramfs a
+	// stubbed generator did not build).
+	for _, name := range stubs {
+		fmt.Fprintf(b, "initramfs-stub %q\n", name)
 	}
 	return b.Bytes()
 }

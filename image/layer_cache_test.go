@@ -370,19 +370,22 @@ func TestMountPointModes(t *testing.T) {
 func TestBootableKey(t *testing.T) {
 	own := []byte(layerCacheFormat + "\nlayer bootable\n")
 	files := map[string]string{"etc/mkinitcpio.conf.d/paczfs.conf": "HOOKS=(zfs)\n"}
-	k := bootableKey([]byte("base key"), own, "00c0ffee", files)
+	stubs := []string{"mkinitcpio"}
+	k := bootableKey([]byte("base key"), own, "00c0ffee", files, stubs)
 	assert.True(t, bytes.HasPrefix(k, own))
 	for name, other := range map[string][]byte{
-		"another base":              bootableKey([]byte("other base key"), own, "00c0ffee", files),
-		"another own key":           bootableKey([]byte("base key"), []byte(layerCacheFormat+"\nlayer bootable\npackage x\n"), "00c0ffee", files),
-		"another hostid":            bootableKey([]byte("base key"), own, "0badcafe", files),
-		"another initramfs file":    bootableKey([]byte("base key"), own, "00c0ffee", map[string]string{"etc/mkinitcpio.conf.d/paczfs.conf": "HOOKS=(zfs sd-encrypt)\n"}),
-		"one more initramfs file":   bootableKey([]byte("base key"), own, "00c0ffee", map[string]string{"etc/mkinitcpio.conf.d/paczfs.conf": "HOOKS=(zfs)\n", "etc/x": ""}),
-		"no initramfs files at all": bootableKey([]byte("base key"), own, "00c0ffee", nil),
+		"another base":              bootableKey([]byte("other base key"), own, "00c0ffee", files, stubs),
+		"another own key":           bootableKey([]byte("base key"), []byte(layerCacheFormat+"\nlayer bootable\npackage x\n"), "00c0ffee", files, stubs),
+		"another hostid":            bootableKey([]byte("base key"), own, "0badcafe", files, stubs),
+		"another initramfs file":    bootableKey([]byte("base key"), own, "00c0ffee", map[string]string{"etc/mkinitcpio.conf.d/paczfs.conf": "HOOKS=(zfs sd-encrypt)\n"}, stubs),
+		"one more initramfs file":   bootableKey([]byte("base key"), own, "00c0ffee", map[string]string{"etc/mkinitcpio.conf.d/paczfs.conf": "HOOKS=(zfs)\n", "etc/x": ""}, stubs),
+		"no initramfs files at all": bootableKey([]byte("base key"), own, "00c0ffee", nil, stubs),
+		"no stubs":                  bootableKey([]byte("base key"), own, "00c0ffee", files, nil),
+		"another stub":              bootableKey([]byte("base key"), own, "00c0ffee", files, []string{"dracut"}),
 	} {
 		assert.NotEqual(t, string(k), string(other), name)
 	}
-	assert.Equal(t, string(k), string(bootableKey([]byte("base key"), own, "00c0ffee", map[string]string{"etc/mkinitcpio.conf.d/paczfs.conf": "HOOKS=(zfs)\n"})))
+	assert.Equal(t, string(k), string(bootableKey([]byte("base key"), own, "00c0ffee", map[string]string{"etc/mkinitcpio.conf.d/paczfs.conf": "HOOKS=(zfs)\n"}, []string{"mkinitcpio"})))
 }
 
 // TestWithoutKeyring: a layer's snapshot is taken with the keyring out of

@@ -67,12 +67,18 @@ func ArchProfile() Config {
 	c.System.Units = []string{"sshd.service", "zfs.target", "zfs-mount.service"}
 	c.Boot = Boot{
 		Kernel: "/usr/lib/modules/{kver}/vmlinuz",
-		// The kernel preset's own image: mkinitcpio's pacman hook builds
-		// it in the bootable layer's transaction (with the drop-in, written
-		// before) and on every upgrade; the build builds it once more for
-		// {kver} when the system is configured. One initramfs per kernel.
+		// The kernel preset's own image: the build builds it for {kver}
+		// when the system is configured, and mkinitcpio's pacman hook on
+		// every upgrade. One initramfs per kernel.
 		Initrd:           "/boot/initramfs-{pkgbase}.img",
 		InitramfsCommand: []string{"mkinitcpio", "-k", "{kver}", "-g", "{initrd}"},
+		// In the bootable layer's transaction, 90-mkinitcpio-install writes
+		// the kernel's preset and copies the kernel to /boot, then runs
+		// mkinitcpio -p {pkgbase}: a whole build, before the system is
+		// configured, that the build's own replaces. It finds a stub that
+		// does nothing (libalpm/scripts/mkinitcpio calls mkinitcpio through
+		// PATH), so the image's initramfs is built once.
+		InitramfsStubs: []string{"mkinitcpio"},
 		// 90-mkinitcpio-install's Path targets (mkinitcpio v41).
 		InitramfsHookTargets: []string{"usr/lib/initcpio/*", "usr/lib/firmware/*", "usr/lib/modules/*/extramodules/*",
 			"usr/src/*/dkms.conf", "usr/lib/systemd/systemd", "usr/bin/cryptsetup", "usr/bin/lvm", "usr/lib/modules/*/vmlinuz"},
@@ -246,6 +252,7 @@ func (c Config) Clone() Config {
 	c.Boot.InitramfsList = slices.Clone(c.Boot.InitramfsList)
 	c.Boot.InitramfsMust = slices.Clone(c.Boot.InitramfsMust)
 	c.Boot.InitramfsHookTargets = slices.Clone(c.Boot.InitramfsHookTargets)
+	c.Boot.InitramfsStubs = slices.Clone(c.Boot.InitramfsStubs)
 	c.Boot.RootOptions = slices.Clone(c.Boot.RootOptions)
 	c.Boot.ExtraOptions = slices.Clone(c.Boot.ExtraOptions)
 	if c.Boot.BIOS != nil {

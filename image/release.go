@@ -14,6 +14,7 @@ import (
 
 	"github.com/paczfs/paczfs/boot"
 	"github.com/paczfs/paczfs/disk"
+	"github.com/paczfs/paczfs/pacman"
 	"github.com/paczfs/paczfs/release"
 	"github.com/paczfs/paczfs/zfs"
 )
@@ -179,7 +180,11 @@ func (st *build) syncPackages(ctx context.Context) error {
 	}
 	p := st.cfg.Packages
 	names := append(append(append([]string{}, p.Base...), st.bootablePackages()...), p.Workstation...)
-	res, err := st.b.installer.Sync(ctx, st.state.Root, names)
+	var res *pacman.SyncResult
+	err = st.withInitramfsStubs(func() (err error) {
+		res, err = st.b.installer.Sync(ctx, st.state.Root, names)
+		return err
+	})
 	if err != nil {
 		return err
 	}

@@ -31,7 +31,7 @@ func (st *build) bootableLayer(ctx context.Context) error {
 		return err
 	}
 	n := len(st.packages)
-	if err := st.install(ctx, st.bootablePackages()); err != nil {
+	if err := st.withInitramfsStubs(func() error { return st.install(ctx, st.bootablePackages()) }); err != nil {
 		return err
 	}
 	return st.storeBootable(ctx, slices.Clone(st.packages[n:]))
@@ -40,9 +40,10 @@ func (st *build) bootableLayer(ctx context.Context) error {
 // beforeBootable writes what the bootable layer's own package hooks read
 // before that layer is installed: the initramfs generator's drop-ins and
 // /etc/hostid. Arch's mkinitcpio runs its pacman hook
-// (90-mkinitcpio-install) in that transaction and builds the kernel
-// preset's initramfs; written later, that image would have neither the
-// zfs hook nor the hostid, and every environment would carry it.
+// (90-mkinitcpio-install) in that transaction; with mkinitcpio in
+// boot.initramfs_stubs (ArchProfile) the hook builds nothing, and without
+// it the image it builds there (replaced by the initramfs stage's) has
+// the zfs hook and the hostid.
 func (st *build) beforeBootable() error {
 	if err := st.writeInitramfsFiles(); err != nil {
 		return err

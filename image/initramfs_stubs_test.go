@@ -1,0 +1,157 @@
+package image
+
+import (
+	"errors"
+	"log/slog"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+
+	"github.com/paczfs/paczfs/internal/chroot"
+)
+
+// stubBuild is a build whose target root has the directories of an Arch
+// root that matter here: /usr/bin with a generator that leaves a mark
+// when it runs, and /usr/local/sbin.
+func stubBuild(t *testing.T, stubs ...string) (*build, string) {
+	t.Helper()
+	root := t.TempDir()
+	for _, d := range []string{"usr/bin", stubDir, "tmp"} {
+		require.NoError(t, os.MkdirAll(filepath.Join(root, d), 0o755))
+	}
+	// The real generator, as a hook would find it without a stub: it
+	// marks that it ran (relative to the hook's working directory, the
+	// root, as libalpm runs hooks chrooted at /).
+	require.NoError(t, os.WriteFile(filepath.Join(root, "usr/bin/mkinitcpio"), []byte("#!/bin/sh\necho built >> tmp/built\n"), 0o755))
+	cfg := ArchProfile()
+	cfg.Boot.InitramfsStubs = stubs
+	st := &build{b: &Builder{log: slog.New(slog.DiscardHandler)}, cfg: &cfg, res: &Result{}}
+	st.state.Root = root
+	return st, root
+}
+
+// runAsHook runs command line as a package hook in root would, with the
+// PATH libalpm gives hooks (chroot.PATH), each directory inside root,
+// from root: what it prints, and whether the real generator ran.
+func runAsHook(t *testing.T, root, line string) (string, bool) {
+	t.Helper()
+	var path []string
+	for _, d := range strings.Split(chroot.PATH, ":") {
+		path = append(path, filepath.Join(root, d))
+	}
+	cmd := exec.Command("/bin/sh", "-c", line)
+	cmd.Dir = root
+	cmd.Env = []string{"PATH=" + strings.Join(path, ":")}
+	out, err := cmd.CombinedOutput()
+	require.NoError(t, err, "%s", out)
+	_, serr := os.Stat(filepath.Join(root, "tmp/built"))
+	return string(out), serr == nil
+}
+
+// The bootable layer's transaction finds a stub first in its hooks' PATH:
+// 90-mkinitcpio-install's "mkinitcpio -p linux-lts" runs the stub, which
+// says so and succeeds, and the real generator does not run. After the
+// transaction the stub is gone and the generator runs again.
+func TestInitramfsStubsStandInForTheGeneratorDuringTheTransaction(t *testing.T) {
+	st, root := stubBuild(t, "mkinitcpio")
+	stub := filepath.Join(root, stubDir, "mkinitcpio")
+	ran := false
+	require.NoError(t, st.withInitramfsStubs(func() error {
+		ran = true
+		fi, err := os.Stat(stub)
+		require.NoError(t, err)
+		assert.Equal(t, os.FileMode(0o755), fi.Mode().Perm())
+		out, built := runAsHook(t, root, "mkinitcpio -p linux-lts")
+		assert.False(t, built, "the real generator did not run")
+		assert.Contains(t, out, "paczfs: mkinitcpio skipped here")
+		return nil
+	}))
+	assert.True(t, ran)
+	assert.NoFileExists(t, stub, "removed after the transaction")
+	assert.DirExists(t, filepath.Join(root, stubDir))
+	_, built := runAsHook(t, root, "mkinitcpio -p linux-lts")
+	assert.True(t, built, "and the generator is the real one again")
+}
+
+// A transaction that fails leaves no stub either, and its error is the
+// one returned.
+func TestInitramfsStubsAreRemovedWhenTheTransactionFails(t *testing.T) {
+	st, root := stubBuild(t, "mkinitcpio")
+	boom := errors.New("transaction failed")
+	err := st.withInitramfsStubs(func() error { return boom })
+	require.ErrorIs(t, err, boom)
+	assert.NoFileExists(t, filepath.Join(root, stubDir, "mkinitcpio"))
+}
+
+// A file the target already has at a stub's path is its own: it is
+// neither replaced nor removed.
+func TestInitramfsStubsLeaveTheTargetsOwnFile(t *testing.T) {
+	st, root := stubBuild(t, "mkinitcpio")
+	own := filepath.Join(root, stubDir, "mkinitcpio")
+	require.NoError(t, os.WriteFile(own, []byte("#!/bin/sh\necho mine\n"), 0o755))
+	require.NoError(t, st.withInitramfsStubs(func() error { return nil }))
+	data, err := os.ReadFile(own)
+	require.NoError(t, err)
+	assert.Equal(t, "#!/bin/sh\necho mine\n", string(data))
+}
+
+// A /usr/local/sbin that links to bin (a merged sbin) is followed inside
+// the root; without the directory nothing is stubbed and the transaction
+// still runs.
+func TestInitramfsStubsWhereTheDirectoryIsALinkOrMissing(t *testing.T) {
+	st, root := stubBuild(t, "mkinitcpio")
+	require.NoError(t, os.Remove(filepath.Join(root, stubDir)))
+	require.NoError(t, os.MkdirAll(filepath.Join(root, "usr/local/bin"), 0o755))
+	require.NoError(t, os.Symlink("bin", filepath.Join(root, stubDir)))
+	require.NoError(t, st.withInitramfsStubs(func() error {
+		assert.FileExists(t, filepath.Join(root, "usr/local/bin/mkinitcpio"))
+		_, built := runAsHook(t, root, "mkinitcpio -P")
+		assert.False(t, built)
+		return nil
+	}))
+	assert.NoFileExists(t, filepath.Join(root, "usr/local/bin/mkinitcpio"))
+
+	st, root = stubBuild(t, "mkinitcpio")
+	require.NoError(t, os.Remove(filepath.Join(root, stubDir)))
+	ran := false
+	require.NoError(t, st.withInitramfsStubs(func() error { ran = true; return nil }))
+	assert.True(t, ran)
+	assert.NoDirExists(t, filepath.Join(root, stubDir), "nothing is made")
+}
+
+// No stubs, nothing written: the dracut profile's generator has no hook.
+func TestNoInitramfsStubsWriteNothing(t *testing.T) {
+	st, root := stubBuild(t)
+	require.NoError(t, st.withInitramfsStubs(func() error {
+		_, built := runAsHook(t, root, "mkinitcpio -P")
+		assert.True(t, built)
+		return nil
+	}))
+	ents, err := os.ReadDir(filepath.Join(root, stubDir))
+	require.NoError(t, err)
+	assert.Empty(t, ents)
+	assert.Empty(t, ArchDracutProfile().Boot.InitramfsStubs)
+	assert.Equal(t, []string{"mkinitcpio"}, ArchProfile().Boot.InitramfsStubs)
+}
+
+// A stub is a command's name: a path, or nothing, is refused before
+// anything is written, naming the field.
+func TestInitramfsStubsMustBeNames(t *testing.T) {
+	for _, bad := range []string{"/usr/bin/mkinitcpio", "", "../mkinitcpio", "mk initcpio"} {
+		cfg := testConfig(t)
+		cfg.Boot.InitramfsStubs = []string{"dracut", bad}
+		_, err := New(cfg, hostOK)
+		var ce *ConfigError
+		require.ErrorAs(t, err, &ce, "%q", bad)
+		assert.Contains(t, err.Error(), "boot.initramfs_stubs[1]", "%q", bad)
+	}
+	cfg := testConfig(t)
+	cfg.Boot.InitramfsStubs = []string{"mkinitcpio", "dracut", "update-initramfs"}
+	_, err := New(cfg, hostOK)
+	assert.NoError(t, err)
+}
