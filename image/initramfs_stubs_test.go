@@ -155,3 +155,17 @@ func TestInitramfsStubsMustBeNames(t *testing.T) {
 	_, err := New(cfg, hostOK)
 	assert.NoError(t, err)
 }
+
+// A derived release's package sync runs with mkinitcpio stubbed too, so
+// wherever 90-mkinitcpio-install would have rebuilt the initramfs (its
+// targets, InitramfsHookTargets), the initramfs stage must rebuild it:
+// each of those paths is one of InitramfsTriggers.
+func TestArchStubbedHookTargetsAreInitramfsTriggers(t *testing.T) {
+	b := ArchProfile().Boot
+	require.Contains(t, b.InitramfsStubs, "mkinitcpio")
+	require.NotEmpty(t, b.InitramfsHookTargets)
+	for _, target := range b.InitramfsHookTargets {
+		path := strings.ReplaceAll(target, "*", "6.12.61-1-lts/x")
+		assert.Equal(t, path, triggered([]string{path}, b.InitramfsTriggers), "%s (as %s) is a trigger", target, path)
+	}
+}
