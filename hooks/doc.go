@@ -33,11 +33,10 @@
 //	                                                                     prepare-pacman-keys, populate-mirrorlist
 //	base         install the base set; snapshot @base (held), the        install-miniroot, snapshot-miniroot
 //	             read-only miniroot clone for systemd-nspawn
-//	bootable     the initramfs drop-ins and the hostid first (the        install-bootable
-//	             layer's own package hooks read them), then install
-//	             kernel, ZFS and boot tools, with the generators of
-//	             boot.initramfs_stubs stubbed (the initramfs stage
-//	             builds the image once)
+//	bootable     the initramfs drop-ins and the hostid first, then       install-bootable
+//	             install kernel, ZFS and boot tools, with the generators
+//	             of boot.initramfs_stubs stubbed in the layer's package
+//	             hooks (the initramfs stage builds the image once)
 //	system       pacman.conf+mirrorlists, hostname, timezone, locales,   set-locale, copy-ssh-keys, prepare-users
 //	             keymap, skel, networkd+resolved, root login, ssh keys,
 //	             machine-id, hostid (kept), fstab, units, /etc/paczfs

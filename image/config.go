@@ -653,6 +653,17 @@ func (c *Config) validate() problems {
 	for i, n := range b.InitramfsStubs {
 		if !stubName.MatchString(n) {
 			p.add(fmt.Sprintf("boot.initramfs_stubs[%d]", i), "give a command's name as hooks run it (e.g. mkinitcpio), not a path", "%q", n)
+		} else if slices.Contains(b.InitramfsStubs[:i], n) {
+			p.add(fmt.Sprintf("boot.initramfs_stubs[%d]", i), "name each command once", "%q is named twice", n)
+		}
+	}
+	if len(b.InitramfsStubs) > 0 {
+		// A derived release's package sync runs stubbed too: where the
+		// stubbed hook would have rebuilt, the initramfs stage must.
+		for i, target := range b.InitramfsHookTargets {
+			if example := strings.ReplaceAll(target, "*", "x/y"); triggered([]string{example}, b.InitramfsTriggers) == "" {
+				p.add("boot.initramfs_triggers", fmt.Sprintf("add boot.initramfs_hook_targets[%d] (%s): with boot.initramfs_stubs its hook does not rebuild, so the initramfs stage must", i, target), "%s is not a trigger", target)
+			}
 		}
 	}
 	if !slices.ContainsFunc(b.RootOptions, func(o string) bool { return strings.Contains(o, "{dataset}") }) {

@@ -5,9 +5,11 @@ import (
 	"fmt"
 	"io/fs"
 	"os"
+	"path/filepath"
 	"regexp"
 	"strings"
 
+	"github.com/paczfs/paczfs/boot"
 	"github.com/paczfs/paczfs/internal/chroot"
 )
 
@@ -52,8 +54,15 @@ func (st *build) withInitramfsStubs(fn func() error) (err error) {
 	defer r.Close()
 	// Followed (inside the root): a /usr/local/sbin that links to bin
 	// is as early in PATH.
-	if fi, err := r.Stat(stubDir); err != nil || !fi.IsDir() {
+	if fi, err := r.Stat(stubDir); errors.Is(err, fs.ErrNotExist) {
 		st.b.log.Info("initramfs stubs not written: the target has no directory /" + stubDir)
+		return fn()
+	} else if err != nil || !fi.IsDir() {
+		// A link out of the root, say: the hook builds, as without stubs.
+		if err == nil {
+			err = errors.New("not a directory")
+		}
+		st.warn("boot.initramfs_stubs not written (the transaction's initramfs hook builds an image the initramfs stage replaces): /%s: %v", stubDir, err)
 		return fn()
 	}
 	var made []string
@@ -87,4 +96,29 @@ func (st *build) withInitramfsStubs(fn func() error) (err error) {
 		}
 	}
 	return fn()
+}
+
+// checkStubbed warns when, with boot.initramfs_stubs, the bootable
+// layer's transaction left an initramfs anyway: its hook reached the
+// generator by another way than PATH (a newer hook script calling it by
+// its path, say), and the image's initramfs was built twice.
+func (st *build) checkStubbed() {
+	b := st.cfg.Boot
+	if len(b.InitramfsStubs) == 0 {
+		return
+	}
+	kvers, err := boot.KernelVersions(st.state.Root, b.Kernel)
+	if err != nil {
+		return
+	}
+	for _, k := range kvers {
+		initrd, err := expand(st.state.Root, b.Initrd, k, "")
+		if err != nil {
+			return
+		}
+		if _, err := os.Lstat(filepath.Join(st.state.Root, initrd)); err == nil {
+			st.warn("boot.initramfs_stubs: the bootable packages' transaction built %s all the same (did its hook run the generator by path?): the initramfs stage builds it again", initrd)
+			return
+		}
+	}
 }

@@ -6,6 +6,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 
@@ -30,7 +31,7 @@ func stubBuild(t *testing.T, stubs ...string) (*build, string) {
 	require.NoError(t, os.WriteFile(filepath.Join(root, "usr/bin/mkinitcpio"), []byte("#!/bin/sh\necho built >> tmp/built\n"), 0o755))
 	cfg := ArchProfile()
 	cfg.Boot.InitramfsStubs = stubs
-	st := &build{b: &Builder{log: slog.New(slog.DiscardHandler)}, cfg: &cfg, res: &Result{}}
+	st := &build{b: &Builder{log: slog.New(slog.DiscardHandler), progress: func(Progress) {}}, cfg: &cfg, res: &Result{}}
 	st.state.Root = root
 	return st, root
 }
@@ -154,6 +155,53 @@ func TestInitramfsStubsMustBeNames(t *testing.T) {
 	cfg.Boot.InitramfsStubs = []string{"mkinitcpio", "dracut", "update-initramfs"}
 	_, err := New(cfg, hostOK)
 	assert.NoError(t, err)
+
+	cfg.Boot.InitramfsStubs = []string{"mkinitcpio", "dracut", "mkinitcpio"}
+	_, err = New(cfg, hostOK)
+	assert.ErrorContains(t, err, "boot.initramfs_stubs[2]", "named twice")
+
+	// Stubbed, the hook no longer rebuilds in a derived release's sync:
+	// each of its targets must make the initramfs stage rebuild.
+	cfg = testConfig(t)
+	cfg.Boot.InitramfsTriggers = slices.DeleteFunc(cfg.Boot.InitramfsTriggers, func(s string) bool { return s == "usr/lib/modules/*" })
+	_, err = New(cfg, hostOK)
+	require.ErrorContains(t, err, "boot.initramfs_triggers")
+	assert.ErrorContains(t, err, "usr/lib/modules/*/vmlinuz")
+	cfg.Boot.InitramfsStubs = nil
+	_, err = New(cfg, hostOK)
+	assert.NoError(t, err, "without stubs the hook rebuilds itself")
+}
+
+// A /usr/local/sbin that leads out of the root is not written through:
+// the build warns that the hook will build, and the transaction runs.
+func TestInitramfsStubsWarnWhenTheirDirectoryLeadsOut(t *testing.T) {
+	st, root := stubBuild(t, "mkinitcpio")
+	outside := t.TempDir()
+	require.NoError(t, os.Remove(filepath.Join(root, stubDir)))
+	require.NoError(t, os.Symlink(outside, filepath.Join(root, stubDir)))
+	ran := false
+	require.NoError(t, st.withInitramfsStubs(func() error { ran = true; return nil }))
+	assert.True(t, ran)
+	require.Len(t, st.warnings, 1)
+	assert.Contains(t, st.warnings[0], "boot.initramfs_stubs not written")
+	ents, err := os.ReadDir(outside)
+	require.NoError(t, err)
+	assert.Empty(t, ents, "nothing written outside the root")
+}
+
+// A transaction that built the initramfs all the same (a hook that runs
+// the generator by its path) is reported: the image is built twice.
+func TestAnInitramfsTheStubbedTransactionBuiltIsReported(t *testing.T) {
+	st, root := stubBuild(t, "mkinitcpio")
+	st.cfg.Boot.Kernel = "/usr/lib/modules/{kver}/vmlinuz"
+	require.NoError(t, writeFile(root, "usr/lib/modules/6.12.9-1-lts/vmlinuz", []byte("kernel"), 0o644))
+	require.NoError(t, writeFile(root, "usr/lib/modules/6.12.9-1-lts/pkgbase", []byte("linux-lts\n"), 0o644))
+	st.checkStubbed()
+	assert.Empty(t, st.warnings, "no initramfs: the stub stood in")
+	require.NoError(t, writeFile(root, "boot/initramfs-linux-lts.img", []byte("built"), 0o644))
+	st.checkStubbed()
+	require.Len(t, st.warnings, 1)
+	assert.Contains(t, st.warnings[0], "/boot/initramfs-linux-lts.img")
 }
 
 // A derived release's package sync runs with mkinitcpio stubbed too, so

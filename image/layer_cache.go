@@ -41,7 +41,7 @@ import (
 // properties and the pool's file system properties, and the keys of the
 // hooks.Keyed hooks up to the layer's stage. The bootable layer's key
 // also holds the base's, the hostid and boot.initramfs_files (written
-// before its install). Other hooks, an encrypted root, a random hostid
+// before its install) and boot.initramfs_stubs (stubbed during it). Other hooks, an encrypted root, a random hostid
 // (for the bootable layer) and builds derived from a release turn it off.
 //
 // The pacman keyring is never in a layer's stream: it is random per build
@@ -251,7 +251,9 @@ func builderVersion() string {
 
 // bootableKey is the bootable layer's key document: its own layerKey,
 // the base's key (its stream starts from the base's), and what the build
-// writes before the bootable install (the hostid, boot.initramfs_files).
+// writes before the bootable install (the hostid, boot.initramfs_files)
+// and the generators stubbed during it (boot.initramfs_stubs, in any
+// order).
 func bootableKey(baseKey, own []byte, hostID string, initramfsFiles map[string]string, stubs []string) []byte {
 	b := bytes.NewBuffer(slices.Clone(own))
 	fmt.Fprintf(b, "after %s\nhostid %q\n", sha256Hex(baseKey), hostID)
@@ -260,7 +262,9 @@ func bootableKey(baseKey, own []byte, hostID string, initramfsFiles map[string]s
 	}
 	// What the layer's hooks wrote differs with them (the initramfs a
 	// stubbed generator did not build).
-	for _, name := range stubs {
+	sorted := slices.Clone(stubs)
+	slices.Sort(sorted)
+	for _, name := range slices.Compact(sorted) {
 		fmt.Fprintf(b, "initramfs-stub %q\n", name)
 	}
 	return b.Bytes()
@@ -341,6 +345,9 @@ func (c *layerCache) lookup(e *layerEntry) *layerManifest {
 	}
 	m.files = map[string]*os.File{}
 	open := func(name string) (*os.File, error) {
+		if _, dup := m.files[name]; dup {
+			return nil, fmt.Errorf("%s is named twice", name)
+		}
 		f, err := os.Open(filepath.Join(dir, name))
 		if err != nil {
 			return nil, err

@@ -4,6 +4,8 @@ import (
 	"archive/tar"
 	"bytes"
 	"context"
+	"crypto/sha256"
+	"encoding/hex"
 	"errors"
 	"fmt"
 	"io"
@@ -385,6 +387,8 @@ func TestBootableKey(t *testing.T) {
 	} {
 		assert.NotEqual(t, string(k), string(other), name)
 	}
+	two := bootableKey([]byte("base key"), own, "00c0ffee", files, []string{"mkinitcpio", "dracut"})
+	assert.Equal(t, string(two), string(bootableKey([]byte("base key"), own, "00c0ffee", files, []string{"dracut", "mkinitcpio"})), "the stubs' order does not matter")
 	assert.Equal(t, string(k), string(bootableKey([]byte("base key"), own, "00c0ffee", map[string]string{"etc/mkinitcpio.conf.d/paczfs.conf": "HOOKS=(zfs)\n"}, []string{"mkinitcpio"})))
 }
 
@@ -504,4 +508,19 @@ func TestTheBaseStreamIsReceivedAfterItsEntryWasPruned(t *testing.T) {
 	require.NoError(t, stageDatasets(ctx, st))
 	assert.True(t, st.layers.received, "the root came from the stream")
 	assert.Empty(t, st.warnings)
+	assert.Contains(t, r.Stdin(), "stream", "zfs receive was fed the entry's stream")
+}
+
+// A manifest that names one file twice is a damaged entry, not two
+// handles on one file (one of them never closed).
+func TestLayerManifestNamingAFileTwiceIsDamaged(t *testing.T) {
+	c := writeLayerEntry(t, t.TempDir(), []byte("key"))
+	dir := c.entry(c.base)
+	data, err := os.ReadFile(filepath.Join(dir, "data-2.tar"))
+	require.NoError(t, err)
+	sum := sha256.Sum256(data)
+	m := fmt.Sprintf(`{"stream_size": 6, "guid": "123", "data": [{"dataset": "data/srv", "file": "data-2.tar", "sha256": %q}, {"dataset": "data/home", "file": "data-2.tar", "sha256": %q}]}`, hex.EncodeToString(sum[:]), hex.EncodeToString(sum[:]))
+	require.NoError(t, os.WriteFile(filepath.Join(dir, "manifest.json"), []byte(m), 0o600))
+	assert.Nil(t, c.lookup(c.base))
+	assert.NoDirExists(t, dir, "removed as damaged")
 }

@@ -82,9 +82,11 @@ func ArchProfile() Config {
 		// 90-mkinitcpio-install's Path targets (mkinitcpio v41).
 		InitramfsHookTargets: []string{"usr/lib/initcpio/*", "usr/lib/firmware/*", "usr/lib/modules/*/extramodules/*",
 			"usr/src/*/dkms.conf", "usr/lib/systemd/systemd", "usr/bin/cryptsetup", "usr/bin/lvm", "usr/lib/modules/*/vmlinuz"},
-		// A drop-in, not an edit of the packaged file, written before the
-		// bootable layer so that mkinitcpio's own pacman hook builds with
-		// it there too (ArchInitramfsDropIn says what is in it and why).
+		// A drop-in, not an edit of the packaged file (ArchInitramfsDropIn
+		// says what is in it and why), written before the bootable layer:
+		// mkinitcpio's own pacman hook builds with it on every upgrade on
+		// the device, and in that transaction too when mkinitcpio is not
+		// in InitramfsStubs.
 		InitramfsFiles: map[string]string{ArchInitramfsDropIn: ArchInitramfsConf},
 		// archzfs's zfs hook adds no /etc/hostid and mkinitcpio does not
 		// either: the drop-in's FILES does, and the build checks it (it

@@ -307,6 +307,9 @@ func (st *build) initramfsRebuildReason(kvers []string) string {
 			return "no initramfs for " + k
 		}
 	}
+	if len(b.InitramfsTriggers) == 0 {
+		return "boot.initramfs_triggers is empty"
+	}
 	if f := triggered(st.changed, b.InitramfsTriggers); f != "" {
 		return "a package changed " + f
 	}

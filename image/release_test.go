@@ -237,6 +237,15 @@ func TestInitramfsKeptOnlyWhenNothingItIsMadeFromChanged(t *testing.T) {
 	st.changed = nil
 	require.NoError(t, writeFile(root, "etc/mkinitcpio.conf.d/paczfs.conf", []byte("HOOKS=(base)\n"), 0o644))
 	assert.Contains(t, st.initramfsRebuildReason([]string{"6.12.9-1-lts"}), "boot.initramfs_files")
+
+	// No triggers: always rebuilt, as Boot.InitramfsTriggers says (a
+	// stubbed hook no longer rebuilds in the sync).
+	for name, content := range c.Boot.InitramfsFiles {
+		require.NoError(t, writeFile(root, strings.TrimPrefix(name, "/"), []byte(content), 0o644))
+	}
+	require.Equal(t, "", st.initramfsRebuildReason([]string{"6.12.9-1-lts"}))
+	c.Boot.InitramfsTriggers = nil
+	assert.Contains(t, st.initramfsRebuildReason([]string{"6.12.9-1-lts"}), "boot.initramfs_triggers is empty")
 }
 
 func TestRemoveReleaseFilesLeavesOthers(t *testing.T) {

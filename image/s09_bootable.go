@@ -34,6 +34,7 @@ func (st *build) bootableLayer(ctx context.Context) error {
 	if err := st.withInitramfsStubs(func() error { return st.install(ctx, st.bootablePackages()) }); err != nil {
 		return err
 	}
+	st.checkStubbed()
 	return st.storeBootable(ctx, slices.Clone(st.packages[n:]))
 }
 
