@@ -313,23 +313,16 @@ func (c *initramfsCache) entry(key []byte) string {
 // is removed and reported as none.
 func (c *initramfsCache) restore(key []byte, root, initrd string) (bool, error) {
 	dir := c.entry(key)
-	want, err := os.ReadFile(filepath.Join(dir, "sha256"))
+	d, err := os.OpenRoot(dir)
 	if errors.Is(err, fs.ErrNotExist) {
-		if _, err := os.Lstat(dir); err != nil {
-			return false, nil // no entry
-		}
-		// Another build may have renamed it into place just now.
-		if want, err = os.ReadFile(filepath.Join(dir, "sha256")); err != nil {
-			return false, c.damaged(dir, "no checksum")
-		}
+		return false, nil // no entry
 	} else if err != nil {
 		return false, fmt.Errorf("restore %s: %w", dir, err)
 	}
-	src, err := os.Open(filepath.Join(dir, "image"))
-	if errors.Is(err, fs.ErrNotExist) {
-		return false, c.damaged(dir, "no image")
-	} else if err != nil {
-		return false, fmt.Errorf("restore %s: %w", dir, err)
+	defer d.Close()
+	src, want, err := c.openEntry(d, dir)
+	if err != nil || src == nil {
+		return false, err
 	}
 	defer src.Close()
 	fi, err := src.Stat()
@@ -352,7 +345,7 @@ func (c *initramfsCache) restore(key []byte, root, initrd string) (bool, error) 
 		return false, fmt.Errorf("restore %s: %w", dir, err)
 	}
 	sum, err := copyTo(out, src, fi.Mode().Perm())
-	if err == nil && sum != strings.TrimSpace(string(want)) {
+	if err == nil && sum != want {
 		_ = r.Remove(tmp)
 		return false, c.damaged(dir, "its image does not match its checksum")
 	}
@@ -366,10 +359,47 @@ func (c *initramfsCache) restore(key []byte, root, initrd string) (bool, error) 
 	return true, nil
 }
 
-// damaged removes a damaged entry.
+// openEntry reads the checksum of the entry opened as d (at dir) and
+// opens its image. The entry is read through d, the directory itself, so
+// one a prune takes away meanwhile (removeEntry renames it before removing
+// it) is read whole or found gone: then it is a miss (nil file, nil
+// error), not a damaged entry. One still at dir without its checksum or
+// image is damaged, and removed.
+func (c *initramfsCache) openEntry(d *os.Root, dir string) (*os.File, string, error) {
+	want, err := d.ReadFile("sha256")
+	why := "no checksum"
+	var src *os.File
+	if err == nil {
+		why = "no image"
+		src, err = d.Open("image")
+	}
+	switch {
+	case err == nil:
+		return src, strings.TrimSpace(string(want)), nil
+	case !errors.Is(err, fs.ErrNotExist):
+		return nil, "", fmt.Errorf("restore %s: %w", dir, err)
+	case entryGone(d, dir):
+		c.log.Info("initramfs cache: the entry was removed while it was read (a prune); the image is built", "entry", dir)
+		return nil, "", nil
+	}
+	return nil, "", c.damaged(dir, why)
+}
+
+// entryGone says whether dir no longer names the directory d is.
+func entryGone(d *os.Root, dir string) bool {
+	here, err := d.Stat(".")
+	if err != nil {
+		return true
+	}
+	now, err := os.Lstat(dir)
+	return err != nil || !os.SameFile(here, now)
+}
+
+// damaged removes a damaged entry, as a prune does (renamed, then
+// removed: a reader finds it whole or gone).
 func (c *initramfsCache) damaged(dir, why string) error {
 	c.log.Warn("initramfs cache: a damaged entry was removed", "entry", dir, "why", why)
-	if err := os.RemoveAll(dir); err != nil {
+	if err := removeEntry(dir); err != nil {
 		return fmt.Errorf("remove the damaged entry %s: %w", dir, err)
 	}
 	return nil

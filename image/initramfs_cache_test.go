@@ -1,6 +1,7 @@
 package image
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"log/slog"
@@ -352,4 +353,67 @@ func readString(t *testing.T, p string) string {
 	b, err := os.ReadFile(p)
 	require.NoError(t, err)
 	return string(b)
+}
+
+// An entry a prune takes away while it is read is a miss, not a damaged
+// entry: no warning, nothing removed that the prune did not.
+func TestInitramfsCacheEntryPrunedWhileRead(t *testing.T) {
+	var logs bytes.Buffer
+	c := &initramfsCache{dir: filepath.Join(t.TempDir(), "initramfs"), log: slog.New(slog.NewTextHandler(&logs, nil))}
+	root := t.TempDir()
+	writeTree(t, root, map[string]string{"boot/initrd.img": "built"}, 0o600)
+	key := []byte("key")
+	require.NoError(t, c.store(key, root, "/boot/initrd.img"))
+
+	dir := c.entry(key)
+	d, err := os.OpenRoot(dir)
+	require.NoError(t, err)
+	defer d.Close()
+	// The prune: renamed away, then its files removed one by one.
+	old := filepath.Join(filepath.Dir(dir), ".old-test")
+	require.NoError(t, os.Rename(dir, old))
+	require.NoError(t, os.Remove(filepath.Join(old, "image")))
+	src, _, err := c.openEntry(d, dir)
+	assert.NoError(t, err)
+	assert.Nil(t, src)
+	assert.NotContains(t, logs.String(), "damaged")
+	assert.Contains(t, logs.String(), "removed while it was read")
+	assert.FileExists(t, filepath.Join(old, "sha256"), "what the prune has not removed yet is left to it")
+	require.NoError(t, os.RemoveAll(old))
+
+	// Another build stored the key again meanwhile: dir is another
+	// directory, and the one opened, gone, is still a miss.
+	require.NoError(t, c.store(key, root, "/boot/initrd.img"))
+	src, _, err = c.openEntry(d, dir)
+	assert.NoError(t, err)
+	assert.Nil(t, src)
+	assert.DirExists(t, dir, "the new entry is not taken for a damaged one")
+
+	// Opened before the prune's removal began: read whole.
+	d2, err := os.OpenRoot(dir)
+	require.NoError(t, err)
+	defer d2.Close()
+	src, want, err := c.openEntry(d2, dir)
+	require.NoError(t, err)
+	require.NoError(t, os.Rename(dir, filepath.Join(filepath.Dir(dir), ".old-test2")))
+	require.NoError(t, os.RemoveAll(filepath.Join(filepath.Dir(dir), ".old-test2")))
+	sum, err := readerSHA256(src)
+	src.Close()
+	require.NoError(t, err)
+	assert.Equal(t, want, sum, "the image read after its entry was removed is the stored one")
+
+	// Damage is still damage: an entry in place without its checksum.
+	logs.Reset()
+	require.NoError(t, c.store(key, root, "/boot/initrd.img"))
+	require.NoError(t, os.Remove(filepath.Join(dir, "sha256")))
+	hit, err := c.restore(key, root, "/boot/initrd.img")
+	assert.NoError(t, err)
+	assert.False(t, hit)
+	assert.Contains(t, logs.String(), "damaged")
+	assert.NoDirExists(t, dir)
+	entries, err := os.ReadDir(filepath.Dir(dir))
+	require.NoError(t, err)
+	for _, e := range entries {
+		assert.NotContains(t, e.Name(), ".old-", "a damaged entry's removal leaves nothing behind")
+	}
 }
