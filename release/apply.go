@@ -35,6 +35,11 @@ var (
 	ErrNoBase    = errors.New("the release's base snapshot is not on this pool and it has no full stream")
 	ErrStream    = errors.New("stream does not match the manifest")
 	ErrSpace     = errors.New("not enough space")
+	// ErrApplied: the release is on the pool already, and no interrupted
+	// apply left it (it booted well, or failed its trial).
+	ErrApplied = errors.New("applied on this device before")
+	// ErrWorkDir: the work directory is not this user's alone.
+	ErrWorkDir = errors.New("unsafe work directory")
 )
 
 // DefaultWorkDir is where Apply keeps what a Source delivers: kept across
@@ -115,6 +120,9 @@ func Apply(ctx context.Context, m *bootenv.Manager, o ApplyOptions) (Result, err
 		if err := os.MkdirAll(dir, 0o700); err != nil {
 			return r, err
 		}
+		if err := checkWorkDir(dir); err != nil {
+			return r, err
+		}
 		// The manifest and signature are fetched whole every time: a
 		// release republished since the last try is read afresh.
 		for _, n := range []string{ManifestFile, SignatureFile} {
@@ -169,32 +177,57 @@ func Apply(ctx context.Context, m *bootenv.Manager, o ApplyOptions) (Result, err
 		return r, err
 	}
 	byGUID := st.byGUID
+	// The release must be newer than the booted one, whether its stream
+	// is received now or was by an interrupted run: an older signed
+	// release replayed is refused, not activated again.
+	current := m.Booted()
+	if current == "" {
+		// An image, not a running system: what it boots by default.
+		bf, err := z.PoolProperties(ctx, pool, "bootfs")
+		if err != nil {
+			return r, err
+		}
+		if v := bf["bootfs"].Value; strings.HasPrefix(v, container+"/") {
+			current = strings.TrimPrefix(v, container+"/")
+		}
+	}
+	if current != "" {
+		if cur := st.versions[m.Dataset(current)]; cur != "" && cur != "-" && boot.CompareVersions(mf.Version, cur) <= 0 {
+			return r, fmt.Errorf("release %s: %w (%s)", mf.Version, ErrDowngrade, cur)
+		}
+	}
+	activated := false
 	if have, ok := byGUID[mf.GUID]; ok {
-		// Received already (a run that was interrupted after the receive):
-		// carry on with that environment, if it is the one wanted.
-		ds := have[:strings.Index(have, "@")]
+		// Received already: carry on with that environment if an
+		// interrupted run left it (new, or activated as a trial that has
+		// not booted yet), and it is the one wanted.
+		ds, _, _ := strings.Cut(have, "@")
 		if ds != m.Dataset(name) {
 			return r, fmt.Errorf("release %s is on this pool already, as %s", mf.Version, have)
 		}
-		r.Resumed = true
-		log.Info("release received by an earlier run; continuing", "env", name)
-	} else {
-		current := m.Booted()
-		if current == "" {
-			// An image, not a running system: what it boots by default.
-			bf, err := z.PoolProperties(ctx, pool, "bootfs")
-			if err != nil {
+		switch state := st.states[ds]; state {
+		case "", "-":
+			// zfs receive sets its properties after the snapshot is
+			// there: a power cut between leaves them unset.
+			if err := z.SetProperties(ctx, ds, receiveProps(mf, "")); err != nil {
 				return r, err
 			}
-			if v := bf["bootfs"].Value; strings.HasPrefix(v, container+"/") {
-				current = strings.TrimPrefix(v, container+"/")
+		case string(bootenv.StateNew):
+		case string(bootenv.StateTrying):
+			activated = true
+		default:
+			return r, fmt.Errorf("release %s: %w: %s is %s (destroy it to apply the release again)", mf.Version, ErrApplied, name, state)
+		}
+		r.Resumed = true
+		log.Info("release received by an earlier run; continuing", "env", name)
+		if o.Source != nil {
+			// What the interrupted run fetched, not needed again.
+			for _, s := range mf.Streams {
+				os.Remove(filepath.Join(dir, s.File))
+				os.Remove(filepath.Join(dir, s.File+".part"))
 			}
 		}
-		if current != "" {
-			if cur := st.versions[m.Dataset(current)]; cur != "" && cur != "-" && boot.CompareVersions(mf.Version, cur) <= 0 {
-				return r, fmt.Errorf("release %s: %w (%s)", mf.Version, ErrDowngrade, cur)
-			}
-		}
+	} else {
 		if _, ok := st.versions[m.Dataset(name)]; ok {
 			return r, fmt.Errorf("%s exists and is not this release: %w", m.Dataset(name), bootenv.ErrExists)
 		}
@@ -217,7 +250,7 @@ func Apply(ctx context.Context, m *bootenv.Manager, o ApplyOptions) (Result, err
 			}
 			// A complete copy left by an earlier run is kept only if it
 			// is this release's stream.
-			if _, err := os.Stat(file); err == nil && checkStream(file, stream) != nil {
+			if _, err := os.Stat(file); err == nil && checkStreamFile(ctx, file, stream) != nil {
 				os.Remove(file)
 			}
 			src := halfway(o.Source, stream.File, stream.Size, func() { step(StepFetching) })
@@ -226,8 +259,19 @@ func Apply(ctx context.Context, m *bootenv.Manager, o ApplyOptions) (Result, err
 			}
 			fetched = file
 		}
-		// 5. The stream's bytes, before the kernel parses any of them.
-		if err := checkStream(file, stream); err != nil {
+		// 5. The stream's bytes, before the kernel parses any of them,
+		// read from the one open file zfs receive then reads: a file
+		// put in its place after the check is never received.
+		f, err := os.Open(file)
+		if err != nil {
+			return r, err
+		}
+		defer f.Close()
+		err = checkStream(ctx, f, stream)
+		if err == nil {
+			_, err = f.Seek(0, io.SeekStart)
+		}
+		if err != nil {
 			if fetched != "" {
 				os.Remove(fetched) // fetched anew by the next run
 			}
@@ -237,16 +281,7 @@ func Apply(ctx context.Context, m *bootenv.Manager, o ApplyOptions) (Result, err
 			step(StepFetched)
 		}
 		// 6. Receive, unmounted; interrupted, ZFS keeps nothing of it.
-		props := map[string]string{"canmount": "noauto", "mountpoint": "/", bootenv.PropState: string(bootenv.StateNew), PropVersion: mf.Version}
-		if base != "" {
-			props["origin"] = base
-		}
-		f, err := os.Open(file)
-		if err != nil {
-			return r, err
-		}
-		err = z.Receive(ctx, &halfReader{r: f, half: stream.Size / 2, at: func() { step(StepReceiving) }}, m.Dataset(name), zfs.ReceiveOptions{Props: props})
-		f.Close()
+		err = z.Receive(ctx, &halfReader{r: f, half: stream.Size / 2, at: func() { step(StepReceiving) }}, m.Dataset(name), zfs.ReceiveOptions{Props: receiveProps(mf, base)})
 		if err != nil {
 			return r, err
 		}
@@ -257,9 +292,12 @@ func Apply(ctx context.Context, m *bootenv.Manager, o ApplyOptions) (Result, err
 		os.Remove(fetched)
 	}
 	step(StepReceived)
-	// 7. Boot files from its own root, then the trial.
-	if err := m.InstallBootFiles(ctx, name); err != nil {
-		return r, err
+	// 7. Boot files from its own root, then the trial (an environment
+	// already activated has them, and is activated again).
+	if !activated {
+		if err := m.InstallBootFiles(ctx, name); err != nil {
+			return r, err
+		}
 	}
 	step(StepBootFiles)
 	tries := o.Tries
@@ -271,6 +309,53 @@ func Apply(ctx context.Context, m *bootenv.Manager, o ApplyOptions) (Result, err
 	}
 	step(StepActivated)
 	return r, nil
+}
+
+// receiveProps are the properties a received environment gets: unmounted
+// until booted, state new, the release's version; and its origin, base,
+// when the stream is incremental.
+func receiveProps(mf *Manifest, base string) map[string]string {
+	props := map[string]string{"canmount": "noauto", "mountpoint": "/", bootenv.PropState: string(bootenv.StateNew), PropVersion: mf.Version}
+	if base != "" {
+		props["origin"] = base
+	}
+	return props
+}
+
+// checkWorkDir refuses a work directory someone else could write in
+// (Apply runs as root, and receives and deletes what is in it): it must
+// be a directory, not a link, owned by this user and writable by no one
+// else.
+func checkWorkDir(dir string) error {
+	fi, err := os.Lstat(dir)
+	if err != nil {
+		return err
+	}
+	if !fi.IsDir() {
+		return fmt.Errorf("%w: %s is not a directory (a link is not followed); set ApplyOptions.Dir to one", ErrWorkDir, dir)
+	}
+	uid := -1
+	if st, ok := fi.Sys().(*syscall.Stat_t); ok {
+		uid = int(st.Uid)
+	}
+	if uid != os.Geteuid() || fi.Mode().Perm()&0o022 != 0 {
+		return fmt.Errorf("%w: %s is owned by uid %d with mode %v; it must be uid %d's and writable by no one else (chown it and chmod go-w, or set ApplyOptions.Dir to another)", ErrWorkDir, dir, uid, fi.Mode().Perm(), os.Geteuid())
+	}
+	return nil
+}
+
+// ctxReader stops reading once ctx is done: copying and hashing a stream
+// of gigabytes stop when the caller cancels.
+type ctxReader struct {
+	ctx context.Context
+	r   io.Reader
+}
+
+func (c ctxReader) Read(p []byte) (int, error) {
+	if err := c.ctx.Err(); err != nil {
+		return 0, err
+	}
+	return c.r.Read(p)
 }
 
 // halfReader calls at once, when half of what it reads has passed.
@@ -322,14 +407,15 @@ func (h *halfSource) Open(ctx context.Context, name string, offset int64) (io.Re
 type poolState struct {
 	byGUID    map[string]string // snapshot guid -> name
 	versions  map[string]string // environment dataset -> org.paczfs:version ("-" when unset)
+	states    map[string]string // environment dataset -> org.paczfs:state ("-" when unset)
 	available int64             // bytes free for the container's children
 }
 
 // survey reads the container's filesystems and snapshots in one zfs list.
 func survey(ctx context.Context, z *zfs.Client, container string) (poolState, error) {
-	st := poolState{byGUID: map[string]string{}, versions: map[string]string{}}
+	st := poolState{byGUID: map[string]string{}, versions: map[string]string{}, states: map[string]string{}}
 	list, err := z.List(ctx, container, zfs.ListOptions{Types: []string{"filesystem", "snapshot"}, Recursive: true,
-		Props: []string{"guid", PropVersion, "available"}})
+		Props: []string{"guid", PropVersion, "available", bootenv.PropState}})
 	if err != nil {
 		return st, err
 	}
@@ -346,6 +432,7 @@ func survey(ctx context.Context, z *zfs.Client, container string) (poolState, er
 			}
 		default:
 			st.versions[d.Name] = d.Props[PropVersion]
+			st.states[d.Name] = d.Props[bootenv.PropState]
 		}
 	}
 	if !found {
@@ -387,23 +474,32 @@ func pick(mf *Manifest, byGUID map[string]string) (Stream, string, error) {
 	return Stream{}, "", fmt.Errorf("release %s: %w (base guid %s)", mf.Version, ErrNoBase, mf.BaseGUID)
 }
 
-// checkStream compares a stream file's size and SHA-256 with the manifest.
-func checkStream(file string, st Stream) error {
+// checkStreamFile is checkStream on the file at file.
+func checkStreamFile(ctx context.Context, file string, st Stream) error {
 	f, err := os.Open(file)
 	if err != nil {
-		return fmt.Errorf("%w: %v", ErrStream, err)
+		return fmt.Errorf("%w: %w", ErrStream, err)
 	}
 	defer f.Close()
+	return checkStream(ctx, f, st)
+}
+
+// checkStream compares the size and SHA-256 of what f holds from where it
+// is with the manifest's stream.
+func checkStream(ctx context.Context, f *os.File, st Stream) error {
 	h := sha256.New()
-	n, err := io.Copy(h, f)
+	n, err := io.Copy(h, ctxReader{ctx, f})
+	if ctx.Err() != nil {
+		return ctx.Err()
+	}
 	if err != nil {
-		return fmt.Errorf("%w: %v", ErrStream, err)
+		return fmt.Errorf("%w: %w", ErrStream, err)
 	}
 	if n != st.Size {
-		return fmt.Errorf("%w: %s is %d bytes, the manifest says %d", ErrStream, path.Base(file), n, st.Size)
+		return fmt.Errorf("%w: %s is %d bytes, the manifest says %d", ErrStream, path.Base(f.Name()), n, st.Size)
 	}
 	if got := hex.EncodeToString(h.Sum(nil)); got != st.SHA256 {
-		return fmt.Errorf("%w: %s has sha256 %s, the manifest says %s", ErrStream, path.Base(file), got, st.SHA256)
+		return fmt.Errorf("%w: %s has sha256 %s, the manifest says %s", ErrStream, path.Base(f.Name()), got, st.SHA256)
 	}
 	return nil
 }

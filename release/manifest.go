@@ -1,6 +1,7 @@
 package release
 
 import (
+	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -8,6 +9,7 @@ import (
 	"path/filepath"
 	"strings"
 	"time"
+	"unicode"
 )
 
 // FormatVersion is the manifest format this package writes and reads.
@@ -82,6 +84,16 @@ type Stream struct {
 	SHA256 string `json:"sha256"`
 }
 
+// checkVersion checks a release version: no space, slash, backslash, @
+// or control character, not . or .. (stream files and environments are
+// named after it).
+func checkVersion(field, v string) error {
+	if v == "" || v == "." || v == ".." || strings.ContainsAny(v, " /\\@") || strings.ContainsFunc(v, unicode.IsControl) {
+		return fmt.Errorf("%s %q: a version such as 2 or 2026.12.1", field, v)
+	}
+	return nil
+}
+
 // ErrManifest: the manifest is malformed.
 var ErrManifest = errors.New("bad release manifest")
 
@@ -91,8 +103,8 @@ func (m *Manifest) Validate() error {
 	if m.Format != FormatVersion {
 		errs = append(errs, fmt.Sprintf("format %d, want %d", m.Format, FormatVersion))
 	}
-	if m.Version == "" || strings.ContainsAny(m.Version, " /@\n") {
-		errs = append(errs, fmt.Sprintf("version %q: a version such as 2 or 2026.12.1", m.Version))
+	if err := checkVersion("version", m.Version); err != nil {
+		errs = append(errs, err.Error())
 	}
 	if !isGUID(m.GUID) {
 		errs = append(errs, fmt.Sprintf("guid %q: a decimal snapshot guid", m.GUID))
@@ -222,7 +234,9 @@ func Open(dir string, trusted [][]byte) (*Manifest, string, error) {
 
 // VerifyStream checks that st's file in dir has the size and SHA-256 the
 // manifest gives (ErrStream when not): run it before zfs receive reads
-// the file, since the kernel parses what it receives.
+// the file, since the kernel parses what it receives, and from a
+// directory no one else can write in (Apply checks and receives through
+// one open file).
 func VerifyStream(dir string, st Stream) error {
-	return checkStream(filepath.Join(dir, st.File), st)
+	return checkStreamFile(context.Background(), filepath.Join(dir, st.File), st)
 }

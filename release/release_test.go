@@ -147,14 +147,14 @@ func TestManifestValidateAndDiff(t *testing.T) {
 }
 
 // surveyCmd is the one zfs list Apply reads the pool with.
-const surveyCmd = "zfs list -H -p -o name,type,guid,org.paczfs:version,available -t filesystem,snapshot -r zroot/system"
+const surveyCmd = "zfs list -H -p -o name,type,guid,org.paczfs:version,available,org.paczfs:state -t filesystem,snapshot -r zroot/system"
 
 // pool is surveyCmd's answer: v1 with version 1 and its snapshot (guid
 // 999), and avail bytes free.
 func pool(avail int64) string {
-	return "zroot/system\tfilesystem\t11\t-\t" + strconv.FormatInt(avail, 10) + "\n" +
-		"zroot/system/v1\tfilesystem\t12\t1\t" + strconv.FormatInt(avail, 10) + "\n" +
-		"zroot/system/v1@v1\tsnapshot\t999\t1\t-\n"
+	return "zroot/system\tfilesystem\t11\t-\t" + strconv.FormatInt(avail, 10) + "\t-\n" +
+		"zroot/system/v1\tfilesystem\t12\t1\t" + strconv.FormatInt(avail, 10) + "\tgood\n" +
+		"zroot/system/v1@v1\tsnapshot\t999\t1\t-\t-\n"
 }
 
 // device is a booted system with version 1 and the base snapshot (guid
@@ -298,7 +298,7 @@ func TestApplyReadsThePoolOnceBeforeReceiving(t *testing.T) {
 func TestApplyRefusesAnEnvironmentOfTheSameName(t *testing.T) {
 	secret, public := key(t)
 	f := &hookstest.FakeRunner{}
-	f.On(surveyCmd, hookstest.Response{Stdout: pool(10000000000) + "zroot/system/release-2\tfilesystem\t13\t-\t10000000000\n"})
+	f.On(surveyCmd, hookstest.Response{Stdout: pool(10000000000) + "zroot/system/release-2\tfilesystem\t13\t-\t10000000000\tnew\n"})
 	m, err := bootenv.New(context.Background(), bootenv.WithRunner(f), bootenv.WithBooted("zroot/system/v1", ""), bootenv.WithESP(t.TempDir()), bootenv.WithEFIVars(""))
 	require.NoError(t, err)
 	_, err = Apply(context.Background(), m, ApplyOptions{Dir: release(t, secret, []byte("a send stream"), nil), Trusted: [][]byte{public}, Runner: f})

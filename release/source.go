@@ -13,6 +13,7 @@ import (
 	"slices"
 	"strconv"
 	"strings"
+	"syscall"
 )
 
 // A Source delivers a release's files by name: Apply asks for the
@@ -54,7 +55,10 @@ type dirSource string
 
 func (d dirSource) String() string { return string(d) }
 
-func (d dirSource) Open(_ context.Context, name string, offset int64) (io.ReadCloser, int64, error) {
+func (d dirSource) Open(ctx context.Context, name string, offset int64) (io.ReadCloser, int64, error) {
+	if err := ctx.Err(); err != nil {
+		return nil, 0, err
+	}
 	f, err := os.Open(filepath.Join(string(d), name))
 	if err != nil {
 		return nil, 0, fmt.Errorf("%w: %w", ErrSource, err)
@@ -144,8 +148,13 @@ type archiveSource struct {
 
 func (a *archiveSource) String() string { return "archive" }
 
-func (a *archiveSource) Open(_ context.Context, name string, _ int64) (io.ReadCloser, int64, error) {
+func (a *archiveSource) Open(ctx context.Context, name string, _ int64) (io.ReadCloser, int64, error) {
 	for {
+		if err := ctx.Err(); err != nil {
+			return nil, 0, err
+		}
+		// Next reads past the entry before: a stream not wanted is read
+		// through, and stops when ctx is done.
 		h, err := a.tr.Next()
 		if err == io.EOF {
 			return nil, 0, fmt.Errorf("%w: archive: no %s after %q (manifest.json and manifest.json.sig come first, then the streams)", ErrSource, name, a.last)
@@ -240,11 +249,12 @@ func fetch(ctx context.Context, src Source, dir, name string, limit, want int64)
 	} else {
 		flags |= os.O_TRUNC
 	}
-	f, err := os.OpenFile(part, flags, 0o600)
+	// Never through a link put there.
+	f, err := os.OpenFile(part, flags|syscall.O_NOFOLLOW, 0o600)
 	if err != nil {
 		return "", err
 	}
-	n, err := io.Copy(f, io.LimitReader(rc, limit-start+1))
+	n, err := io.Copy(f, io.LimitReader(ctxReader{ctx, rc}, limit-start+1))
 	if cerr := f.Close(); err == nil {
 		err = cerr
 	}
@@ -310,7 +320,7 @@ func Download(ctx context.Context, src Source, dir string, trusted [][]byte) (*M
 		if err != nil {
 			return nil, err
 		}
-		if err := checkStream(file, st); err != nil {
+		if err := checkStreamFile(ctx, file, st); err != nil {
 			os.Remove(file)
 			return nil, err
 		}

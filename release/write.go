@@ -48,6 +48,16 @@ func Write(ctx context.Context, z *zfs.Client, o WriteOptions) (*Manifest, error
 	if len(o.Secret) == 0 {
 		return nil, errors.New("release: a secret key signs the manifest (GenerateKey)")
 	}
+	// The stream files are named after the versions: checked before
+	// anything is written.
+	if err := checkVersion("Version", o.Version); err != nil {
+		return nil, err
+	}
+	if o.Base != "" {
+		if err := checkVersion("Previous", o.Previous); err != nil {
+			return nil, fmt.Errorf("%w (an incremental stream from Base is named after it)", err)
+		}
+	}
 	if err := os.MkdirAll(o.Dir, 0o755); err != nil {
 		return nil, err
 	}

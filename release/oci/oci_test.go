@@ -53,8 +53,8 @@ func device(t *testing.T) (*bootenv.Manager, *hookstest.FakeRunner) {
 	f := &hookstest.FakeRunner{}
 	// The one zfs list apply reads the pool with: v1 at version 1, its
 	// snapshot (the base, guid 999), the space.
-	f.On("zfs list -H -p -o name,type,guid,org.paczfs:version,available -t filesystem,snapshot -r zroot/system", hookstest.Response{Stdout: "zroot/system\tfilesystem\t11\t-\t10000000000\n" +
-		"zroot/system/v1\tfilesystem\t12\t1\t10000000000\nzroot/system/v1@v1\tsnapshot\t999\t1\t-\n"})
+	f.On("zfs list -H -p -o name,type,guid,org.paczfs:version,available,org.paczfs:state -t filesystem,snapshot -r zroot/system", hookstest.Response{Stdout: "zroot/system\tfilesystem\t11\t-\t10000000000\t-\n" +
+		"zroot/system/v1\tfilesystem\t12\t1\t10000000000\tgood\nzroot/system/v1@v1\tsnapshot\t999\t1\t-\t-\n"})
 	m, err := bootenv.New(context.Background(), bootenv.WithRunner(f), bootenv.WithBooted("zroot/system/v1", ""), bootenv.WithESP(t.TempDir()), bootenv.WithEFIVars(""))
 	require.NoError(t, err)
 	return m, f
