@@ -1,6 +1,7 @@
 package bootenv
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"fmt"
@@ -384,8 +385,11 @@ func newestKernel(root, pattern string) (string, error) {
 
 // installBootFiles copies the environment's newest kernel and its
 // initramfs from its own root to /env/<name>/ on the ESP and writes its
-// entry with the given rank (not counted). The directory is replaced
-// whole: written beside, then renamed.
+// entry with the given rank (not counted). A power cut at any point
+// leaves an entry whose files are all there: the new files are written
+// beside the ones the entry names (under another name when theirs is
+// taken: base and base.b in turn) and synced, then the entry is replaced
+// (a rename), then the files it no longer names are removed.
 func (m *Manager) installBootFiles(ctx context.Context, name, sortKey string) error {
 	root, unmount, err := m.mountEnv(ctx, name, true)
 	if err != nil {
@@ -406,26 +410,27 @@ func (m *Manager) installBootFiles(ctx context.Context, name, sortKey string) er
 		return fmt.Errorf("%s: %w", name, err)
 	}
 	dir := filepath.Join(m.esp, "env", name)
-	tmp := dir + ".new"
-	if err := os.RemoveAll(tmp); err != nil {
+	if err := os.MkdirAll(dir, 0o755); err != nil {
 		return err
 	}
-	if err := os.MkdirAll(tmp, 0o755); err != nil {
+	named, err := m.namedFiles(name)
+	if err != nil {
 		return err
 	}
+	var files []string
 	for _, f := range []string{kernel, initrd} {
 		data, err := os.ReadFile(filepathIn(root, f))
 		if err != nil {
-			os.RemoveAll(tmp)
 			return fmt.Errorf("%s: %w: %v", name, ErrNoBootFiles, err)
 		}
-		if err := writeSync(filepath.Join(tmp, path.Base(f)), data); err != nil {
-			os.RemoveAll(tmp)
+		file, err := placeFile(dir, path.Base(f), data, named)
+		if err != nil {
 			return fmt.Errorf("ESP: %w", err)
 		}
+		files = append(files, file)
 	}
 	env := boot.Environment{
-		Name: name, Dataset: m.Dataset(name), Kernel: path.Base(kernel), Initrds: []string{path.Base(initrd)},
+		Name: name, Dataset: m.Dataset(name), Kernel: files[0], Initrds: []string{files[1]},
 		Version: kver, RootOptions: bf.RootOptions, Extra: bf.ExtraOptions,
 	}
 	title := strings.ReplaceAll(bf.Title, "{name}", name)
@@ -434,31 +439,77 @@ func (m *Manager) installBootFiles(ctx context.Context, name, sortKey string) er
 	}
 	e := env.Entry(title)
 	e.SortKey = sortKey
-	// The SYSLINUX label goes with the files it names.
-	if m.biosBoot() {
-		if err := m.syslinuxLabelIn(tmp, name, e); err != nil {
-			os.RemoveAll(tmp)
-			return fmt.Errorf("ESP: %w", err)
-		}
-	}
-	old := dir + ".old"
-	os.RemoveAll(old)
-	if _, err := os.Stat(dir); err == nil {
-		if err := os.Rename(dir, old); err != nil {
-			return err
-		}
-	}
-	if err := os.Rename(tmp, dir); err != nil {
-		return err
-	}
-	os.RemoveAll(old)
-	// The kernel and initramfs, and the directory's new name, on the disk
-	// before an entry names them: a power cut must never leave an entry
-	// whose files are not there (the firmware would not offer it).
+	// The kernel and initramfs on the disk before an entry names them:
+	// a power cut must never leave an entry whose files are not there
+	// (the firmware would not offer it). writeEntry syncs again.
 	if err := m.syncESP(); err != nil {
 		return err
 	}
-	return m.writeEntry(name, e, 0)
+	if err := m.writeEntry(name, e, 0); err != nil {
+		return err
+	}
+	// What the entry no longer names (the SYSLINUX label, rewritten with
+	// the entry, stays).
+	keep := map[string]bool{files[0]: true, files[1]: true, boot.SyslinuxFragment: true}
+	des, err := os.ReadDir(dir)
+	if err != nil {
+		return err
+	}
+	for _, de := range des {
+		if !keep[de.Name()] {
+			if err := os.RemoveAll(filepath.Join(dir, de.Name())); err != nil {
+				return err
+			}
+		}
+	}
+	return m.syncESP()
+}
+
+// namedFiles are the file names in /env/<name>/ the environment's entry
+// names now (none without an entry).
+func (m *Manager) namedFiles(name string) (map[string]bool, error) {
+	entries, err := m.entries()
+	if err != nil {
+		return nil, err
+	}
+	named := map[string]bool{}
+	if en, ok := entries[name]; ok {
+		e := readEntry(en.text)
+		for _, p := range append([]string{e.Linux}, e.Initrd...) {
+			if d, f := path.Split(p); d == "/env/"+name+"/" {
+				named[f] = true
+			}
+		}
+	}
+	return named, nil
+}
+
+// placeFile writes data in dir as base (the file's name in the root),
+// or, when the entry names base (named) and it holds other bytes, as
+// base.b: never over a file the entry names. Written to a temporary file, synced, then
+// renamed. It returns the name used; a file that holds data already is
+// left as it is.
+func placeFile(dir, base string, data []byte, named map[string]bool) (string, error) {
+	alt := base + ".b"
+	for _, n := range []string{base, alt} {
+		if have, err := os.ReadFile(filepath.Join(dir, n)); err == nil && bytes.Equal(have, data) {
+			return n, nil
+		}
+	}
+	file := base
+	if named[base] {
+		file = alt
+	}
+	tmp := filepath.Join(dir, "."+file+".tmp")
+	if err := writeSync(tmp, data); err != nil {
+		os.Remove(tmp)
+		return "", err
+	}
+	if err := os.Rename(tmp, filepath.Join(dir, file)); err != nil {
+		os.Remove(tmp)
+		return "", err
+	}
+	return file, nil
 }
 
 // InstallBootFiles (re)installs the environment's kernel, initramfs and

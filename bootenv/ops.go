@@ -5,9 +5,9 @@ import (
 	"errors"
 	"fmt"
 	"os"
-	"path"
 	"path/filepath"
 	"sort"
+	"strconv"
 	"strings"
 	"time"
 
@@ -43,6 +43,9 @@ func (m *Manager) Create(ctx context.Context, name string, o CreateOptions) (err
 		return err
 	} else if ok {
 		return fmt.Errorf("%s: %w", ds, ErrExists)
+	}
+	if err := m.nameFree(ctx, name); err != nil {
+		return err
 	}
 	if o.Empty {
 		if o.From != "" {
@@ -229,15 +232,18 @@ func (m *Manager) makeDefault(ctx context.Context, name string) error {
 	if err != nil {
 		return err
 	}
+	// The new default is ranked before the old one is demoted: stopped
+	// between the two, two entries are ranked default (both boot), never
+	// none (systemd-boot would take the first other entry, untried).
+	if err := m.rewrite(name, SortDefault, 0); err != nil {
+		return err
+	}
 	for n, en := range entries {
 		if n != name && en.sortKey == SortDefault {
 			if err := m.rewrite(n, SortOther, 0); err != nil {
 				return err
 			}
 		}
-	}
-	if err := m.rewrite(name, SortDefault, 0); err != nil {
-		return err
 	}
 	if err := m.z.SetPoolProperty(ctx, m.pool, "bootfs", m.Dataset(name)); err != nil {
 		return err
@@ -265,6 +271,27 @@ func (m *Manager) finish(ctx context.Context) error {
 	return nil
 }
 
+// nameFree refuses a new environment name the ESP could not tell apart
+// from an existing environment's (its FAT ignores case), or whose ESP
+// directory is there already (left by an environment destroyed by hand):
+// before anything is changed.
+func (m *Manager) nameFree(ctx context.Context, name string) error {
+	envs, err := m.List(ctx)
+	if err != nil {
+		return err
+	}
+	for _, e := range envs {
+		if strings.EqualFold(e.Name, name) {
+			return fmt.Errorf("%s: %w: %s differs only in case, which the ESP's FAT does not tell apart", name, ErrExists, e.Name)
+		}
+	}
+	dir := filepath.Join(m.esp, "env", name)
+	if _, err := os.Lstat(dir); err == nil {
+		return fmt.Errorf("%s: %w: the ESP has %s, which no environment owns (remove it)", name, ErrExists, dir)
+	}
+	return nil
+}
+
 // Rename renames an environment: dataset, ESP directory and entry.
 // The booted environment is refused (its command line names it).
 func (m *Manager) Rename(ctx context.Context, from, to string) error {
@@ -282,6 +309,15 @@ func (m *Manager) Rename(ctx context.Context, from, to string) error {
 		return err
 	} else if ok {
 		return fmt.Errorf("%s: %w", m.Dataset(to), ErrExists)
+	}
+	if !strings.EqualFold(from, to) {
+		if err := m.nameFree(ctx, to); err != nil {
+			return err
+		}
+	} else if from == to {
+		return nil
+	} else {
+		return fmt.Errorf("rename %s to %s: %w: the names differ only in case, which the ESP's FAT does not tell apart", from, to, ErrRefused)
 	}
 	if err := m.z.Rename(ctx, e.Dataset, m.Dataset(to), zfs.RenameOptions{}); err != nil {
 		return err
@@ -313,11 +349,17 @@ func (m *Manager) Rename(ctx context.Context, from, to string) error {
 		}
 	}
 	be.Title = strings.Replace(be.Title, "("+from+")", "("+to+")", 1)
-	tries := 0
-	if en.left > 0 {
-		tries = en.left
+	// Its boot counter, as it was: a trial keeps its tries, and a spent
+	// one stays spent (skipped by systemd-boot), never uncounted.
+	file := entryID(to)
+	if en.left >= 0 {
+		file = fmt.Sprintf("%s%s+%d", EntryPrefix, to, en.left)
+		if en.done > 0 {
+			file += fmt.Sprintf("-%d", en.done)
+		}
+		file += ".conf"
 	}
-	if err := m.writeEntry(to, be, tries); err != nil {
+	if err := m.writeEntryFile(to, be, file); err != nil {
 		return err
 	}
 	return m.removeEntries(from, "")
@@ -448,13 +490,35 @@ func (m *Manager) GoodSnapshots(ctx context.Context, name string) ([]string, err
 	if err != nil {
 		return nil, err
 	}
-	var out []string
-	for _, s := range snaps {
-		if strings.HasPrefix(path.Base(s.Name[strings.Index(s.Name, "@")+1:]), GoodPrefix) {
-			out = append(out, s.Name)
-		}
+	type good struct {
+		name string
+		txg  int64
 	}
-	sort.Slice(out, func(i, j int) bool { return out[i] < out[j] }) // the names sort by time
+	var goods []good
+	for _, s := range snaps {
+		_, snap, ok := strings.Cut(s.Name, "@")
+		if !ok || !strings.HasPrefix(snap, GoodPrefix) {
+			continue
+		}
+		txg, err := strconv.ParseInt(s.Props["createtxg"], 10, 64)
+		if err != nil {
+			return nil, fmt.Errorf("%s: createtxg %q", s.Name, s.Props["createtxg"])
+		}
+		goods = append(goods, good{s.Name, txg})
+	}
+	// By the transaction that made them, not by name: the names carry
+	// the clock's time, which can run behind (no RTC battery, a boot
+	// before NTP), and the newest must never sort as the oldest.
+	sort.SliceStable(goods, func(i, j int) bool {
+		if goods[i].txg != goods[j].txg {
+			return goods[i].txg < goods[j].txg
+		}
+		return goods[i].name < goods[j].name
+	})
+	out := make([]string, len(goods))
+	for i, g := range goods {
+		out[i] = g.name
+	}
 	return out, nil
 }
 

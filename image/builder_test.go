@@ -585,12 +585,34 @@ func TestUpdateESPBuildsOnlyWhatTheDistributionsHookDidNot(t *testing.T) {
 	// mkinitcpio's targets): built, once.
 	run(env(arch.InitramfsHookTargets), "usr/lib/modules/6.12.41-1-lts/extra/zfs.ko.zst\n")
 	assert.Equal(t, "-k 6.12.41-1-lts -g "+root+"/boot/initramfs-linux-lts.img\n", built())
-	assert.Equal(t, "built for 6.12.41-1-lts\n", readESP("env/default/initramfs-linux-lts.img"))
+	// The new files are written beside those the entry named (.b when
+	// the name is taken) before the entry names them; those it no longer
+	// names are removed.
+	entry = readESP("loader/entries/paczfs-default+2-1.conf")
+	e := bootenvEntry(entry)
+	assert.Equal(t, "/env/default/vmlinuz.b", e.Linux)
+	assert.Equal(t, []string{"/env/default/initramfs-linux-lts.img.b"}, e.Initrd)
+	assert.Equal(t, "built for 6.12.41-1-lts\n", readESP(e.Initrd[0]))
+	assert.Equal(t, "kernel 6.12.41", readESP(e.Linux))
+	des, err := os.ReadDir(filepath.Join(esp, "env/default"))
+	require.NoError(t, err)
+	var files []string
+	for _, de := range des {
+		files = append(files, de.Name())
+	}
+	assert.ElementsMatch(t, []string{"vmlinuz.b", "initramfs-linux-lts.img.b", "syslinux.cfg"}, files)
+	want, err = boot.SyslinuxLabel("default", bootenvEntry(entry))
+	require.NoError(t, err)
+	assert.Equal(t, string(want), readESP("env/default/syslinux.cfg"), "the label names the new files")
 
 	// No hook targets (initramfs-tools in the lab): always built.
 	require.NoError(t, os.Remove(filepath.Join(dir, "built")))
 	run(env(nil), "usr/lib/modules/6.12.41-1-lts/vmlinuz\n")
 	assert.Equal(t, "-k 6.12.41-1-lts -g "+root+"/boot/initramfs-linux-lts.img\n", built())
+	e = bootenvEntry(readESP("loader/entries/paczfs-default+2-1.conf"))
+	assert.Equal(t, "/env/default/vmlinuz", e.Linux, "back to the plain names")
+	assert.Equal(t, []string{"/env/default/initramfs-linux-lts.img"}, e.Initrd)
+	assert.NoFileExists(t, filepath.Join(esp, "env/default/vmlinuz.b"))
 }
 
 // bootenvEntry parses a loader entry's text.

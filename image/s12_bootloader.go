@@ -426,27 +426,50 @@ sortkey=$(sed -n 's/^sort-key *//p' "$entry" 2>/dev/null || true)
 trial=
 if grep -q '^options .* paczfs\.trial' "$entry" 2>/dev/null; then trial=" {trial}"; fi
 cmdline="$opts${EXTRA_OPTIONS:+ $EXTRA_OPTIONS}$trial"
+# The new files go beside those the entry names (each under its own name,
+# or name.b when the entry names that: never over a file the entry
+# names), on the disk before the entry names them; the files it no longer
+# names are removed after. A power cut anywhere leaves an entry whose
+# files are all there.
 dir="$ESP/env/$be"
-new="$dir.new"
-rm -rf "$new"; mkdir -p "$new"
-cp "$kernel" "$new/${kernel##*/}"
-cp "$initrd" "$new/${initrd##*/}"
+mkdir -p "$dir"
+named=$(sed -n 's/^\(linux\|initrd\)[[:space:]]*//p' "$entry" 2>/dev/null || true)
+place() {
+	n=${1##*/}
+	case "
+$named
+" in *"
+/env/$be/$n
+"*) n="$n.b" ;; esac
+	cp "$1" "$dir/.$n.tmp"
+	echo "$n"
+}
+kname=$(place "$kernel")
+iname=$(place "$initrd")
+sync -f "$ESP" 2>/dev/null || sync
+mv "$dir/.$kname.tmp" "$dir/$kname"
+mv "$dir/.$iname.tmp" "$dir/$iname"
 # Legacy BIOS boot (SYSLINUX, boot.SyslinuxLabel): this environment's
-# label, in its own directory, replaced with its files.
+# label, in its own directory, naming the new files.
 if [ -d "$ESP/syslinux" ]; then
 	printf 'LABEL %s\n  MENU LABEL %s\n  LINUX %s\n  INITRD %s\n  APPEND %s\n' "$be" "$title" \
-		"/env/$be/${kernel##*/}" "/env/$be/${initrd##*/}" "$cmdline" > "$new/syslinux.cfg"
+		"/env/$be/$kname" "/env/$be/$iname" "$cmdline" > "$dir/.syslinux.cfg.tmp"
+	mv "$dir/.syslinux.cfg.tmp" "$dir/syslinux.cfg"
 fi
-rm -rf "$dir.old"; [ ! -d "$dir" ] || mv "$dir" "$dir.old"; mv "$new" "$dir"; rm -rf "$dir.old"
+sync -f "$ESP" 2>/dev/null || sync
 {
 	echo "title   $title"
 	echo "version $kver"
 	echo "sort-key ${sortkey:-paczfs-2}"
-	echo "linux   /env/$be/${kernel##*/}"
-	echo "initrd  /env/$be/${initrd##*/}"
+	echo "linux   /env/$be/$kname"
+	echo "initrd  /env/$be/$iname"
 	echo "options $cmdline"
 } > "$entry.new"
 mv "$entry.new" "$entry"
+sync -f "$ESP" 2>/dev/null || sync
+for f in "$dir"/* "$dir"/.[!.]*; do
+	case "${f##*/}" in "$kname"|"$iname"|syslinux.cfg|'*'|'.[!.]*') ;; *) rm -rf "$f" ;; esac
+done
 sync -f "$ESP" 2>/dev/null || sync
 echo "paczfs-update-esp: $be now boots $kver"
 `
