@@ -28,18 +28,28 @@ func (st *build) zfs() *zfs.Client {
 }
 
 // writeFile writes name (relative to root) with exactly mode, and any
-// missing parent directory with 0755, whatever the caller's umask. A
-// regular file that already holds data with mode is left alone: in a
-// build derived from a release, rewriting it would put its blocks in the
-// incremental stream again (the device tool alone is 12 MB).
+// missing parent directory with 0755, whatever the caller's umask, never
+// through a link that leads out of root (a target's absolute link would
+// otherwise resolve on the build host). A regular file that already holds
+// data with mode is left alone: in a build derived from a release,
+// rewriting it would put its blocks in the incremental stream again (the
+// device tool alone is 12 MB).
 func writeFile(root, name string, data []byte, mode os.FileMode) error {
-	p := filepath.Join(root, name)
-	if fi, err := os.Lstat(p); err == nil && fi.Mode().IsRegular() && fi.Mode().Perm() == mode.Perm() && fi.Size() == int64(len(data)) {
-		if have, err := os.ReadFile(p); err == nil && bytes.Equal(have, data) {
+	r, err := os.OpenRoot(root)
+	if err != nil {
+		return err
+	}
+	defer r.Close()
+	rel := strings.TrimPrefix(filepath.Clean("/"+name), "/")
+	if fi, err := r.Lstat(rel); err == nil && fi.Mode().IsRegular() && fi.Mode().Perm() == mode.Perm() && fi.Size() == int64(len(data)) {
+		if have, err := r.ReadFile(rel); err == nil && bytes.Equal(have, data) {
 			return nil
 		}
 	}
-	return fsx.WriteFile(p, data, mode)
+	if err := fsx.WriteFileIn(r, rel, data, mode); err != nil {
+		return fmt.Errorf("%s in the target: %w", "/"+rel, err)
+	}
+	return nil
 }
 
 // writeFiles writes files (path in root: content) with writeFile, those

@@ -9,6 +9,7 @@ import (
 	"os"
 	"path/filepath"
 	"strconv"
+	"strings"
 )
 
 // MkdirAll creates dir and any missing parents, each with exactly perm
@@ -112,4 +113,62 @@ func parseUmask(status []byte) (fs.FileMode, error) {
 		}
 	}
 	return 0, errors.New("read umask: no Umask line in /proc/self/status (Linux 4.7 or later has it)")
+}
+
+// MkdirAllIn is MkdirAll inside root: the directories made have exactly
+// perm, and no link leads out of root (os.Root refuses it).
+func MkdirAllIn(root *os.Root, dir string, perm fs.FileMode) error {
+	dir = filepath.Clean(dir)
+	if dir == "." || dir == "/" {
+		return nil
+	}
+	if fi, err := root.Stat(dir); err == nil {
+		if !fi.IsDir() {
+			return &fs.PathError{Op: "mkdir", Path: dir, Err: errors.New("not a directory")}
+		}
+		return nil
+	} else if !errors.Is(err, fs.ErrNotExist) {
+		return err
+	}
+	if err := MkdirAllIn(root, filepath.Dir(dir), perm); err != nil {
+		return err
+	}
+	if err := root.Mkdir(dir, perm); err != nil && !errors.Is(err, fs.ErrExist) {
+		return err
+	}
+	return root.Chmod(dir, perm)
+}
+
+// WriteFileIn is WriteFile for name inside root: the file and its parent
+// directories are reached without following a link out of root, so a
+// target's absolute link never sends a write to the build host.
+func WriteFileIn(root *os.Root, name string, data []byte, perm fs.FileMode) error {
+	name = strings.TrimPrefix(filepath.Clean("/"+name), "/")
+	if err := MkdirAllIn(root, filepath.Dir(name), DirMode); err != nil {
+		return err
+	}
+	tmp := name + ".paczfs-new"
+	// A leftover, or a link put there: removed, never followed.
+	if err := root.Remove(tmp); err != nil && !errors.Is(err, fs.ErrNotExist) {
+		return err
+	}
+	f, err := root.OpenFile(tmp, os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o600)
+	if err != nil {
+		return err
+	}
+	_, err = f.Write(data)
+	if err == nil {
+		err = f.Chmod(perm)
+	}
+	if cerr := f.Close(); err == nil {
+		err = cerr
+	}
+	if err == nil {
+		err = root.Rename(tmp, name)
+	}
+	if err != nil {
+		root.Remove(tmp)
+		return err
+	}
+	return nil
 }

@@ -83,3 +83,58 @@ func TestParseUmask(t *testing.T) {
 	_, err = parseUmask([]byte("Name:\tx\n"))
 	assert.ErrorContains(t, err, "no Umask line")
 }
+
+// WriteFileIn writes inside its root, with exact modes, and never through
+// a link that leads out of it: an absolute link in a target would
+// otherwise resolve on the build host.
+func TestWriteFileInStaysInItsRoot(t *testing.T) {
+	dir := t.TempDir()
+	host := t.TempDir()
+	r, err := os.OpenRoot(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer r.Close()
+	if err := WriteFileIn(r, "/etc/a/b/file", []byte("x"), 0o640); err != nil {
+		t.Fatal(err)
+	}
+	fi, err := os.Stat(filepath.Join(dir, "etc/a/b/file"))
+	if err != nil || fi.Mode().Perm() != 0o640 {
+		t.Fatalf("file: %v %v", fi, err)
+	}
+	if fi, err := os.Stat(filepath.Join(dir, "etc/a")); err != nil || fi.Mode().Perm() != DirMode {
+		t.Fatalf("parent: %v %v", fi, err)
+	}
+	// A directory link out of the root, absolute or relative.
+	if err := os.Symlink(host, filepath.Join(dir, "etc/abs")); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Symlink("../../"+filepath.Base(host), filepath.Join(dir, "etc/rel")); err != nil {
+		t.Fatal(err)
+	}
+	for _, name := range []string{"etc/abs/file", "etc/rel/file", "etc/abs/new/file"} {
+		if err := WriteFileIn(r, name, []byte("x"), 0o644); err == nil {
+			t.Errorf("%s: written through a link out of the root", name)
+		}
+	}
+	if ents, _ := os.ReadDir(host); len(ents) > 0 {
+		t.Errorf("the host directory got %v", ents)
+	}
+	// A link as the file itself is replaced, not followed.
+	victim := filepath.Join(host, "victim")
+	if err := os.WriteFile(victim, []byte("keep"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Symlink(victim, filepath.Join(dir, "etc/leaf")); err != nil {
+		t.Fatal(err)
+	}
+	if err := WriteFileIn(r, "etc/leaf", []byte("new"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if b, _ := os.ReadFile(victim); string(b) != "keep" {
+		t.Errorf("the link's target was written: %q", b)
+	}
+	if fi, err := os.Lstat(filepath.Join(dir, "etc/leaf")); err != nil || !fi.Mode().IsRegular() {
+		t.Errorf("etc/leaf: %v %v", fi, err)
+	}
+}
