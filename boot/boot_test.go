@@ -101,3 +101,18 @@ func TestSyslinuxConfiguration(t *testing.T) {
 	_, err = boot.SyslinuxLabel("x y", e)
 	assert.Error(t, err)
 }
+
+// A timeout SYSLINUX cannot count is refused, not written overflowed.
+func TestSyslinuxTimeoutBounded(t *testing.T) {
+	s := boot.Syslinux{Default: "default", Environments: []string{"default"}, Timeout: boot.MaxSyslinuxTimeout}
+	text, err := s.MarshalText()
+	if err != nil || !strings.Contains(string(text), "TIMEOUT 35990\n") {
+		t.Fatalf("%s %v", text, err)
+	}
+	for _, bad := range []int{boot.MaxSyslinuxTimeout + 1, 1 << 60, -1} {
+		s.Timeout = bad
+		if _, err := s.MarshalText(); err == nil {
+			t.Errorf("timeout %d accepted", bad)
+		}
+	}
+}

@@ -76,8 +76,8 @@ func (s Syslinux) MarshalText() ([]byte, error) {
 	if !found {
 		errs = append(errs, fmt.Errorf("syslinux: default %q is not one of the environments %v", s.Default, s.Environments))
 	}
-	if s.Timeout < 0 {
-		errs = append(errs, fmt.Errorf("syslinux: timeout %d: use 0 or more seconds", s.Timeout))
+	if s.Timeout < 0 || s.Timeout > MaxSyslinuxTimeout {
+		errs = append(errs, fmt.Errorf("syslinux: timeout %d: use 0 to %d seconds", s.Timeout, MaxSyslinuxTimeout))
 	}
 	if err := errors.Join(errs...); err != nil {
 		return nil, err
@@ -106,6 +106,10 @@ func (s Syslinux) MarshalText() ([]byte, error) {
 	}
 	return []byte(b.String()), nil
 }
+
+// MaxSyslinuxTimeout is the longest timeout SYSLINUX takes, in seconds
+// (it counts tenths of a second, up to 35996).
+const MaxSyslinuxTimeout = 3599
 
 // SyslinuxKeep returns the lines of an existing main configuration that
 // MarshalText keeps (everything but DEFAULT, INCLUDE and its own header).

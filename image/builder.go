@@ -185,7 +185,12 @@ type stageFunc func(ctx context.Context, st *build) error
 // them without building.
 func New(cfg Config, opts ...Option) (*Builder, error) {
 	b := &Builder{cfg: cfg.Clone(), lookPath: exec.LookPath, geteuid: os.Geteuid}
-	for _, o := range opts {
+	var nilOpts problems
+	for i, o := range opts {
+		if o == nil {
+			nilOpts.add(fmt.Sprintf("options[%d]", i), "drop it, or pass an Option such as WithLogger", "nil")
+			continue
+		}
 		o(b)
 	}
 	if b.log == nil {
@@ -216,7 +221,7 @@ func New(cfg Config, opts ...Option) (*Builder, error) {
 			b.adopters[d.stage] = d.adopt
 		}
 	}
-	p := b.cfg.validate()
+	p := append(nilOpts, b.cfg.validate()...)
 	p = append(p, b.cfg.checkFiles(!b.skipHost)...)
 	p = append(p, b.checkHooks()...)
 	if !b.skipHost {
@@ -247,6 +252,10 @@ func (b *Builder) checkHooks() problems {
 	var p problems
 	replaced := map[hooks.Stage]string{}
 	for i, h := range b.hooks {
+		if h == nil {
+			p = append(p, &FieldError{Field: fmt.Sprintf("hooks[%d]", i), Err: ErrHook, Fix: "drop it, or pass a hooks.Hook", Problem: "nil"})
+			continue
+		}
 		f := fmt.Sprintf("hooks[%d] (%s)", i, h.Name())
 		if _, err := hooks.ParseStage(string(h.Stage())); err != nil {
 			p = append(p, &FieldError{Field: f, Err: ErrHook, Fix: "use one of the stage names in package hooks", Problem: err.Error()})

@@ -7,15 +7,18 @@ import (
 	"errors"
 	"fmt"
 	"os"
+	"path"
 	"path/filepath"
 	"regexp"
 	"slices"
 	"strings"
 	"time"
 	_ "time/tzdata" // time zones are checked against Go's database, not the host's
+	"unicode"
 
 	"golang.org/x/crypto/ssh"
 
+	"github.com/paczfs/paczfs/boot"
 	"github.com/paczfs/paczfs/bootenv"
 	"github.com/paczfs/paczfs/disk"
 	"github.com/paczfs/paczfs/pacman"
@@ -464,6 +467,19 @@ var (
 	unitRE     = regexp.MustCompile(`^[A-Za-z0-9:_.@-]+\.(service|socket|target|timer|path|mount)$`)
 )
 
+// maxBootTimeout is the longest menu timeout, SYSLINUX's.
+const maxBootTimeout = boot.MaxSyslinuxTimeout
+
+func isSpaceOrControl(r rune) bool { return unicode.IsSpace(r) || unicode.IsControl(r) }
+
+// isTargetFile says whether name is a file path in the target a
+// configuration may write: absolute, clean (no .., no trailing / or /.),
+// not the root, without control characters.
+func isTargetFile(name string) bool {
+	return strings.HasPrefix(name, "/") && name != "/" && path.Clean(name) == name &&
+		!strings.ContainsFunc(name, unicode.IsControl)
+}
+
 // validate checks everything that needs no host access. The Builder adds
 // the checks that look at the host (paths, tools, devices, packages).
 func (c *Config) validate() problems {
@@ -480,9 +496,15 @@ func (c *Config) validate() problems {
 	if c.ImageFile != "" && c.Size <= 0 {
 		p.add("size", "set size, e.g. 20 GiB", "image size must be positive, got %d", c.Size)
 	}
-	if c.ImageFile != "" && c.Size > 0 {
-		if _, err := c.layout().Plan(c.Size); err != nil {
+	if c.ImageFile != "" && c.Size > 0 && c.Size%disk.Alignment != 0 {
+		p.add("size", "use a multiple of 1 MiB, e.g. 20 GiB", "%d bytes is not a multiple of 1 MiB", c.Size)
+	} else if c.ImageFile != "" && c.Size > 0 {
+		if _, err := c.layout().Plan(c.Size); errors.Is(err, disk.ErrTooSmall) {
 			p.add("size", "make size larger or esp_size/swap_size smaller", "the layout does not fit: %v", err)
+		} else if err != nil && c.Layout == nil {
+			p.add("pool_name", "use a pool name of at most 36 characters (it names the ZFS partition), and an esp_size and swap_size that fit", "the partition layout: %v", err)
+		} else if err != nil {
+			p.add("layout", "fix the partitions", "%v", err)
 		}
 	}
 	if c.ESPSize < disk.MinESP && c.Layout == nil {
@@ -516,12 +538,24 @@ func (c *Config) validate() problems {
 	}
 	if err := zfs.ValidatePoolName(c.PoolName); err != nil {
 		p.add("pool_name", "use letters, digits, _ - . : starting with a letter, e.g. zroot", "%v", err)
+	} else if strings.ContainsFunc(c.PoolName, unicode.IsSpace) {
+		// ZFS takes it; the kernel command line (zfs=<pool>/...) would
+		// split it.
+		p.add("pool_name", "use letters, digits, _ - . : starting with a letter, e.g. zroot", "%q has a space, which the kernel command line that names the root cannot carry", c.PoolName)
 	} else if err := zfs.ValidateDatasets(c.PoolName, c.Datasets); err != nil {
 		p.add("datasets", "fix the dataset names and properties", "%v", err)
 	}
 	root := c.RootDataset
 	if !slices.ContainsFunc(c.Datasets, func(d zfs.DatasetSpec) bool { return d.Name == root }) {
 		p.add("root_dataset", "name one of the datasets, normally system/default", "%q is not in the dataset layout", root)
+	} else if dir, name := path.Split(root); bootenv.ValidName(name) != nil || strings.ContainsFunc(root, unicode.IsSpace) {
+		p.add("root_dataset", "end it in a boot environment's name: letters, digits, . _ -, e.g. system/default", "%q: its last part names the boot environment on the ESP and in its loader entry", root)
+	} else if dir == "" && len(c.BootEnvironments) > 0 {
+		p.add("root_dataset", "put it in a container dataset, normally system/default: the boot environments are its siblings", "%q is at the top of the pool", root)
+	} else if !c.Manage.Off && dir != "system/" {
+		p.add("root_dataset", "put it in system/ (e.g. system/default), or set manage.off", "%q: the device-side tool manages the boot environments in <pool>/system", root)
+	} else if slices.Contains(c.BootEnvironments, name) {
+		p.add("root_dataset", "give the root another name than its boot environments, normally system/default", "%q is also boot environment %q", root, name)
 	}
 	for i, be := range c.BootEnvironments {
 		f := fmt.Sprintf("boot_environments[%d]", i)
@@ -553,6 +587,8 @@ func (c *Config) validate() problems {
 	c.validateEncryption(&p)
 	if c.HoldTag == "" {
 		p.add("hold_tag", "set a tag, e.g. paczfs", "empty")
+	} else if strings.HasPrefix(c.HoldTag, "-") || strings.ContainsFunc(c.HoldTag, isSpaceOrControl) {
+		p.add("hold_tag", "use a word not starting with -, e.g. paczfs", "%q", c.HoldTag)
 	}
 	if err := c.Pacman.Validate(); err != nil {
 		p.add("pacman", "fix the pacman section", "%v", err)
@@ -601,7 +637,7 @@ func (c *Config) validate() problems {
 	for i, l := range s.Locales {
 		f := strings.Fields(l)
 		switch {
-		case len(f) != 2:
+		case len(f) != 2 || strings.ContainsFunc(l, unicode.IsControl):
 			p.add(fmt.Sprintf("system.locales[%d]", i), "write a locale.gen line: NAME CHARSET, e.g. \"en_US.UTF-8 UTF-8\"", "%q", l)
 		case !localeRE.MatchString(f[0]):
 			p.add(fmt.Sprintf("system.locales[%d]", i), "name a locale as glibc does: language_TERRITORY[.charset][@modifier], e.g. de_DE.UTF-8", "%q is not a locale name", f[0])
@@ -625,13 +661,13 @@ func (c *Config) validate() problems {
 			p.add("system.hostid", "use 8 hex digits, not all zero, or leave empty for a random one", "%q", s.HostID)
 		}
 	}
-	for name := range s.Files {
-		if !strings.HasPrefix(name, "/") || strings.Contains(name, "..") || strings.HasSuffix(name, "/") {
-			p.add("system.files", "use absolute file paths in the target, without ..", "%q", name)
+	for _, name := range sortedKeys(s.Files) {
+		if !isTargetFile(name) {
+			p.add("system.files", "use clean absolute file paths in the target, without .. or control characters", "%q", name)
 		}
 	}
 	for i, u := range s.Units {
-		if !unitRE.MatchString(u) {
+		if !unitRE.MatchString(u) || strings.HasPrefix(u, "-") {
 			p.add(fmt.Sprintf("system.units[%d]", i), "give a unit file name such as sshd.service", "%q", u)
 		}
 	}
@@ -644,6 +680,16 @@ func (c *Config) validate() problems {
 	}
 	if len(b.InitramfsCommand) == 0 {
 		p.add("boot.initramfs_command", "give the command that writes {initrd} for {kver}", "empty")
+	}
+	for _, name := range sortedKeys(b.InitramfsFiles) {
+		if !isTargetFile(name) {
+			p.add("boot.initramfs_files", "use clean absolute file paths in the target, without .. or control characters", "%q", name)
+		}
+	}
+	for i, t := range b.InitramfsHookTargets {
+		if t == "" || strings.ContainsFunc(t, isSpaceOrControl) {
+			p.add(fmt.Sprintf("boot.initramfs_hook_targets[%d]", i), "give a path pattern as a pacman hook's Target, without spaces", "%q", t)
+		}
 	}
 	for i, a := range b.InitramfsUncompressed {
 		if a == "" {
@@ -669,11 +715,21 @@ func (c *Config) validate() problems {
 	if !slices.ContainsFunc(b.RootOptions, func(o string) bool { return strings.Contains(o, "{dataset}") }) {
 		p.add("boot.root_options", "name the root with {dataset}, e.g. zfs={dataset} rw", "no option names the root dataset")
 	}
+	for _, opts := range []struct {
+		field string
+		list  []string
+	}{{"boot.root_options", b.RootOptions}, {"boot.extra_options", b.ExtraOptions}} {
+		for i, o := range opts.list {
+			if o == "" || strings.ContainsFunc(o, isSpaceOrControl) {
+				p.add(fmt.Sprintf("%s[%d]", opts.field, i), "give one kernel option per entry, e.g. quiet", "%q: an option has no spaces or line breaks", o)
+			}
+		}
+	}
 	if !strings.HasPrefix(b.SystemdBootEFI, "/") {
 		p.add("boot.systemd_boot_efi", "give the path of systemd-bootx64.efi in the target", "%q", b.SystemdBootEFI)
 	}
-	if b.Timeout < 0 {
-		p.add("boot.timeout", "use 0 or more seconds", "negative")
+	if b.Timeout < 0 || b.Timeout > maxBootTimeout {
+		p.add("boot.timeout", fmt.Sprintf("use 0 to %d seconds", maxBootTimeout), "%d", b.Timeout)
 	}
 	if bios := b.BIOS; bios != nil {
 		if !slices.ContainsFunc(bios.Install, func(a string) bool { return strings.Contains(a, "{device}") }) {

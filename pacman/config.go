@@ -7,8 +7,10 @@ import (
 	"os"
 	"path/filepath"
 	"regexp"
+	"slices"
 	"sort"
 	"strings"
+	"unicode"
 )
 
 // Repo is one package repository.
@@ -127,6 +129,9 @@ func ValidateSigLevel(s string) error {
 	if strings.TrimSpace(s) == "" {
 		return errors.New("empty")
 	}
+	if strings.ContainsFunc(s, isBreak) {
+		return fmt.Errorf("%q: words on one line, separated by spaces", s)
+	}
 	for _, w := range strings.Fields(s) {
 		if !sigWords[w] {
 			return fmt.Errorf("unknown word %q; use Never, Optional, Required, TrustedOnly, TrustAll, optionally prefixed by Package or Database", w)
@@ -134,6 +139,28 @@ func ValidateSigLevel(s string) error {
 	}
 	return nil
 }
+
+// Clone returns a deep copy: changing the copy's lists leaves c as it is.
+func (c Config) Clone() Config {
+	c.Repos = slices.Clone(c.Repos)
+	for i := range c.Repos {
+		c.Repos[i].Servers = slices.Clone(c.Repos[i].Servers)
+	}
+	c.CacheDirs = slices.Clone(c.CacheDirs)
+	c.IgnorePkgs = slices.Clone(c.IgnorePkgs)
+	c.NoExtract = slices.Clone(c.NoExtract)
+	c.Keyrings = slices.Clone(c.Keyrings)
+	c.TrustedKeys = slices.Clone(c.TrustedKeys)
+	return c
+}
+
+// keyID is a key's fingerprint or long id, as gpg takes it.
+var keyID = regexp.MustCompile(`^(0x)?([0-9A-Fa-f]{16}|[0-9A-Fa-f]{40})$`)
+
+// isBreak: a character that would break a configuration line.
+func isBreak(r rune) bool { return unicode.IsControl(r) || r == '\u2028' || r == '\u2029' }
+
+func isSpaceOrBreak(r rune) bool { return unicode.IsSpace(r) || isBreak(r) }
 
 // Validate reports every problem, each naming its field.
 func (c Config) Validate() error {
@@ -143,6 +170,23 @@ func (c Config) Validate() error {
 	}
 	if c.Architecture == "" {
 		bad("architecture", "empty; set x86_64")
+	} else if strings.ContainsFunc(c.Architecture, isBreak) {
+		bad("architecture", "%q: one line, e.g. x86_64", c.Architecture)
+	}
+	// Values written into the target's pacman.conf as words of a line:
+	// never a line break (it would start a line of its own) or a space.
+	for _, list := range []struct {
+		field string
+		words []string
+	}{{"ignore_pkgs", c.IgnorePkgs}, {"no_extract", c.NoExtract}, {"keyrings", c.Keyrings}} {
+		for i, w := range list.words {
+			if w == "" || strings.ContainsFunc(w, isSpaceOrBreak) {
+				bad(fmt.Sprintf("%s[%d]", list.field, i), "%q: one word per entry, no spaces or line breaks", w)
+			}
+		}
+	}
+	if c.DownloadUser != "" && strings.ContainsFunc(c.DownloadUser, isSpaceOrBreak) {
+		bad("download_user", "%q: a user name", c.DownloadUser)
 	}
 	if len(c.Repos) == 0 {
 		bad("repos", "none; add at least core")
@@ -171,7 +215,7 @@ func (c Config) Validate() error {
 				bad(f+".sig_level", "%v", err)
 			}
 		}
-		if r.Mirrorlist != "" && strings.ContainsAny(r.Mirrorlist, "/ ") {
+		if r.Mirrorlist != "" && (strings.ContainsAny(r.Mirrorlist, "/\\") || strings.ContainsFunc(r.Mirrorlist, isSpaceOrBreak) || r.Mirrorlist == "." || r.Mirrorlist == "..") {
 			bad(f+".mirrorlist", "%q must be a file name in /etc/pacman.d", r.Mirrorlist)
 		}
 		if r.RefreshRetries < 0 || r.RefreshRetries > 30 {
@@ -192,6 +236,8 @@ func (c Config) Validate() error {
 	for i, k := range c.TrustedKeys {
 		if (k.ID == "") == (k.File == "") {
 			bad(fmt.Sprintf("trusted_keys[%d]", i), "give exactly one of id or file")
+		} else if k.ID != "" && !keyID.MatchString(k.ID) {
+			bad(fmt.Sprintf("trusted_keys[%d].id", i), "%q: a fingerprint (40 hex digits) or long key id (16)", k.ID)
 		}
 	}
 	return errors.Join(errs...)
