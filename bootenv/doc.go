@@ -23,7 +23,10 @@
 //     org.paczfs:lastgood is the Unix time of its last good boot.
 //
 // On the ESP each environment has /env/<name>/ (its own kernel and
-// initramfs, copied from its own root) and one entry,
+// initramfs, copied from its own root: new ones beside those its entry
+// names, as <file>.b when the entry names <file>, synced, then the entry,
+// then what it no longer names removed, so a power cut never leaves an
+// entry without its files) and one entry,
 // loader/entries/paczfs-<name>.conf, or paczfs-<name>+N.conf while it is a
 // trial (systemd-boot's boot counting). loader.conf's default is the glob
 // "paczfs-*", never one entry: systemd-boot picks the first matching

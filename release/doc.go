@@ -34,14 +34,24 @@
 // pass: the signature against the trusted keys; the manifest; no
 // downgrade (the version must be newer than the booted environment's);
 // the stream's size and SHA-256 (the kernel parses what zfs receive
-// reads, so it reads only verified bytes); the base snapshot present for
+// reads, so it reads only verified bytes: the one open file that was
+// hashed, never the file's name opened again); the base snapshot present for
 // an incremental stream (else the full one, else a refusal); space on the
 // pool. Then zfs receive -u into <pool>/system/<name> (as a clone of the
 // base for an incremental stream); a receive that is interrupted leaves
 // nothing, ZFS discards it. Its kernel and initramfs go on the ESP and it
 // becomes a trial (package bootenv): a boot that fails falls back by
 // itself. Running Apply again after a power cut finds the received
-// environment by its snapshot's guid and carries on from there.
+// environment by its snapshot's guid and carries on from there, if an
+// interrupted run left it (state new, or trying and not yet booted) and it
+// is still newer than the booted release: an older signed release
+// replayed is a downgrade even when its environment is on the pool, and
+// one that booted well or failed its trial is ErrApplied.
+//
+// With a Source, what it delivers is fetched into the work directory
+// (DefaultWorkDir), which must be this user's and writable by no one
+// else (ErrWorkDir otherwise): Apply runs as root and receives what is in
+// it. A directory applied in place is the caller's to keep so.
 //
 // # Needs
 //
