@@ -7,7 +7,6 @@ import (
 	"log/slog"
 	"os"
 	"path"
-	"path/filepath"
 	"slices"
 	"sort"
 	"strconv"
@@ -322,4 +321,3 @@ func (m *Manager) mountEnv(ctx context.Context, name string, readOnly bool) (str
 	}, nil
 }
 
-func filepathIn(root, p string) string { return filepath.Join(root, strings.TrimPrefix(p, "/")) }

@@ -358,7 +358,7 @@ func (m *Manager) rewriteFile(name, sortKey string, trial bool, file string) err
 // readBootFiles reads BootConfig from a mounted root.
 func readBootFiles(root string) (BootFiles, error) {
 	var bf BootFiles
-	data, err := os.ReadFile(filepathIn(root, BootConfig))
+	data, err := readIn(root, BootConfig)
 	if err != nil {
 		return bf, fmt.Errorf("%w: %v (not an environment paczfs built?)", ErrNoBootFiles, err)
 	}
@@ -391,6 +391,12 @@ func newestKernel(root, pattern string) (string, error) {
 // taken: base and base.b in turn) and synced, then the entry is replaced
 // (a rename), then the files it no longer names are removed.
 func (m *Manager) installBootFiles(ctx context.Context, name, sortKey string) error {
+	return m.installBootFilesAs(ctx, name, sortKey, entryID(name), false)
+}
+
+// installBootFilesAs is installBootFiles writing the entry as file, with
+// a trial's options when trial.
+func (m *Manager) installBootFilesAs(ctx context.Context, name, sortKey, file string, trial bool) error {
 	root, unmount, err := m.mountEnv(ctx, name, true)
 	if err != nil {
 		return err
@@ -419,7 +425,7 @@ func (m *Manager) installBootFiles(ctx context.Context, name, sortKey string) er
 	}
 	var files []string
 	for _, f := range []string{kernel, initrd} {
-		data, err := os.ReadFile(filepathIn(root, f))
+		data, err := readIn(root, f)
 		if err != nil {
 			return fmt.Errorf("%s: %w: %v", name, ErrNoBootFiles, err)
 		}
@@ -439,13 +445,16 @@ func (m *Manager) installBootFiles(ctx context.Context, name, sortKey string) er
 	}
 	e := env.Entry(title)
 	e.SortKey = sortKey
+	if trial {
+		e.Options = append(e.Options, TrialOptions()...)
+	}
 	// The kernel and initramfs on the disk before an entry names them:
 	// a power cut must never leave an entry whose files are not there
 	// (the firmware would not offer it). writeEntry syncs again.
 	if err := m.syncESP(); err != nil {
 		return err
 	}
-	if err := m.writeEntry(name, e, 0); err != nil {
+	if err := m.writeEntryFile(name, e, file); err != nil {
 		return err
 	}
 	// What the entry no longer names (the SYSLINUX label, rewritten with
@@ -463,6 +472,17 @@ func (m *Manager) installBootFiles(ctx context.Context, name, sortKey string) er
 		}
 	}
 	return m.syncESP()
+}
+
+// readIn reads p in the environment's root, never through a link that
+// leads out of it (to the running system's files).
+func readIn(root, p string) ([]byte, error) {
+	r, err := os.OpenRoot(root)
+	if err != nil {
+		return nil, err
+	}
+	defer r.Close()
+	return r.ReadFile(strings.TrimPrefix(filepath.Clean("/"+p), "/"))
 }
 
 // namedFiles are the file names in /env/<name>/ the environment's entry
@@ -519,13 +539,21 @@ func (m *Manager) InstallBootFiles(ctx context.Context, name string) error {
 	if err := ValidName(name); err != nil {
 		return err
 	}
-	sortKey := SortOther
-	if entries, err := m.entries(); err == nil {
-		if en, ok := entries[name]; ok && en.sortKey != "" && en.left < 0 {
-			sortKey = en.sortKey
-		}
+	entries, err := m.entries()
+	if err != nil {
+		return err
 	}
-	return m.installBootFiles(ctx, name, sortKey)
+	en, ok := entries[name]
+	if !ok {
+		return m.installBootFiles(ctx, name, SortOther)
+	}
+	// A trial stays one: its counter (the entry's file name), its rank
+	// and its options.
+	sortKey := en.sortKey
+	if sortKey == "" {
+		sortKey = SortOther
+	}
+	return m.installBootFilesAs(ctx, name, sortKey, en.file, slices.Contains(readEntry(en.text).Options, TrialOption))
 }
 
 func (m *Manager) removeBootFiles(name string) error {

@@ -159,8 +159,10 @@ func (m *Manager) Activate(ctx context.Context, name string, o ActivateOptions) 
 		if tries < 1 || tries > 99 {
 			return fmt.Errorf("activate: tries %d: want 1 to 99", tries)
 		}
-		if e.Default && e.State == StateGood {
-			return fmt.Errorf("activate %s as a trial: %w: it is the default and good", name, ErrRefused)
+		if e.Default {
+			// Its entry would leave the default rank: once the tries are
+			// spent, no entry would be ranked default to fall back to.
+			return fmt.Errorf("activate %s as a trial: %w: it is the default", name, ErrRefused)
 		}
 		if err := m.demoteTrials(ctx, name); err != nil {
 			return err

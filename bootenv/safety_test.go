@@ -201,3 +201,56 @@ func TestNamesTheESPCannotTellApartAreRefused(t *testing.T) {
 	assert.Equal(t, before, r.entryFiles(), "the ESP is as it was")
 	assert.Equal(t, "next", r.firmwareBoot())
 }
+
+// Reinstalling a pending trial's boot files (a release applied again)
+// keeps it a trial: its counter, its rank and its options.
+func TestInstallBootFilesKeepsATrial(t *testing.T) {
+	r := newRig(t)
+	ctx := context.Background()
+	m := r.manager("zroot/system/default", "")
+	require.NoError(t, m.Create(ctx, "next", CreateOptions{}))
+	require.NoError(t, m.Activate(ctx, "next", ActivateOptions{Mode: Trial, Tries: 2}))
+	require.NoError(t, m.InstallBootFiles(ctx, "next"))
+	assert.Contains(t, r.entryFiles(), "paczfs-next+2.conf")
+	text := r.read("loader/entries/paczfs-next+2.conf")
+	assert.Contains(t, text, "sort-key "+SortTrial)
+	assert.Contains(t, text, strings.Join(TrialOptions(), " "))
+	assert.Equal(t, "next", r.firmwareBoot())
+}
+
+// The default cannot become a trial, good or not: its entry would leave
+// the default rank, and once its tries were spent no entry would be
+// ranked default to fall back to.
+func TestTheDefaultIsNeverATrial(t *testing.T) {
+	r := newRig(t)
+	ctx := context.Background()
+	m := r.manager("zroot/system/default", "")
+	require.NoError(t, m.Create(ctx, "next", CreateOptions{}))
+	require.NoError(t, m.Activate(ctx, "next", ActivateOptions{Mode: Permanent})) // new, and the default
+	assert.ErrorIs(t, m.Activate(ctx, "next", ActivateOptions{Mode: Trial}), ErrRefused)
+	assert.Equal(t, []string{"paczfs-next.conf"}, defaultEntries(r))
+}
+
+// An environment's boot files are read inside its root: a link in it
+// that leads out (to the running system's files) is an error, and
+// nothing of the host reaches the ESP.
+func TestBootFilesAreReadInsideTheEnvironment(t *testing.T) {
+	r := newRig(t)
+	ctx := context.Background()
+	m := r.manager("zroot/system/default", "")
+	require.NoError(t, m.Create(ctx, "next", CreateOptions{}))
+	root := r.f.files("zroot/system/next")
+	host := filepath.Join(t.TempDir(), "host-secret")
+	require.NoError(t, os.WriteFile(host, []byte("the running system's"), 0o600))
+	k := filepath.Join(root, "boot/vmlinuz-6.12.1")
+	require.NoError(t, os.Remove(k))
+	require.NoError(t, os.Symlink(host, k))
+	assert.Error(t, m.InstallBootFiles(ctx, "next"))
+	filepath.WalkDir(r.esp, func(p string, d os.DirEntry, err error) error {
+		if err == nil && !d.IsDir() {
+			b, _ := os.ReadFile(p)
+			assert.NotContains(t, string(b), "the running system's", p)
+		}
+		return nil
+	})
+}

@@ -94,6 +94,10 @@ func checkVersion(field, v string) error {
 	return nil
 }
 
+// maxStreamSize bounds a stream's size (1 PiB): sizes are added to
+// margins and offsets, which must not overflow.
+const maxStreamSize = 1 << 50
+
 // ErrManifest: the manifest is malformed.
 var ErrManifest = errors.New("bad release manifest")
 
@@ -130,6 +134,8 @@ func (m *Manifest) Validate() error {
 		}
 		if s.Size <= 0 || len(s.SHA256) != 64 {
 			errs = append(errs, fmt.Sprintf("streams[%d]: size and sha256 are required", i))
+		} else if s.Size > maxStreamSize {
+			errs = append(errs, fmt.Sprintf("streams[%d]: size %d is over %d", i, s.Size, int64(maxStreamSize)))
 		}
 	}
 	if full > 1 || incr > 1 || full+incr == 0 {

@@ -117,6 +117,9 @@ func TestManifestValidateAndDiff(t *testing.T) {
 		"file path":   func(m *Manifest) { m.Streams[0].File = "../etc/shadow" },
 		"no streams":  func(m *Manifest) { m.Streams = nil },
 		"no checksum": func(m *Manifest) { m.Streams[0].SHA256 = "" },
+		"huge size":   func(m *Manifest) { m.Streams[0].Size = 1<<63 - 1 },
+		"version ..":  func(m *Manifest) { m.Version = ".." },
+		"version tab": func(m *Manifest) { m.Version = "2\t" },
 	} {
 		m := manifest([]byte("x"))
 		edit(m)
