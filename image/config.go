@@ -672,10 +672,10 @@ func (c *Config) validate() problems {
 		}
 	}
 	b := c.Boot
-	if !strings.HasPrefix(b.Kernel, "/") || !strings.Contains(b.Kernel, "{kver}") {
+	if !strings.HasPrefix(b.Kernel, "/") || !strings.Contains(b.Kernel, "{kver}") || strings.ContainsFunc(b.Kernel, isSpaceOrControl) {
 		p.add("boot.kernel", "an absolute path in the target with {kver}, e.g. /boot/vmlinuz-{kver}", "%q", b.Kernel)
 	}
-	if !strings.HasPrefix(b.Initrd, "/") || !strings.Contains(b.Initrd, "{kver}") && !strings.Contains(b.Initrd, "{pkgbase}") {
+	if !strings.HasPrefix(b.Initrd, "/") || !strings.Contains(b.Initrd, "{kver}") && !strings.Contains(b.Initrd, "{pkgbase}") || strings.ContainsFunc(b.Initrd, isSpaceOrControl) {
 		p.add("boot.initrd", "an absolute path in the target with {kver} or {pkgbase}, e.g. /boot/initrd.img-{kver}", "%q", b.Initrd)
 	}
 	if len(b.InitramfsCommand) == 0 {
@@ -725,7 +725,7 @@ func (c *Config) validate() problems {
 			}
 		}
 	}
-	if !strings.HasPrefix(b.SystemdBootEFI, "/") {
+	if !strings.HasPrefix(b.SystemdBootEFI, "/") || strings.ContainsFunc(b.SystemdBootEFI, isSpaceOrControl) {
 		p.add("boot.systemd_boot_efi", "give the path of systemd-bootx64.efi in the target", "%q", b.SystemdBootEFI)
 	}
 	if b.Timeout < 0 || b.Timeout > maxBootTimeout {
@@ -735,7 +735,7 @@ func (c *Config) validate() problems {
 		if !slices.ContainsFunc(bios.Install, func(a string) bool { return strings.Contains(a, "{device}") }) {
 			p.add("boot.bios.install", "give the command that installs SYSLINUX on {device}, e.g. syslinux --install --directory /syslinux {device}, or set boot.bios to null for UEFI only", "%q", bios.Install)
 		}
-		if !strings.HasPrefix(bios.MBR, "/") {
+		if !strings.HasPrefix(bios.MBR, "/") || strings.ContainsFunc(bios.MBR, isSpaceOrControl) {
 			p.add("boot.bios.mbr", "give the path of gptmbr.bin in the target, e.g. /usr/lib/syslinux/bios/gptmbr.bin", "%q", bios.MBR)
 		}
 	}

@@ -68,6 +68,8 @@ func TestNewRefusesInputThatWouldFailLateOrBreakAFile(t *testing.T) {
 		{"unit read as an option", "system.units[0]", func(c *Config) { c.System.Units = []string{"--global.service"} }},
 		{"hold tag read as an option", "hold_tag", func(c *Config) { c.HoldTag = "-r" }},
 		{"timeout past SYSLINUX's", "boot.timeout", func(c *Config) { c.Boot.Timeout = 1 << 60 }},
+		{"kernel path with a line", "boot.kernel", func(c *Config) { c.Boot.Kernel = "/boot/vmlinuz-{kver}\nTarget = x" }},
+		{"systemd-boot path with a line", "boot.systemd_boot_efi", func(c *Config) { c.Boot.SystemdBootEFI = "/usr/lib/x.efi\nExec = /bin/evil" }},
 		{"hook target with a space", "boot.initramfs_hook_targets[0]", func(c *Config) { c.Boot.InitramfsHookTargets = []string{"usr/lib/a b"} }},
 	}
 	ok := validArch(t)
