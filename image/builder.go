@@ -412,6 +412,9 @@ func (b *Builder) Build(ctx context.Context) (res *Result, err error) {
 	if rerr != nil {
 		st.warn("recovering dead builds: %v", rerr)
 	}
+	if err := b.claimedByDeadBuild(); err != nil {
+		return nil, &StageError{Stage: hooks.StageChecks, Err: err}
+	}
 	if st.record, err = openState(b.stateDir); err != nil {
 		return nil, &StageError{Stage: hooks.StageChecks, Err: err}
 	}
@@ -442,6 +445,9 @@ func (b *Builder) Build(ctx context.Context) (res *Result, err error) {
 		}
 	}
 	st.pruneAfterBuild(ctx)
+	// Finished: the image, outputs and release are the user's, never
+	// Recover's to remove, whatever the release of the rest does.
+	st.disownFiles()
 	st.ok = true
 	return nil, nil
 }
@@ -559,8 +565,46 @@ func (st *build) warn(format string, args ...any) {
 
 // removePartial deletes what a failed build created, unless asked to keep
 // it. Only files this build created are removed.
+// ErrClaimed: a build that died, and could not be recovered yet, still
+// claims a file this build would write.
+var ErrClaimed = errors.New("claimed by a build that died and is not recovered")
+
+// claimedByDeadBuild refuses an image file or release directory a dead
+// build's record still names: recovering it later would remove what this
+// build writes there.
+func (b *Builder) claimedByDeadBuild() error {
+	img := ""
+	if b.cfg.ImageFile != "" {
+		img, _ = filepath.Abs(b.cfg.ImageFile)
+	}
+	rel := b.cfg.Release.Dir
+	for _, r := range deadRecords(b.stateDir) {
+		switch {
+		case img != "" && r.Image == img:
+			return fmt.Errorf("image_file %s: %w (build %s, pid %d): Recover reports why; fix that, then build again", img, ErrClaimed, r.ID, r.PID)
+		case rel != "" && r.ReleaseDir == rel:
+			return fmt.Errorf("release.dir %s: %w (build %s, pid %d): Recover reports why; fix that, then build again", rel, ErrClaimed, r.ID, r.PID)
+		}
+	}
+	return nil
+}
+
+// disownFiles takes the image, the partial outputs and the release out of
+// the build's record: they stay whatever becomes of the record.
+func (st *build) disownFiles() {
+	if err := st.record.update(func(r *record) {
+		r.Image, r.Created, r.ImageID, r.Partials, r.ReleaseDir = "", false, "", nil, ""
+	}); err != nil {
+		st.warn("build record: %v", err)
+	}
+}
+
 func (st *build) removePartial() error {
-	if st.ok || st.b.keep {
+	if st.ok {
+		return nil
+	}
+	if st.b.keep {
+		st.disownFiles() // kept as asked: not Recover's to remove
 		return nil
 	}
 	var errs []error

@@ -196,22 +196,52 @@ func (st *build) ensureWorkDir() error {
 		return nil
 	}
 	work := st.cfg.WorkDir
-	if work == "" {
-		d, err := os.MkdirTemp("", "paczfs-build-")
-		if err != nil {
-			return err
-		}
-		work = d
+	temp := work == ""
+	if temp {
+		// Named and recorded before it is made: a kill in between
+		// leaves nothing Recover does not know. Made exclusively.
+		work = filepath.Join(os.TempDir(), "paczfs-build-"+st.record.id())
+	}
+	// As the kernel names it (mounts, processes' roots): clean, without
+	// links, or Recover would not find what is below it.
+	work, err := canonicalDir(work)
+	if err != nil {
+		return fmt.Errorf("work_dir: %w", err)
 	}
 	if err := st.record.update(func(r *record) { r.WorkDir = work }); err != nil {
 		return err
 	}
-	if err := fsx.Mkdir(work, 0o700); err != nil {
+	if temp {
+		if err := os.Mkdir(work, 0o700); err != nil {
+			return err
+		}
+		if err := os.Chmod(work, 0o700); err != nil {
+			return err
+		}
+	} else if err := fsx.Mkdir(work, 0o700); err != nil {
 		return err
 	}
 	st.workDir = work
 	st.stack.Push("remove work directory "+work, func(context.Context) error { return removeEmptyDirs(work) })
 	return nil
+}
+
+// canonicalDir is dir with its links resolved: the deepest part that
+// exists, resolved, and the rest as given (cleaned).
+func canonicalDir(dir string) (string, error) {
+	dir = filepath.Clean(dir)
+	var rest []string
+	for p := dir; ; p = filepath.Dir(p) {
+		if r, err := filepath.EvalSymlinks(p); err == nil {
+			return filepath.Join(append([]string{r}, rest...)...), nil
+		} else if !errors.Is(err, os.ErrNotExist) {
+			return "", err
+		}
+		if p == filepath.Dir(p) {
+			return dir, nil
+		}
+		rest = append([]string{filepath.Base(p)}, rest...)
+	}
 }
 
 // attachLoop attaches the build's loop device to the target.

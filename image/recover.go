@@ -1,6 +1,7 @@
 package image
 
 import (
+	"bytes"
 	"context"
 	"crypto/rand"
 	"encoding/hex"
@@ -43,6 +44,9 @@ type record struct {
 	// only when Created: never a file that existed before).
 	Image   string `json:"image,omitempty"`
 	Created bool   `json:"created,omitempty"`
+	// ImageID is the created file's device and inode ("dev:ino"):
+	// Recover removes Image only while that path is still that file.
+	ImageID string `json:"image_id,omitempty"`
 	// Backing is the file or device the build's loop devices serve.
 	Backing string `json:"backing,omitempty"`
 	// Pools are the temporary (imported) pool names, unique per build.
@@ -121,15 +125,20 @@ func (s *stateFile) update(change func(*record)) error {
 	return s.write()
 }
 
+// write writes the record over the old one, then cuts what is left of
+// the old: killed in between, the file holds the whole new record (and
+// perhaps the old one's tail, which Recover's reader ignores), never an
+// empty one.
 func (s *stateFile) write() error {
 	data, err := json.Marshal(s.rec)
 	if err != nil {
 		return err
 	}
-	if err := s.f.Truncate(0); err != nil {
+	data = append(data, '\n')
+	if _, err := s.f.WriteAt(data, 0); err != nil {
 		return err
 	}
-	if _, err := s.f.WriteAt(append(data, '\n'), 0); err != nil {
+	if err := s.f.Truncate(int64(len(data))); err != nil {
 		return err
 	}
 	return s.f.Sync()
@@ -244,7 +253,9 @@ func (r *recoverer) one(ctx context.Context, name string) (*Recovered, error) {
 		return nil, err
 	}
 	var rec record
-	if err := json.Unmarshal(data, &rec); err != nil {
+	// The first JSON value: a record killed while it was rewritten may
+	// have the old one's tail after it.
+	if err := json.NewDecoder(bytes.NewReader(data)).Decode(&rec); err != nil {
 		return nil, fmt.Errorf("unreadable record (left as it is): %w", err)
 	}
 	got := &Recovered{ID: rec.ID, PID: rec.PID, Started: rec.Started}
@@ -347,7 +358,10 @@ func (r *recoverer) one(ctx context.Context, name string) (*Recovered, error) {
 		}
 	}
 	if rec.Created && rec.Image != "" && len(errs) == 0 {
-		if err := os.Remove(rec.Image); err == nil {
+		if id := fileID(rec.Image); rec.ImageID != "" && id != "" && id != rec.ImageID {
+			// Another file by now (a later build's): not this build's.
+			done("left " + rec.Image + ": another file than the one this build created")
+		} else if err := os.Remove(rec.Image); err == nil {
 			done("removed partial image " + rec.Image)
 		} else if !errors.Is(err, fs.ErrNotExist) {
 			errs = append(errs, err)
@@ -357,6 +371,37 @@ func (r *recoverer) one(ctx context.Context, name string) (*Recovered, error) {
 		return got, errors.Join(errs...) // the record stays: try again
 	}
 	return got, os.Remove(name)
+}
+
+// fileID is path's device and inode ("dev:ino"), "" when it cannot be
+// read.
+func fileID(path string) string {
+	var st unix.Stat_t
+	if err := unix.Lstat(path, &st); err != nil {
+		return ""
+	}
+	return fmt.Sprintf("%d:%d", st.Dev, st.Ino)
+}
+
+// deadRecords are the records of builds that died and were not
+// recovered (Recover failed for them): their files are still theirs.
+func deadRecords(dir string) []record {
+	files, _ := filepath.Glob(filepath.Join(dir, "*.json"))
+	var out []record
+	for _, name := range files {
+		f, err := os.Open(name)
+		if err != nil {
+			continue
+		}
+		if unix.Flock(int(f.Fd()), unix.LOCK_SH|unix.LOCK_NB) == nil {
+			var rec record
+			if json.NewDecoder(f).Decode(&rec) == nil {
+				out = append(out, rec)
+			}
+		}
+		f.Close()
+	}
+	return out
 }
 
 // mountsBelow lists the mount points at or below dir, deepest first.

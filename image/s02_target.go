@@ -40,8 +40,13 @@ func stageTarget(ctx context.Context, st *build) error {
 	if err != nil {
 		return err
 	}
-	// Only a file this build created may be removed by recovery.
-	if err := st.record.update(func(r *record) { r.Created = t.Created }); err != nil {
+	// Only a file this build created may be removed by recovery, and
+	// only while its path is still that file.
+	id := ""
+	if t.Created && !t.BlockDevice {
+		id = fileID(t.Path)
+	}
+	if err := st.record.update(func(r *record) { r.Created, r.ImageID = t.Created, id }); err != nil {
 		return err
 	}
 	// The layout on the disk as it is (a block device's own size).

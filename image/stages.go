@@ -71,11 +71,22 @@ func writeFiles(root string, files map[string]string) error {
 // they are empty: never os.RemoveAll, which would delete the files of
 // anything still mounted below.
 func removeEmptyDirs(dir string) error {
+	// Never into a file system still mounted below it (a pool kept for
+	// inspection, a hook's bind mount of a host directory): its empty
+	// directories are not the build's.
+	mounted := map[string]bool{}
+	for _, m := range mountsBelow(filepath.Clean(dir)) {
+		mounted[m] = true
+	}
 	var dirs []string
 	_ = filepath.WalkDir(dir, func(p string, d os.DirEntry, err error) error {
-		if err == nil && d.IsDir() {
-			dirs = append(dirs, p)
+		if err != nil || !d.IsDir() {
+			return nil
 		}
+		if mounted[p] {
+			return filepath.SkipDir
+		}
+		dirs = append(dirs, p)
 		return nil
 	})
 	for i := len(dirs) - 1; i >= 0; i-- {
