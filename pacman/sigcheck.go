@@ -5,6 +5,7 @@ import (
 	"context"
 	"crypto/sha256"
 	"encoding/base64"
+	"encoding/binary"
 	"encoding/hex"
 	"errors"
 	"fmt"
@@ -149,6 +150,104 @@ func trusted(v byte, level int) bool {
 	return false
 }
 
+// plainSignature accepts only what gpg reads as one plain version 4
+// signature packet: a definite length that spans the whole input (gpg
+// finds no signature in a partial or indeterminate length, where
+// go-crypto's reader takes one), and no unhashed subpacket but the
+// issuer's key ID and fingerprint (gpg refuses an unknown critical one,
+// which go-crypto ignores there). Anything else goes to libalpm.
+func plainSignature(sig []byte) error {
+	if len(sig) < 2 || sig[0]&0x80 == 0 {
+		return errors.New("not an OpenPGP packet")
+	}
+	var tag byte
+	var hdr, n int
+	if sig[0]&0x40 != 0 { // new format
+		tag = sig[0] & 0x3f
+		switch o := int(sig[1]); {
+		case o < 192:
+			hdr, n = 2, o
+		case o < 224:
+			if len(sig) < 3 {
+				return errors.New("short packet header")
+			}
+			hdr, n = 3, (o-192)<<8+int(sig[2])+192
+		case o == 255:
+			if len(sig) < 6 {
+				return errors.New("short packet header")
+			}
+			hdr, n = 6, int(binary.BigEndian.Uint32(sig[2:6]))
+		default:
+			return errors.New("a partial body length")
+		}
+	} else {
+		tag = (sig[0] >> 2) & 0x0f
+		switch sig[0] & 3 {
+		case 0:
+			hdr, n = 2, int(sig[1])
+		case 1:
+			if len(sig) < 3 {
+				return errors.New("short packet header")
+			}
+			hdr, n = 3, int(binary.BigEndian.Uint16(sig[1:3]))
+		case 2:
+			if len(sig) < 5 {
+				return errors.New("short packet header")
+			}
+			hdr, n = 5, int(binary.BigEndian.Uint32(sig[1:5]))
+		default:
+			return errors.New("an indeterminate length")
+		}
+	}
+	if tag != 2 {
+		return fmt.Errorf("packet tag %d, not a signature", tag)
+	}
+	if n < 0 || hdr+n != len(sig) {
+		return errors.New("not exactly one signature packet")
+	}
+	body := sig[hdr:]
+	// Version 4: version, type, public key and hash algorithms, then
+	// the hashed and the unhashed subpackets, each with a 2-byte length.
+	if len(body) < 6 || body[0] != 4 {
+		return errors.New("not a version 4 signature")
+	}
+	hashed := int(binary.BigEndian.Uint16(body[4:6]))
+	u := 6 + hashed
+	if len(body) < u+2 {
+		return errors.New("short signature")
+	}
+	unhashed := body[u+2:]
+	ul := int(binary.BigEndian.Uint16(body[u : u+2]))
+	if len(unhashed) < ul {
+		return errors.New("short signature")
+	}
+	for sub := unhashed[:ul]; len(sub) > 0; {
+		var l, h int
+		switch o := int(sub[0]); {
+		case o < 192:
+			l, h = o, 1
+		case o < 255:
+			if len(sub) < 2 {
+				return errors.New("short subpacket")
+			}
+			l, h = (o-192)<<8+int(sub[1])+192, 2
+		default:
+			if len(sub) < 5 {
+				return errors.New("short subpacket")
+			}
+			l, h = int(binary.BigEndian.Uint32(sub[1:5])), 5
+		}
+		if l < 1 || len(sub) < h+l {
+			return errors.New("bad subpacket length")
+		}
+		if t := sub[h]; t != 16 && t != 33 { // issuer, issuer fingerprint
+			return fmt.Errorf("unhashed subpacket %d", t&0x7f)
+		}
+		sub = sub[h+l:]
+	}
+	return nil
+}
+
 // check verifies file against its detached signature sig at level,
 // and that the file's SHA-256 is sha256 (the sync database's, which
 // libalpm checks again when it reads the file to install it). It returns
@@ -163,6 +262,9 @@ func (c *sigChecker) check(file string, sig []byte, level int, sha256sum string)
 	// (libalpm 15 hangs on a marker packet, which gpg ignores), where
 	// go-crypto's reader skips what it does not know and verifies the
 	// first signature whose key it has.
+	if err := plainSignature(sig); err != nil {
+		return slow("%v", err)
+	}
 	r := bytes.NewReader(sig)
 	var sp *packet.Signature
 	for n := 0; ; n++ {
