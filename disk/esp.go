@@ -39,7 +39,7 @@ func FormatESP(path string, plan Plan, label string) (*ESP, error) {
 	if len(label) > 11 || strings.IndexFunc(label, func(r rune) bool { return r < 0x20 || r > 0x7e || strings.ContainsRune(`"*+,./:;<=>?[\]|`, r) }) >= 0 {
 		return nil, fmt.Errorf("format esp: label %q: use at most 11 letters, digits, spaces, - or _", label)
 	}
-	d, err := diskfs.Open(path, diskfs.WithOpenMode(diskfs.ReadWriteExclusive), diskfs.WithSectorSize(SectorSize))
+	d, err := openDisk(path, diskfs.ReadWriteExclusive)
 	if err != nil {
 		return nil, fmt.Errorf("format esp: open %s: %w", path, err)
 	}
@@ -57,7 +57,7 @@ func OpenESP(path string, plan Plan) (*ESP, error) {
 	if !ok {
 		return nil, fmt.Errorf("open esp: %w: the plan has no esp partition", ErrLayout)
 	}
-	d, err := diskfs.Open(path, diskfs.WithOpenMode(diskfs.ReadWriteExclusive), diskfs.WithSectorSize(SectorSize))
+	d, err := openDisk(path, diskfs.ReadWriteExclusive)
 	if err != nil {
 		return nil, fmt.Errorf("open esp: %s: %w", path, err)
 	}

@@ -1,13 +1,65 @@
 package disk
 
 import (
+	"encoding/binary"
 	"errors"
 	"fmt"
+	"io"
 	"os"
 
 	diskfs "github.com/diskfs/go-diskfs"
+	dfs "github.com/diskfs/go-diskfs/disk"
 	"github.com/diskfs/go-diskfs/partition/gpt"
 )
+
+// openDisk opens path with go-diskfs, which reads the partition table as
+// it opens: a header whose entry array go-diskfs cannot size (a crafted
+// or corrupt one) is refused first, and a panic in it is an error.
+func openDisk(path string, mode diskfs.OpenModeOption) (d *dfs.Disk, err error) {
+	if err := checkGPTHeaders(path); err != nil {
+		return nil, err
+	}
+	defer func() {
+		if r := recover(); r != nil {
+			d, err = nil, fmt.Errorf("%w: %s: reading its partition table failed: %v", ErrBadGPT, path, r)
+		}
+	}()
+	return diskfs.Open(path, diskfs.WithOpenMode(mode), diskfs.WithSectorSize(SectorSize))
+}
+
+// ErrBadGPT: a partition table header that cannot be read safely.
+var ErrBadGPT = errors.New("bad GPT header")
+
+// maxEntryArray bounds a GPT's partition entry array (the standard one is
+// 128 entries of 128 bytes, 16 KiB).
+const maxEntryArray = 1 << 20
+
+// checkGPTHeaders checks the primary and the backup GPT header, where
+// there is one ("EFI PART"), for an entry size and count go-diskfs can
+// read: entries of 128 bytes or a multiple, an array of at most 1 MiB.
+func checkGPTHeaders(path string) error {
+	f, err := os.Open(path)
+	if err != nil {
+		return nil // diskfs.Open says why
+	}
+	defer f.Close()
+	size, err := f.Seek(0, io.SeekEnd)
+	if err != nil || size < 2*SectorSize {
+		return nil
+	}
+	for _, at := range []int64{SectorSize, size - SectorSize} {
+		var h [92]byte
+		if _, err := f.ReadAt(h[:], at); err != nil || string(h[:8]) != "EFI PART" {
+			continue
+		}
+		count := uint64(binary.LittleEndian.Uint32(h[80:84]))
+		entry := uint64(binary.LittleEndian.Uint32(h[84:88]))
+		if entry < 128 || entry%128 != 0 || count*entry > maxEntryArray {
+			return fmt.Errorf("%w: %s: %d entries of %d bytes (at byte %d)", ErrBadGPT, path, count, entry, at)
+		}
+	}
+	return nil
+}
 
 // WriteGPT writes the plan's partition table, with a protective MBR, to
 // path: an image file or a block device that exists and is at least
@@ -22,7 +74,7 @@ func WriteGPT(path string, plan Plan) error {
 		return err
 	}
 	plan = plan.SeededGUIDs("") // fill blanks at random; keep given ones
-	d, err := diskfs.Open(path, diskfs.WithOpenMode(diskfs.ReadWriteExclusive), diskfs.WithSectorSize(SectorSize))
+	d, err := openDisk(path, diskfs.ReadWriteExclusive)
 	if err != nil {
 		return fmt.Errorf("write gpt: open %s: %w", path, err)
 	}
@@ -50,7 +102,7 @@ func WriteGPT(path string, plan Plan) error {
 
 // ReadGPT reads back the partition table of an image file or device.
 func ReadGPT(path string) (Plan, error) {
-	d, err := diskfs.Open(path, diskfs.WithOpenMode(diskfs.ReadOnly), diskfs.WithSectorSize(SectorSize))
+	d, err := openDisk(path, diskfs.ReadOnly)
 	if err != nil {
 		return Plan{}, fmt.Errorf("read gpt: open %s: %w", path, err)
 	}

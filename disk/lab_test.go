@@ -7,6 +7,7 @@ import (
 	"context"
 	"crypto/sha256"
 	"errors"
+	"io"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -215,4 +216,87 @@ func TestLabBlockDeviceChecks(t *testing.T) {
 
 	_, err = disk.OpenBlockDevice(t.Context(), p, disk.BlockDeviceOptions{Runner: r})
 	assert.ErrorContains(t, err, "not a block device")
+}
+
+// A backing file named through a link, with a path longer than the 63
+// bytes the kernel keeps of a loop device's file name: its devices are
+// found, a held one reports busy rather than gone, and DetachBacking
+// detaches one another process attached (as a killed build leaves it).
+func TestLabLoopsOfALongLinkedPath(t *testing.T) {
+	labtest.Require(t)
+	real := filepath.Join(t.TempDir(), strings.Repeat("long-directory-name-", 4))
+	require.NoError(t, os.Mkdir(real, 0o755))
+	link := filepath.Join(t.TempDir(), "link")
+	require.NoError(t, os.Symlink(real, link))
+	p := filepath.Join(link, "image-with-a-long-name.img")
+	require.Greater(t, len(p), 64)
+	_, err := disk.CreateImage(p, 64*disk.MiB, disk.ImageOptions{})
+	require.NoError(t, err)
+
+	l, err := disk.Attach(t.Context(), p, disk.LoopOptions{})
+	require.NoError(t, err)
+	got, err := disk.AttachedLoops(p)
+	require.NoError(t, err)
+	assert.Equal(t, []string{l.Path}, got, "found through the link")
+	holder, err := os.Open(l.Path)
+	require.NoError(t, err)
+	err = l.Detach(t.Context(), 200*time.Millisecond)
+	assert.ErrorIs(t, err, disk.ErrLoopBusy, "held: busy, not gone")
+	holder.Close()
+	require.Eventually(t, func() bool { got, _ := disk.AttachedLoops(p); return len(got) == 0 }, 5*time.Second, 20*time.Millisecond)
+
+	// Attached by another process, which then exits: what Recover
+	// finds after a killed build.
+	out, err := exec.Command("losetup", "--find", "--show", p).CombinedOutput()
+	require.NoError(t, err, "%s", out)
+	dev := strings.TrimSpace(string(out))
+	defer exec.Command("losetup", "-d", dev).Run()
+	done, err := disk.DetachBacking(t.Context(), p, 10*time.Second)
+	require.NoError(t, err)
+	assert.Equal(t, []string{dev}, done)
+	got, _ = disk.AttachedLoops(p)
+	assert.Empty(t, got)
+
+	// Another file at the same path now: its device is not cleared.
+	other := filepath.Join(t.TempDir(), "other.img")
+	_, err = disk.CreateImage(other, 64*disk.MiB, disk.ImageOptions{})
+	require.NoError(t, err)
+	out, err = exec.Command("losetup", "--find", "--show", p).CombinedOutput()
+	require.NoError(t, err, "%s", out)
+	dev = strings.TrimSpace(string(out))
+	defer exec.Command("losetup", "-d", dev).Run()
+	require.NoError(t, os.Rename(other, filepath.Join(real, "image-with-a-long-name.img")))
+	done, err = disk.DetachBacking(t.Context(), p, time.Second)
+	require.NoError(t, err)
+	assert.Empty(t, done, "the device serves the file that was there before")
+}
+
+// A disk with 4096-byte logical sectors (4Kn) is refused before anything
+// is written: a 512-byte-sector table on it is found by neither the
+// kernel nor firmware.
+func TestLabA4KnBlockDeviceIsRefusedUnwritten(t *testing.T) {
+	labtest.Require(t)
+	p := filepath.Join(t.TempDir(), "4kn.img")
+	_, err := disk.CreateImage(p, 256*disk.MiB, disk.ImageOptions{})
+	require.NoError(t, err)
+	out, err := exec.Command("losetup", "--find", "--show", "--sector-size", "4096", p).CombinedOutput()
+	require.NoError(t, err, "%s", out)
+	dev := strings.TrimSpace(string(out))
+	defer exec.Command("losetup", "-d", dev).Run()
+	before := sha256.New()
+	f, err := os.Open(p)
+	require.NoError(t, err)
+	_, err = io.Copy(before, f)
+	f.Close()
+	require.NoError(t, err)
+	_, err = disk.OpenBlockDevice(t.Context(), dev, disk.BlockDeviceOptions{Wipe: true, Runner: &hooks.ExecRunner{}})
+	assert.ErrorIs(t, err, disk.ErrSectorSize)
+	assert.ErrorContains(t, err, "4096-byte logical sectors")
+	after := sha256.New()
+	f, err = os.Open(p)
+	require.NoError(t, err)
+	_, err = io.Copy(after, f)
+	f.Close()
+	require.NoError(t, err)
+	assert.Equal(t, before.Sum(nil), after.Sum(nil), "nothing written")
 }

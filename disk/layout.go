@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"strings"
+	"unicode/utf16"
 )
 
 // Role says what a partition is for; it fixes the GPT type.
@@ -160,8 +161,10 @@ func (l Layout) Plan(diskSize Size) (Plan, error) {
 			bad(ErrLayout, "%s: %v", field, err)
 		}
 		counts[s.Role]++
-		if len([]rune(s.Name)) > 36 || strings.ContainsRune(s.Name, 0) {
-			bad(ErrLayout, "%s: name longer than 36 characters; shorten it", field)
+		// GPT names are 36 UTF-16 code units: a character outside the
+		// Basic Multilingual Plane takes two.
+		if len(utf16.Encode([]rune(s.Name))) > 36 || strings.ContainsRune(s.Name, 0) {
+			bad(ErrLayout, "%s: name longer than 36 characters (UTF-16 units); shorten it", field)
 		}
 		if s.Size < 0 || s.Start < 0 {
 			bad(ErrLayout, "%s: negative size or start", field)
@@ -234,6 +237,9 @@ func (l Layout) Plan(diskSize Size) (Plan, error) {
 	}
 	if z, ok := plan.Find(RoleZFS); ok && z.Size() < MinZFS {
 		return Plan{}, fmt.Errorf("%w: the zfs partition gets %v, below OpenZFS's minimum of 64M; enlarge the disk", ErrTooSmall, Size(z.Size()))
+	}
+	if e, ok := plan.Find(RoleESP); ok && e.Size() < MinESP {
+		return Plan{}, fmt.Errorf("%w: the esp partition gets %v, below the FAT32 minimum of 64M; enlarge the disk", ErrTooSmall, Size(e.Size()))
 	}
 	if err := plan.Validate(); err != nil {
 		return Plan{}, err

@@ -45,7 +45,7 @@ type Loop struct {
 // (kernel 5.8 or later). Concurrent attaches from many processes are safe:
 // when another process takes the free device first, Attach picks another.
 func Attach(ctx context.Context, file string, opt LoopOptions) (*Loop, error) {
-	abs, err := filepath.Abs(file)
+	abs, err := BackingPath(file)
 	if err != nil {
 		return nil, err
 	}
@@ -202,13 +202,27 @@ func (l *Loop) stillOurs() bool {
 	if err != nil {
 		return false // no backing file: detached
 	}
-	return strings.TrimSpace(string(b)) == l.backing
+	return strings.TrimSuffix(strings.TrimSpace(string(b)), " (deleted)") == l.backing
+}
+
+// BackingPath is path as the kernel names a loop device's backing file:
+// absolute, its links resolved (a /dev/disk/by-id/ name is the device's
+// own /dev/sdX).
+func BackingPath(path string) (string, error) {
+	abs, err := filepath.Abs(path)
+	if err != nil {
+		return "", err
+	}
+	if r, err := filepath.EvalSymlinks(abs); err == nil {
+		return r, nil
+	}
+	return abs, nil
 }
 
 // AttachedLoops lists the loop devices whose backing file is path, from
 // sysfs: for tests and for checking that a host is clean.
 func AttachedLoops(path string) ([]string, error) {
-	abs, err := filepath.Abs(path)
+	abs, err := BackingPath(path)
 	if err != nil {
 		return nil, err
 	}
@@ -229,13 +243,19 @@ func AttachedLoops(path string) ([]string, error) {
 // before it is cleared, so a device another process attached to another
 // file meanwhile is never touched. It returns the devices it cleared.
 func DetachBacking(ctx context.Context, backing string, timeout time.Duration) ([]string, error) {
-	abs, err := filepath.Abs(backing)
+	abs, err := BackingPath(backing)
 	if err != nil {
 		return nil, err
 	}
 	devs, err := AttachedLoops(abs)
 	if err != nil {
 		return nil, err
+	}
+	// The backing file's identity: the kernel keeps only the first 63
+	// bytes of its name, but its device and inode whole.
+	var want unix.Stat_t
+	if err := unix.Stat(abs, &want); err != nil {
+		return nil, nil // gone: nothing serves it
 	}
 	var done []string
 	var errs []error
@@ -245,11 +265,7 @@ func DetachBacking(ctx context.Context, backing string, timeout time.Duration) (
 			continue // gone meanwhile
 		}
 		info, err := unix.IoctlLoopGetStatus64(int(f.Fd()))
-		name := ""
-		if err == nil {
-			name = unix.ByteSliceToString(info.File_name[:])
-		}
-		if err != nil || name != abs {
+		if err != nil || info.Device != uint64(want.Dev) || info.Inode != want.Ino {
 			f.Close()
 			continue // another file now, or unreadable: not ours to clear
 		}

@@ -165,6 +165,12 @@ func inspectBlockDevice(ctx context.Context, r hooks.Runner, path string, wipe b
 	if err != nil {
 		return 0, nil, nil, fmt.Errorf("block device %s: size: %w", path, err)
 	}
+	// The partition table and the layout are in 512-byte sectors: a
+	// disk with larger logical sectors (4Kn) would get a table its
+	// firmware and kernel do not find. Refused before anything is wiped.
+	if ss, err := unix.IoctlGetInt(int(f.Fd()), unix.BLKSSZGET); err == nil && ss != SectorSize {
+		return 0, nil, nil, fmt.Errorf("block device %s: %w: %d-byte logical sectors; paczfs writes 512-byte ones (build an image file and write it to a 512e disk, or use another disk)", path, ErrSectorSize, ss)
+	}
 	var sst unix.Stat_t
 	if err := unix.Fstat(int(f.Fd()), &sst); err != nil {
 		return 0, nil, nil, fmt.Errorf("block device %s: %w", path, err)
@@ -188,6 +194,9 @@ func inspectBlockDevice(ctx context.Context, r hooks.Runner, path string, wipe b
 	}
 	return size, devs, sigs, nil
 }
+
+// ErrSectorSize: a block device whose logical sectors are not 512 bytes.
+var ErrSectorSize = errors.New("unsupported logical sector size")
 
 type blockDev struct {
 	name      string // kernel name, e.g. loop0p1

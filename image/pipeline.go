@@ -246,7 +246,11 @@ func canonicalDir(dir string) (string, error) {
 
 // attachLoop attaches the build's loop device to the target.
 func (st *build) attachLoop(ctx context.Context) error {
-	if err := st.record.update(func(r *record) { r.Backing = st.target.path }); err != nil {
+	backing, err := disk.BackingPath(st.target.path)
+	if err != nil {
+		return err
+	}
+	if err := st.record.update(func(r *record) { r.Backing = backing }); err != nil {
 		return err
 	}
 	loop, err := disk.Attach(ctx, st.target.path, disk.LoopOptions{PartScan: true})
