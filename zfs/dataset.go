@@ -20,20 +20,22 @@ type Property struct {
 // parseProperties reads `get -H -p -o property,value,source` output.
 // zfs get puts the dataset name first when asked for it; this reads the
 // three-column form.
-func parseProperties(out []byte) map[string]Property {
+func parseProperties(out []byte) (map[string]Property, error) {
 	m := map[string]Property{}
 	for _, r := range parseTable(out) {
-		if len(r) < 2 {
-			continue
+		if len(r) != 3 {
+			return nil, fmt.Errorf("%w: %d fields in %q, want property, value and source (a user property's value with a tab or line break?)", ErrOutput, len(r), strings.Join(r, "\t"))
 		}
-		p := Property{Value: r[1]}
-		if len(r) > 2 {
-			p.Source = r[2]
+		if _, dup := m[r[0]]; dup {
+			return nil, fmt.Errorf("%w: property %q twice (a user property's value with a line break?)", ErrOutput, r[0])
 		}
-		m[r[0]] = p
+		m[r[0]] = Property{Value: r[1], Source: r[2]}
 	}
-	return m
+	return m, nil
 }
+
+// ErrOutput: zfs or zpool printed what cannot be read unambiguously.
+var ErrOutput = errors.New("unreadable zfs output")
 
 // Dataset is one row of zfs list.
 type Dataset struct {
@@ -69,21 +71,22 @@ func ListArgs(root string, o ListOptions) []string {
 }
 
 // parseList reads zfs list -H output for the given extra properties.
-func parseList(out []byte, props []string) []Dataset {
+// A row with another number of fields (a user property's value with a
+// tab or line break, which zfs prints as it is) is an error, never a
+// shifted column or a dataset that is not there.
+func parseList(out []byte, props []string) ([]Dataset, error) {
 	var ds []Dataset
 	for _, r := range parseTable(out) {
-		if len(r) < 2 {
-			continue
+		if len(r) != 2+len(props) {
+			return nil, fmt.Errorf("%w: %d fields in %q, want %d (a user property's value with a tab or line break?)", ErrOutput, len(r), strings.Join(r, "\t"), 2+len(props))
 		}
 		d := Dataset{Name: r[0], Type: r[1], Props: map[string]string{}}
 		for i, p := range props {
-			if 2+i < len(r) {
-				d.Props[p] = r[2+i]
-			}
+			d.Props[p] = r[2+i]
 		}
 		ds = append(ds, d)
 	}
-	return ds
+	return ds, nil
 }
 
 // List lists datasets under root (all pools when root is empty).
@@ -92,7 +95,11 @@ func (c *Client) List(ctx context.Context, root string, o ListOptions) ([]Datase
 	if err != nil {
 		return nil, wrap("list "+root, err)
 	}
-	return parseList(out, o.Props), nil
+	ds, err := parseList(out, o.Props)
+	if err != nil {
+		return nil, fmt.Errorf("list %s: %w", root, err)
+	}
+	return ds, nil
 }
 
 // Exists reports whether a dataset, snapshot or bookmark exists.
@@ -151,7 +158,11 @@ func (c *Client) Properties(ctx context.Context, name string, props ...string) (
 	if err != nil {
 		return nil, wrap("get properties of "+name, err)
 	}
-	return parseProperties(out), nil
+	m, err := parseProperties(out)
+	if err != nil {
+		return nil, fmt.Errorf("properties of %s: %w", name, err)
+	}
+	return m, nil
 }
 
 // SetProperties sets properties on a dataset in one call.

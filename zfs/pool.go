@@ -303,7 +303,11 @@ func (c *Client) PoolProperties(ctx context.Context, pool string, props ...strin
 	if err != nil {
 		return nil, wrap("get properties of pool "+pool, err)
 	}
-	return parseProperties(out), nil
+	m, err := parseProperties(out)
+	if err != nil {
+		return nil, fmt.Errorf("properties of pool %s: %w", pool, err)
+	}
+	return m, nil
 }
 
 // SetPoolProperty sets one pool property, e.g. bootfs.
