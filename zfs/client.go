@@ -140,6 +140,49 @@ func merge(base, over map[string]string) map[string]string {
 	return out
 }
 
+// ErrArgument: a name or property zfs or zpool would take for an option
+// or misread.
+var ErrArgument = errors.New("not a name zfs can be given")
+
+// checkArgs refuses names zfs and zpool would read as options or
+// misread: empty, starting with -, or with a line break or NUL.
+func checkArgs(what string, names ...string) error {
+	for _, n := range names {
+		if n == "" || strings.HasPrefix(n, "-") || strings.ContainsAny(n, "\x00\n") {
+			return fmt.Errorf("%w: %s %q", ErrArgument, what, n)
+		}
+	}
+	return nil
+}
+
+// checkDestroy is checkArgs for destroy, which also reads a%b as a range
+// of snapshots and a,b as a list: one dataset or snapshot only.
+func checkDestroy(name string) error {
+	if strings.ContainsAny(name, "%,") {
+		return fmt.Errorf("%w: destroy %q: one dataset or snapshot, not a range or list", ErrArgument, name)
+	}
+	return checkArgs("dataset or snapshot", name)
+}
+
+// checkSend is checkArgs for send's snapshot and its incremental source.
+func checkSend(snapshot, from string) error {
+	if from != "" {
+		if err := checkArgs("snapshot", from); err != nil {
+			return err
+		}
+	}
+	return checkArgs("snapshot", snapshot)
+}
+
+func sortedKeys(m map[string]string) []string {
+	keys := make([]string, 0, len(m))
+	for k := range m {
+		keys = append(keys, k)
+	}
+	sort.Strings(keys)
+	return keys
+}
+
 // parseTable splits -H output into rows of tab-separated fields.
 func parseTable(out []byte) [][]string {
 	var rows [][]string

@@ -104,6 +104,9 @@ func (c *Client) List(ctx context.Context, root string, o ListOptions) ([]Datase
 
 // Exists reports whether a dataset, snapshot or bookmark exists.
 func (c *Client) Exists(ctx context.Context, name string) (bool, error) {
+	if err := checkArgs("dataset", name); err != nil {
+		return false, err
+	}
 	_, err := c.cmd(ctx, "zfs", "list", "-H", "-o", "name", "-t", "all", name)
 	if err == nil {
 		return true, nil
@@ -137,6 +140,9 @@ func CreateDatasetArgs(name string, props map[string]string, o CreateOptions) ([
 
 // CreateDataset creates a filesystem dataset.
 func (c *Client) CreateDataset(ctx context.Context, name string, props map[string]string, o CreateOptions) error {
+	if err := checkArgs("dataset", append([]string{name}, sortedKeys(props)...)...); err != nil {
+		return err
+	}
 	args, err := CreateDatasetArgs(name, props, o)
 	if err != nil {
 		return err
@@ -150,6 +156,9 @@ func (c *Client) CreateDataset(ctx context.Context, name string, props map[strin
 // Properties reads dataset properties (all when none are named), as exact
 // values.
 func (c *Client) Properties(ctx context.Context, name string, props ...string) (map[string]Property, error) {
+	if err := checkArgs("dataset or property", append([]string{name}, props...)...); err != nil {
+		return nil, err
+	}
 	what := "all"
 	if len(props) > 0 {
 		what = strings.Join(props, ",")
@@ -167,6 +176,9 @@ func (c *Client) Properties(ctx context.Context, name string, props ...string) (
 
 // SetProperties sets properties on a dataset in one call.
 func (c *Client) SetProperties(ctx context.Context, name string, props map[string]string) error {
+	if err := checkArgs("dataset or property", append([]string{name}, sortedKeys(props)...)...); err != nil {
+		return err
+	}
 	if len(props) == 0 {
 		return nil
 	}
@@ -189,6 +201,9 @@ type InheritOptions struct {
 
 // Inherit clears a local property so the value is inherited again.
 func (c *Client) Inherit(ctx context.Context, name, prop string, opt InheritOptions) error {
+	if err := checkArgs("dataset or property", name, prop); err != nil {
+		return err
+	}
 	args := []string{"zfs", "inherit"}
 	if opt.Recursive {
 		args = append(args, "-r")
@@ -206,6 +221,9 @@ type RenameOptions struct {
 
 // Rename renames a dataset or snapshot.
 func (c *Client) Rename(ctx context.Context, from, to string, opt RenameOptions) error {
+	if err := checkArgs("dataset", from, to); err != nil {
+		return err
+	}
 	if err := ValidateDatasetName(to); err != nil {
 		return err
 	}
@@ -229,6 +247,9 @@ type DestroyOptions struct {
 
 // Destroy destroys a dataset or snapshot.
 func (c *Client) Destroy(ctx context.Context, name string, o DestroyOptions) error {
+	if err := checkDestroy(name); err != nil {
+		return err
+	}
 	args := []string{"zfs", "destroy"}
 	for _, f := range []struct {
 		on   bool
@@ -253,6 +274,9 @@ type SnapshotOptions struct {
 // Snapshot takes snapshots atomically (one transaction group); names are
 // "dataset@snap". Recursive includes every descendant.
 func (c *Client) Snapshot(ctx context.Context, opt SnapshotOptions, names ...string) error {
+	if err := checkArgs("snapshot", names...); err != nil {
+		return err
+	}
 	for _, n := range names {
 		if err := ValidateDatasetName(n); err != nil {
 			return err
@@ -279,6 +303,9 @@ type HoldOptions struct {
 
 // Hold places a user hold named tag on a snapshot, so it cannot be destroyed.
 func (c *Client) Hold(ctx context.Context, tag, snapshot string, opt HoldOptions) error {
+	if err := checkArgs("tag or snapshot", tag, snapshot); err != nil {
+		return err
+	}
 	args := []string{"zfs", "hold"}
 	if opt.Recursive {
 		args = append(args, "-r")
@@ -291,6 +318,9 @@ func (c *Client) Hold(ctx context.Context, tag, snapshot string, opt HoldOptions
 
 // Release removes a user hold.
 func (c *Client) Release(ctx context.Context, tag, snapshot string, opt HoldOptions) error {
+	if err := checkArgs("tag or snapshot", tag, snapshot); err != nil {
+		return err
+	}
 	args := []string{"zfs", "release"}
 	if opt.Recursive {
 		args = append(args, "-r")
@@ -303,6 +333,9 @@ func (c *Client) Release(ctx context.Context, tag, snapshot string, opt HoldOpti
 
 // Holds lists the hold tags on a snapshot.
 func (c *Client) Holds(ctx context.Context, snapshot string) ([]string, error) {
+	if err := checkArgs("snapshot", snapshot); err != nil {
+		return nil, err
+	}
 	out, err := c.cmd(ctx, "zfs", "holds", "-H", snapshot)
 	if err != nil {
 		return nil, wrap("holds of "+snapshot, err)
@@ -324,6 +357,9 @@ type CloneOptions struct {
 
 // Clone creates a writable dataset from a snapshot.
 func (c *Client) Clone(ctx context.Context, snapshot, target string, opt CloneOptions) error {
+	if err := checkArgs("snapshot or dataset", snapshot, target); err != nil {
+		return err
+	}
 	if err := ValidateDatasetName(target); err != nil {
 		return err
 	}
@@ -340,6 +376,9 @@ func (c *Client) Clone(ctx context.Context, snapshot, target string, opt CloneOp
 
 // Promote makes a clone independent of its origin (the origin becomes its clone).
 func (c *Client) Promote(ctx context.Context, clone string) error {
+	if err := checkArgs("dataset", clone); err != nil {
+		return err
+	}
 	if _, err := c.cmd(ctx, "zfs", "promote", clone); err != nil {
 		return wrap("promote "+clone, err)
 	}
@@ -355,6 +394,9 @@ type RollbackOptions struct {
 
 // Rollback returns a dataset to a snapshot.
 func (c *Client) Rollback(ctx context.Context, snapshot string, o RollbackOptions) error {
+	if err := checkArgs("snapshot", snapshot); err != nil {
+		return err
+	}
 	args := []string{"zfs", "rollback"}
 	if o.DestroyLater {
 		args = append(args, "-r")
@@ -373,6 +415,9 @@ func (c *Client) Rollback(ctx context.Context, snapshot string, o RollbackOption
 
 // Mount mounts a dataset (at its mountpoint, under the pool's altroot).
 func (c *Client) Mount(ctx context.Context, name string) error {
+	if err := checkArgs("dataset", name); err != nil {
+		return err
+	}
 	if _, err := c.cmd(ctx, "zfs", "mount", name); err != nil {
 		return wrap("mount "+name, err)
 	}
@@ -386,6 +431,9 @@ type UnmountOptions struct {
 
 // Unmount unmounts a dataset.
 func (c *Client) Unmount(ctx context.Context, name string, opt UnmountOptions) error {
+	if err := checkArgs("dataset", name); err != nil {
+		return err
+	}
 	args := []string{"zfs", "unmount"}
 	if opt.Force {
 		args = append(args, "-f")
@@ -438,6 +486,9 @@ func SendArgs(snapshot string, o SendOptions) ([]string, error) {
 
 // Send writes a send stream of snapshot to w. Cancelling ctx stops it.
 func (c *Client) Send(ctx context.Context, w io.Writer, snapshot string, o SendOptions) error {
+	if err := checkSend(snapshot, o.From); err != nil {
+		return err
+	}
 	args, err := SendArgs(snapshot, o)
 	if err != nil {
 		return err
@@ -482,6 +533,9 @@ func ReceiveArgs(target string, o ReceiveOptions) ([]string, error) {
 // Receive reads a send stream from r into target. Cancelling ctx stops it;
 // ZFS then discards the partial receive.
 func (c *Client) Receive(ctx context.Context, r io.Reader, target string, o ReceiveOptions) error {
+	if err := checkArgs("dataset", target); err != nil {
+		return err
+	}
 	args, err := ReceiveArgs(target, o)
 	if err != nil {
 		return err

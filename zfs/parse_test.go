@@ -30,3 +30,16 @@ func TestOutputAUserPropertyCouldForgeIsAnError(t *testing.T) {
 	require.NoError(t, err)
 	assert.Equal(t, Property{Value: "42", Source: "-"}, m["guid"])
 }
+
+// Names zfs would take for options, or read as a range or list, are
+// refused before any command runs.
+func TestNamesZFSWouldMisreadAreRefused(t *testing.T) {
+	assert.ErrorIs(t, checkArgs("dataset", "-r"), ErrArgument)
+	assert.ErrorIs(t, checkArgs("dataset", ""), ErrArgument)
+	assert.ErrorIs(t, checkArgs("dataset", "zroot/a\nzroot/b"), ErrArgument)
+	assert.NoError(t, checkArgs("dataset", "zroot/a b", "zroot/x@s"))
+	assert.ErrorIs(t, checkDestroy("zroot/a@first%last"), ErrArgument)
+	assert.ErrorIs(t, checkDestroy("zroot/a@x,y"), ErrArgument)
+	assert.NoError(t, checkDestroy("zroot/a@x"))
+	assert.ErrorIs(t, checkSend("zroot/a@x", "-i"), ErrArgument)
+}

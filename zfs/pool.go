@@ -213,6 +213,9 @@ type ExportOptions struct {
 // ExportPool exports a pool, unmounting its datasets. Exporting a pool
 // that is not imported succeeds and does nothing.
 func (c *Client) ExportPool(ctx context.Context, name string, opt ExportOptions) error {
+	if err := checkArgs("pool", name); err != nil {
+		return err
+	}
 	args := []string{"zpool", "export"}
 	if opt.Force {
 		args = append(args, "-f")
@@ -238,6 +241,9 @@ type TrimOptions struct {
 // holds only the pool's live data. A pool whose devices cannot discard
 // gives ErrNotSupported.
 func (c *Client) TrimPool(ctx context.Context, name string, opt TrimOptions) error {
+	if err := checkArgs("pool", name); err != nil {
+		return err
+	}
 	args := []string{"zpool", "trim"}
 	if opt.Wait {
 		args = append(args, "-w")
@@ -252,6 +258,9 @@ func (c *Client) TrimPool(ctx context.Context, name string, opt TrimOptions) err
 // destroyed datasets and snapshots held (zpool wait -t free): only then
 // is that space free for TrimPool to hand back.
 func (c *Client) WaitFree(ctx context.Context, name string) error {
+	if err := checkArgs("pool", name); err != nil {
+		return err
+	}
 	if _, err := c.cmd(ctx, "zpool", "wait", "-t", "free", name); err != nil {
 		return wrap("wait for pool "+name+" to free", err)
 	}
@@ -261,6 +270,9 @@ func (c *Client) WaitFree(ctx context.Context, name string) error {
 // DestroyPool destroys a pool and everything in it. Use with care: paczfs
 // itself never destroys a pool; this is for tests and tools.
 func (c *Client) DestroyPool(ctx context.Context, name string) error {
+	if err := checkArgs("pool", name); err != nil {
+		return err
+	}
 	if _, err := c.cmd(ctx, "zpool", "destroy", "-f", name); err != nil {
 		return wrap("destroy pool "+name, err)
 	}
@@ -269,6 +281,9 @@ func (c *Client) DestroyPool(ctx context.Context, name string) error {
 
 // PoolImported reports whether a pool of that name is imported here.
 func (c *Client) PoolImported(ctx context.Context, name string) (bool, error) {
+	if err := checkArgs("pool", name); err != nil {
+		return false, err
+	}
 	_, err := c.cmd(ctx, "zpool", "list", "-H", "-o", "name", name)
 	if err == nil {
 		return true, nil
@@ -295,6 +310,9 @@ func (c *Client) Pools(ctx context.Context) ([]string, error) {
 // PoolProperties reads pool properties (all when none are named), as
 // exact values (-p).
 func (c *Client) PoolProperties(ctx context.Context, pool string, props ...string) (map[string]Property, error) {
+	if err := checkArgs("pool or property", append([]string{pool}, props...)...); err != nil {
+		return nil, err
+	}
 	what := "all"
 	if len(props) > 0 {
 		what = strings.Join(props, ",")
@@ -312,6 +330,9 @@ func (c *Client) PoolProperties(ctx context.Context, pool string, props ...strin
 
 // SetPoolProperty sets one pool property, e.g. bootfs.
 func (c *Client) SetPoolProperty(ctx context.Context, pool, prop, value string) error {
+	if err := checkArgs("pool or property", pool, prop); err != nil {
+		return err
+	}
 	if _, err := c.cmd(ctx, "zpool", "set", prop+"="+value, pool); err != nil {
 		return wrap(fmt.Sprintf("set %s on pool %s", prop, pool), err)
 	}
@@ -320,6 +341,9 @@ func (c *Client) SetPoolProperty(ctx context.Context, pool, prop, value string) 
 
 // PoolStatus returns `zpool status -P` for a pool, for logs and reports.
 func (c *Client) PoolStatus(ctx context.Context, pool string) (string, error) {
+	if err := checkArgs("pool", pool); err != nil {
+		return "", err
+	}
 	out, err := c.cmd(ctx, "zpool", "status", "-P", pool)
 	if err != nil {
 		return "", wrap("status of pool "+pool, err)

@@ -197,3 +197,18 @@ func TestSendStreamsToWriter(t *testing.T) {
 	require.NoError(t, zfs.New(zfs.WithRunner(fake)).Receive(context.Background(), strings.NewReader("IN"), "zroot/b", zfs.ReceiveOptions{}))
 	assert.Equal(t, "IN", fake.Stdin()[1])
 }
+
+// The client refuses such names itself: no zfs command runs.
+func TestClientRunsNothingForANameZFSWouldMisread(t *testing.T) {
+	f := &hookstest.FakeRunner{}
+	c := zfs.New(zfs.WithRunner(f))
+	ctx := context.Background()
+	_, err := c.Exists(ctx, "-r")
+	assert.ErrorIs(t, err, zfs.ErrArgument)
+	assert.ErrorIs(t, c.Destroy(ctx, "zroot/a@first%last", zfs.DestroyOptions{}), zfs.ErrArgument)
+	assert.ErrorIs(t, c.SetProperties(ctx, "zroot/a", map[string]string{"-u": "x"}), zfs.ErrArgument)
+	assert.ErrorIs(t, c.Inherit(ctx, "zroot/a", "-r", zfs.InheritOptions{}), zfs.ErrArgument)
+	assert.ErrorIs(t, c.Hold(ctx, "-r", "zroot/a@s", zfs.HoldOptions{}), zfs.ErrArgument)
+	assert.ErrorIs(t, c.ExportPool(ctx, "-f", zfs.ExportOptions{}), zfs.ErrArgument)
+	assert.Empty(t, f.Calls())
+}
