@@ -320,4 +320,3 @@ func (m *Manager) mountEnv(ctx context.Context, name string, readOnly bool) (str
 		os.Remove(dir)
 	}, nil
 }
-

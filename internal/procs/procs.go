@@ -36,25 +36,28 @@ func Find(prefix string) []Proc {
 	if prefix == "" {
 		return nil
 	}
+	prefix = filepath.Clean(prefix)
+	// At or below prefix, never beside it: /x/build is not /x/build2.
+	under := func(t string) bool { return t == prefix || strings.HasPrefix(t, prefix+"/") }
 	var out []Proc
 	self := fmt.Sprint(os.Getpid())
 	procs, _ := filepath.Glob("/proc/[0-9]*")
 	for _, p := range procs {
 		var why []string
 		for _, l := range []string{"root", "cwd"} {
-			if t, err := os.Readlink(filepath.Join(p, l)); err == nil && strings.HasPrefix(t, prefix) {
+			if t, err := os.Readlink(filepath.Join(p, l)); err == nil && under(t) {
 				why = append(why, l)
 			}
 		}
 		fds, _ := filepath.Glob(filepath.Join(p, "fd", "*"))
 		for _, fd := range fds {
-			if t, err := os.Readlink(fd); err == nil && strings.HasPrefix(t, prefix) {
+			if t, err := os.Readlink(fd); err == nil && under(t) {
 				why = append(why, "open "+t)
 				break
 			}
 		}
 		if filepath.Base(p) != self {
-			if mi, err := os.ReadFile(filepath.Join(p, "mountinfo")); err == nil && strings.Contains(string(mi), " "+prefix+"/") {
+			if mi, err := os.ReadFile(filepath.Join(p, "mountinfo")); err == nil && (strings.Contains(string(mi), " "+prefix+"/") || strings.Contains(string(mi), " "+prefix+" ")) {
 				if own, err := os.ReadFile("/proc/self/mountinfo"); err != nil || string(own) != string(mi) {
 					why = append(why, "mounts below it in its own namespace")
 				}
