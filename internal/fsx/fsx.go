@@ -73,7 +73,13 @@ func WriteFile(name string, data []byte, perm fs.FileMode) error {
 	if err != nil {
 		return err
 	}
-	_, err = f.Write(data)
+	return fill(f, data, perm, func() error { return os.Rename(tmp, name) }, func() { os.Remove(tmp) })
+}
+
+// fill writes data to the new temporary file f, gives it exactly perm,
+// closes it and renames it into place; on any failure it removes it.
+func fill(f *os.File, data []byte, perm fs.FileMode, rename func() error, remove func()) error {
+	_, err := f.Write(data)
 	if err == nil {
 		err = f.Chmod(perm)
 	}
@@ -81,13 +87,12 @@ func WriteFile(name string, data []byte, perm fs.FileMode) error {
 		err = cerr
 	}
 	if err == nil {
-		err = os.Rename(tmp, name)
+		err = rename()
 	}
 	if err != nil {
-		os.Remove(tmp)
-		return err
+		remove()
 	}
-	return nil
+	return err
 }
 
 // Umask returns the process's file mode creation mask without changing it
@@ -156,19 +161,5 @@ func WriteFileIn(root *os.Root, name string, data []byte, perm fs.FileMode) erro
 	if err != nil {
 		return err
 	}
-	_, err = f.Write(data)
-	if err == nil {
-		err = f.Chmod(perm)
-	}
-	if cerr := f.Close(); err == nil {
-		err = cerr
-	}
-	if err == nil {
-		err = root.Rename(tmp, name)
-	}
-	if err != nil {
-		root.Remove(tmp)
-		return err
-	}
-	return nil
+	return fill(f, data, perm, func() error { return root.Rename(tmp, name) }, func() { root.Remove(tmp) })
 }
